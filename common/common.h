@@ -1,0 +1,101 @@
+/* common/common.h: errors, logging, allocation, time and atomic files shared by every module.
+ *
+ * Errors are negative ints: either -errno or one of the FL_E* codes below (from -999 up, far
+ * beyond any errno value, so the two never collide). fl_strerror() translates both. */
+#ifndef FL_COMMON_H
+#define FL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* X(name, text): the project's error table. */
+#define FL_ERRORS(X)                                                                               \
+  X(EFORMAT, "malformed input")                                                                    \
+  X(EMAGIC, "not a flame file (bad magic number)")                                                 \
+  X(EVERSION, "unsupported format version")                                                        \
+  X(ECHECKSUM, "checksum mismatch (file corrupted)")                                               \
+  X(ETRUNC, "file truncated")                                                                      \
+  X(ESHAPE, "shapes do not match")                                                                 \
+  X(ERANGE, "value out of range")                                                                  \
+  X(EMISSING, "required entry missing")                                                            \
+  X(EEMPTY, "no usable data")
+
+/* clang-format cannot see that FL_ERRORS(FL_X) expands to a list ending in a comma. */
+/* clang-format off */
+enum {
+  FL_EBASE = -1000,
+#define FL_X(name, text) FL_##name,
+  FL_ERRORS(FL_X)
+#undef FL_X
+  FL_ELAST
+};
+/* clang-format on */
+
+/* Text for an error code: FL_E* or -errno. Never NULL. */
+const char *fl_strerror(int err);
+
+/* Logging: one logger for the whole process. Levels debug < info < warn < error. The
+ * macro checks the level before formatting. Each thread may set a short tag (loop, train,
+ * kafka, main) shown on every line. Lines go to stderr. */
+enum { FL_LOG_DEBUG, FL_LOG_INFO, FL_LOG_WARN, FL_LOG_ERROR };
+extern int fl_log_level;
+void fl_log_set_thread_tag(const char *tag); /* tag must outlive the thread */
+void fl_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define fl_log(level, ...)                                                                         \
+  do {                                                                                             \
+    if ((level) >= fl_log_level) fl_log_write((level), __VA_ARGS__);                               \
+  } while (0)
+#define fl_debug(...) fl_log(FL_LOG_DEBUG, __VA_ARGS__)
+#define fl_info(...) fl_log(FL_LOG_INFO, __VA_ARGS__)
+#define fl_warn(...) fl_log(FL_LOG_WARN, __VA_ARGS__)
+#define fl_error(...) fl_log(FL_LOG_ERROR, __VA_ARGS__)
+
+/* Allocation that aborts with size and place on out-of-memory: out-of-memory is the one
+ * failure we do not try to survive. Sizes are checked for multiplication overflow. */
+void *fl_xmalloc_at(size_t n, const char *file, int line);
+void *fl_xcalloc_at(size_t count, size_t size, const char *file, int line);
+void *fl_xrealloc_at(void *p, size_t n, const char *file, int line);
+#define xmalloc(n) fl_xmalloc_at((n), __FILE__, __LINE__)
+#define xcalloc(c, s) fl_xcalloc_at((c), (s), __FILE__, __LINE__)
+#define xrealloc(p, n) fl_xrealloc_at((p), (n), __FILE__, __LINE__)
+/* 64-byte aligned; free with free(). zero = 1 clears it (parameter blocks); zero = 0 leaves
+ * pages untouched until first written (activation buffers sized for the largest batch stay
+ * out of the resident set until a batch that large arrives). */
+void *fl_xalloc_aligned_at(size_t n, int zero, const char *file, int line);
+#define xalloc_aligned(n) fl_xalloc_aligned_at((n), 1, __FILE__, __LINE__)
+#define xalloc_aligned_uninit(n) fl_xalloc_aligned_at((n), 0, __FILE__, __LINE__)
+
+/* Monotonic clock in seconds. */
+double fl_now(void);
+
+/* Writes n bytes to path atomically: a temp file beside it, fsync, rename over path, fsync
+ * the directory. Either the old or the complete new file is visible after a crash.
+ * Returns 0 or -errno. */
+int fl_write_atomic(const char *path, const void *buf, size_t n);
+
+/* Reads a whole file into a fresh buffer (caller frees). Returns 0 or -errno. */
+int fl_read_file(const char *path, void **buf, size_t *n);
+
+/* CRC-32 (zlib's polynomial, as zip uses): crc = fl_crc32(0, buf, n) for a fresh sum. */
+uint32_t fl_crc32(uint32_t crc, const void *buf, size_t n);
+
+/* Deterministic random numbers. fl_rng is a small sequential generator (splitmix64) for
+ * initialisation and shuffling; fl_hash64 is a counter-based generator: the same inputs give
+ * the same bits on any thread, which is how dropout masks are regenerated in backward
+ * instead of being stored. */
+typedef struct {
+  uint64_t s; /* state */
+} fl_rng;
+void fl_rng_seed(fl_rng *r, uint64_t seed);
+uint64_t fl_rng_u64(fl_rng *r);
+double fl_rng_uniform(fl_rng *r);             /* [0, 1) */
+float fl_rng_normal(fl_rng *r);               /* N(0, 1) */
+uint64_t fl_rng_below(fl_rng *r, uint64_t n); /* [0, n), n > 0 */
+static inline uint64_t fl_hash64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+#endif

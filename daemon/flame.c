@@ -1,0 +1,703 @@
+/* daemon/flame.c: the `flame` offline tool: train, eval, import-pt, bench, synth, inspect.
+ *
+ * A thin layer over model/: it parses arguments, loads files, calls the engine and prints.
+ * Contract shared by every subcommand (later work and benchmarks call it): --help prints
+ * usage and exits 0; a bad argument or an unreadable file prints ONE line
+ * "flame <cmd>: <what>" on stderr and exits 2; progress goes to stderr; the result is the
+ * last stdout line, one JSON object. */
+#define _GNU_SOURCE
+#include "common/common.h"
+#include "model/model.h"
+#include "model/synth.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+
+static const char *cmd = "flame";
+
+static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static _Noreturn void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "flame %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(EXIT_USAGE);
+}
+
+/* ---- argument parsing helpers ---- */
+
+static size_t arg_size(const char *opt, const char *v, size_t lo, size_t hi) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || end == v || *end || v[0] == '-' || x < lo || x > hi)
+    die("%s: expected an integer in [%zu, %zu], got '%s'", opt, lo, hi, v);
+  return (size_t)x;
+}
+
+static double arg_double(const char *opt, const char *v, double lo, double hi) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || end == v || *end || !(x >= lo && x <= hi))
+    die("%s: expected a number in [%g, %g], got '%s'", opt, lo, hi, v);
+  return x;
+}
+
+static void need(const char *what, const char *v) {
+  if (!v) die("%s is required (see flame %s --help)", what, cmd);
+}
+
+static int default_threads(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+static void load_data(const char *path, data_set *ds) {
+  char err[512];
+  if (data_load(path, ds, err, sizeof err) != 0) die("%s", err);
+}
+
+static void load_ckpt(const char *path, model_sasrec *m) {
+  char err[512];
+  if (ckpt_load(path, m, err, sizeof err) != 0) die("%s", err);
+}
+
+static cJSON *metrics_json(const eval_metrics *e) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "HR@10", e->hr10);
+  cJSON_AddNumberToObject(o, "NDCG@10", e->ndcg10);
+  cJSON_AddNumberToObject(o, "HR@20", e->hr20);
+  cJSON_AddNumberToObject(o, "NDCG@20", e->ndcg20);
+  return o;
+}
+
+static void print_json(cJSON *o) {
+  char *s = cJSON_PrintUnformatted(o);
+  printf("%s\n", s);
+  fflush(stdout);
+  cJSON_free(s);
+  cJSON_Delete(o);
+}
+
+/* Options shared by the commands that build a model. */
+enum {
+  OPT_DIM = 1000,
+  OPT_BLOCKS,
+  OPT_HEADS,
+  OPT_MAXLEN,
+  OPT_DROPOUT,
+  OPT_NO_PACK,
+  OPT_NO_LAST_ONLY,
+  OPT_SGEMM,
+  OPT_MEAN_LEN,
+};
+
+static int hparams_option(int c, const char *arg, model_hparams *hp) {
+  switch (c) {
+  case OPT_DIM:
+    hp->C = (uint32_t)arg_size("--dim", arg, 2, 4096);
+    break;
+  case OPT_BLOCKS:
+    hp->NL = (uint32_t)arg_size("--blocks", arg, 1, 64);
+    break;
+  case OPT_HEADS:
+    hp->NH = (uint32_t)arg_size("--heads", arg, 1, 64);
+    break;
+  case OPT_MAXLEN:
+    hp->L = (uint32_t)arg_size("--maxlen", arg, 1, 4096);
+    break;
+  case OPT_DROPOUT:
+    hp->dropout = (float)arg_double("--dropout", arg, 0.0, 0.95);
+    break;
+  default:
+    return 0;
+  }
+  return 1;
+}
+
+static void hparams_finish(model_hparams *hp) {
+  hp->FF = 4 * hp->C;
+  if (model_hparams_check(hp) != 0)
+    die("--dim %u must be a multiple of --heads %u", (unsigned)hp->C, (unsigned)hp->NH);
+}
+
+#define HPARAMS_HELP                                                                               \
+  "  --dim N          channels d (64); the FFN is 4d wide\n"                                       \
+  "  --blocks N       transformer blocks (2)\n"                                                    \
+  "  --heads N        attention heads (2)\n"                                                       \
+  "  --maxlen N       max sequence length L (50)\n"                                                \
+  "  --dropout P      dropout probability (0.5)\n"
+
+#define HPARAMS_LONGOPTS                                                                           \
+  {"dim", required_argument, 0, OPT_DIM}, {"blocks", required_argument, 0, OPT_BLOCKS},            \
+      {"heads", required_argument, 0, OPT_HEADS}, {"maxlen", required_argument, 0, OPT_MAXLEN}, {  \
+    "dropout", required_argument, 0, OPT_DROPOUT                                                   \
+  }
+
+static void check_method(const char *method) {
+  if (strcmp(method, "sasrec") == 0) return;
+  if (strcmp(method, "flame") == 0)
+    die("--method flame is not available yet (FLAME training arrives with issue 3); use sasrec");
+  die("--method: expected sasrec, got '%s'", method);
+}
+
+static void bad_option(int argc, char **argv) {
+  (void)argc;
+  die("unknown or incomplete option '%s' (see flame %s --help)", argv[optind - 1], cmd);
+}
+
+/* ---- flame train ---- */
+
+static const char train_help[] =
+    "usage: flame train --data FILE --method sasrec --out FILE.ckpt [options]\n"
+    "Trains SASRec from scratch with early stopping on validation NDCG@20 and keeps the\n"
+    "best checkpoint in --out. Progress per epoch on stderr; the last stdout line is JSON:\n"
+    "{\"best_epoch\":..,\"epochs\":..,\"val\":{..},\"test\":{..},\"wall_sec\":..,...}\n"
+    "  --data FILE      dataset: `user item` or `user item item ...` per line\n"
+    "  --method M       sasrec\n"
+    "  --out FILE       best checkpoint, written atomically at every improvement\n"
+    "  --epochs N       maximum epochs (200)\n"
+    "  --patience N     stop after N epochs without improvement (20)\n"
+    "  --protocol P     default | flame (truncates histories to L+3, FLAME.md section 4)\n"
+    "  --threads N      BLAS threads (all cores)\n"
+    "  --seed N         initialisation, shuffling and dropout (42)\n"
+    "  --batch N        samples per step (256)\n"
+    "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP;
+
+static int cmd_train(int argc, char **argv) {
+  const char *data = NULL, *method = NULL, *out = NULL;
+  model_hparams hp;
+  model_hparams_default(&hp);
+  train_opts o;
+  train_opts_default(&o);
+  int threads = default_threads();
+  static const struct option lo[] = {{"data", required_argument, 0, 'd'},
+                                     {"method", required_argument, 0, 'm'},
+                                     {"out", required_argument, 0, 'o'},
+                                     {"epochs", required_argument, 0, 'e'},
+                                     {"patience", required_argument, 0, 'p'},
+                                     {"protocol", required_argument, 0, 'P'},
+                                     {"threads", required_argument, 0, 't'},
+                                     {"seed", required_argument, 0, 's'},
+                                     {"batch", required_argument, 0, 'b'},
+                                     {"lr", required_argument, 0, 'l'},
+                                     {"help", no_argument, 0, 'h'},
+                                     HPARAMS_LONGOPTS,
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'd':
+      data = optarg;
+      break;
+    case 'm':
+      method = optarg;
+      break;
+    case 'o':
+      out = optarg;
+      break;
+    case 'e':
+      o.epochs = arg_size("--epochs", optarg, 1, 100000);
+      break;
+    case 'p':
+      o.patience = arg_size("--patience", optarg, 1, 100000);
+      break;
+    case 'P':
+      if (eval_protocol_parse(optarg, &o.proto))
+        die("--protocol: expected default or flame, got '%s'", optarg);
+      break;
+    case 't':
+      threads = (int)arg_size("--threads", optarg, 1, 256);
+      break;
+    case 's':
+      o.seed = arg_size("--seed", optarg, 0, SIZE_MAX);
+      break;
+    case 'b':
+      o.batch = arg_size("--batch", optarg, 1, 65536);
+      break;
+    case 'l':
+      o.lr = (float)arg_double("--lr", optarg, 1e-9, 10.0);
+      break;
+    case 'h':
+      fputs(train_help, stdout);
+      return 0;
+    default:
+      if (!hparams_option(c, optarg, &hp)) bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--data", data);
+  need("--method", method);
+  need("--out", out);
+  check_method(method);
+  hparams_finish(&hp);
+  model_set_threads(threads);
+  data_set ds;
+  load_data(data, &ds);
+  if (o.proto == EVAL_PROTOCOL_FLAME) data_truncate(&ds, hp.L + 3);
+  model_sasrec m;
+  if (model_init(&m, &hp, ds.NI, o.seed) != 0) die("cannot build a model for %zu items", ds.NI);
+  o.out = out;
+  fprintf(stderr, "flame train: %zu users, %zu items, %zu parameters, threads %d\n", ds.nusers,
+          ds.NI, m.nparams, threads);
+  train_result r;
+  int err = train_sasrec(&m, &ds, &o, &r);
+  if (err) die("%s", fl_strerror(err));
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "method", method);
+  cJSON_AddStringToObject(j, "data", data);
+  cJSON_AddStringToObject(j, "protocol", o.proto == EVAL_PROTOCOL_FLAME ? "flame" : "default");
+  cJSON_AddNumberToObject(j, "best_epoch", (double)r.best_epoch);
+  cJSON_AddNumberToObject(j, "epochs", (double)r.epochs_run);
+  cJSON_AddItemToObject(j, "val", metrics_json(&r.val));
+  cJSON_AddItemToObject(j, "test", metrics_json(&r.test));
+  cJSON_AddNumberToObject(j, "wall_sec", r.wall_sec);
+  cJSON_AddNumberToObject(j, "best_sec", r.best_sec);
+  cJSON_AddNumberToObject(j, "last_loss", r.last_loss);
+  cJSON_AddNumberToObject(j, "threads", threads);
+  cJSON_AddNumberToObject(j, "seed", (double)o.seed);
+  print_json(j);
+  model_free(&m);
+  data_free(&ds);
+  return 0;
+}
+
+/* ---- flame eval ---- */
+
+static const char eval_help[] =
+    "usage: flame eval --data FILE --checkpoint FILE [--protocol default|flame] [--threads N]\n"
+    "Full-ranking HR@10/20 and NDCG@10/20 on the leave-one-out validation and test items.\n"
+    "The last stdout line is JSON: {\"val\":{\"HR@10\":..,\"NDCG@10\":..,\"HR@20\":..,\n"
+    "\"NDCG@20\":..},\"test\":{...}}\n";
+
+static int cmd_eval(int argc, char **argv) {
+  const char *data = NULL, *ckpt = NULL;
+  eval_protocol proto = EVAL_PROTOCOL_DEFAULT;
+  int threads = default_threads();
+  static const struct option lo[] = {
+      {"data", required_argument, 0, 'd'},     {"checkpoint", required_argument, 0, 'c'},
+      {"protocol", required_argument, 0, 'P'}, {"threads", required_argument, 0, 't'},
+      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'd':
+      data = optarg;
+      break;
+    case 'c':
+      ckpt = optarg;
+      break;
+    case 'P':
+      if (eval_protocol_parse(optarg, &proto))
+        die("--protocol: expected default or flame, got '%s'", optarg);
+      break;
+    case 't':
+      threads = (int)arg_size("--threads", optarg, 1, 256);
+      break;
+    case 'h':
+      fputs(eval_help, stdout);
+      return 0;
+    default:
+      bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--data", data);
+  need("--checkpoint", ckpt);
+  model_set_threads(threads);
+  model_sasrec m;
+  load_ckpt(ckpt, &m);
+  data_set ds;
+  load_data(data, &ds);
+  if (ds.NI > m.NI)
+    die("%s has item ids up to %zu but the checkpoint knows %zu items", data, ds.NI, m.NI);
+  if (proto == EVAL_PROTOCOL_FLAME) data_truncate(&ds, m.hp.L + 3);
+  eval_metrics val, test;
+  double t0 = fl_now();
+  int err = eval_run(&m, &ds, proto, EVAL_VAL, &val);
+  if (!err) err = eval_run(&m, &ds, proto, EVAL_TEST, &test);
+  if (err) die("%s", fl_strerror(err));
+  fprintf(stderr, "flame eval: %zu users, %.2f s\n", val.users, fl_now() - t0);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddItemToObject(j, "val", metrics_json(&val));
+  cJSON_AddItemToObject(j, "test", metrics_json(&test));
+  print_json(j);
+  model_free(&m);
+  data_free(&ds);
+  return 0;
+}
+
+/* ---- flame import-pt ---- */
+
+static const char import_help[] =
+    "usage: flame import-pt --in FILE.pt --out FILE.ckpt\n"
+    "Converts the FLAME authors' PyTorch SASRec weights (a zip of raw float32 arrays,\n"
+    "FLAME.md section 5) into a flame checkpoint. Prints a JSON summary.\n";
+
+static int cmd_import(int argc, char **argv) {
+  const char *in = NULL, *out = NULL;
+  static const struct option lo[] = {{"in", required_argument, 0, 'i'},
+                                     {"out", required_argument, 0, 'o'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'i':
+      in = optarg;
+      break;
+    case 'o':
+      out = optarg;
+      break;
+    case 'h':
+      fputs(import_help, stdout);
+      return 0;
+    default:
+      bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--in", in);
+  need("--out", out);
+  model_sasrec m;
+  char err[512];
+  if (ptimport_load(in, &m, err, sizeof err) != 0) die("%s", err);
+  int rc = ckpt_save(out, &m);
+  if (rc) die("%s: %s", out, fl_strerror(rc));
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "out", out);
+  cJSON_AddNumberToObject(j, "items", (double)m.NI);
+  cJSON_AddNumberToObject(j, "dim", m.hp.C);
+  cJSON_AddNumberToObject(j, "blocks", m.hp.NL);
+  cJSON_AddNumberToObject(j, "heads", m.hp.NH);
+  cJSON_AddNumberToObject(j, "maxlen", m.hp.L);
+  cJSON_AddNumberToObject(j, "params", (double)m.nparams);
+  print_json(j);
+  model_free(&m);
+  return 0;
+}
+
+/* ---- flame bench ---- */
+
+static const char bench_help[] =
+    "usage: flame bench --data FILE --method sasrec [options]\n"
+    "Times training steps on random batches of the dataset's training samples (as\n"
+    "../shared/bench/torch_ref.py bench does): the median of all steps after 2 warm-up\n"
+    "steps. The last stdout line is JSON with torch_ref.py's keys plus useful GFLOP/s.\n"
+    "  --batch N        samples per step (256)\n"
+    "  --maxlen N       max sequence length L (50)\n"
+    "  --threads N      BLAS threads (2)\n"
+    "  --steps N        steps including 2 warm-up (12)\n"
+    "  --seed N         (42)\n"
+    "  --no-pack        compute the padded window (measures what packing buys)\n"
+    "  --no-last-only   compute the whole last block (measures what the shortcut buys)\n"
+    "  --sgemm          measure the machine's sgemm throughput instead (1024^3)\n";
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, size_t n) {
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int bench_sgemm(int threads, size_t steps) {
+  size_t n = 1024;
+  float *a = xalloc_aligned(n * n * sizeof(float)), *b = xalloc_aligned(n * n * sizeof(float));
+  float *cm = xalloc_aligned(n * n * sizeof(float));
+  for (size_t i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+  double *t = xmalloc(steps * sizeof(double));
+  for (size_t s = 0; s < steps; s++) {
+    double t0 = fl_now();
+    model_matmul(cm, n, a, n, 0, b, n, 1, n, n, n, 1.0f, 0.0f);
+    t[s] = fl_now() - t0;
+  }
+  double med = median(t + 2, steps - 2);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "impl", "openblas-sgemm");
+  cJSON_AddNumberToObject(j, "n", (double)n);
+  cJSON_AddNumberToObject(j, "threads", threads);
+  cJSON_AddNumberToObject(j, "sec", med);
+  cJSON_AddNumberToObject(j, "gflops", 2.0 * n * n * n / med / 1e9);
+  print_json(j);
+  free(a), free(b), free(cm), free(t);
+  return 0;
+}
+
+static int cmd_bench(int argc, char **argv) {
+  const char *data = NULL, *method = NULL;
+  size_t B = 256, steps = 12;
+  uint64_t seed = 42;
+  int threads = 2, pad = 0, last_only = 1, sgemm = 0;
+  model_hparams hp;
+  model_hparams_default(&hp);
+  static const struct option lo[] = {{"data", required_argument, 0, 'd'},
+                                     {"method", required_argument, 0, 'm'},
+                                     {"batch", required_argument, 0, 'b'},
+                                     {"threads", required_argument, 0, 't'},
+                                     {"steps", required_argument, 0, 'n'},
+                                     {"seed", required_argument, 0, 's'},
+                                     {"no-pack", no_argument, 0, OPT_NO_PACK},
+                                     {"no-last-only", no_argument, 0, OPT_NO_LAST_ONLY},
+                                     {"sgemm", no_argument, 0, OPT_SGEMM},
+                                     {"help", no_argument, 0, 'h'},
+                                     HPARAMS_LONGOPTS,
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'd':
+      data = optarg;
+      break;
+    case 'm':
+      method = optarg;
+      break;
+    case 'b':
+      B = arg_size("--batch", optarg, 1, 65536);
+      break;
+    case 't':
+      threads = (int)arg_size("--threads", optarg, 1, 256);
+      break;
+    case 'n':
+      steps = arg_size("--steps", optarg, 3, 100000);
+      break;
+    case 's':
+      seed = arg_size("--seed", optarg, 0, SIZE_MAX);
+      break;
+    case OPT_NO_PACK:
+      pad = 1;
+      break;
+    case OPT_NO_LAST_ONLY:
+      last_only = 0;
+      break;
+    case OPT_SGEMM:
+      sgemm = 1;
+      break;
+    case 'h':
+      fputs(bench_help, stdout);
+      return 0;
+    default:
+      if (!hparams_option(c, optarg, &hp)) bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  model_set_threads(threads);
+  if (sgemm) return bench_sgemm(threads, steps);
+  need("--data", data);
+  need("--method", method);
+  check_method(method);
+  hparams_finish(&hp);
+  data_set ds;
+  load_data(data, &ds);
+  data_sample *all = NULL;
+  size_t ns = data_train_samples(&ds, &all);
+  if (ns == 0) die("%s has no training samples", data);
+  model_sasrec m;
+  if (model_init(&m, &hp, ds.NI, seed) != 0) die("cannot build a model for %zu items", ds.NI);
+  m.last_only = last_only;
+  model_train_alloc(&m);
+  size_t L = hp.L;
+  model_acts *a = model_acts_new(&hp, B, B * L);
+  int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
+  size_t *off = xmalloc((B + 1) * sizeof(size_t));
+  data_sample *pick = xmalloc(B * sizeof(data_sample));
+  double *t = xmalloc(steps * sizeof(double)), flops = 0.0, tokens = 0.0;
+  fl_rng r;
+  fl_rng_seed(&r, seed);
+  for (size_t s = 0; s < steps; s++) {
+    for (size_t i = 0; i < B; i++) pick[i] = all[fl_rng_below(&r, ns)];
+    model_batch bt;
+    data_pack(&ds, pick, B, L, pad, tok, off, tgt, &bt);
+    double t0 = fl_now();
+    model_zero_grad(&m);
+    model_forward(&m, a, &bt, 1);
+    model_backward(&m, a, &bt);
+    model_adam_step(&m, 1e-3f);
+    t[s] = fl_now() - t0;
+    if (s >= 2) {
+      flops += model_step_flops(&m, &bt);
+      tokens += (double)bt.T;
+    }
+  }
+  double med = median(t + 2, steps - 2);
+  double mean_flops = flops / (double)(steps - 2);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "impl", "flame");
+  cJSON_AddStringToObject(j, "method", method);
+  cJSON_AddStringToObject(j, "data", data);
+  cJSON_AddNumberToObject(j, "items", (double)ds.NI);
+  cJSON_AddNumberToObject(j, "batch", (double)B);
+  cJSON_AddNumberToObject(j, "maxlen", L);
+  cJSON_AddNumberToObject(j, "threads", threads);
+  cJSON_AddNumberToObject(j, "sec_per_step", med);
+  cJSON_AddNumberToObject(j, "samples_per_sec", (double)B / med);
+  cJSON_AddNumberToObject(j, "useful_gflop_per_step", mean_flops / 1e9);
+  cJSON_AddNumberToObject(j, "useful_gflops", mean_flops / med / 1e9);
+  cJSON_AddNumberToObject(j, "tokens_per_step", tokens / (double)(steps - 2));
+  cJSON_AddBoolToObject(j, "packed", !pad);
+  cJSON_AddBoolToObject(j, "last_only", last_only);
+  print_json(j);
+  free(t), free(pick), free(off), free(tgt), free(tok), free(all);
+  model_acts_free(a);
+  model_free(&m);
+  data_free(&ds);
+  return 0;
+}
+
+/* ---- flame synth ---- */
+
+static const char synth_help[] =
+    "usage: flame synth --out FILE [--users N] [--items N] [--mean-len N] [--seed N]\n"
+    "Writes a synthetic `user item item ...` dataset with learnable sequential structure\n"
+    "(topics walked in order, 1-3 tastes per user, drift): for demos and tests.\n"
+    "  --users N (2000)  --items N (500)  --mean-len N (20)  --seed N (1)\n";
+
+static int cmd_synth(int argc, char **argv) {
+  const char *out = NULL;
+  size_t users = 2000, items = 500, mean_len = 20;
+  uint64_t seed = 1;
+  static const struct option lo[] = {{"out", required_argument, 0, 'o'},
+                                     {"users", required_argument, 0, 'u'},
+                                     {"items", required_argument, 0, 'i'},
+                                     {"mean-len", required_argument, 0, OPT_MEAN_LEN},
+                                     {"seed", required_argument, 0, 's'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      out = optarg;
+      break;
+    case 'u':
+      users = arg_size("--users", optarg, 1, 100000000);
+      break;
+    case 'i':
+      items = arg_size("--items", optarg, 5, 2147483646);
+      break;
+    case OPT_MEAN_LEN:
+      mean_len = arg_size("--mean-len", optarg, 5, 100000);
+      break;
+    case 's':
+      seed = arg_size("--seed", optarg, 0, SIZE_MAX);
+      break;
+    case 'h':
+      fputs(synth_help, stdout);
+      return 0;
+    default:
+      bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--out", out);
+  int err = synth_write(out, users, items, mean_len, seed);
+  if (err) die("%s: %s", out, fl_strerror(err));
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "out", out);
+  cJSON_AddNumberToObject(j, "users", (double)users);
+  cJSON_AddNumberToObject(j, "items", (double)items);
+  print_json(j);
+  return 0;
+}
+
+/* ---- flame inspect ---- */
+
+static const char inspect_help[] =
+    "usage: flame inspect --checkpoint FILE\n"
+    "Validates a checkpoint and prints its header and parameter statistics as JSON.\n";
+
+static int cmd_inspect(int argc, char **argv) {
+  const char *ckpt = NULL;
+  static const struct option lo[] = {
+      {"checkpoint", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'c':
+      ckpt = optarg;
+      break;
+    case 'h':
+      fputs(inspect_help, stdout);
+      return 0;
+    default:
+      bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--checkpoint", ckpt);
+  model_sasrec m;
+  load_ckpt(ckpt, &m);
+  double sq = 0.0;
+  for (size_t i = 0; i < m.nparams; i++) sq += (double)m.params[i] * m.params[i];
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "checkpoint", ckpt);
+  cJSON_AddNumberToObject(j, "items", (double)m.NI);
+  cJSON_AddNumberToObject(j, "dim", m.hp.C);
+  cJSON_AddNumberToObject(j, "blocks", m.hp.NL);
+  cJSON_AddNumberToObject(j, "heads", m.hp.NH);
+  cJSON_AddNumberToObject(j, "ffn", m.hp.FF);
+  cJSON_AddNumberToObject(j, "maxlen", m.hp.L);
+  cJSON_AddNumberToObject(j, "dropout", m.hp.dropout);
+  cJSON_AddNumberToObject(j, "step", (double)m.step);
+  cJSON_AddNumberToObject(j, "params", (double)m.nparams);
+  cJSON_AddNumberToObject(j, "param_rms", sqrt(sq / (double)m.nparams));
+  print_json(j);
+  model_free(&m);
+  return 0;
+}
+
+/* ---- main ---- */
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *what;
+} commands[] = {
+    {"train", cmd_train, "train a model (early stopping, best checkpoint)"},
+    {"eval", cmd_eval, "full-ranking HR/NDCG@10/20 of a checkpoint"},
+    {"import-pt", cmd_import, "convert the FLAME authors' PyTorch weights"},
+    {"bench", cmd_bench, "time training steps (or --sgemm)"},
+    {"synth", cmd_synth, "write a synthetic dataset"},
+    {"inspect", cmd_inspect, "validate and describe a checkpoint"},
+};
+
+static void usage(FILE *f) {
+  fputs("usage: flame COMMAND [options]   (flame COMMAND --help for its options)\n", f);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    if (strcmp(argv[1], commands[i].name) == 0) {
+      cmd = commands[i].name;
+      opterr = 0; /* our own one-line messages */
+      return commands[i].fn(argc - 1, argv + 1);
+    }
+  }
+  fprintf(stderr, "flame: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return EXIT_USAGE;
+}

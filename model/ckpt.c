@@ -1,0 +1,289 @@
+/* model/ckpt.c: checkpoints of the parameter block (ckpt_save, ckpt_load).
+ *
+ * File format, version 1. Every field little-endian, serialised field by field (never a
+ * struct dump, so padding and host byte order never reach the disk):
+ *
+ *   offset size  field
+ *        0    8  magic "FLAMECKP"
+ *        8    4  u32 version (1)
+ *       12    4  u32 header size in bytes (76 for version 1)
+ *       16    4  u32 C
+ *       20    4  u32 NL
+ *       24    4  u32 NH
+ *       28    4  u32 FF
+ *       32    4  u32 L
+ *       36    4  f32 dropout
+ *       40    4  f32 ln_eps
+ *       44    8  u64 NI (items; the item table has NI + 1 rows)
+ *       52    8  u64 step (Adam's t)
+ *       60    8  u64 nparams (floats in the payload)
+ *       68    4  u32 CRC-32 of the payload bytes
+ *       72    4  u32 CRC-32 of header bytes [0, 72)
+ *       76       payload: the parameter block, nparams float32, in model_tensor_sizes order
+ *
+ * Only parameters are stored: gradients and Adam moments are not, so a resumed run restarts
+ * Adam's moments from zero (step is kept for the bias correction and the dropout masks).
+ * The dropout seed is not stored either: it is configuration, set by the caller after a load.
+ *
+ * A load reads the whole file, then validates in an order where every check only relies on
+ * bytes already validated: magic (on the bytes present, so a short foreign file reads as
+ * foreign rather than truncated), size >= header, version, header size, header CRC, the
+ * hyper-parameters, NI, nparams against the shapes they imply, the exact file size, the
+ * payload CRC and finally that every parameter is finite. Only then is a model allocated, so
+ * a refused file never disturbs the caller's model. The CRCs catch corruption; the finite
+ * check catches a model that diverged before it was saved (a NaN would otherwise be served). */
+#include "common/common.h"
+#include "model/model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CKPT_MAGIC "FLAMECKP"
+#define CKPT_MAGIC_LEN 8
+#define CKPT_VERSION 1u
+#define CKPT_HEADER_SIZE 76u
+#define CKPT_HCRC_OFF 72u                   /* the header CRC covers the bytes before it */
+#define CKPT_NI_MAX ((uint64_t)2147483646u) /* 2^31 - 2: item ids are int32, NI + 1 rows */
+
+/* For messages; designated so that the table follows the enum whatever its order. */
+static const char *const ckpt_tensor_names[MODEL_NTENSORS] = {
+    [MODEL_T_POS] = "pos",           [MODEL_T_LNE_W] = "lne_w", [MODEL_T_LNE_B] = "lne_b",
+    [MODEL_T_QKVW] = "qkvw",         [MODEL_T_QKVB] = "qkvb",   [MODEL_T_ATTPROJW] = "attprojw",
+    [MODEL_T_ATTPROJB] = "attprojb", [MODEL_T_LN1W] = "ln1w",   [MODEL_T_LN1B] = "ln1b",
+    [MODEL_T_FCW] = "fcw",           [MODEL_T_FCB] = "fcb",     [MODEL_T_FCPROJW] = "fcprojw",
+    [MODEL_T_FCPROJB] = "fcprojb",   [MODEL_T_LN2W] = "ln2w",   [MODEL_T_LN2B] = "ln2b",
+    [MODEL_T_ITEM] = "item",
+};
+
+static void ckpt_put_u32(unsigned char *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void ckpt_put_u64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void ckpt_put_f32(unsigned char *p, float f) {
+  uint32_t v;
+  memcpy(&v, &f, sizeof v);
+  ckpt_put_u32(p, v);
+}
+
+static uint32_t ckpt_get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t ckpt_get_u64(const unsigned char *p) {
+  return (uint64_t)ckpt_get_u32(p) | (uint64_t)ckpt_get_u32(p + 4) << 32;
+}
+
+static float ckpt_get_f32(const unsigned char *p) {
+  uint32_t v = ckpt_get_u32(p);
+  float f;
+  memcpy(&f, &v, sizeof f);
+  return f;
+}
+
+/* Formats "path: message" into err (if any) and returns code. */
+static int ckpt_fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int ckpt_fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...) {
+  if (err && errlen > 0) {
+    int n = snprintf(err, errlen, "%s: ", path);
+    if (n >= 0 && (size_t)n < errlen) {
+      va_list ap;
+      va_start(ap, fmt);
+      vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+      va_end(ap);
+    }
+  }
+  return code;
+}
+
+/* Copies n floats to little-endian bytes (a plain copy on little-endian hosts). */
+static void ckpt_floats_to_le(unsigned char *dst, const float *src, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(dst, src, n * sizeof(float));
+#else
+  for (size_t i = 0; i < n; i++) ckpt_put_f32(dst + 4 * i, src[i]);
+#endif
+}
+
+static void ckpt_floats_from_le(float *dst, const unsigned char *src, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(dst, src, n * sizeof(float));
+#else
+  for (size_t i = 0; i < n; i++) dst[i] = ckpt_get_f32(src + 4 * i);
+#endif
+}
+
+/* Writes m's hyper-parameters, NI, step and parameter block to path atomically
+ * (fl_write_atomic: the old file stays intact until the new one is complete). Requires a
+ * model whose parameter block holds at least model_tensor_sizes(&m->hp, m->NI) floats
+ * (FL_ESHAPE otherwise). Non-finite parameters are written as they are; ckpt_load refuses
+ * them. Returns 0, FL_ESHAPE or -errno. */
+int ckpt_save(const char *path, const model_sasrec *m) {
+  size_t sizes[MODEL_NTENSORS];
+  size_t np = model_tensor_sizes(&m->hp, m->NI, sizes);
+  if (!m->params || m->nparams < np || np > (SIZE_MAX - CKPT_HEADER_SIZE) / sizeof(float))
+    return FL_ESHAPE;
+  size_t payload = np * sizeof(float);
+  size_t total = CKPT_HEADER_SIZE + payload;
+  unsigned char *buf = xmalloc(total);
+  unsigned char *h = buf;
+
+  memcpy(h, CKPT_MAGIC, CKPT_MAGIC_LEN);
+  ckpt_put_u32(h + 8, CKPT_VERSION);
+  ckpt_put_u32(h + 12, CKPT_HEADER_SIZE);
+  ckpt_put_u32(h + 16, m->hp.C);
+  ckpt_put_u32(h + 20, m->hp.NL);
+  ckpt_put_u32(h + 24, m->hp.NH);
+  ckpt_put_u32(h + 28, m->hp.FF);
+  ckpt_put_u32(h + 32, m->hp.L);
+  ckpt_put_f32(h + 36, m->hp.dropout);
+  ckpt_put_f32(h + 40, m->hp.ln_eps);
+  ckpt_put_u64(h + 44, (uint64_t)m->NI);
+  ckpt_put_u64(h + 52, m->step);
+  ckpt_put_u64(h + 60, (uint64_t)np);
+  ckpt_floats_to_le(buf + CKPT_HEADER_SIZE, m->params, np);
+  ckpt_put_u32(h + 68, fl_crc32(0, buf + CKPT_HEADER_SIZE, payload));
+  ckpt_put_u32(h + CKPT_HCRC_OFF, fl_crc32(0, h, CKPT_HCRC_OFF));
+
+  int err = fl_write_atomic(path, buf, total);
+  free(buf);
+  return err;
+}
+
+/* Loads a checkpoint written by ckpt_save into *m (freshly allocated with model_alloc:
+ * parameters only, gradients and Adam state NULL, m->step restored; free with model_free).
+ * Every byte is validated before it is used (see the top of this file). On failure returns
+ * -errno (unreadable file), FL_ETRUNC, FL_EMAGIC, FL_EVERSION, FL_EFORMAT, FL_ECHECKSUM,
+ * FL_ERANGE or FL_ESHAPE, writes one line "path: what" to err (when err is not NULL), and
+ * leaves *m untouched. */
+int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
+  void *file = NULL;
+  size_t n = 0;
+  int rc = fl_read_file(path, &file, &n);
+  if (rc != 0) return ckpt_fail(err, errlen, rc, path, "cannot read: %s", fl_strerror(rc));
+  unsigned char *buf = file;
+
+  size_t mlen = n < CKPT_MAGIC_LEN ? n : CKPT_MAGIC_LEN;
+  if (memcmp(buf, CKPT_MAGIC, mlen) != 0) {
+    rc = ckpt_fail(err, errlen, FL_EMAGIC, path, "not a flame checkpoint (bad magic number)");
+    goto fail_buf;
+  }
+  if (n < CKPT_HEADER_SIZE) {
+    rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
+                   "file truncated (expected at least %u header bytes, found %zu)",
+                   CKPT_HEADER_SIZE, n);
+    goto fail_buf;
+  }
+  uint32_t version = ckpt_get_u32(buf + 8);
+  if (version != CKPT_VERSION) {
+    rc = ckpt_fail(err, errlen, FL_EVERSION, path,
+                   "unsupported checkpoint version %u (this build reads version %u)", version,
+                   CKPT_VERSION);
+    goto fail_buf;
+  }
+  uint32_t hsize = ckpt_get_u32(buf + 12);
+  if (hsize != CKPT_HEADER_SIZE) {
+    rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "header size %u, version %u headers are %u bytes",
+                   hsize, version, CKPT_HEADER_SIZE);
+    goto fail_buf;
+  }
+  uint32_t hcrc = ckpt_get_u32(buf + CKPT_HCRC_OFF), hcrc_got = fl_crc32(0, buf, CKPT_HCRC_OFF);
+  if (hcrc != hcrc_got) {
+    rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
+                   "header checksum mismatch (stored %08x, computed %08x): file corrupted", hcrc,
+                   hcrc_got);
+    goto fail_buf;
+  }
+
+  model_hparams hp;
+  hp.C = ckpt_get_u32(buf + 16);
+  hp.NL = ckpt_get_u32(buf + 20);
+  hp.NH = ckpt_get_u32(buf + 24);
+  hp.FF = ckpt_get_u32(buf + 28);
+  hp.L = ckpt_get_u32(buf + 32);
+  hp.dropout = ckpt_get_f32(buf + 36);
+  hp.ln_eps = ckpt_get_f32(buf + 40);
+  uint64_t ni = ckpt_get_u64(buf + 44);
+  uint64_t step = ckpt_get_u64(buf + 52);
+  uint64_t np = ckpt_get_u64(buf + 60);
+  uint32_t pcrc = ckpt_get_u32(buf + 68);
+  if ((rc = model_hparams_check(&hp)) != 0) {
+    rc = ckpt_fail(err, errlen, rc, path,
+                   "unusable hyper-parameters (C=%u NL=%u NH=%u FF=%u L=%u dropout=%g "
+                   "ln_eps=%g)",
+                   hp.C, hp.NL, hp.NH, hp.FF, hp.L, (double)hp.dropout, (double)hp.ln_eps);
+    goto fail_buf;
+  }
+  if (ni < 1 || ni > CKPT_NI_MAX) {
+    rc = ckpt_fail(err, errlen, FL_ERANGE, path, "item count %llu out of range (1..%llu)",
+                   (unsigned long long)ni, (unsigned long long)CKPT_NI_MAX);
+    goto fail_buf;
+  }
+  size_t sizes[MODEL_NTENSORS];
+  size_t want = model_tensor_sizes(&hp, (size_t)ni, sizes);
+  if (np != (uint64_t)want) {
+    rc = ckpt_fail(err, errlen, FL_ESHAPE, path,
+                   "parameter count %llu does not match the shapes (expected %zu)",
+                   (unsigned long long)np, want);
+    goto fail_buf;
+  }
+  if (want > (SIZE_MAX - CKPT_HEADER_SIZE) / sizeof(float)) {
+    rc = ckpt_fail(err, errlen, FL_ERANGE, path, "parameter count %zu too large", want);
+    goto fail_buf;
+  }
+  size_t payload = want * sizeof(float);
+  size_t expect = CKPT_HEADER_SIZE + payload;
+  if (n != expect) {
+    rc = ckpt_fail(err, errlen, n < expect ? FL_ETRUNC : FL_EFORMAT, path,
+                   n < expect ? "file truncated (expected %zu bytes, found %zu)"
+                              : "trailing bytes after the parameters (expected %zu bytes, "
+                                "found %zu)",
+                   expect, n);
+    goto fail_buf;
+  }
+  const unsigned char *pl = buf + CKPT_HEADER_SIZE;
+  uint32_t pcrc_got = fl_crc32(0, pl, payload);
+  if (pcrc != pcrc_got) {
+    rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
+                   "parameter checksum mismatch (stored %08x, computed %08x): file corrupted", pcrc,
+                   pcrc_got);
+    goto fail_buf;
+  }
+  size_t base = 0;
+  for (int t = 0; t < MODEL_NTENSORS; t++) {
+    for (size_t i = 0; i < sizes[t]; i++) {
+      if (!isfinite(ckpt_get_f32(pl + 4 * (base + i)))) {
+        rc = ckpt_fail(err, errlen, FL_ERANGE, path,
+                       "parameter %s[%zu] is not finite (the model diverged before it was "
+                       "saved)",
+                       ckpt_tensor_names[t] ? ckpt_tensor_names[t] : "?", i);
+        goto fail_buf;
+      }
+    }
+    base += sizes[t];
+  }
+
+  /* Everything checked: build the new model aside and hand it over whole. */
+  model_sasrec nm;
+  memset(&nm, 0, sizeof nm);
+  if ((rc = model_alloc(&nm, &hp, (size_t)ni)) != 0) {
+    rc = ckpt_fail(err, errlen, rc, path, "cannot allocate the model: %s", fl_strerror(rc));
+    goto fail_buf;
+  }
+  ckpt_floats_from_le(nm.params, pl, want);
+  nm.step = step;
+  free(buf);
+  *m = nm;
+  return 0;
+
+fail_buf:
+  free(buf);
+  return rc;
+}

@@ -1,0 +1,134 @@
+/* model/eval.c: offline evaluation: leave-one-out full ranking, HR@{10,20} and NDCG@{10,20}.
+ *
+ * Design. Two protocols share one code path and differ only in which items count as the
+ * user's history and what their scores become before ranking (model.h, DESIGN.md "Offline
+ * evaluation protocol", FLAME.md section 4):
+ *   default: history = the model's input window, scores set to -inf (torch_ref.py evaluate);
+ *   flame:   history = every item before the target, scores set to 0 (the reference code).
+ * The rank is the number of items scoring strictly above the target after that treatment, so
+ * ties go in the target's favour, as in both references. A NaN target score ranks last (NI).
+ *
+ * eval_run reuses the training data path: a validation or test sample is just the sample
+ * (user, end) with end = len - 2 or len - 1, packed by data_pack, so the input windows are
+ * exactly those training uses. Users are scored in batches of EVAL_BATCH through one
+ * activation block and one (B, NI) score buffer allocated up front. */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "model/model.h"
+
+/* Users per forward pass: large enough for the GEMMs to run at speed, small enough that the
+ * (B, NI) score buffer stays modest (256 x 12k items = 12 MB). */
+#define EVAL_BATCH 256
+
+size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, size_t nhist,
+                 eval_protocol proto) {
+  assert(target >= 1 && (size_t)target <= NI);
+  float fill = proto == EVAL_PROTOCOL_FLAME ? 0.0f : -INFINITY;
+  for (size_t j = 0; j < nhist; j++) {
+    assert(hist[j] >= 1 && (size_t)hist[j] <= NI);
+    scores[hist[j] - 1] = fill;
+  }
+  float t = scores[target - 1];
+  if (isnan(t)) return NI;
+  size_t rank = 0;
+  for (size_t i = 0; i < NI; i++) rank += scores[i] > t;
+  return rank;
+}
+
+void eval_add_rank(eval_metrics *m, size_t rank) {
+  double gain = 1.0 / log2((double)rank + 2.0);
+  if (rank < 10) {
+    m->hr10 += 1.0;
+    m->ndcg10 += gain;
+  }
+  if (rank < 20) {
+    m->hr20 += 1.0;
+    m->ndcg20 += gain;
+  }
+  m->users++;
+}
+
+/* Divides the sums by the user count; with no users the metrics stay 0. */
+void eval_finish(eval_metrics *m) {
+  if (m->users == 0) return;
+  double n = (double)m->users;
+  m->hr10 /= n;
+  m->ndcg10 /= n;
+  m->hr20 /= n;
+  m->ndcg20 /= n;
+}
+
+/* Contract (see model.h): evaluates users with at least 3 items; m is only read (forward in
+ * eval mode, no dropout). Returns 0 with *out filled, FL_ESHAPE if the dataset holds item ids
+ * beyond the model's table (ds->NI > m->NI), FL_EEMPTY (and zeroed metrics) if no user has 3
+ * items. Allocates one activation block and one score buffer for the whole run. */
+int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eval_split split,
+             eval_metrics *out) {
+  memset(out, 0, sizeof *out);
+  if (ds->NI > m->NI) return FL_ESHAPE;
+  size_t L = m->hp.L, NI = m->NI, Bmax = EVAL_BATCH;
+  size_t back = split == EVAL_VAL ? 2 : 1; /* the target is items[len - back] */
+
+  data_sample *s = xmalloc(Bmax * sizeof *s);
+  int32_t *tok = xmalloc(Bmax * L * sizeof *tok);
+  size_t *off = xmalloc((Bmax + 1) * sizeof *off);
+  int32_t *tgt = xmalloc(Bmax * sizeof *tgt);
+  float *scores = xmalloc(Bmax * NI * sizeof *scores);
+  model_acts *acts = model_acts_new(&m->hp, Bmax, Bmax * L);
+
+  size_t u = 0;
+  while (u < ds->nusers) {
+    size_t B = 0;
+    for (; u < ds->nusers && B < Bmax; u++) {
+      size_t len = ds->off[u + 1] - ds->off[u];
+      if (len < 3) continue;
+      s[B].user = (uint32_t)u;
+      s[B].end = (uint32_t)(len - back);
+      B++;
+    }
+    if (B == 0) break;
+    model_batch batch;
+    data_pack(ds, s, B, L, 0, tok, off, tgt, &batch);
+    batch.tgt = NULL; /* eval: representations only, no loss */
+    model_forward(m, acts, &batch, 0);
+    model_scores(m, model_acts_h(acts), B, scores);
+    for (size_t b = 0; b < B; b++) {
+      const int32_t *hist;
+      size_t nhist;
+      if (proto == EVAL_PROTOCOL_FLAME) {
+        hist = ds->items + ds->off[s[b].user];
+        nhist = s[b].end;
+      } else {
+        hist = tok + off[b];
+        nhist = off[b + 1] - off[b];
+      }
+      eval_add_rank(out, eval_rank(scores + b * NI, NI, tgt[b], hist, nhist, proto));
+    }
+  }
+
+  model_acts_free(acts);
+  free(scores);
+  free(tgt);
+  free(off);
+  free(tok);
+  free(s);
+  if (out->users == 0) return FL_EEMPTY;
+  eval_finish(out);
+  return 0;
+}
+
+int eval_protocol_parse(const char *s, eval_protocol *out) {
+  if (s && strcmp(s, "default") == 0) {
+    *out = EVAL_PROTOCOL_DEFAULT;
+    return 0;
+  }
+  if (s && strcmp(s, "flame") == 0) {
+    *out = EVAL_PROTOCOL_FLAME;
+    return 0;
+  }
+  return FL_ERANGE;
+}

@@ -1,0 +1,407 @@
+/* model/kernels.c: forward and backward of every SASRec layer (see kernels.h for the
+ * conventions), plus the BLAS seam.
+ *
+ * Row-major everywhere. The big products (linear layers, tied output) go through
+ * model_matmul (cblas_sgemm); per-sample attention is small (a few to L positions) and runs
+ * as loops with vectorisable dot products and axpys. Reductions use 8 independent
+ * accumulators so the compiler vectorises them without -ffast-math (and the result does not
+ * depend on the thread count). */
+#include "kernels.h"
+#include "common/common.h"
+#include "model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- BLAS seam ---- */
+
+void model_matmul(float *C, size_t ldc, const float *A, size_t lda, int transA, const float *B,
+                  size_t ldb, int transB, size_t M, size_t N, size_t K, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+              (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void model_matmul_ref(float *C, size_t ldc, const float *A, size_t lda, int transA, const float *B,
+                      size_t ldb, int transB, size_t M, size_t N, size_t K, float alpha,
+                      float beta) {
+  for (size_t i = 0; i < M; i++) {
+    for (size_t j = 0; j < N; j++) {
+      double acc = 0.0;
+      for (size_t p = 0; p < K; p++) {
+        float a = transA ? A[p * lda + i] : A[i * lda + p];
+        float b = transB ? B[j * ldb + p] : B[p * ldb + j];
+        acc += (double)a * b;
+      }
+      float prev = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+      C[i * ldc + j] = (float)(alpha * acc) + prev;
+    }
+  }
+}
+
+/* ---- small vector helpers ---- */
+
+float kern_dot(const float *a, const float *b, size_t n) {
+  float acc[8] = {0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+/* y (n) += alpha * x (n) */
+static inline void axpy(float *restrict y, float alpha, const float *restrict x, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+static inline float vsum(const float *a, size_t n) {
+  float acc[8] = {0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += a[i + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) s += a[i];
+  return s;
+}
+
+static inline float vmax(const float *a, size_t n) {
+  float acc[8];
+  size_t i = 0;
+  float m = -INFINITY;
+  if (n >= 8) {
+    for (int l = 0; l < 8; l++) acc[l] = a[l];
+    for (i = 8; i + 8 <= n; i += 8)
+      for (int l = 0; l < 8; l++) acc[l] = a[i + l] > acc[l] ? a[i + l] : acc[l];
+    for (int l = 0; l < 8; l++) m = acc[l] > m ? acc[l] : m;
+  }
+  for (; i < n; i++) m = a[i] > m ? a[i] : m;
+  return m;
+}
+
+/* exp(x) in plain float operations the compiler vectorises (glibc's expf is a scalar call,
+ * and the softmax over the catalogue does millions per step). Cody-Waite range reduction
+ * and Cephes' degree-6 polynomial: within 2 ulp of expf over the float range; exact 0 below
+ * -87.3 (where expf's result is denormal or 0), overflow clamped at 88.7. */
+float kern_expf(float x) {
+  float xc = x > 88.7f ? 88.7f : (x < -87.3f ? -87.3f : x);
+  /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22) */
+  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f - n * -2.12194440e-4f;
+  float z = r * r;
+  float y =
+      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) *
+           r +
+       1.6666665459e-1f) *
+          r +
+      5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return x < -87.3f ? 0.0f : y * scale;
+}
+
+/* erf(x) for GELU, vectorisable: Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7, at
+ * the float rounding of 1 + erf(x), which is what GELU uses). */
+static inline float kern_erff(float x) {
+  float a = fabsf(x);
+  float t = 1.0f / (1.0f + 0.3275911f * a);
+  float p = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t +
+             0.254829592f) *
+            t;
+  float e = 1.0f - p * kern_expf(-a * a);
+  return copysignf(e, x);
+}
+
+/* ---- dropout ---- */
+
+kern_dropout kern_dropout_make(float p, uint64_t key) {
+  kern_dropout d;
+  d.p = p;
+  d.scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+  d.thres = (uint32_t)fmin(4294967295.0, (double)p * 4294967296.0);
+  d.key = fl_hash64(key);
+  return d;
+}
+
+void dropout_forward(float *x, size_t N, const kern_dropout *d) {
+  if (d->p <= 0.0f) return;
+  for (size_t i = 0; i < N; i++) x[i] *= kern_dropout_factor(d, i);
+}
+
+void dropout_backward(float *dinp, const float *dout, size_t N, const kern_dropout *d) {
+  if (d->p <= 0.0f) {
+    for (size_t i = 0; i < N; i++) dinp[i] += dout[i];
+    return;
+  }
+  for (size_t i = 0; i < N; i++) dinp[i] += dout[i] * kern_dropout_factor(d, i);
+}
+
+void residual_dropout_forward(float *out, const float *res, const float *x, size_t N,
+                              const kern_dropout *d) {
+  if (d->p <= 0.0f) {
+    for (size_t i = 0; i < N; i++) out[i] = res[i] + x[i];
+    return;
+  }
+  for (size_t i = 0; i < N; i++) out[i] = res[i] + x[i] * kern_dropout_factor(d, i);
+}
+
+/* ---- embedding ---- */
+
+void embedding_forward(float *out, const int32_t *tok, const int32_t *posidx, const float *item,
+                       const float *pos, size_t T, size_t C) {
+  for (size_t t = 0; t < T; t++) {
+    const float *e = item + (size_t)tok[t] * C;
+    const float *p = pos + (size_t)posidx[t] * C;
+    float *o = out + t * C;
+    for (size_t c = 0; c < C; c++) o[c] = e[c] + p[c];
+  }
+}
+
+void embedding_backward(float *ditem, float *dpos, const float *dout, const int32_t *tok,
+                        const int32_t *posidx, size_t T, size_t C) {
+  for (size_t t = 0; t < T; t++) {
+    const float *d = dout + t * C;
+    if (ditem && tok[t] != 0) axpy(ditem + (size_t)tok[t] * C, 1.0f, d, C);
+    if (dpos) axpy(dpos + (size_t)posidx[t] * C, 1.0f, d, C);
+  }
+}
+
+/* ---- layernorm ---- */
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, size_t N, size_t C, float eps) {
+  for (size_t i = 0; i < N; i++) {
+    const float *x = inp + i * C;
+    float m = vsum(x, C) / (float)C;
+    float v = 0.0f;
+    {
+      float acc[8] = {0};
+      size_t c = 0;
+      for (; c + 8 <= C; c += 8)
+        for (int l = 0; l < 8; l++) {
+          float xm = x[c + l] - m;
+          acc[l] += xm * xm;
+        }
+      v = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      for (; c < C; c++) v += (x[c] - m) * (x[c] - m);
+    }
+    float s = 1.0f / sqrtf(v / (float)C + eps);
+    float *o = out + i * C;
+    for (size_t c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+    mean[i] = m;
+    rstd[i] = s;
+  }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, size_t N, size_t C) {
+  for (size_t i = 0; i < N; i++) {
+    const float *dy = dout + i * C;
+    const float *x = inp + i * C;
+    float m = mean[i], s = rstd[i];
+    /* dnorm = dy * w; dx = s * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)) */
+    float a1[8] = {0}, a2[8] = {0};
+    size_t c = 0;
+    for (; c + 8 <= C; c += 8)
+      for (int l = 0; l < 8; l++) {
+        float xh = (x[c + l] - m) * s;
+        float dn = dy[c + l] * w[c + l];
+        a1[l] += dn;
+        a2[l] += dn * xh;
+      }
+    float dmean = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + ((a1[4] + a1[5]) + (a1[6] + a1[7]));
+    float dvar = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
+    for (; c < C; c++) {
+      float xh = (x[c] - m) * s;
+      float dn = dy[c] * w[c];
+      dmean += dn;
+      dvar += dn * xh;
+    }
+    dmean /= (float)C;
+    dvar /= (float)C;
+    for (c = 0; c < C; c++) {
+      float xh = (x[c] - m) * s;
+      if (db) db[c] += dy[c];
+      if (dw) dw[c] += dy[c] * xh;
+      if (dinp) dinp[i * C + c] += s * (dy[c] * w[c] - dmean - xh * dvar);
+    }
+  }
+}
+
+/* ---- linear ---- */
+
+void linear_forward(float *out, size_t ldo, const float *inp, size_t ldi, const float *w,
+                    const float *b, size_t N, size_t IC, size_t OC) {
+  if (N == 0) return;
+  if (b) {
+    for (size_t i = 0; i < N; i++) memcpy(out + i * ldo, b, OC * sizeof(float));
+  }
+  model_matmul(out, ldo, inp, ldi, 0, w, IC, 1, N, OC, IC, 1.0f, b ? 1.0f : 0.0f);
+}
+
+void linear_backward(float *dinp, size_t ldi, float *dw, float *db, const float *dout, size_t ldo,
+                     const float *inp, size_t ldinp, const float *w, size_t N, size_t IC,
+                     size_t OC) {
+  if (N == 0) return;
+  /* dinp (N, IC) += dout (N, OC) . w (OC, IC) */
+  if (dinp) model_matmul(dinp, ldi, dout, ldo, 0, w, IC, 0, N, IC, OC, 1.0f, 1.0f);
+  /* dw (OC, IC) += dout^T (OC, N) . inp (N, IC) */
+  if (dw) model_matmul(dw, IC, dout, ldo, 1, inp, ldinp, 0, OC, IC, N, 1.0f, 1.0f);
+  if (db) {
+    for (size_t i = 0; i < N; i++) axpy(db, 1.0f, dout + i * ldo, OC);
+  }
+}
+
+/* ---- attention ---- */
+
+size_t attention_poff(size_t *poff, const size_t *off, const size_t *qoff, size_t B, size_t NH) {
+  poff[0] = 0;
+  for (size_t b = 0; b < B; b++) {
+    size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
+    poff[b + 1] = poff[b] + NH * nq * n;
+  }
+  return poff[B];
+}
+
+void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
+                       const float *v, size_t ldkv, const int32_t *tok, const size_t *off,
+                       const size_t *qoff, const size_t *poff, size_t B, size_t C, size_t NH,
+                       const kern_dropout *drop) {
+  size_t HS = C / NH;
+  float scale = 1.0f / sqrtf((float)HS);
+  for (size_t b = 0; b < B; b++) {
+    size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
+    const float *kb = k + off[b] * ldkv, *vb = v + off[b] * ldkv;
+    const int32_t *tb = tok ? tok + off[b] : NULL;
+    for (size_t h = 0; h < NH; h++) {
+      for (size_t j = 0; j < nq; j++) {
+        size_t t = n - nq + j; /* this query's position */
+        const float *qr = q + (qoff[b] + j) * ldq + h * HS;
+        float *pr = P + poff[b] + (h * nq + j) * n;
+        float *o = out + (qoff[b] + j) * C + h * HS;
+        float mx = -INFINITY;
+        for (size_t s = 0; s <= t; s++) {
+          if (tb && tb[s] == 0) {
+            pr[s] = -INFINITY;
+            continue;
+          }
+          pr[s] = kern_dot(qr, kb + s * ldkv + h * HS, HS) * scale;
+          mx = pr[s] > mx ? pr[s] : mx;
+        }
+        memset(o, 0, HS * sizeof(float));
+        if (mx == -INFINITY) { /* no real key (a padding query): contributes nothing */
+          for (size_t s = 0; s <= t; s++) pr[s] = 0.0f;
+          continue;
+        }
+        float sum = 0.0f;
+        for (size_t s = 0; s <= t; s++) {
+          pr[s] = expf(pr[s] - mx);
+          sum += pr[s];
+        }
+        float inv = 1.0f / sum;
+        size_t base = poff[b] + (h * nq + j) * n;
+        for (size_t s = 0; s <= t; s++) {
+          pr[s] *= inv;
+          float pd = drop->p > 0.0f ? pr[s] * kern_dropout_factor(drop, base + s) : pr[s];
+          if (pd != 0.0f) axpy(o, pd, vb + s * ldkv + h * HS, HS);
+        }
+      }
+    }
+  }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
+                        const float *dout, const float *P, const float *q, size_t ldq,
+                        const float *k, const float *v, size_t ldkv, const int32_t *tok,
+                        const size_t *off, const size_t *qoff, const size_t *poff, size_t B,
+                        size_t C, size_t NH, const kern_dropout *drop, float *scratch) {
+  size_t HS = C / NH;
+  float scale = 1.0f / sqrtf((float)HS);
+  for (size_t b = 0; b < B; b++) {
+    size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
+    const float *kb = k + off[b] * ldkv, *vb = v + off[b] * ldkv;
+    float *dkb = dk + off[b] * lddkv, *dvb = dv + off[b] * lddkv;
+    const int32_t *tb = tok ? tok + off[b] : NULL;
+    for (size_t h = 0; h < NH; h++) {
+      for (size_t j = 0; j < nq; j++) {
+        size_t t = n - nq + j;
+        const float *qr = q + (qoff[b] + j) * ldq + h * HS;
+        float *dqr = dq + (qoff[b] + j) * lddq + h * HS;
+        const float *pr = P + poff[b] + (h * nq + j) * n;
+        const float *dor = dout + (qoff[b] + j) * C + h * HS;
+        size_t base = poff[b] + (h * nq + j) * n;
+        float *dp = scratch;
+        /* dP = dropout'(dout . v_s); dv_s += P'_s dout; then the softmax backward. */
+        float pdp = 0.0f;
+        for (size_t s = 0; s <= t; s++) {
+          if ((tb && tb[s] == 0) || pr[s] == 0.0f) {
+            dp[s] = 0.0f;
+            continue;
+          }
+          float f = drop->p > 0.0f ? kern_dropout_factor(drop, base + s) : 1.0f;
+          if (f != 0.0f) axpy(dvb + s * lddkv + h * HS, pr[s] * f, dor, HS);
+          dp[s] = f != 0.0f ? kern_dot(dor, vb + s * ldkv + h * HS, HS) * f : 0.0f;
+          pdp += pr[s] * dp[s];
+        }
+        for (size_t s = 0; s <= t; s++) {
+          if (pr[s] == 0.0f) continue;
+          float ds = pr[s] * (dp[s] - pdp) * scale;
+          axpy(dqr, ds, kb + s * ldkv + h * HS, HS);
+          axpy(dkb + s * lddkv + h * HS, ds, qr, HS);
+        }
+      }
+    }
+  }
+}
+
+/* ---- GELU ---- */
+
+#define GELU_RSQRT2 0.70710678118654752440f
+#define GELU_RSQRT2PI 0.39894228040143267794f
+
+void gelu_forward(float *out, const float *inp, size_t N) {
+  for (size_t i = 0; i < N; i++) {
+    float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + kern_erff(x * GELU_RSQRT2));
+  }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
+  for (size_t i = 0; i < N; i++) {
+    float x = inp[i];
+    float cdf = 0.5f * (1.0f + kern_erff(x * GELU_RSQRT2));
+    float pdf = GELU_RSQRT2PI * kern_expf(-0.5f * x * x);
+    dinp[i] += dout[i] * (cdf + x * pdf);
+  }
+}
+
+/* ---- tied full-softmax cross-entropy ---- */
+
+float crossentropy_forward(float *logits, float *losses, const int32_t *tgt, size_t B, size_t NI) {
+  double total = 0.0;
+  for (size_t b = 0; b < B; b++) {
+    float *row = logits + b * NI;
+    float mx = vmax(row, NI);
+    float lt = row[tgt[b] - 1];
+    for (size_t i = 0; i < NI; i++) row[i] = kern_expf(row[i] - mx);
+    float sum = vsum(row, NI);
+    float inv = 1.0f / sum;
+    for (size_t i = 0; i < NI; i++) row[i] *= inv;
+    /* -log p = log(sum) - (logit - max): exact even where p underflows. */
+    losses[b] = logf(sum) - (lt - mx);
+    total += losses[b];
+  }
+  return B ? (float)(total / (double)B) : 0.0f;
+}
+
+void crossentropy_backward(float *probs, const int32_t *tgt, size_t B, size_t NI, float dloss) {
+  for (size_t b = 0; b < B; b++) {
+    float *row = probs + b * NI;
+    row[tgt[b] - 1] -= 1.0f;
+    for (size_t i = 0; i < NI; i++) row[i] *= dloss;
+  }
+}

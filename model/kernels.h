@@ -1,0 +1,101 @@
+/* model/kernels.h: the layer kernels of the SASRec engine (internal to model/; tests use it).
+ *
+ * llm.c conventions: outputs first, a comment with every argument's shape, backward
+ * functions ACCUMULATE (+=) into every gradient they write (input and weight gradients
+ * alike); callers clear them. A NULL gradient pointer means "not wanted" (the frozen anchor
+ * of FLAME needs input gradients only). Kernels are pure: no allocation, no I/O.
+ *
+ * Dropout masks are not stored: element i of a dropout site keeps its value iff
+ * fl_hash64(key + i) clears the threshold, so backward regenerates the same mask from the
+ * same key. A key of 0 with p > 0 still drops; "no dropout" is p == 0. */
+#ifndef FL_MODEL_KERNELS_H
+#define FL_MODEL_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Dropout: threshold on the top 32 bits of the hash. p in [0, 1). */
+typedef struct {
+  float p;        /* drop probability; 0 = identity */
+  float scale;    /* 1 / (1 - p) */
+  uint32_t thres; /* keep iff (hash >> 32) >= thres */
+  uint64_t key;   /* per site and step */
+} kern_dropout;
+kern_dropout kern_dropout_make(float p, uint64_t key);
+static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i);
+
+/* out (T, C) = item[tok[t]] + pos[posidx[t]]. item (NI+1, C), pos (L, C). */
+void embedding_forward(float *out, const int32_t *tok, const int32_t *posidx, const float *item,
+                       const float *pos, size_t T, size_t C);
+/* ditem[tok[t]] += dout[t] (skipping tok 0: the padding row never learns); dpos likewise.
+ * Either gradient may be NULL. */
+void embedding_backward(float *ditem, float *dpos, const float *dout, const int32_t *tok,
+                        const int32_t *posidx, size_t T, size_t C);
+
+/* out (N, C) = LN(inp (N, C)) * w (C) + b (C); mean, rstd (N) are kept for backward. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, size_t N, size_t C, float eps);
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, size_t N, size_t C);
+
+/* out (N, OC; row stride ldo) = inp (N, IC; stride ldi) . w (OC, IC)^T + b (OC or NULL). */
+void linear_forward(float *out, size_t ldo, const float *inp, size_t ldi, const float *w,
+                    const float *b, size_t N, size_t IC, size_t OC);
+/* dinp (N, IC; ldi) += dout . w;  dw (OC, IC) += dout^T . inp;  db (OC) += sum of dout rows.
+ * dout (N, OC; ldo). Any gradient may be NULL. */
+void linear_backward(float *dinp, size_t ldi, float *dw, float *db, const float *dout, size_t ldo,
+                     const float *inp, size_t ldinp, const float *w, size_t N, size_t IC,
+                     size_t OC);
+
+/* Multi-head causal self-attention over packed samples.
+ * Sample b has keys/values at rows off[b] .. off[b+1) of k, v (n of them, positions 0..n-1)
+ * and queries at rows qoff[b] .. qoff[b+1) of q: its nq queries are its LAST nq positions
+ * (nq == n for a full block, nq == 1 for the last-position-only block). Query at position t
+ * attends keys 0..t, skipping keys whose token is 0 when tok (T) is given (explicit padding).
+ * q (Tq, C; stride ldq), k, v (T, C; stride ldkv), out (Tq, C).
+ * P receives the softmax probabilities before dropout, sample b's block at P + poff[b] laid
+ * out (NH, nq, n); poff (B + 1) is computed by attention_poff. Dropout on P uses drop.key. */
+size_t attention_poff(size_t *poff, const size_t *off, const size_t *qoff, size_t B, size_t NH);
+void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
+                       const float *v, size_t ldkv, const int32_t *tok, const size_t *off,
+                       const size_t *qoff, const size_t *poff, size_t B, size_t C, size_t NH,
+                       const kern_dropout *drop);
+/* Accumulates dq (Tq, C; ldq), dk, dv (T, C; ldkv). scratch holds at least max n floats. */
+void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
+                        const float *dout, const float *P, const float *q, size_t ldq,
+                        const float *k, const float *v, size_t ldkv, const int32_t *tok,
+                        const size_t *off, const size_t *qoff, const size_t *poff, size_t B,
+                        size_t C, size_t NH, const kern_dropout *drop, float *scratch);
+
+/* Exact GELU: out = x * Phi(x) (erf form). */
+void gelu_forward(float *out, const float *inp, size_t N);
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
+
+/* x (N) = dropout(x) in place. */
+void dropout_forward(float *x, size_t N, const kern_dropout *d);
+/* dinp (N) += dropout'(dout). */
+void dropout_backward(float *dinp, const float *dout, size_t N, const kern_dropout *d);
+/* out (N) = res + dropout(x)   (the residual branch of a post-LN block; out may alias x). */
+void residual_dropout_forward(float *out, const float *res, const float *x, size_t N,
+                              const kern_dropout *d);
+
+/* Full softmax cross-entropy. logits (B, NI) are replaced by probabilities; losses (B)
+ * receive -log p[target]; returns their mean. tgt in 1..NI (column tgt - 1). */
+float crossentropy_forward(float *logits, float *losses, const int32_t *tgt, size_t B, size_t NI);
+/* probs (B, NI) become dlogits = (probs - onehot) * dloss, in place (dloss = 1/B for a mean). */
+void crossentropy_backward(float *probs, const int32_t *tgt, size_t B, size_t NI, float dloss);
+
+/* Helpers shared by kernels and the model. */
+float kern_dot(const float *a, const float *b, size_t n);
+/* exp(x) within 2 ulp of expf, in operations that vectorise; 0 below -87.3. */
+float kern_expf(float x);
+
+static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i) {
+  uint64_t h = (d->key + i) * 0x9e3779b97f4a7c15ull;
+  h ^= h >> 32;
+  h *= 0xd6e8feb86659fd93ull;
+  h ^= h >> 32;
+  return (uint32_t)h >= d->thres ? d->scale : 0.0f;
+}
+
+#endif

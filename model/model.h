@@ -1,0 +1,263 @@
+/* model/model.h: the SASRec engine (docs/FLAME.md section 1): parameters, forward and
+ * backward passes, Adam, checkpoints, the PyTorch-zip importer, datasets and offline metrics.
+ *
+ * Shape letters: B batch (samples), T packed tokens, C channels, NH heads, HS head size,
+ * FF the FFN inner width, NL blocks, L max sequence length, NI items (1-based; row 0 of the
+ * item table is padding).
+ *
+ * Batches are PACKED: sample b's real items are tok[off[b] .. off[b+1]), oldest first, the
+ * newest (the position that is trained and served) last. A sample of n items occupies
+ * positions L-n .. L-1, exactly where the left-padded window of FLAME.md puts them; padding
+ * is never read by a real position, so leaving it out is exact. A batch may also carry the
+ * padding explicitly (item 0 tokens, n = L): keys with item 0 are then masked, which
+ * reproduces the padded computation (used to measure what packing buys).
+ *
+ * Every function returning int returns 0 or a negative error code (common.h). */
+#ifndef FL_MODEL_H
+#define FL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Hyper-parameters (FLAME.md defaults in model_hparams_default). */
+typedef struct {
+  uint32_t C;    /* channels d (64) */
+  uint32_t NL;   /* transformer blocks (2) */
+  uint32_t NH;   /* attention heads (2); C % NH == 0 */
+  uint32_t FF;   /* FFN inner width (4C = 256) */
+  uint32_t L;    /* max sequence length (50) */
+  float dropout; /* dropout probability (0.5) */
+  float ln_eps;  /* LayerNorm epsilon (1e-12) */
+} model_hparams;
+
+void model_hparams_default(model_hparams *hp);
+/* 0 if the hyper-parameters are usable, FL_ERANGE otherwise. */
+int model_hparams_check(const model_hparams *hp);
+
+/* The parameter tensors, views into one contiguous block, in block order. The item table
+ * comes last so that the catalogue can grow into headroom at the block's end. */
+enum {
+  MODEL_T_POS,      /* (L, C) position table */
+  MODEL_T_LNE_W,    /* (C) LN_emb gamma */
+  MODEL_T_LNE_B,    /* (C) LN_emb beta */
+  MODEL_T_QKVW,     /* (NL, 3C, C) per block Wq, Wk, Wv stacked, each [out, in] */
+  MODEL_T_QKVB,     /* (NL, 3C) */
+  MODEL_T_ATTPROJW, /* (NL, C, C) Wo */
+  MODEL_T_ATTPROJB, /* (NL, C) */
+  MODEL_T_LN1W,     /* (NL, C) LN_att gamma */
+  MODEL_T_LN1B,     /* (NL, C) */
+  MODEL_T_FCW,      /* (NL, FF, C) W1 */
+  MODEL_T_FCB,      /* (NL, FF) */
+  MODEL_T_FCPROJW,  /* (NL, C, FF) W2 */
+  MODEL_T_FCPROJB,  /* (NL, C) */
+  MODEL_T_LN2W,     /* (NL, C) LN_ffn gamma */
+  MODEL_T_LN2B,     /* (NL, C) */
+  MODEL_T_ITEM,     /* (NI + 1, C) item table, row 0 = padding (zero, never updated) */
+  MODEL_NTENSORS
+};
+
+typedef struct {
+  float *t[MODEL_NTENSORS]; /* tensor views, indexed by MODEL_T_* */
+} model_tensors;
+
+/* Number of floats of each tensor for these hyper-parameters and NI items. Returns the
+ * total. */
+size_t model_tensor_sizes(const model_hparams *hp, size_t NI, size_t sizes[MODEL_NTENSORS]);
+
+/* A packed batch (see the top of this file). */
+typedef struct {
+  size_t B;           /* samples */
+  size_t T;           /* tokens = off[B] */
+  const int32_t *tok; /* (T) item ids; 0 only as explicit padding */
+  const size_t *off;  /* (B + 1) sample offsets into tok, off[0] = 0 */
+  const int32_t *tgt; /* (B) next item of each sample (1..NI), or NULL when not training */
+} model_batch;
+
+/* Activations of one pass, preallocated for up to Bmax samples and Tmax tokens. Opaque to
+ * callers; model_acts_h exposes the sequence representations. */
+typedef struct model_acts model_acts;
+
+/* The model: hyper-parameters, parameters, and (after model_train_alloc) gradients and
+ * Adam state, each one contiguous block laid out by model_tensor_sizes. */
+typedef struct {
+  model_hparams hp;
+  size_t NI;       /* items (the table has NI + 1 rows) */
+  size_t nparams;  /* floats in each block */
+  float *params;   /* (nparams) */
+  model_tensors p; /* views into params */
+  float *grads;    /* (nparams) or NULL */
+  model_tensors g; /* views into grads */
+  float *adam_m;   /* (nparams) first moments or NULL */
+  float *adam_v;   /* (nparams) second moments or NULL */
+  uint64_t step;   /* optimizer steps taken (Adam's t) */
+  uint64_t seed;   /* seeds the dropout masks together with step */
+  int last_only;   /* 1: the last block computes queries/FFN for the last position only */
+} model_sasrec;
+
+/* Allocates the parameter block for NI items and initialises it as FLAME.md says (Linear
+ * and Embedding weights N(0, 0.02^2) from seed, biases 0, LN gamma 1 / beta 0, padding row
+ * 0). Gradients and Adam state stay NULL. */
+int model_init(model_sasrec *m, const model_hparams *hp, size_t NI, uint64_t seed);
+/* Allocates the parameter block without initialising it (for loaders). */
+int model_alloc(model_sasrec *m, const model_hparams *hp, size_t NI);
+/* Adds zeroed gradients and Adam state. */
+void model_train_alloc(model_sasrec *m);
+void model_free(model_sasrec *m);
+
+/* Activations for up to Bmax samples and Tmax tokens (Tmax <= Bmax * L). */
+model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax);
+void model_acts_free(model_acts *a);
+/* (B, C) sequence representations of the last forward pass. */
+const float *model_acts_h(const model_acts *a);
+
+/* Forward pass over a packed batch: fills the representations h (B, C). train = 1 applies
+ * dropout (masks from m->seed and m->step). If b->tgt is given, returns the mean
+ * cross-entropy over the full catalogue (and keeps what backward needs); otherwise 0.
+ * Requires b->B <= Bmax and b->T <= Tmax of a. */
+float model_forward(const model_sasrec *m, model_acts *a, const model_batch *b, int train);
+/* Backward of the last model_forward (with targets, train as given then): ACCUMULATES
+ * into m->grads. */
+void model_backward(model_sasrec *m, model_acts *a, const model_batch *b);
+void model_zero_grad(model_sasrec *m);
+
+/* Adam (beta1 0.9, beta2 0.999, eps 1e-8, no weight decay, PyTorch's bias correction);
+ * increments m->step. Row 0 of the item table never moves. */
+void model_adam_step(model_sasrec *m, float lr);
+
+/* scores (B, NI) = h (B, C) . item[1..NI]^T: score of item i is at column i - 1. */
+void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores);
+
+/* Useful floating-point operations of one training step (forward + backward) on this
+ * batch, counting only what the packed computation needs (multiply-add = 2). */
+double model_step_flops(const model_sasrec *m, const model_batch *b);
+
+/* Sets the BLAS thread count (OpenBLAS). */
+void model_set_threads(int n);
+
+/* Row-major C (M, N) = alpha * A (M, K) op B + beta * C, where op B is B (K, N) or, with
+ * transB, B (N, K) transposed; transA likewise. lda/ldb/ldc are row strides. The one seam
+ * to BLAS: model_matmul goes through cblas_sgemm, model_matmul_ref is the naive loop the
+ * tests compare it with. */
+void model_matmul(float *C, size_t ldc, const float *A, size_t lda, int transA, const float *B,
+                  size_t ldb, int transB, size_t M, size_t N, size_t K, float alpha, float beta);
+void model_matmul_ref(float *C, size_t ldc, const float *A, size_t lda, int transA, const float *B,
+                      size_t ldb, int transB, size_t M, size_t N, size_t K, float alpha,
+                      float beta);
+
+/* ---- checkpoints (model/ckpt.c) ----
+ * File: magic "FLAMECKP", version, hyper-parameters, item count, training step, parameter
+ * count, CRC-32 of header and payload, then the parameter block (little-endian float32).
+ * Written atomically. A load validates everything before using a byte; a truncated or
+ * corrupted file is refused with a message in err. */
+int ckpt_save(const char *path, const model_sasrec *m);
+/* Allocates *m (parameters only, m->step restored). */
+int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen);
+
+/* ---- the authors' PyTorch zip (model/ptimport.c, FLAME.md section 5) ----
+ * Reads the zip's central directory, finds the <prefix>/data/<k> entries, checks every
+ * size against the shapes, infers C, L, FF, NL and NI from them (NH from hp_hint, default
+ * 2) and fills a freshly allocated model. */
+int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen);
+
+/* ---- datasets (model/data.c) ---- */
+
+/* Users' item sequences in time order. Both file formats (`user item` per line, or
+ * `user item item ...` per line) load the same way: a line's items are appended to its
+ * user's sequence in file order. Item ids are 1-based. */
+typedef struct {
+  size_t nusers;    /* users */
+  size_t NI;        /* largest item id */
+  size_t *off;      /* (nusers + 1) user u's items: items[off[u] .. off[u+1]), oldest first */
+  int32_t *items;   /* (off[nusers]) */
+  int64_t *user_id; /* (nusers) the user's id in the file */
+} data_set;
+
+/* Loads a dataset file. On a malformed line returns FL_EFORMAT with "file:line: what" in
+ * err; an unreadable file returns -errno with the reason in err. */
+int data_load(const char *path, data_set *ds, char *err, size_t errlen);
+void data_free(data_set *ds);
+/* Keeps only the last keep items of every user (--protocol flame truncates to L + 3). */
+void data_truncate(data_set *ds, size_t keep);
+
+/* A training sample: user u's items before index end predict items[off[u] + end]. */
+typedef struct {
+  uint32_t user; /* user index */
+  uint32_t end;  /* index of the target within the user's sequence */
+} data_sample;
+
+/* Leave-one-out training samples: every prefix of each user's training part (all but the
+ * last two items): a user with n training items gives n - 1 samples. Returns the count;
+ * *out is allocated. */
+size_t data_train_samples(const data_set *ds, data_sample **out);
+
+/* Packs samples s[0..B) into a batch: each sample's context is the (up to) L items before
+ * its target. pad = 1 writes the padded window instead (n = L, leading item-0 tokens).
+ * tok must hold B * L, off B + 1, tgt B. */
+void data_pack(const data_set *ds, const data_sample *s, size_t B, size_t L, int pad, int32_t *tok,
+               size_t *off, int32_t *tgt, model_batch *out);
+
+/* ---- offline evaluation (model/eval.c) ---- */
+
+typedef enum {
+  EVAL_PROTOCOL_DEFAULT, /* history = the input window, excluded (-inf); rank = #greater */
+  EVAL_PROTOCOL_FLAME    /* FLAME.md section 4: history scored 0; rank = #greater */
+} eval_protocol;
+
+typedef enum { EVAL_VAL, EVAL_TEST } eval_split;
+
+typedef struct {
+  double hr10, ndcg10, hr20, ndcg20; /* means over users */
+  size_t users;                      /* users evaluated */
+} eval_metrics;
+
+/* Rank (0-based) of the target among scores (NI, column i-1 = item i) after the protocol's
+ * treatment of the history items hist[0..nhist): default protocol: history items are
+ * excluded (-inf); flame protocol: their scores are set to 0. Modifies scores. */
+size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, size_t nhist,
+                 eval_protocol proto);
+/* Adds one rank to running sums (m->users counts). */
+void eval_add_rank(eval_metrics *m, size_t rank);
+/* Turns sums into means. */
+void eval_finish(eval_metrics *m);
+
+/* Full-ranking evaluation of the model on users with at least 3 items: the input of a
+ * validation sample is the L items before the second-to-last item, of a test sample the L
+ * items before the last. History for ranking: default protocol = the input window; flame
+ * protocol = every item before the target. Runs forward in eval mode in batches. */
+int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eval_split split,
+             eval_metrics *out);
+
+/* Parses "default" / "flame". Returns 0 or FL_ERANGE. */
+int eval_protocol_parse(const char *s, eval_protocol *out);
+
+/* ---- offline training (model/train.c) ---- */
+
+typedef struct {
+  size_t epochs;       /* maximum epochs (200) */
+  size_t patience;     /* stop after this many epochs without a better val NDCG@20 (20) */
+  size_t batch;        /* samples per step (256) */
+  float lr;            /* Adam learning rate (1e-3) */
+  eval_protocol proto; /* evaluation protocol (the caller truncates data for flame) */
+  uint64_t seed;       /* shuffling and dropout */
+  const char *out;     /* the best checkpoint is written here (atomically) at each improvement */
+  int progress;        /* 1: one line per epoch on stderr */
+} train_opts;
+
+void train_opts_default(train_opts *o);
+
+typedef struct {
+  size_t best_epoch; /* 1-based epoch with the best val NDCG@20 (0 if none ran) */
+  size_t epochs_run; /* epochs trained */
+  eval_metrics val;  /* validation metrics of the best epoch */
+  eval_metrics test; /* test metrics of the best epoch's weights */
+  double wall_sec;   /* whole run including evaluation */
+  double best_sec;   /* wall seconds until the best epoch finished */
+  float last_loss;   /* mean training loss of the last epoch */
+} train_result;
+
+/* Trains m (already initialised, training state allocated here) on ds's leave-one-out
+ * training samples with early stopping on validation NDCG@20; on return m holds the best
+ * epoch's weights. Returns 0 or a negative code (a failed checkpoint write). */
+int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train_result *r);
+
+#endif
