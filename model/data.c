@@ -118,7 +118,7 @@ static int data_format_error(char *err, size_t errlen, const char *path, size_t 
  * "PATH:LINE: reason" for a malformed line (FL_EFORMAT), "PATH: no interactions" for a file
  * without any (FL_EEMPTY). A line is malformed if a token is not a decimal integer, the user
  * id does not fit in int64, an item id is outside 1 .. 2^31-1, or it has a user but no item.
- * Blank lines (only whitespace) are skipped. */
+ * Blank lines (only whitespace) are skipped. More than 2^32-1 users is FL_ERANGE. */
 int data_load(const char *path, data_set *ds, char *err, size_t errlen) {
   memset(ds, 0, sizeof *ds);
   if (err && errlen) err[0] = 0;
@@ -130,8 +130,8 @@ int data_load(const char *path, data_set *ds, char *err, size_t errlen) {
     return rc;
   }
 
-  /* Pairs in file order. Every item takes at least two bytes ("7 "), which bounds the count
-   * well enough for a first guess; the arrays grow if it is wrong. */
+  /* Pairs in file order. Every token takes at least two bytes ("7 "), so there are at most
+   * len / 2 items; a quarter of len is a first guess that the arrays outgrow only rarely. */
   size_t cap = len / 4 + 16, n = 0;
   uint32_t *pu = xmalloc(cap * sizeof *pu);
   int32_t *pi = xmalloc(cap * sizeof *pi);
@@ -164,7 +164,8 @@ int data_load(const char *path, data_set *ds, char *err, size_t errlen) {
     uint32_t u = users.val[slot] - 1;
     if (users.val[slot] == 0) {
       if (nusers == UINT32_MAX) {
-        rc = data_format_error(err, errlen, path, lineno, "too many users", NULL, end);
+        data_format_error(err, errlen, path, lineno, "more than 2^32-1 users", NULL, end);
+        rc = FL_ERANGE;
         goto fail;
       }
       if (nusers == ucap) {

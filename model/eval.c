@@ -24,6 +24,10 @@
  * (B, NI) score buffer stays modest (256 x 12k items = 12 MB). */
 #define EVAL_BATCH 256
 
+/* Contract (see model.h): target and every history id must be in 1..NI (programmer error
+ * otherwise). Rank = #items scoring strictly above the target after the history treatment,
+ * the target's own score read after it too (so a target inside its history is scored -inf or
+ * 0, as in the references); NaN scores never count as above, a NaN target ranks NI. */
 size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, size_t nhist,
                  eval_protocol proto) {
   assert(target >= 1 && (size_t)target <= NI);

@@ -123,7 +123,7 @@ kern_dropout kern_dropout_make(float p, uint64_t key) {
   d.p = p;
   d.scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
   d.thres = (uint32_t)fmin(4294967295.0, (double)p * 4294967296.0);
-  d.key = fl_hash64(key);
+  d.key = (uint32_t)fl_hash64(key);
   return d;
 }
 
@@ -267,29 +267,60 @@ size_t attention_poff(size_t *poff, const size_t *off, const size_t *qoff, size_
   return poff[B];
 }
 
+size_t attention_scratch_floats(size_t L, size_t C, size_t NH) { return (C / NH) * L + 3 * L; }
+
+/* dst (HS, n) = the head-h columns of rows 0..n-1 of src (stride ld), transposed: the
+ * per-query dot products against every key then vectorise across keys. */
+static void gather_head_t(float *restrict dst, const float *restrict src, size_t ld, size_t n,
+                          size_t h, size_t HS) {
+  for (size_t s = 0; s < n; s++) {
+    const float *r = src + s * ld + h * HS;
+    for (size_t c = 0; c < HS; c++) dst[c * n + s] = r[c];
+  }
+}
+
+/* sc[0..t] = rows 0..t of xt (HS, n) dotted with vec (HS). */
+static void dots_t(float *restrict sc, const float *restrict xt, size_t n, size_t t,
+                   const float *restrict vec, size_t HS) {
+  for (size_t s = 0; s <= t; s++) sc[s] = 0.0f;
+  for (size_t c = 0; c < HS; c++) {
+    float vc = vec[c];
+    const float *row = xt + c * n;
+    for (size_t s = 0; s <= t; s++) sc[s] += vc * row[s];
+  }
+}
+
+/* f[0..t] = the dropout factors of elements base .. base + t. */
+static void drop_factors(float *restrict f, size_t t, const kern_dropout *d, size_t base) {
+  if (d->p <= 0.0f) {
+    for (size_t s = 0; s <= t; s++) f[s] = 1.0f;
+  } else {
+    for (size_t s = 0; s <= t; s++) f[s] = kern_dropout_factor(d, base + s);
+  }
+}
+
 void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
                        const float *v, size_t ldkv, const int32_t *tok, const size_t *off,
                        const size_t *qoff, const size_t *poff, size_t B, size_t C, size_t NH,
-                       const kern_dropout *drop) {
+                       const kern_dropout *drop, float *scratch) {
   size_t HS = C / NH;
   float scale = 1.0f / sqrtf((float)HS);
   for (size_t b = 0; b < B; b++) {
     size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
     const float *kb = k + off[b] * ldkv, *vb = v + off[b] * ldkv;
     const int32_t *tb = tok ? tok + off[b] : NULL;
+    float *kt = scratch, *f = scratch + HS * n;
     for (size_t h = 0; h < NH; h++) {
+      gather_head_t(kt, kb, ldkv, n, h, HS);
       for (size_t j = 0; j < nq; j++) {
-        size_t t = n - nq + j; /* this query's position */
+        size_t t = n - nq + j; /* this query's position: it sees keys 0..t */
         const float *qr = q + (qoff[b] + j) * ldq + h * HS;
         float *pr = P + poff[b] + (h * nq + j) * n;
         float *o = out + (qoff[b] + j) * C + h * HS;
+        dots_t(pr, kt, n, t, qr, HS);
         float mx = -INFINITY;
         for (size_t s = 0; s <= t; s++) {
-          if (tb && tb[s] == 0) {
-            pr[s] = -INFINITY;
-            continue;
-          }
-          pr[s] = kern_dot(qr, kb + s * ldkv + h * HS, HS) * scale;
+          pr[s] = (tb && tb[s] == 0) ? -INFINITY : pr[s] * scale;
           mx = pr[s] > mx ? pr[s] : mx;
         }
         memset(o, 0, HS * sizeof(float));
@@ -297,16 +328,12 @@ void attention_forward(float *out, float *P, const float *q, size_t ldq, const f
           for (size_t s = 0; s <= t; s++) pr[s] = 0.0f;
           continue;
         }
-        float sum = 0.0f;
+        for (size_t s = 0; s <= t; s++) pr[s] = kern_expf(pr[s] - mx);
+        float inv = 1.0f / vsum(pr, t + 1);
+        for (size_t s = 0; s <= t; s++) pr[s] *= inv;
+        drop_factors(f, t, drop, poff[b] + (h * nq + j) * n);
         for (size_t s = 0; s <= t; s++) {
-          pr[s] = expf(pr[s] - mx);
-          sum += pr[s];
-        }
-        float inv = 1.0f / sum;
-        size_t base = poff[b] + (h * nq + j) * n;
-        for (size_t s = 0; s <= t; s++) {
-          pr[s] *= inv;
-          float pd = drop->p > 0.0f ? pr[s] * kern_dropout_factor(drop, base + s) : pr[s];
+          float pd = pr[s] * f[s];
           if (pd != 0.0f) axpy(o, pd, vb + s * ldkv + h * HS, HS);
         }
       }
@@ -325,30 +352,28 @@ void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t ldd
     size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
     const float *kb = k + off[b] * ldkv, *vb = v + off[b] * ldkv;
     float *dkb = dk + off[b] * lddkv, *dvb = dv + off[b] * lddkv;
-    const int32_t *tb = tok ? tok + off[b] : NULL;
+    float *vt = scratch, *f = scratch + HS * n, *dp = f + n;
+    (void)tok; /* padding keys have P = 0, which already removes them below */
     for (size_t h = 0; h < NH; h++) {
+      gather_head_t(vt, vb, ldkv, n, h, HS);
       for (size_t j = 0; j < nq; j++) {
         size_t t = n - nq + j;
         const float *qr = q + (qoff[b] + j) * ldq + h * HS;
         float *dqr = dq + (qoff[b] + j) * lddq + h * HS;
         const float *pr = P + poff[b] + (h * nq + j) * n;
         const float *dor = dout + (qoff[b] + j) * C + h * HS;
-        size_t base = poff[b] + (h * nq + j) * n;
-        float *dp = scratch;
-        /* dP = dropout'(dout . v_s); dv_s += P'_s dout; then the softmax backward. */
+        drop_factors(f, t, drop, poff[b] + (h * nq + j) * n);
+        /* dP = dropout'(dout . v_s); dv_s += P'_s dout; dS = P (dP - sum P dP) */
+        dots_t(dp, vt, n, t, dor, HS);
         float pdp = 0.0f;
         for (size_t s = 0; s <= t; s++) {
-          if ((tb && tb[s] == 0) || pr[s] == 0.0f) {
-            dp[s] = 0.0f;
-            continue;
-          }
-          float f = drop->p > 0.0f ? kern_dropout_factor(drop, base + s) : 1.0f;
-          if (f != 0.0f) axpy(dvb + s * lddkv + h * HS, pr[s] * f, dor, HS);
-          dp[s] = f != 0.0f ? kern_dot(dor, vb + s * ldkv + h * HS, HS) * f : 0.0f;
+          dp[s] *= f[s];
           pdp += pr[s] * dp[s];
         }
         for (size_t s = 0; s <= t; s++) {
           if (pr[s] == 0.0f) continue;
+          float pf = pr[s] * f[s];
+          if (pf != 0.0f) axpy(dvb + s * lddkv + h * HS, pf, dor, HS);
           float ds = pr[s] * (dp[s] - pdp) * scale;
           axpy(dqr, ds, kb + s * ldkv + h * HS, HS);
           axpy(dkb + s * lddkv + h * HS, ds, qr, HS);

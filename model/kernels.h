@@ -5,8 +5,8 @@
  * alike); callers clear them. A NULL gradient pointer means "not wanted" (the frozen anchor
  * of FLAME needs input gradients only). Kernels are pure: no allocation, no I/O.
  *
- * Dropout masks are not stored: element i of a dropout site keeps its value iff
- * fl_hash64(key + i) clears the threshold, so backward regenerates the same mask from the
+ * Dropout masks are not stored: element i of a dropout site keeps its value iff a hash of
+ * key + i clears the threshold, so backward regenerates the same mask from the
  * same key. A key of 0 with p > 0 still drops; "no dropout" is p == 0. */
 #ifndef FL_MODEL_KERNELS_H
 #define FL_MODEL_KERNELS_H
@@ -18,8 +18,8 @@
 typedef struct {
   float p;        /* drop probability; 0 = identity */
   float scale;    /* 1 / (1 - p) */
-  uint32_t thres; /* keep iff (hash >> 32) >= thres */
-  uint64_t key;   /* per site and step */
+  uint32_t thres; /* keep iff hash >= thres */
+  uint32_t key;   /* per site and step */
 } kern_dropout;
 kern_dropout kern_dropout_make(float p, uint64_t key);
 static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i);
@@ -56,11 +56,13 @@ void linear_backward(float *dinp, size_t ldi, float *dw, float *db, const float 
  * P receives the softmax probabilities before dropout, sample b's block at P + poff[b] laid
  * out (NH, nq, n); poff (B + 1) is computed by attention_poff. Dropout on P uses drop.key. */
 size_t attention_poff(size_t *poff, const size_t *off, const size_t *qoff, size_t B, size_t NH);
+/* Floats of scratch the attention kernels need for samples of up to L tokens. */
+size_t attention_scratch_floats(size_t L, size_t C, size_t NH);
 void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
                        const float *v, size_t ldkv, const int32_t *tok, const size_t *off,
                        const size_t *qoff, const size_t *poff, size_t B, size_t C, size_t NH,
-                       const kern_dropout *drop);
-/* Accumulates dq (Tq, C; ldq), dk, dv (T, C; ldkv). scratch holds at least max n floats. */
+                       const kern_dropout *drop, float *scratch);
+/* Accumulates dq (Tq, C; ldq), dk, dv (T, C; ldkv). scratch as for the forward. */
 void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
                         const float *dout, const float *P, const float *q, size_t ldq,
                         const float *k, const float *v, size_t ldkv, const int32_t *tok,
@@ -91,11 +93,15 @@ float kern_dot(const float *a, const float *b, size_t n);
 float kern_expf(float x);
 
 static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i) {
-  uint64_t h = (d->key + i) * 0x9e3779b97f4a7c15ull;
-  h ^= h >> 32;
-  h *= 0xd6e8feb86659fd93ull;
-  h ^= h >> 32;
-  return (uint32_t)h >= d->thres ? d->scale : 0.0f;
+  /* murmur3's 32-bit finaliser of (i + key): 32-bit multiplies vectorise on AVX2, 64-bit ones
+   * do not. Indices stay below 2^32 (a site has at most Tmax * max(C, FF, NH * L) elements). */
+  uint32_t h = (uint32_t)i + d->key;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h >= d->thres ? d->scale : 0.0f;
 }
 
 #endif

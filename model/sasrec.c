@@ -166,7 +166,7 @@ struct model_acts {
   float *dff1, *dff2;                        /* (Tmax, FF) */
   float *dqkv;                               /* (Tmax, 3C) */
   float *dqlast, *dxq, *dh;                  /* (Bmax, C) */
-  float *scratch;                            /* (L) */
+  float *scratch;                            /* attention_scratch_floats(L, C, NH) */
 };
 
 /* Activations are always written before they are read: no need to clear them. */
@@ -221,7 +221,7 @@ model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
   a->dqlast = falloc(Bmax * C);
   a->dxq = falloc(Bmax * C);
   a->dh = falloc(Bmax * C);
-  a->scratch = falloc(L);
+  a->scratch = falloc(attention_scratch_floats(L, C, NH));
   return a;
 }
 
@@ -324,7 +324,7 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
     attention_poff(la->poff, bt->off, qoff, B, NH);
     kd = site(a, 1 + 3 * l);
     attention_forward(la->atty, la->att, q, ldq, la->qkv + C, la->qkv + 2 * C, 3 * C, padtok,
-                      bt->off, qoff, la->poff, B, C, NH, &kd);
+                      bt->off, qoff, la->poff, B, C, NH, &kd, a->scratch);
     linear_forward(la->r1, C, la->atty, C, W(m, MODEL_T_ATTPROJW) + l * C * C,
                    W(m, MODEL_T_ATTPROJB) + l * C, Tq, C, C);
     kd = site(a, 2 + 3 * l);

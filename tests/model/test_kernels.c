@@ -170,12 +170,13 @@ typedef struct {
   const int32_t *tok;
   kern_dropout drop;
   size_t Tq;
+  float *scratch;
 } att_ctx;
 
 static double att_loss(void *p) {
   att_ctx *c = p;
   attention_forward(c->out, c->P, c->q, c->ldq, c->kv, c->kv + c->C, c->ldkv, c->tok, c->off,
-                    c->qoff, c->poff, c->B, c->C, c->NH, &c->drop);
+                    c->qoff, c->poff, c->B, c->C, c->NH, &c->drop, c->scratch);
   return gc_dotd(c->out, c->R, c->Tq * c->C);
 }
 
@@ -208,15 +209,16 @@ static void run_attention_case(int last_only, int padded, float p) {
                poff,
                padded ? tok_pad : NULL,
                kern_dropout_make(p, 99),
-               Tq};
+               Tq,
+               vec(attention_scratch_floats(8, C, NH), NULL, 0)};
   att_loss(&c);
-  float *dq = vec(Tq * 3 * C, NULL, 0), *dkv = vec(T * 3 * C, NULL, 0), scratch[8];
+  float *dq = vec(Tq * 3 * C, NULL, 0), *dkv = vec(T * 3 * C, NULL, 0);
   attention_backward(dq, dkv, dkv + C, 3 * C, 3 * C, c.R, c.P, c.q, 3 * C, c.kv, c.kv + C, 3 * C,
-                     c.tok, off, qoff, poff, B, C, NH, &c.drop, scratch);
+                     c.tok, off, qoff, poff, B, C, NH, &c.drop, c.scratch);
   /* only the Q columns of q and the K|V columns of kv are inputs */
   assert_int_equal(gc_check("q", c.q, Tq * 3 * C, dq, att_loss, &c, 2000, 1e-2, 2e-3, 1e-2), 0);
   assert_int_equal(gc_check("kv", c.kv, T * 3 * C, dkv, att_loss, &c, 2000, 1e-2, 2e-3, 1e-2), 0);
-  free(c.out), free(c.P), free(c.q), free(c.kv), free(c.R), free(dq), free(dkv);
+  free(c.out), free(c.P), free(c.q), free(c.kv), free(c.R), free(dq), free(dkv), free(c.scratch);
 }
 
 static void test_attention_full(void **state) {
@@ -250,10 +252,12 @@ static void test_attention_last_equals_full(void **state) {
   memcpy(ql, qkv + 2 * 3 * C, C * sizeof(float));
   memcpy(ql + C, qkv + 7 * 3 * C, C * sizeof(float));
   kern_dropout d = kern_dropout_make(0.0f, 0);
+  float *scr = vec(attention_scratch_floats(8, C, NH), NULL, 0);
   attention_forward(outf, Pf, qkv, 3 * C, qkv + C, qkv + 2 * C, 3 * C, NULL, off, off, pf, B, C, NH,
-                    &d);
+                    &d, scr);
   attention_forward(outl, Pl, ql, C, qkv + C, qkv + 2 * C, 3 * C, NULL, off, qlast, pl, B, C, NH,
-                    &d);
+                    &d, scr);
+  free(scr);
   for (size_t c = 0; c < C; c++) {
     assert_float_equal(outl[c], outf[2 * C + c], 1e-6);
     assert_float_equal(outl[C + c], outf[7 * C + c], 1e-6);

@@ -151,12 +151,61 @@ static void test_synth_learnable(void **state) {
   data_free(&ds);
 }
 
+/* The promise synth.h makes: a SASRec trained a few epochs clearly beats popularity. A tiny
+ * model (C 16, one block, L 10) on a tiny set keeps this well under a second; measured:
+ * SASRec test HR@10 0.72 after 3 epochs, popularity 0.23. */
+static void test_synth_sasrec_beats_popularity(void **state) {
+  synth_fixture *f = *state;
+  assert_int_equal(synth_write(f->a, 400, 120, 15, 1), 0);
+  data_set ds;
+  load(f->a, &ds);
+  size_t NI = ds.NI, L = 10;
+
+  /* Popularity over the training parts, ranked on the test split like eval_run does. */
+  uint32_t *pop = xcalloc(NI, sizeof *pop);
+  for (size_t u = 0; u < ds.nusers; u++)
+    for (size_t k = ds.off[u]; k + 2 < ds.off[u + 1]; k++) pop[ds.items[k] - 1]++;
+  float *scores = xmalloc(NI * sizeof *scores);
+  eval_metrics mp = {0};
+  for (size_t u = 0; u < ds.nusers; u++) {
+    const int32_t *seq = ds.items + ds.off[u];
+    size_t t = ds.off[u + 1] - ds.off[u] - 1, lo = t > L ? t - L : 0;
+    for (size_t i = 0; i < NI; i++) scores[i] = (float)pop[i];
+    eval_add_rank(&mp, eval_rank(scores, NI, seq[t], seq + lo, t - lo, EVAL_PROTOCOL_DEFAULT));
+  }
+  eval_finish(&mp);
+
+  model_hparams hp;
+  model_hparams_default(&hp);
+  hp.C = 16;
+  hp.NL = 1;
+  hp.NH = 2;
+  hp.FF = 32;
+  hp.L = (uint32_t)L;
+  model_sasrec m;
+  assert_int_equal(model_init(&m, &hp, NI, 1), 0);
+  train_opts o;
+  train_opts_default(&o);
+  o.epochs = 3;
+  o.patience = 3;
+  o.progress = 0;
+  train_result r;
+  assert_int_equal(train_sasrec(&m, &ds, &o, &r), 0);
+  if (!(r.test.hr10 > 0.5 && r.test.hr10 > 2 * mp.hr10))
+    fail_msg("SASRec test HR@10 %.3f, popularity %.3f", r.test.hr10, mp.hr10);
+  model_free(&m);
+  free(scores);
+  free(pop);
+  data_free(&ds);
+}
+
 int test_synth(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_synth_deterministic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_shape, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_learnable, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_synth_sasrec_beats_popularity, setup, teardown),
   };
   return cmocka_run_group_tests_name("model/synth", tests, NULL, NULL);
 }
