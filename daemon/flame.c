@@ -268,6 +268,12 @@ static int cmd_train(int argc, char **argv) {
   cJSON_AddNumberToObject(j, "last_loss", r.last_loss);
   cJSON_AddNumberToObject(j, "threads", threads);
   cJSON_AddNumberToObject(j, "seed", (double)o.seed);
+  cJSON *mem = cJSON_AddObjectToObject(j, "memory_bytes");
+  cJSON_AddNumberToObject(mem, "params", (double)r.param_bytes);
+  cJSON_AddNumberToObject(mem, "grads", (double)r.param_bytes);
+  cJSON_AddNumberToObject(mem, "adam", 2.0 * (double)r.param_bytes);
+  cJSON_AddNumberToObject(mem, "train_activations", (double)r.train_act_bytes);
+  cJSON_AddNumberToObject(mem, "eval_activations", (double)r.eval_act_bytes);
   print_json(j);
   model_free(&m);
   data_free(&ds);

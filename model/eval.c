@@ -22,7 +22,6 @@
 
 /* Users per forward pass: large enough for the GEMMs to run at speed, small enough that the
  * (B, NI) score buffer stays modest (256 x 12k items = 12 MB). */
-#define EVAL_BATCH 256
 
 /* Contract (see model.h): target and every history id must be in 1..NI (programmer error
  * otherwise). Rank = #items scoring strictly above the target after the history treatment,

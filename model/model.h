@@ -109,6 +109,9 @@ model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax);
 void model_acts_free(model_acts *a);
 /* (B, C) sequence representations of the last forward pass. */
 const float *model_acts_h(const model_acts *a);
+/* Bytes allocated for these activations (the logits buffer once a loss was computed).
+ * Buffers are sized for Bmax/Tmax but only the pages a batch touches become resident. */
+size_t model_acts_bytes(const model_acts *a);
 
 /* Forward pass over a packed batch: fills the representations h (B, C). train = 1 applies
  * dropout (masks from m->seed and m->step). If b->tgt is given, returns the mean
@@ -150,13 +153,16 @@ void model_matmul_ref(float *C, size_t ldc, const float *A, size_t lda, int tran
  * Written atomically. A load validates everything before using a byte; a truncated or
  * corrupted file is refused with a message in err. */
 int ckpt_save(const char *path, const model_sasrec *m);
-/* Allocates *m (parameters only, m->step restored). */
+/* Allocates *m (parameters, hyper-parameters, NI and m->step; Adam moments are not stored,
+ * seed is 0 and last_only 1). On failure *m is untouched and err (if not NULL) holds one
+ * line "path: what". */
 int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen);
 
 /* ---- the authors' PyTorch zip (model/ptimport.c, FLAME.md section 5) ----
  * Reads the zip's central directory, finds the <prefix>/data/<k> entries, checks every
- * size against the shapes, infers C, L, FF, NL and NI from them (NH from hp_hint, default
- * 2) and fills a freshly allocated model. */
+ * size against the shapes, infers C, L, FF, NL and NI from them (NH, dropout and ln_eps are
+ * not in the file: FLAME's defaults, NH = 2) and fills a freshly allocated model. On failure
+ * *m is untouched and err (if not NULL) holds one line "path: what". */
 int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen);
 
 /* ---- datasets (model/data.c) ---- */
@@ -173,10 +179,12 @@ typedef struct {
 } data_set;
 
 /* Loads a dataset file. On a malformed line returns FL_EFORMAT with "file:line: what" in
- * err; an unreadable file returns -errno with the reason in err. */
+ * err; an unreadable file returns -errno with the reason in err; a file without items
+ * FL_EEMPTY; more than 2^32 - 1 users FL_ERANGE. *ds is zeroed on failure. */
 int data_load(const char *path, data_set *ds, char *err, size_t errlen);
 void data_free(data_set *ds);
-/* Keeps only the last keep items of every user (--protocol flame truncates to L + 3). */
+/* Keeps only the last keep items of every user (--protocol flame truncates to L + 3).
+ * NI is unchanged. */
 void data_truncate(data_set *ds, size_t keep);
 
 /* A training sample: user u's items before index end predict items[off[u] + end]. */
@@ -191,8 +199,8 @@ typedef struct {
 size_t data_train_samples(const data_set *ds, data_sample **out);
 
 /* Packs samples s[0..B) into a batch: each sample's context is the (up to) L items before
- * its target. pad = 1 writes the padded window instead (n = L, leading item-0 tokens).
- * tok must hold B * L, off B + 1, tgt B. */
+ * its target (every sample needs 1 <= end < its user's length). pad = 1 writes the padded
+ * window instead (n = L, leading item-0 tokens). tok must hold B * L, off B + 1, tgt B. */
 void data_pack(const data_set *ds, const data_sample *s, size_t B, size_t L, int pad, int32_t *tok,
                size_t *off, int32_t *tgt, model_batch *out);
 
@@ -205,6 +213,9 @@ typedef enum {
 
 typedef enum { EVAL_VAL, EVAL_TEST } eval_split;
 
+/* Users scored per forward pass by eval_run. */
+#define EVAL_BATCH 256
+
 typedef struct {
   double hr10, ndcg10, hr20, ndcg20; /* means over users */
   size_t users;                      /* users evaluated */
@@ -212,7 +223,8 @@ typedef struct {
 
 /* Rank (0-based) of the target among scores (NI, column i-1 = item i) after the protocol's
  * treatment of the history items hist[0..nhist): default protocol: history items are
- * excluded (-inf); flame protocol: their scores are set to 0. Modifies scores. */
+ * excluded (-inf); flame protocol: their scores are set to 0. The target's score is read
+ * after that treatment (as the reference does); a NaN target ranks NI. Modifies scores. */
 size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, size_t nhist,
                  eval_protocol proto);
 /* Adds one rank to running sums (m->users counts). */
@@ -223,7 +235,9 @@ void eval_finish(eval_metrics *m);
 /* Full-ranking evaluation of the model on users with at least 3 items: the input of a
  * validation sample is the L items before the second-to-last item, of a test sample the L
  * items before the last. History for ranking: default protocol = the input window; flame
- * protocol = every item before the target. Runs forward in eval mode in batches. */
+ * protocol = every item before the target. Runs forward in eval mode in batches. Returns
+ * FL_ESHAPE if the data has items beyond the model's table, FL_EEMPTY if no user has 3
+ * items (metrics zeroed in both cases). */
 int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eval_split split,
              eval_metrics *out);
 
@@ -246,13 +260,16 @@ typedef struct {
 void train_opts_default(train_opts *o);
 
 typedef struct {
-  size_t best_epoch; /* 1-based epoch with the best val NDCG@20 (0 if none ran) */
-  size_t epochs_run; /* epochs trained */
-  eval_metrics val;  /* validation metrics of the best epoch */
-  eval_metrics test; /* test metrics of the best epoch's weights */
-  double wall_sec;   /* whole run including evaluation */
-  double best_sec;   /* wall seconds until the best epoch finished */
-  float last_loss;   /* mean training loss of the last epoch */
+  size_t best_epoch;      /* 1-based epoch with the best val NDCG@20 (0 if none ran) */
+  size_t epochs_run;      /* epochs trained */
+  eval_metrics val;       /* validation metrics of the best epoch */
+  eval_metrics test;      /* test metrics of the best epoch's weights */
+  double wall_sec;        /* whole run including evaluation */
+  double best_sec;        /* wall seconds until the best epoch finished */
+  float last_loss;        /* mean training loss of the last epoch */
+  size_t param_bytes;     /* one block; gradients and each Adam moment are the same size */
+  size_t train_act_bytes; /* training activations (model_acts_bytes) */
+  size_t eval_act_bytes;  /* evaluation activations and score rows */
 } train_result;
 
 /* Trains m (already initialised, training state allocated here) on ds's leave-one-out

@@ -167,10 +167,20 @@ struct model_acts {
   float *dqkv;                               /* (Tmax, 3C) */
   float *dqlast, *dxq, *dh;                  /* (Bmax, C) */
   float *scratch;                            /* attention_scratch_floats(L, C, NH) */
+  size_t bytes;                              /* everything allocated for this pass */
 };
 
-/* Activations are always written before they are read: no need to clear them. */
-static float *falloc(size_t n) { return xalloc_aligned_uninit(n * sizeof(float)); }
+/* Activations are always written before they are read: no need to clear them. Every
+ * allocation is counted in a->bytes (model_acts_bytes). */
+static float *falloc(model_acts *a, size_t n) {
+  a->bytes += n * sizeof(float);
+  return xalloc_aligned_uninit(n * sizeof(float));
+}
+
+static void *acts_xmalloc(model_acts *a, size_t n) {
+  a->bytes += n;
+  return xmalloc(n);
+}
 
 model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
   model_acts *a = xcalloc(1, sizeof *a);
@@ -178,50 +188,51 @@ model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
   a->hp = *hp;
   a->Bmax = Bmax;
   a->Tmax = Tmax;
-  a->posidx = xmalloc(Tmax * sizeof(int32_t));
-  a->last_row = xmalloc(Bmax * sizeof(size_t));
-  a->qoff_last = xmalloc((Bmax + 1) * sizeof(size_t));
-  a->emb = falloc(Tmax * C);
-  a->lne_mean = falloc(Tmax);
-  a->lne_rstd = falloc(Tmax);
-  a->x0 = falloc(Tmax * C);
+  a->posidx = acts_xmalloc(a, Tmax * sizeof(int32_t));
+  a->last_row = acts_xmalloc(a, Bmax * sizeof(size_t));
+  a->qoff_last = acts_xmalloc(a, (Bmax + 1) * sizeof(size_t));
+  a->emb = falloc(a, Tmax * C);
+  a->lne_mean = falloc(a, Tmax);
+  a->lne_rstd = falloc(a, Tmax);
+  a->x0 = falloc(a, Tmax * C);
   a->layer = xcalloc(NL, sizeof(layer_acts));
+  a->bytes += NL * sizeof(layer_acts);
   /* sum over samples of n * nq <= Tmax * L (a sample has at most L tokens). */
   size_t att_cap = NH * Tmax * (L < Tmax ? L : Tmax);
   for (size_t l = 0; l < NL; l++) {
     layer_acts *la = &a->layer[l];
-    la->qkv = falloc(Tmax * 3 * C);
-    la->att = falloc(att_cap);
-    la->poff = xmalloc((Bmax + 1) * sizeof(size_t));
-    la->atty = falloc(Tmax * C);
-    la->r1 = falloc(Tmax * C);
-    la->ln1_mean = falloc(Tmax);
-    la->ln1_rstd = falloc(Tmax);
-    la->x1 = falloc(Tmax * C);
-    la->fch = falloc(Tmax * FF);
-    la->fcg = falloc(Tmax * FF);
-    la->r2 = falloc(Tmax * C);
-    la->ln2_mean = falloc(Tmax);
-    la->ln2_rstd = falloc(Tmax);
-    la->xout = falloc(Tmax * C);
+    la->qkv = falloc(a, Tmax * 3 * C);
+    la->att = falloc(a, att_cap);
+    la->poff = acts_xmalloc(a, (Bmax + 1) * sizeof(size_t));
+    la->atty = falloc(a, Tmax * C);
+    la->r1 = falloc(a, Tmax * C);
+    la->ln1_mean = falloc(a, Tmax);
+    la->ln1_rstd = falloc(a, Tmax);
+    la->x1 = falloc(a, Tmax * C);
+    la->fch = falloc(a, Tmax * FF);
+    la->fcg = falloc(a, Tmax * FF);
+    la->r2 = falloc(a, Tmax * C);
+    la->ln2_mean = falloc(a, Tmax);
+    la->ln2_rstd = falloc(a, Tmax);
+    la->xout = falloc(a, Tmax * C);
   }
-  a->xq = falloc(Bmax * C);
-  a->qlast = falloc(Bmax * C);
-  a->h = falloc(Bmax * C);
-  a->losses = falloc(Bmax);
-  a->dA = falloc(Tmax * C);
-  a->dB = falloc(Tmax * C);
-  a->dr = falloc(Tmax * C);
-  a->dx1 = falloc(Tmax * C);
-  a->dproj = falloc(Tmax * C);
-  a->datty = falloc(Tmax * C);
-  a->dff1 = falloc(Tmax * FF);
-  a->dff2 = falloc(Tmax * FF);
-  a->dqkv = falloc(Tmax * 3 * C);
-  a->dqlast = falloc(Bmax * C);
-  a->dxq = falloc(Bmax * C);
-  a->dh = falloc(Bmax * C);
-  a->scratch = falloc(attention_scratch_floats(L, C, NH));
+  a->xq = falloc(a, Bmax * C);
+  a->qlast = falloc(a, Bmax * C);
+  a->h = falloc(a, Bmax * C);
+  a->losses = falloc(a, Bmax);
+  a->dA = falloc(a, Tmax * C);
+  a->dB = falloc(a, Tmax * C);
+  a->dr = falloc(a, Tmax * C);
+  a->dx1 = falloc(a, Tmax * C);
+  a->dproj = falloc(a, Tmax * C);
+  a->datty = falloc(a, Tmax * C);
+  a->dff1 = falloc(a, Tmax * FF);
+  a->dff2 = falloc(a, Tmax * FF);
+  a->dqkv = falloc(a, Tmax * 3 * C);
+  a->dqlast = falloc(a, Bmax * C);
+  a->dxq = falloc(a, Bmax * C);
+  a->dh = falloc(a, Bmax * C);
+  a->scratch = falloc(a, attention_scratch_floats(L, C, NH));
   return a;
 }
 
@@ -255,6 +266,8 @@ void model_acts_free(model_acts *a) {
 }
 
 const float *model_acts_h(const model_acts *a) { return a->h; }
+
+size_t model_acts_bytes(const model_acts *a) { return a->bytes; }
 
 /* Dropout sites of one pass: 0 = embedding, then 3 per block (attention probabilities,
  * attention output, FFN output). */
@@ -353,7 +366,8 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
   size_t need = a->Bmax * m->NI;
   if (a->logits_cap < need) { /* once per catalogue size, not per step */
     free(a->logits);
-    a->logits = falloc(need);
+    a->bytes -= a->logits_cap * sizeof(float);
+    a->logits = falloc(a, need);
     a->logits_cap = need;
   }
   model_scores(m, a->h, B, a->logits);

@@ -16,7 +16,7 @@
 
 /* Writes a dataset of `users` lines `user item item ...` (user ids 1..users in order, item ids
  * in 1..items) to path, atomically. Lengths vary around mean_len (at least 5 items per user,
- * at most min(items, 10 * mean_len)). The same arguments give the same file byte for byte.
+ * at most min(items, 10 * max(mean_len, 5))). The same arguments give the same file byte for byte.
  * Returns 0, FL_ERANGE for unusable sizes (users = 0, items < 5 or > 2^31-1), or -errno from
  * writing. */
 int synth_write(const char *path, size_t users, size_t items, size_t mean_len, uint64_t seed);

@@ -103,6 +103,12 @@ int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train
     err = eval_run(m, ds, o->proto, EVAL_TEST, &r->test);
   }
   r->wall_sec = fl_now() - t0;
+  r->param_bytes = m->nparams * sizeof(float);
+  r->train_act_bytes = model_acts_bytes(a);
+  /* eval_run's workspace: activations for its batches plus their score rows */
+  model_acts *ea = model_acts_new(&m->hp, EVAL_BATCH, EVAL_BATCH * L);
+  r->eval_act_bytes = model_acts_bytes(ea) + EVAL_BATCH * m->NI * sizeof(float);
+  model_acts_free(ea);
   free(best);
   free(off);
   free(tgt);
