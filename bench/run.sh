@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench/run.sh: side-by-side training-speed comparison of `flame bench` with the PyTorch
+# reference (../shared/bench/torch_ref.py) on the same machine, in one run.
+#
+# For each case (dataset, L) it alternates the two implementations over the thread
+# settings, then measures what packing and the last-position shortcut buy, and the
+# machine's sgemm throughput. Every JSON line goes to bench/results/<stamp>.jsonl and a
+# markdown summary (medians, best thread setting of each, ratios, GFLOP/s) is printed.
+#
+# usage: bench/run.sh [--quick] [--method sasrec] [--build DIR]
+#   --quick   only amazon-beauty at L=50 (a few minutes)
+# Needs python3-torch (scripts/setup.sh --bench). Never run by CI.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+shared="$(cd "$root/../shared" && pwd)"
+build="$root/build"
+method=sasrec
+quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --method) method="$2"; shift ;;
+    --build) build="$2"; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+flame="$build/flame"
+[ -x "$flame" ] || { echo "bench/run.sh: $flame not built (./scripts/dev.sh build)" >&2; exit 2; }
+python=/usr/bin/python3
+"$python" -c 'import torch' 2>/dev/null || { echo "bench/run.sh: python3-torch missing (scripts/setup.sh --bench)" >&2; exit 2; }
+
+mkdir -p "$here/results"
+out="$here/results/$(date -u +%Y%m%dT%H%M%SZ)-$method.jsonl"
+: > "$out"
+echo "# writing $out" >&2
+
+cases=("amazon-beauty.txt 50")
+[ "$quick" = 1 ] || cases+=("ml-1m.txt 50" "ml-1m.txt 200")
+
+for c in "${cases[@]}"; do
+  set -- $c
+  data="$shared/data/$1"; L="$2"
+  for threads in 1 2; do
+    echo "# $1 L=$L threads=$threads" >&2
+    "$python" "$shared/bench/torch_ref.py" bench --data "$data" --method "$method" --maxlen "$L" \
+      --threads "$threads" --steps 12 | tail -n 1 >> "$out"
+    "$flame" bench --data "$data" --method "$method" --maxlen "$L" --threads "$threads" \
+      --steps 22 | tail -n 1 >> "$out"
+  done
+  for variant in --no-last-only --no-pack "--no-pack --no-last-only"; do
+    # shellcheck disable=SC2086
+    "$flame" bench --data "$data" --method "$method" --maxlen "$L" --threads 1 --steps 12 \
+      $variant | tail -n 1 >> "$out"
+  done
+done
+for threads in 1 2; do
+  "$flame" bench --sgemm --threads "$threads" --steps 12 | tail -n 1 >> "$out"
+done
+"$python" "$here/summarize.py" "$out"
