@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define EXIT_USAGE 2
 
@@ -59,10 +58,11 @@ static void need(const char *what, const char *v) {
   if (!v) die("%s is required (see flame %s --help)", what, cmd);
 }
 
-static int default_threads(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
-}
+/* BLAS threads when --threads is not given. One: OpenBLAS's worker threads spin between
+ * calls, so on a machine whose other cores are busy (a daemon, another job) extra threads
+ * slow every step down several times over, and the packed steps' small GEMMs gain little
+ * from a second thread even on idle cores (see bench/RESULTS.md). */
+enum { DEFAULT_THREADS = 1 };
 
 static void load_data(const char *path, data_set *ds) {
   char err[512];
@@ -171,7 +171,7 @@ static const char train_help[] =
     "  --epochs N       maximum epochs (200)\n"
     "  --patience N     stop after N epochs without improvement (20)\n"
     "  --protocol P     default | flame (truncates histories to L+3, FLAME.md section 4)\n"
-    "  --threads N      BLAS threads (all cores)\n"
+    "  --threads N      BLAS threads (1)\n"
     "  --seed N         initialisation, shuffling and dropout (42)\n"
     "  --batch N        samples per step (256)\n"
     "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP;
@@ -182,7 +182,7 @@ static int cmd_train(int argc, char **argv) {
   model_hparams_default(&hp);
   train_opts o;
   train_opts_default(&o);
-  int threads = default_threads();
+  int threads = DEFAULT_THREADS;
   static const struct option lo[] = {{"data", required_argument, 0, 'd'},
                                      {"method", required_argument, 0, 'm'},
                                      {"out", required_argument, 0, 'o'},
@@ -283,7 +283,7 @@ static int cmd_train(int argc, char **argv) {
 /* ---- flame eval ---- */
 
 static const char eval_help[] =
-    "usage: flame eval --data FILE --checkpoint FILE [--protocol default|flame] [--threads N]\n"
+    "usage: flame eval --data FILE --checkpoint FILE [--protocol default|flame] [--threads N (1)]\n"
     "Full-ranking HR@10/20 and NDCG@10/20 on the leave-one-out validation and test items.\n"
     "The last stdout line is JSON: {\"val\":{\"HR@10\":..,\"NDCG@10\":..,\"HR@20\":..,\n"
     "\"NDCG@20\":..},\"test\":{...}}\n";
@@ -291,7 +291,7 @@ static const char eval_help[] =
 static int cmd_eval(int argc, char **argv) {
   const char *data = NULL, *ckpt = NULL;
   eval_protocol proto = EVAL_PROTOCOL_DEFAULT;
-  int threads = default_threads();
+  int threads = DEFAULT_THREADS;
   static const struct option lo[] = {
       {"data", required_argument, 0, 'd'},     {"checkpoint", required_argument, 0, 'c'},
       {"protocol", required_argument, 0, 'P'}, {"threads", required_argument, 0, 't'},

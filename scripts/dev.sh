@@ -101,7 +101,7 @@ not built yet, so the demo runs the offline half that exists today with the \`fl
                   next item of a topic it likes, so the next item is learnable from the last
                   ones (the same seed gives the same file)
   2. flame train  trains a SASRec transformer on it (leave-one-out split, model selection on
-                  validation NDCG@20, early stopping after 5 epochs without improvement) and
+                  validation NDCG@20, early stopping after 3 epochs without improvement) and
                   writes the best weights to $dir/model.ckpt
   3. flame eval   loads that checkpoint and reports HR@10/20 and NDCG@10/20 on the held-out
                   last item of every user, ranked against all items
@@ -109,10 +109,10 @@ Ctrl-C stops it cleanly at any point.
 
 EOF
   say "1/3 flame synth"
-  run_job build/flame synth --out "$dir/data.txt"
-  say "2/3 flame train (sasrec, up to 20 epochs, patience 5)"
+  run_job build/flame synth --out "$dir/data.txt" --users 1000 --items 400
+  say "2/3 flame train (sasrec, up to 8 epochs, patience 3)"
   run_job build/flame train --data "$dir/data.txt" --method sasrec --out "$dir/model.ckpt" \
-    --epochs 20 --patience 5
+    --epochs 8 --patience 3
   say "3/3 flame eval"
   run_job build/flame eval --data "$dir/data.txt" --checkpoint "$dir/model.ckpt"
   cat <<EOF
