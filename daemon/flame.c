@@ -91,6 +91,19 @@ static void print_json(cJSON *o) {
   cJSON_Delete(o);
 }
 
+/* The shape of a model, as import-pt and inspect report it. */
+static void add_model_json(cJSON *j, const model_sasrec *m) {
+  cJSON_AddNumberToObject(j, "items", (double)m->NI);
+  cJSON_AddNumberToObject(j, "dim", m->hp.C);
+  cJSON_AddNumberToObject(j, "blocks", m->hp.NL);
+  cJSON_AddNumberToObject(j, "heads", m->hp.NH);
+  cJSON_AddNumberToObject(j, "ffn", m->hp.FF);
+  cJSON_AddNumberToObject(j, "maxlen", m->hp.L);
+  cJSON_AddNumberToObject(j, "dropout", m->hp.dropout);
+  cJSON_AddNumberToObject(j, "step", (double)m->step);
+  cJSON_AddNumberToObject(j, "params", (double)m->nparams);
+}
+
 /* Options shared by the commands that build a model. */
 enum {
   OPT_DIM = 1000,
@@ -384,12 +397,7 @@ static int cmd_import(int argc, char **argv) {
   if (rc) die("%s: %s", out, fl_strerror(rc));
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "out", out);
-  cJSON_AddNumberToObject(j, "items", (double)m.NI);
-  cJSON_AddNumberToObject(j, "dim", m.hp.C);
-  cJSON_AddNumberToObject(j, "blocks", m.hp.NL);
-  cJSON_AddNumberToObject(j, "heads", m.hp.NH);
-  cJSON_AddNumberToObject(j, "maxlen", m.hp.L);
-  cJSON_AddNumberToObject(j, "params", (double)m.nparams);
+  add_model_json(j, &m);
   print_json(j);
   model_free(&m);
   return 0;
@@ -651,15 +659,7 @@ static int cmd_inspect(int argc, char **argv) {
   for (size_t i = 0; i < m.nparams; i++) sq += (double)m.params[i] * m.params[i];
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "checkpoint", ckpt);
-  cJSON_AddNumberToObject(j, "items", (double)m.NI);
-  cJSON_AddNumberToObject(j, "dim", m.hp.C);
-  cJSON_AddNumberToObject(j, "blocks", m.hp.NL);
-  cJSON_AddNumberToObject(j, "heads", m.hp.NH);
-  cJSON_AddNumberToObject(j, "ffn", m.hp.FF);
-  cJSON_AddNumberToObject(j, "maxlen", m.hp.L);
-  cJSON_AddNumberToObject(j, "dropout", m.hp.dropout);
-  cJSON_AddNumberToObject(j, "step", (double)m.step);
-  cJSON_AddNumberToObject(j, "params", (double)m.nparams);
+  add_model_json(j, &m);
   cJSON_AddNumberToObject(j, "param_rms", sqrt(sq / (double)m.nparams));
   print_json(j);
   model_free(&m);

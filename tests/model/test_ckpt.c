@@ -5,6 +5,7 @@
  * and must be refused with the right code and a non-empty message, leaving the caller's
  * model untouched. */
 #include "testutil.h"
+#include "tiny.h"
 
 #include "common/common.h"
 #include "model/model.h"
@@ -48,15 +49,6 @@ static void write_bytes(const char *path, const void *b, size_t n) {
   assert_int_equal(fclose(f), 0);
 }
 
-static void tiny_hparams(model_hparams *hp) {
-  model_hparams_default(hp);
-  hp->C = 16;
-  hp->NL = 1;
-  hp->NH = 2;
-  hp->FF = 32;
-  hp->L = 8;
-}
-
 static int setup(void **state) {
   ckpt_fix *f = calloc(1, sizeof *f);
   assert_non_null(f);
@@ -64,7 +56,7 @@ static int setup(void **state) {
   snprintf(f->path, sizeof f->path, "%s/ckpt.bin", f->dir);
   snprintf(f->bad, sizeof f->bad, "%s/bad.bin", f->dir);
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 1, 0.5f);
   assert_int_equal(model_init(&f->m, &hp, 20, 1234), 0);
   f->m.step = 0x123456789ull; /* above 2^32: checks the u64 field */
   assert_int_equal(ckpt_save(f->path, &f->m), 0);
@@ -149,7 +141,7 @@ static void test_save_overwrites(void **state) {
   ckpt_fix *f = *state;
   model_sasrec m2;
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 1, 0.5f);
   hp.NL = 2;
   assert_int_equal(model_init(&m2, &hp, 7, 99), 0);
   char p[300];
@@ -281,7 +273,7 @@ static void test_nan_param(void **state) {
   for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
     model_sasrec m;
     model_hparams hp;
-    tiny_hparams(&hp);
+    tiny_hparams(&hp, 1, 0.5f);
     assert_int_equal(model_init(&m, &hp, 20, 5), 0);
     m.p.t[MODEL_T_FCW][17] = vals[i];
     assert_int_equal(ckpt_save(f->bad, &m), 0); /* written as is, CRCs valid */

@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "testutil.h"
+#include "tiny.h"
 
 /* Item: score (item i at index i - 1).
  *   1: 0.5   2: 0.9   3: 0.2   4: 0.7   5: 0.7   6: -0.1 */
@@ -190,12 +191,7 @@ static int run_setup(void **state) {
   fclose(fp);
   if (data_load(path, &f->ds, err, sizeof err) != 0) return -1;
   model_hparams hp;
-  model_hparams_default(&hp);
-  hp.C = 16;
-  hp.NL = 1;
-  hp.NH = 2;
-  hp.FF = 32;
-  hp.L = 8;
+  tiny_hparams(&hp, 1, 0.5f);
   if (model_init(&f->m, &hp, f->ds.NI, 42) != 0) return -1;
   *state = f;
   return 0;

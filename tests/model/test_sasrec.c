@@ -7,21 +7,12 @@
 #include "gradcheck.h"
 #include "model/model.h"
 #include "testutil.h"
+#include "tiny.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 enum { NI_TINY = 20 };
-
-static void tiny_hparams(model_hparams *hp) {
-  model_hparams_default(hp);
-  hp->C = 16;
-  hp->NL = 2;
-  hp->NH = 2;
-  hp->FF = 32;
-  hp->L = 8;
-  hp->dropout = 0.0f;
-}
 
 /* Three samples of lengths 1, 5 and 8 (= L): packed and as padded windows. */
 static const int32_t tok_packed[] = {4, /**/ 1, 2, 3, 9, 9, /**/ 5, 6, 7, 8, 10, 11, 12, 20};
@@ -77,7 +68,7 @@ static int check_all_tensors(loss_ctx *c) {
 
 static void run_whole_loss(int last_only, int padded, int train) {
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   if (train) hp.dropout = 0.3f; /* masks are a function of (seed, step): fixed here */
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 7), 0);
@@ -118,7 +109,7 @@ static void test_gradcheck_dropout(void **s) {
 static void test_shortcuts_exact(void **state) {
   (void)state;
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 3), 0);
   model_train_alloc(&m);
@@ -148,7 +139,7 @@ static void test_shortcuts_exact(void **state) {
 static void test_init_and_seed(void **state) {
   (void)state;
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   model_sasrec a, b, c;
   assert_int_equal(model_init(&a, &hp, NI_TINY, 5), 0);
   assert_int_equal(model_init(&b, &hp, NI_TINY, 5), 0);
@@ -174,7 +165,7 @@ static void test_init_and_seed(void **state) {
 static void test_adam_first_step(void **state) {
   (void)state;
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 9), 0);
   model_train_alloc(&m);
@@ -198,7 +189,7 @@ static void test_adam_first_step(void **state) {
 static void test_learns_a_rule(void **state) {
   (void)state;
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   hp.dropout = 0.1f;
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 1), 0);
@@ -240,7 +231,7 @@ static void test_learns_a_rule(void **state) {
  * with dropout (masks derive from seed and step), another seed different ones. */
 static void train_steps(model_sasrec *m, uint64_t seed) {
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   hp.dropout = 0.5f;
   assert_int_equal(model_init(m, &hp, NI_TINY, seed), 0);
   model_train_alloc(m);
@@ -270,7 +261,7 @@ static void test_seed_reproducible(void **state) {
 static void test_scores_tied(void **state) {
   (void)state;
   model_hparams hp;
-  tiny_hparams(&hp);
+  tiny_hparams(&hp, 2, 0.0f);
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 4), 0);
   float h[2 * 16], sc[2 * NI_TINY];

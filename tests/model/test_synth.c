@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "testutil.h"
+#include "tiny.h"
 
 typedef struct {
   char dir[256];
@@ -176,11 +177,7 @@ static void test_synth_sasrec_beats_popularity(void **state) {
   eval_finish(&mp);
 
   model_hparams hp;
-  model_hparams_default(&hp);
-  hp.C = 16;
-  hp.NL = 1;
-  hp.NH = 2;
-  hp.FF = 32;
+  tiny_hparams(&hp, 1, 0.5f);
   hp.L = (uint32_t)L;
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, NI, 1), 0);

@@ -1,0 +1,18 @@
+/* tests/model/tiny.h: the tiny model shape the model tests share. */
+#ifndef FL_TEST_TINY_H
+#define FL_TEST_TINY_H
+
+#include "model/model.h"
+
+/* C = 16, NH = 2 (HS = 8), FF = 32, L = 8; NL blocks and the dropout as given. */
+static inline void tiny_hparams(model_hparams *hp, uint32_t NL, float dropout) {
+  model_hparams_default(hp);
+  hp->C = 16;
+  hp->NL = NL;
+  hp->NH = 2;
+  hp->FF = 32;
+  hp->L = 8;
+  hp->dropout = dropout;
+}
+
+#endif
