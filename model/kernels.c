@@ -267,7 +267,9 @@ size_t attention_poff(size_t *poff, const size_t *off, const size_t *qoff, size_
   return poff[B];
 }
 
-size_t attention_scratch_floats(size_t L, size_t C, size_t NH) { return (C / NH) * L + 3 * L; }
+size_t attention_scratch_floats(size_t Lmax, size_t C, size_t NH) {
+  return (C / NH) * Lmax + 3 * Lmax;
+}
 
 /* dst (HS, n) = the head-h columns of rows 0..n-1 of src (stride ld), transposed: the
  * per-query dot products against every key then vectorise across keys. */
@@ -279,62 +281,85 @@ static void gather_head_t(float *restrict dst, const float *restrict src, size_t
   }
 }
 
-/* sc[0..t] = rows 0..t of xt (HS, n) dotted with vec (HS). */
-static void dots_t(float *restrict sc, const float *restrict xt, size_t n, size_t t,
+/* sc[0..len) = columns 0..len) of xt (HS rows, stride ld) dotted with vec (HS). */
+static void dots_t(float *restrict sc, const float *restrict xt, size_t ld, size_t len,
                    const float *restrict vec, size_t HS) {
-  for (size_t s = 0; s <= t; s++) sc[s] = 0.0f;
+  for (size_t s = 0; s < len; s++) sc[s] = 0.0f;
   for (size_t c = 0; c < HS; c++) {
     float vc = vec[c];
-    const float *row = xt + c * n;
-    for (size_t s = 0; s <= t; s++) sc[s] += vc * row[s];
+    const float *row = xt + c * ld;
+    for (size_t s = 0; s < len; s++) sc[s] += vc * row[s];
   }
 }
 
-/* f[0..t] = the dropout factors of elements base .. base + t. */
-static void drop_factors(float *restrict f, size_t t, const kern_dropout *d, size_t base) {
+/* f[0..len) = the dropout factors of elements base .. base + len. */
+static void drop_factors(float *restrict f, size_t len, const kern_dropout *d, size_t base) {
   if (d->p <= 0.0f) {
-    for (size_t s = 0; s <= t; s++) f[s] = 1.0f;
+    for (size_t s = 0; s < len; s++) f[s] = 1.0f;
   } else {
-    for (size_t s = 0; s <= t; s++) f[s] = kern_dropout_factor(d, base + s);
+    for (size_t s = 0; s < len; s++) f[s] = kern_dropout_factor(d, base + s);
   }
+}
+
+/* Where query j of sample b stands: its segment and position; n = rows per segment. */
+typedef struct {
+  size_t seg, t; /* the query's segment and position */
+  size_t s0, s1; /* the segments it sees: s0 .. s1 - 1 */
+} attn_query;
+
+static attn_query attn_where(const attn_layout *lay, size_t b, size_t j, size_t n) {
+  size_t r = lay->qrow ? lay->qrow[lay->qoff[b] + j] - lay->off[b] : j;
+  attn_query q = {r / n, r % n, 0, lay->nseg};
+  if (lay->blockdiag) q.s0 = q.seg, q.s1 = q.seg + 1;
+  return q;
 }
 
 void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
-                       const float *v, size_t ldkv, const int32_t *tok, const size_t *off,
-                       const size_t *qoff, const size_t *poff, size_t B, size_t C, size_t NH,
+                       const float *v, size_t ldkv, const attn_layout *lay, size_t C, size_t NH,
                        const kern_dropout *drop, float *scratch) {
   size_t HS = C / NH;
   float scale = 1.0f / sqrtf((float)HS);
-  for (size_t b = 0; b < B; b++) {
-    size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
-    const float *kb = k + off[b] * ldkv, *vb = v + off[b] * ldkv;
-    const int32_t *tb = tok ? tok + off[b] : NULL;
-    float *kt = scratch, *f = scratch + HS * n;
+  for (size_t b = 0; b < lay->B; b++) {
+    size_t nk = lay->off[b + 1] - lay->off[b], n = nk / lay->nseg;
+    size_t nq = lay->qoff[b + 1] - lay->qoff[b];
+    const float *kb = k + lay->off[b] * ldkv, *vb = v + lay->off[b] * ldkv;
+    const int32_t *tb = lay->tok ? lay->tok + lay->off[b] : NULL;
+    float *kt = scratch, *f = scratch + HS * nk;
     for (size_t h = 0; h < NH; h++) {
-      gather_head_t(kt, kb, ldkv, n, h, HS);
+      gather_head_t(kt, kb, ldkv, nk, h, HS);
       for (size_t j = 0; j < nq; j++) {
-        size_t t = n - nq + j; /* this query's position: it sees keys 0..t */
-        const float *qr = q + (qoff[b] + j) * ldq + h * HS;
-        float *pr = P + poff[b] + (h * nq + j) * n;
-        float *o = out + (qoff[b] + j) * C + h * HS;
-        dots_t(pr, kt, n, t, qr, HS);
+        attn_query w = attn_where(lay, b, j, n);
+        const float *qr = q + (lay->qoff[b] + j) * ldq + h * HS;
+        size_t base = lay->poff[b] + (h * nq + j) * nk;
+        float *pr = P + base;
+        float *o = out + (lay->qoff[b] + j) * C + h * HS;
         float mx = -INFINITY;
-        for (size_t s = 0; s <= t; s++) {
-          pr[s] = (tb && tb[s] == 0) ? -INFINITY : pr[s] * scale;
-          mx = pr[s] > mx ? pr[s] : mx;
+        for (size_t sg = w.s0; sg < w.s1; sg++) {
+          float *ps = pr + sg * n;
+          dots_t(ps, kt + sg * n, nk, w.t + 1, qr, HS);
+          for (size_t s = 0; s <= w.t; s++) {
+            ps[s] = (tb && tb[sg * n + s] == 0) ? -INFINITY : ps[s] * scale;
+            mx = ps[s] > mx ? ps[s] : mx;
+          }
         }
         memset(o, 0, HS * sizeof(float));
-        if (mx == -INFINITY) { /* no real key (a padding query): contributes nothing */
-          for (size_t s = 0; s <= t; s++) pr[s] = 0.0f;
-          continue;
+        float sum = 0.0f;
+        for (size_t sg = w.s0; sg < w.s1; sg++) {
+          float *ps = pr + sg * n;
+          /* no real key at all (a padding query): every probability 0, output 0 */
+          for (size_t s = 0; s <= w.t; s++) ps[s] = mx == -INFINITY ? 0.0f : kern_expf(ps[s] - mx);
+          sum += vsum(ps, w.t + 1);
         }
-        for (size_t s = 0; s <= t; s++) pr[s] = kern_expf(pr[s] - mx);
-        float inv = 1.0f / vsum(pr, t + 1);
-        for (size_t s = 0; s <= t; s++) pr[s] *= inv;
-        drop_factors(f, t, drop, poff[b] + (h * nq + j) * n);
-        for (size_t s = 0; s <= t; s++) {
-          float pd = pr[s] * f[s];
-          if (pd != 0.0f) axpy(o, pd, vb + s * ldkv + h * HS, HS);
+        if (sum == 0.0f) continue;
+        float inv = 1.0f / sum;
+        for (size_t sg = w.s0; sg < w.s1; sg++) {
+          float *ps = pr + sg * n;
+          for (size_t s = 0; s <= w.t; s++) ps[s] *= inv;
+          drop_factors(f, w.t + 1, drop, base + sg * n);
+          for (size_t s = 0; s <= w.t; s++) {
+            float pd = ps[s] * f[s];
+            if (pd != 0.0f) axpy(o, pd, vb + (sg * n + s) * ldkv + h * HS, HS);
+          }
         }
       }
     }
@@ -343,40 +368,47 @@ void attention_forward(float *out, float *P, const float *q, size_t ldq, const f
 
 void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
                         const float *dout, const float *P, const float *q, size_t ldq,
-                        const float *k, const float *v, size_t ldkv, const int32_t *tok,
-                        const size_t *off, const size_t *qoff, const size_t *poff, size_t B,
+                        const float *k, const float *v, size_t ldkv, const attn_layout *lay,
                         size_t C, size_t NH, const kern_dropout *drop, float *scratch) {
   size_t HS = C / NH;
   float scale = 1.0f / sqrtf((float)HS);
-  for (size_t b = 0; b < B; b++) {
-    size_t n = off[b + 1] - off[b], nq = qoff[b + 1] - qoff[b];
-    const float *kb = k + off[b] * ldkv, *vb = v + off[b] * ldkv;
-    float *dkb = dk + off[b] * lddkv, *dvb = dv + off[b] * lddkv;
-    float *vt = scratch, *f = scratch + HS * n, *dp = f + n;
-    (void)tok; /* padding keys have P = 0, which already removes them below */
+  for (size_t b = 0; b < lay->B; b++) {
+    size_t nk = lay->off[b + 1] - lay->off[b], n = nk / lay->nseg;
+    size_t nq = lay->qoff[b + 1] - lay->qoff[b];
+    const float *kb = k + lay->off[b] * ldkv, *vb = v + lay->off[b] * ldkv;
+    float *dkb = dk + lay->off[b] * lddkv, *dvb = dv + lay->off[b] * lddkv;
+    /* padding keys have P = 0, which removes them below: tok is not needed */
+    float *vt = scratch, *f = scratch + HS * nk, *dp = f + nk;
     for (size_t h = 0; h < NH; h++) {
-      gather_head_t(vt, vb, ldkv, n, h, HS);
+      gather_head_t(vt, vb, ldkv, nk, h, HS);
       for (size_t j = 0; j < nq; j++) {
-        size_t t = n - nq + j;
-        const float *qr = q + (qoff[b] + j) * ldq + h * HS;
-        float *dqr = dq + (qoff[b] + j) * lddq + h * HS;
-        const float *pr = P + poff[b] + (h * nq + j) * n;
-        const float *dor = dout + (qoff[b] + j) * C + h * HS;
-        drop_factors(f, t, drop, poff[b] + (h * nq + j) * n);
+        attn_query w = attn_where(lay, b, j, n);
+        const float *qr = q + (lay->qoff[b] + j) * ldq + h * HS;
+        float *dqr = dq + (lay->qoff[b] + j) * lddq + h * HS;
+        size_t base = lay->poff[b] + (h * nq + j) * nk;
+        const float *pr = P + base;
+        const float *dor = dout + (lay->qoff[b] + j) * C + h * HS;
         /* dP = dropout'(dout . v_s); dv_s += P'_s dout; dS = P (dP - sum P dP) */
-        dots_t(dp, vt, n, t, dor, HS);
         float pdp = 0.0f;
-        for (size_t s = 0; s <= t; s++) {
-          dp[s] *= f[s];
-          pdp += pr[s] * dp[s];
+        for (size_t sg = w.s0; sg < w.s1; sg++) {
+          float *fs = f + sg * n, *dps = dp + sg * n;
+          const float *ps = pr + sg * n;
+          drop_factors(fs, w.t + 1, drop, base + sg * n);
+          dots_t(dps, vt + sg * n, nk, w.t + 1, dor, HS);
+          for (size_t s = 0; s <= w.t; s++) {
+            dps[s] *= fs[s];
+            pdp += ps[s] * dps[s];
+          }
         }
-        for (size_t s = 0; s <= t; s++) {
-          if (pr[s] == 0.0f) continue;
-          float pf = pr[s] * f[s];
-          if (pf != 0.0f) axpy(dvb + s * lddkv + h * HS, pf, dor, HS);
-          float ds = pr[s] * (dp[s] - pdp) * scale;
-          axpy(dqr, ds, kb + s * ldkv + h * HS, HS);
-          axpy(dkb + s * lddkv + h * HS, ds, qr, HS);
+        for (size_t sg = w.s0; sg < w.s1; sg++) {
+          for (size_t s = sg * n; s <= sg * n + w.t; s++) {
+            if (pr[s] == 0.0f) continue;
+            float pf = pr[s] * f[s];
+            if (pf != 0.0f) axpy(dvb + s * lddkv + h * HS, pf, dor, HS);
+            float ds = pr[s] * (dp[s] - pdp) * scale;
+            axpy(dqr, ds, kb + s * ldkv + h * HS, HS);
+            axpy(dkb + s * lddkv + h * HS, ds, qr, HS);
+          }
         }
       }
     }

@@ -48,25 +48,40 @@ void linear_backward(float *dinp, size_t ldi, float *dw, float *db, const float 
                      size_t OC);
 
 /* Multi-head causal self-attention over packed samples.
- * Sample b has keys/values at rows off[b] .. off[b+1) of k, v (n of them, positions 0..n-1)
- * and queries at rows qoff[b] .. qoff[b+1) of q: its nq queries are its LAST nq positions
- * (nq == n for a full block, nq == 1 for the last-position-only block). Query at position t
- * attends keys 0..t, skipping keys whose token is 0 when tok (T) is given (explicit padding).
- * q (Tq, C; stride ldq), k, v (T, C; stride ldkv), out (Tq, C).
+ *
+ * Sample b's keys and values are rows off[b] .. off[b+1) of k and v: nseg segments of n
+ * rows each (nseg = 1 for SASRec; 2 for FLAME's concatenation of two embeddings of the same
+ * sequence), segment s holding positions 0..n-1. Its queries are rows qoff[b] .. qoff[b+1)
+ * of q; query j stands at key row qrow[qoff[b] + j] (absolute) or, with qrow NULL, at the
+ * sample's j-th key row (qoff == off: every position is a query). A query at position t of
+ * segment sq attends the keys at positions 0..t of every segment (FLAME's 2x2 tiled mask;
+ * plain causal for nseg = 1) or, with blockdiag, of segment sq only. Keys whose token is 0
+ * are masked when tok (T) is given (explicit padding).
+ *
  * P receives the softmax probabilities before dropout, sample b's block at P + poff[b] laid
- * out (NH, nq, n); poff (B + 1) is computed by attention_poff. Dropout on P uses drop.key. */
+ * out (NH, nq, nseg * n) (attention_poff computes poff). Dropout on P uses drop.key. */
+typedef struct {
+  size_t B;           /* samples */
+  size_t nseg;        /* segments per sample */
+  int blockdiag;      /* 1: a query sees its own segment only */
+  const size_t *off;  /* (B + 1) key rows of each sample */
+  const size_t *qoff; /* (B + 1) query rows of each sample */
+  const size_t *qrow; /* (qoff[B]) key row of each query, or NULL (qoff == off) */
+  const size_t *poff; /* (B + 1) offsets of the samples in P */
+  const int32_t *tok; /* (off[B]) tokens (0 = padding), or NULL: no padding */
+} attn_layout;
+
 size_t attention_poff(size_t *poff, const size_t *off, const size_t *qoff, size_t B, size_t NH);
-/* Floats of scratch the attention kernels need for samples of up to L tokens. */
-size_t attention_scratch_floats(size_t L, size_t C, size_t NH);
+/* Floats of scratch the attention kernels need for samples of up to Lmax key rows. */
+size_t attention_scratch_floats(size_t Lmax, size_t C, size_t NH);
+/* out (Tq, C) from q (Tq, C; stride ldq), k, v (T, C; stride ldkv). */
 void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
-                       const float *v, size_t ldkv, const int32_t *tok, const size_t *off,
-                       const size_t *qoff, const size_t *poff, size_t B, size_t C, size_t NH,
+                       const float *v, size_t ldkv, const attn_layout *lay, size_t C, size_t NH,
                        const kern_dropout *drop, float *scratch);
-/* Accumulates dq (Tq, C; ldq), dk, dv (T, C; ldkv). scratch as for the forward. */
+/* Accumulates dq (Tq, C; lddq), dk, dv (T, C; lddkv). scratch as for the forward. */
 void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
                         const float *dout, const float *P, const float *q, size_t ldq,
-                        const float *k, const float *v, size_t ldkv, const int32_t *tok,
-                        const size_t *off, const size_t *qoff, const size_t *poff, size_t B,
+                        const float *k, const float *v, size_t ldkv, const attn_layout *lay,
                         size_t C, size_t NH, const kern_dropout *drop, float *scratch);
 
 /* Exact GELU: out = x * Phi(x) (erf form). */

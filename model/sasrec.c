@@ -335,9 +335,10 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
       ldq = C;
     }
     attention_poff(la->poff, bt->off, qoff, B, NH);
+    attn_layout lay = {B, 1, 0, bt->off, qoff, last ? a->last_row : NULL, la->poff, padtok};
     kd = site(a, 1 + 3 * l);
-    attention_forward(la->atty, la->att, q, ldq, la->qkv + C, la->qkv + 2 * C, 3 * C, padtok,
-                      bt->off, qoff, la->poff, B, C, NH, &kd, a->scratch);
+    attention_forward(la->atty, la->att, q, ldq, la->qkv + C, la->qkv + 2 * C, 3 * C, &lay, C, NH,
+                      &kd, a->scratch);
     linear_forward(la->r1, C, la->atty, C, W(m, MODEL_T_ATTPROJW) + l * C * C,
                    W(m, MODEL_T_ATTPROJB) + l * C, Tq, C, C);
     kd = site(a, 2 + 3 * l);
@@ -439,17 +440,18 @@ void model_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
     float *dxin = dcur == a->dA ? a->dB : a->dA;
     zero(a->dqkv, T * 3 * C);
     kd = site(a, 1 + 3 * l);
+    attn_layout lay = {B, 1, 0, bt->off, qoff, last ? a->last_row : NULL, la->poff, padtok};
     if (!last) {
       attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, 3 * C, 3 * C, a->datty, la->att,
-                         la->qkv, 3 * C, la->qkv + C, la->qkv + 2 * C, 3 * C, padtok, bt->off, qoff,
-                         la->poff, B, C, NH, &kd, a->scratch);
+                         la->qkv, 3 * C, la->qkv + C, la->qkv + 2 * C, 3 * C, &lay, C, NH, &kd,
+                         a->scratch);
       memcpy(dxin, a->dr, T * C * sizeof(float)); /* the residual path */
       linear_backward(dxin, C, dwqkv, dbqkv, a->dqkv, 3 * C, X, C, wqkv, T, C, 3 * C);
     } else {
       zero(a->dqlast, B * C);
       attention_backward(a->dqlast, a->dqkv + C, a->dqkv + 2 * C, C, 3 * C, a->datty, la->att,
-                         a->qlast, C, la->qkv + C, la->qkv + 2 * C, 3 * C, padtok, bt->off, qoff,
-                         la->poff, B, C, NH, &kd, a->scratch);
+                         a->qlast, C, la->qkv + C, la->qkv + 2 * C, 3 * C, &lay, C, NH, &kd,
+                         a->scratch);
       memcpy(a->dxq, a->dr, B * C * sizeof(float)); /* the residual path */
       linear_backward(a->dxq, C, dwqkv, dbqkv, a->dqlast, C, xq, C, wqkv, B, C, C);
       zero(dxin, T * C);

@@ -160,82 +160,111 @@ static void test_linear(void **state) {
   free(c.out), free(c.inp), free(c.w), free(c.b), free(c.R), free(dinp), free(dw), free(db);
 }
 
-/* ---- attention: full blocks, last-position blocks, explicit padding, dropout ---- */
+/* ---- attention: full blocks, last-position blocks, explicit padding, dropout, and the
+ * two-segment layouts of FLAME (tiled and block-diagonal masks) ---- */
 
 typedef struct {
-  float *out, *P, *q, *kv, *R;
-  size_t ldq, ldkv, B, C, NH;
-  const size_t *off, *qoff;
-  size_t *poff;
-  const int32_t *tok;
+  float *out, *P, *q, *kv, *R, *scratch;
+  size_t ldq, C, NH, Tq;
+  attn_layout lay;
   kern_dropout drop;
-  size_t Tq;
-  float *scratch;
 } att_ctx;
 
 static double att_loss(void *p) {
   att_ctx *c = p;
-  attention_forward(c->out, c->P, c->q, c->ldq, c->kv, c->kv + c->C, c->ldkv, c->tok, c->off,
-                    c->qoff, c->poff, c->B, c->C, c->NH, &c->drop, c->scratch);
+  attention_forward(c->out, c->P, c->q, c->ldq, c->kv, c->kv + c->C, 3 * c->C, &c->lay, c->C, c->NH,
+                    &c->drop, c->scratch);
   return gc_dotd(c->out, c->R, c->Tq * c->C);
 }
 
-static void run_attention_case(int last_only, int padded, float p) {
+enum { ATT_FULL, ATT_LAST, ATT_PADDED, ATT_TILED, ATT_TILED_LAST, ATT_BLOCKDIAG };
+
+static void run_attention_case(int kind, float p) {
   fl_rng r;
-  fl_rng_seed(&r, 5 + last_only * 2 + padded);
+  fl_rng_seed(&r, 5 + (uint64_t)kind);
   size_t B = 3, C = 16, NH = 2;
-  /* padded: every sample is an explicit window of 5 with leading zeros */
-  size_t off_packed[] = {0, 1, 4, 9}, off_pad[] = {0, 5, 10, 15};
-  int32_t tok_pad[] = {0, 0, 0, 0, 7, 0, 0, 3, 4, 5, 1, 2, 3, 4, 5};
-  const size_t *off = padded ? off_pad : off_packed;
-  size_t T = off[B];
-  size_t qoff_last[] = {0, 1, 2, 3};
-  const size_t *qoff = last_only ? qoff_last : off;
-  size_t Tq = qoff[B];
-  size_t poff[4];
-  size_t np = attention_poff(poff, off, qoff, B, NH);
+  /* one segment: samples of 1, 3 and 5 tokens (padded: windows of 5 with leading zeros);
+   * two segments: the same lengths doubled */
+  static const size_t off1[] = {0, 1, 4, 9}, off_pad[] = {0, 5, 10, 15}, off2[] = {0, 2, 8, 18};
+  static const int32_t tok_pad[] = {0, 0, 0, 0, 7, 0, 0, 3, 4, 5, 1, 2, 3, 4, 5};
+  static const size_t qoff_last1[] = {0, 1, 2, 3}, qrow_last1[] = {0, 3, 8};
+  static const size_t qoff_last2[] = {0, 2, 4, 6}, qrow_last2[] = {0, 1, 4, 7, 12, 17};
+  int two = kind == ATT_TILED || kind == ATT_TILED_LAST || kind == ATT_BLOCKDIAG;
+  int lastq = kind == ATT_LAST || kind == ATT_TILED_LAST;
+  attn_layout lay = {B, two ? 2 : 1, kind == ATT_BLOCKDIAG, NULL, NULL, NULL, NULL, NULL};
+  lay.off = kind == ATT_PADDED ? off_pad : two ? off2 : off1;
+  lay.qoff = lastq ? (two ? qoff_last2 : qoff_last1) : lay.off;
+  lay.qrow = lastq ? (two ? qrow_last2 : qrow_last1) : NULL;
+  lay.tok = kind == ATT_PADDED ? tok_pad : NULL;
+  size_t T = lay.off[B], Tq = lay.qoff[B], poff[4];
+  size_t np = attention_poff(poff, lay.off, lay.qoff, B, NH);
+  lay.poff = poff;
   att_ctx c = {vec(Tq * C, NULL, 0),
                vec(np, NULL, 0),
                vec(Tq * 3 * C, &r, 1),
                vec(T * 3 * C, &r, 1),
                vec(Tq * C, &r, 1),
+               vec(attention_scratch_floats(10, C, NH), NULL, 0),
                3 * C,
-               3 * C,
-               B,
                C,
                NH,
-               off,
-               qoff,
-               poff,
-               padded ? tok_pad : NULL,
-               kern_dropout_make(p, 99),
                Tq,
-               vec(attention_scratch_floats(8, C, NH), NULL, 0)};
+               lay,
+               kern_dropout_make(p, 99)};
   att_loss(&c);
   float *dq = vec(Tq * 3 * C, NULL, 0), *dkv = vec(T * 3 * C, NULL, 0);
   attention_backward(dq, dkv, dkv + C, 3 * C, 3 * C, c.R, c.P, c.q, 3 * C, c.kv, c.kv + C, 3 * C,
-                     c.tok, off, qoff, poff, B, C, NH, &c.drop, c.scratch);
+                     &c.lay, C, NH, &c.drop, c.scratch);
   /* only the Q columns of q and the K|V columns of kv are inputs */
   assert_int_equal(gc_check("q", c.q, Tq * 3 * C, dq, att_loss, &c, 2000, 1e-2, 2e-3, 1e-2), 0);
   assert_int_equal(gc_check("kv", c.kv, T * 3 * C, dkv, att_loss, &c, 2000, 1e-2, 2e-3, 1e-2), 0);
-  free(c.out), free(c.P), free(c.q), free(c.kv), free(c.R), free(dq), free(dkv), free(c.scratch);
+  free(c.out), free(c.P), free(c.q), free(c.kv), free(c.R), free(c.scratch), free(dq), free(dkv);
 }
 
-static void test_attention_full(void **state) {
-  (void)state;
-  run_attention_case(0, 0, 0.0f);
+static void test_attention_full(void **s) { (void)s, run_attention_case(ATT_FULL, 0.0f); }
+static void test_attention_last(void **s) { (void)s, run_attention_case(ATT_LAST, 0.0f); }
+static void test_attention_padded(void **s) { (void)s, run_attention_case(ATT_PADDED, 0.0f); }
+static void test_attention_dropout(void **s) { (void)s, run_attention_case(ATT_FULL, 0.5f); }
+static void test_attention_tiled(void **s) { (void)s, run_attention_case(ATT_TILED, 0.3f); }
+static void test_attention_tiled_last(void **s) {
+  (void)s, run_attention_case(ATT_TILED_LAST, 0.0f);
 }
-static void test_attention_last(void **state) {
+static void test_attention_blockdiag(void **s) { (void)s, run_attention_case(ATT_BLOCKDIAG, 0.0f); }
+
+/* Forward values against a direct double-precision evaluation of the masks: the tiled mask
+ * lets position t of either segment see positions 0..t of both; the block-diagonal one of
+ * its own segment only (then each segment is exactly a one-segment causal attention). */
+static void test_attention_masks_by_hand(void **state) {
   (void)state;
-  run_attention_case(1, 0, 0.0f);
-}
-static void test_attention_padded(void **state) {
-  (void)state;
-  run_attention_case(0, 1, 0.0f);
-}
-static void test_attention_dropout(void **state) {
-  (void)state;
-  run_attention_case(0, 0, 0.5f);
+  fl_rng r;
+  fl_rng_seed(&r, 12);
+  size_t C = 8, NH = 1, n = 3, nk = 2 * n;
+  size_t off[] = {0, nk}, poff[2];
+  float *q = vec(nk * 3 * C, &r, 1), *P = vec(nk * nk, NULL, 0), *out = vec(nk * C, NULL, 0);
+  float *scr = vec(attention_scratch_floats(nk, C, NH), NULL, 0);
+  kern_dropout d = kern_dropout_make(0.0f, 0);
+  attention_poff(poff, off, off, 1, NH);
+  for (int bd = 0; bd < 2; bd++) {
+    attn_layout lay = {1, 2, bd, off, off, NULL, poff, NULL};
+    attention_forward(out, P, q, 3 * C, q + C, q + 2 * C, 3 * C, &lay, C, NH, &d, scr);
+    for (size_t i = 0; i < nk; i++) {
+      size_t seg = i / n, t = i % n;
+      double w[6] = {0}, sum = 0.0;
+      for (size_t k = 0; k < nk; k++) {
+        if (k % n > t || (bd && k / n != seg)) continue;
+        double sc = 0.0;
+        for (size_t c = 0; c < C; c++) sc += (double)q[i * 3 * C + c] * q[k * 3 * C + C + c];
+        w[k] = exp(sc / sqrt((double)C));
+        sum += w[k];
+      }
+      for (size_t c = 0; c < C; c++) {
+        double want = 0.0;
+        for (size_t k = 0; k < nk; k++) want += w[k] / sum * q[k * 3 * C + 2 * C + c];
+        assert_float_equal(out[i * C + c], want, 1e-5);
+      }
+    }
+  }
+  free(q), free(P), free(out), free(scr);
 }
 
 /* The last-position block must equal the full block's last rows exactly in value. */
@@ -243,7 +272,8 @@ static void test_attention_last_equals_full(void **state) {
   (void)state;
   fl_rng r;
   fl_rng_seed(&r, 11);
-  size_t B = 2, C = 16, NH = 2, off[] = {0, 3, 8}, qlast[] = {0, 1, 2}, pf[3], pl[3];
+  size_t B = 2, C = 16, NH = 2, off[] = {0, 3, 8}, qlast[] = {0, 1, 2}, qrow[] = {2, 7}, pf[3],
+         pl[3];
   size_t T = 8;
   float *qkv = vec(T * 3 * C, &r, 1), *outf = vec(T * C, NULL, 0), *outl = vec(B * C, NULL, 0);
   float *Pf = vec(attention_poff(pf, off, off, B, NH), NULL, 0);
@@ -253,16 +283,15 @@ static void test_attention_last_equals_full(void **state) {
   memcpy(ql + C, qkv + 7 * 3 * C, C * sizeof(float));
   kern_dropout d = kern_dropout_make(0.0f, 0);
   float *scr = vec(attention_scratch_floats(8, C, NH), NULL, 0);
-  attention_forward(outf, Pf, qkv, 3 * C, qkv + C, qkv + 2 * C, 3 * C, NULL, off, off, pf, B, C, NH,
-                    &d, scr);
-  attention_forward(outl, Pl, ql, C, qkv + C, qkv + 2 * C, 3 * C, NULL, off, qlast, pl, B, C, NH,
-                    &d, scr);
-  free(scr);
+  attn_layout full = {B, 1, 0, off, off, NULL, pf, NULL},
+              last = {B, 1, 0, off, qlast, qrow, pl, NULL};
+  attention_forward(outf, Pf, qkv, 3 * C, qkv + C, qkv + 2 * C, 3 * C, &full, C, NH, &d, scr);
+  attention_forward(outl, Pl, ql, C, qkv + C, qkv + 2 * C, 3 * C, &last, C, NH, &d, scr);
   for (size_t c = 0; c < C; c++) {
     assert_float_equal(outl[c], outf[2 * C + c], 1e-6);
     assert_float_equal(outl[C + c], outf[7 * C + c], 1e-6);
   }
-  free(qkv), free(outf), free(outl), free(Pf), free(Pl), free(ql);
+  free(qkv), free(outf), free(outl), free(Pf), free(Pl), free(ql), free(scr);
 }
 
 /* ---- GELU, dropout, residual ---- */
@@ -397,6 +426,10 @@ int test_kernels(void) {
       cmocka_unit_test(test_attention_padded),
       cmocka_unit_test(test_attention_dropout),
       cmocka_unit_test(test_attention_last_equals_full),
+      cmocka_unit_test(test_attention_tiled),
+      cmocka_unit_test(test_attention_tiled_last),
+      cmocka_unit_test(test_attention_blockdiag),
+      cmocka_unit_test(test_attention_masks_by_hand),
       cmocka_unit_test(test_gelu),
       cmocka_unit_test(test_fast_exp_erf),
       cmocka_unit_test(test_dropout),
