@@ -11,6 +11,7 @@
 #include "common/common.h"
 #include "kernels.h"
 #include "model.h"
+#include "net.h"
 
 #include <assert.h>
 #include <cblas.h>
@@ -127,7 +128,7 @@ void model_set_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
 
 typedef struct {
   float *qkv;                 /* (T, 3C) Q|K|V (Q unused in a last-only block) */
-  float *att;                 /* softmax probabilities, (NH, nq, n) per sample */
+  float *att;                 /* softmax probabilities, (NH, nq, nk) per sample */
   size_t *poff;               /* (B + 1) offsets of samples in att */
   float *atty;                /* (Tq, C) attention output before Wo */
   float *r1;                  /* (Tq, C) residual sum before LN_att */
@@ -142,22 +143,25 @@ typedef struct {
 
 struct model_acts {
   model_hparams hp;
-  size_t Bmax, Tmax;
-  /* the current batch */
-  size_t B, T;
-  int train, has_loss, last_only, has_pad;
-  uint64_t key;      /* dropout key of this pass */
+  size_t Bmax, Tmax, nseg_max;
+  /* the current passes */
+  size_t B, T;               /* embedding pass: samples, tokens */
+  int train_emb, train_enc;  /* dropout on in the embedding / encoder pass */
+  uint64_t key_emb, key_enc; /* their dropout keys */
+  int has_loss, last_only;
+  net_layout lay;    /* the encoder pass's rows */
+  const float *X0;   /* its input (T, C) */
   int32_t *posidx;   /* (Tmax) position of every token */
-  size_t *last_row;  /* (Bmax) row of each sample's newest token */
-  size_t *qoff_last; /* (Bmax + 1) 0, 1, ..., B: query offsets of a last-only block */
+  size_t *last_row;  /* (Bmax * nseg) row of each segment's newest token */
+  size_t *qoff_last; /* (Bmax + 1) query offsets of a last-only block */
   /* forward */
   float *emb;                 /* (Tmax, C) item + position, LN_emb input */
   float *lne_mean, *lne_rstd; /* (Tmax) */
-  float *x0;                  /* (Tmax, C) embedding output (block 0 input) */
+  float *x0;                  /* (Tmax, C) embedding output */
   layer_acts *layer;          /* (NL) */
-  float *xq;                  /* (Bmax, C) last-only block: inputs at the last positions */
-  float *qlast;               /* (Bmax, C) last-only block: queries */
-  float *h;                   /* (Bmax, C) sequence representations */
+  float *xq;                  /* (Bq, C) last-only block: inputs at the last positions */
+  float *qlast;               /* (Bq, C) last-only block: queries */
+  float *h;                   /* (Bq, C) outputs at the last positions */
   float *logits;              /* (Bmax, NI) logits, then probabilities, then dlogits */
   size_t logits_cap;          /* floats allocated in logits */
   float *losses;              /* (Bmax) */
@@ -165,9 +169,9 @@ struct model_acts {
   float *dA, *dB, *dr, *dx1, *dproj, *datty; /* (Tmax, C) */
   float *dff1, *dff2;                        /* (Tmax, FF) */
   float *dqkv;                               /* (Tmax, 3C) */
-  float *dqlast, *dxq, *dh;                  /* (Bmax, C) */
-  float *scratch;                            /* attention_scratch_floats(L, C, NH) */
-  size_t bytes;                              /* everything allocated for this pass */
+  float *dqlast, *dxq, *dh;                  /* (Bq, C), Bq = Bmax * nseg */
+  float *scratch;                            /* attention_scratch_floats(nseg * L, C, NH) */
+  size_t bytes;                              /* everything allocated for these passes */
 };
 
 /* Activations are always written before they are read: no need to clear them. Every
@@ -182,14 +186,16 @@ static void *acts_xmalloc(model_acts *a, size_t n) {
   return xmalloc(n);
 }
 
-model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
+model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size_t nseg) {
   model_acts *a = xcalloc(1, sizeof *a);
-  size_t C = hp->C, FF = hp->FF, NL = hp->NL, NH = hp->NH, L = hp->L;
+  size_t C = hp->C, FF = hp->FF, NL = hp->NL, NH = hp->NH, Lk = nseg * hp->L;
+  size_t Bq = Bmax * nseg;
   a->hp = *hp;
   a->Bmax = Bmax;
   a->Tmax = Tmax;
+  a->nseg_max = nseg;
   a->posidx = acts_xmalloc(a, Tmax * sizeof(int32_t));
-  a->last_row = acts_xmalloc(a, Bmax * sizeof(size_t));
+  a->last_row = acts_xmalloc(a, Bq * sizeof(size_t));
   a->qoff_last = acts_xmalloc(a, (Bmax + 1) * sizeof(size_t));
   a->emb = falloc(a, Tmax * C);
   a->lne_mean = falloc(a, Tmax);
@@ -197,8 +203,8 @@ model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
   a->x0 = falloc(a, Tmax * C);
   a->layer = xcalloc(NL, sizeof(layer_acts));
   a->bytes += NL * sizeof(layer_acts);
-  /* sum over samples of n * nq <= Tmax * L (a sample has at most L tokens). */
-  size_t att_cap = NH * Tmax * (L < Tmax ? L : Tmax);
+  /* sum over samples of nq * nk <= Tmax * Lk (a sample has at most Lk key rows) */
+  size_t att_cap = NH * Tmax * (Lk < Tmax ? Lk : Tmax);
   for (size_t l = 0; l < NL; l++) {
     layer_acts *la = &a->layer[l];
     la->qkv = falloc(a, Tmax * 3 * C);
@@ -216,9 +222,9 @@ model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
     la->ln2_rstd = falloc(a, Tmax);
     la->xout = falloc(a, Tmax * C);
   }
-  a->xq = falloc(a, Bmax * C);
-  a->qlast = falloc(a, Bmax * C);
-  a->h = falloc(a, Bmax * C);
+  a->xq = falloc(a, Bq * C);
+  a->qlast = falloc(a, Bq * C);
+  a->h = falloc(a, Bq * C);
   a->losses = falloc(a, Bmax);
   a->dA = falloc(a, Tmax * C);
   a->dB = falloc(a, Tmax * C);
@@ -229,31 +235,24 @@ model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
   a->dff1 = falloc(a, Tmax * FF);
   a->dff2 = falloc(a, Tmax * FF);
   a->dqkv = falloc(a, Tmax * 3 * C);
-  a->dqlast = falloc(a, Bmax * C);
-  a->dxq = falloc(a, Bmax * C);
-  a->dh = falloc(a, Bmax * C);
-  a->scratch = falloc(a, attention_scratch_floats(L, C, NH));
+  a->dqlast = falloc(a, Bq * C);
+  a->dxq = falloc(a, Bq * C);
+  a->dh = falloc(a, Bq * C);
+  a->scratch = falloc(a, attention_scratch_floats(Lk, C, NH));
   return a;
+}
+
+model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
+  return net_acts_new(hp, Bmax, Tmax, 1);
 }
 
 void model_acts_free(model_acts *a) {
   if (!a) return;
   for (size_t l = 0; l < a->hp.NL; l++) {
     layer_acts *la = &a->layer[l];
-    free(la->qkv);
-    free(la->att);
-    free(la->poff);
-    free(la->atty);
-    free(la->r1);
-    free(la->ln1_mean);
-    free(la->ln1_rstd);
-    free(la->x1);
-    free(la->fch);
-    free(la->fcg);
-    free(la->r2);
-    free(la->ln2_mean);
-    free(la->ln2_rstd);
-    free(la->xout);
+    void *bufs[] = {la->qkv, la->att, la->poff, la->atty, la->r1,       la->ln1_mean, la->ln1_rstd,
+                    la->x1,  la->fch, la->fcg,  la->r2,   la->ln2_mean, la->ln2_rstd, la->xout};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   }
   free(a->layer);
   void *bufs[] = {a->posidx,   a->last_row, a->qoff_last, a->emb,   a->lne_mean,
@@ -269,53 +268,92 @@ const float *model_acts_h(const model_acts *a) { return a->h; }
 
 size_t model_acts_bytes(const model_acts *a) { return a->bytes; }
 
-/* Dropout sites of one pass: 0 = embedding, then 3 per block (attention probabilities,
- * attention output, FFN output). */
-static kern_dropout site(const model_acts *a, size_t s) {
-  return kern_dropout_make(a->train ? a->hp.dropout : 0.0f, a->key + s);
+/* Dropout sites: 0 = embedding, then 3 per block (attention probabilities, attention
+ * output, FFN output), each keyed by its pass's key. */
+static kern_dropout site(const model_acts *a, int enc, size_t s) {
+  int train = enc ? a->train_enc : a->train_emb;
+  return kern_dropout_make(train ? a->hp.dropout : 0.0f, (enc ? a->key_enc : a->key_emb) + s);
 }
 
 #define W(m, i) ((m)->p.t[(i)])
-#define G(m, i) ((m)->g.t[(i)])
+
+/* A gradient tensor plus an offset, or NULL for a frozen network. */
+static float *gp(const model_tensors *g, int i, size_t off) { return g ? g->t[i] + off : NULL; }
+
+static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+uint64_t net_key(const model_sasrec *m, uint64_t salt) {
+  return fl_hash64(m->seed ^ fl_hash64(m->step + 0x5eed)) ^ salt;
+}
 
 void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores) {
   size_t C = m->hp.C;
   model_matmul(scores, m->NI, h, C, 0, W(m, MODEL_T_ITEM) + C, C, 1, B, m->NI, C, 1.0f, 0.0f);
 }
 
-float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt, int train) {
-  const model_hparams *hp = &m->hp;
-  size_t C = hp->C, FF = hp->FF, NH = hp->NH, L = hp->L, B = bt->B, T = bt->T;
+/* ---- embedding ---- */
+
+const float *net_embed_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
+                               int train, uint64_t key) {
+  size_t C = m->hp.C, L = m->hp.L, B = bt->B, T = bt->T;
   assert(B <= a->Bmax && T <= a->Tmax && bt->off[B] == T);
   a->B = B;
   a->T = T;
-  a->train = train;
-  a->last_only = m->last_only;
-  a->key = fl_hash64(m->seed ^ fl_hash64(m->step + 0x5eed));
-  a->has_pad = 0;
+  a->train_emb = train;
+  a->key_emb = key;
   for (size_t b = 0; b < B; b++) {
     size_t n = bt->off[b + 1] - bt->off[b];
     assert(n >= 1 && n <= L);
     for (size_t i = 0; i < n; i++) a->posidx[bt->off[b] + i] = (int32_t)(L - n + i);
-    a->last_row[b] = bt->off[b + 1] - 1;
-    a->qoff_last[b] = b;
   }
-  a->qoff_last[B] = B;
-  for (size_t t = 0; t < T; t++) a->has_pad |= bt->tok[t] == 0;
-  const int32_t *padtok = a->has_pad ? bt->tok : NULL;
-
   embedding_forward(a->emb, bt->tok, a->posidx, W(m, MODEL_T_ITEM), W(m, MODEL_T_POS), T, C);
   layernorm_forward(a->x0, a->lne_mean, a->lne_rstd, a->emb, W(m, MODEL_T_LNE_W),
-                    W(m, MODEL_T_LNE_B), T, C, hp->ln_eps);
-  kern_dropout kd = site(a, 0);
+                    W(m, MODEL_T_LNE_B), T, C, m->hp.ln_eps);
+  kern_dropout kd = site(a, 0, 0);
   dropout_forward(a->x0, T * C, &kd);
+  return a->x0;
+}
 
-  const float *X = a->x0;
+void net_embed_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
+                        const float *dx0, const model_batch *bt) {
+  size_t C = m->hp.C, T = a->T;
+  kern_dropout kd = site(a, 0, 0);
+  zero(a->dr, T * C);
+  dropout_backward(a->dr, dx0, T * C, &kd);
+  zero(a->dproj, T * C);
+  layernorm_backward(a->dproj, gp(g, MODEL_T_LNE_W, 0), gp(g, MODEL_T_LNE_B, 0), a->dr, a->emb,
+                     W(m, MODEL_T_LNE_W), a->lne_mean, a->lne_rstd, T, C);
+  embedding_backward(gp(g, MODEL_T_ITEM, 0), gp(g, MODEL_T_POS, 0), a->dproj, bt->tok, a->posidx, T,
+                     C);
+}
+
+/* ---- encoder ---- */
+
+const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const float *X0,
+                                 const net_layout *lay, int train, uint64_t key) {
+  const model_hparams *hp = &m->hp;
+  size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = lay->B, T = lay->off[B], nseg = lay->nseg;
+  size_t Bq = B * nseg; /* queries of a last-only block: the last position of each segment */
+  assert(B <= a->Bmax && T <= a->Tmax && nseg <= a->nseg_max);
+  a->lay = *lay;
+  a->X0 = X0;
+  a->train_enc = train;
+  a->key_enc = key;
+  a->last_only = m->last_only;
+  for (size_t b = 0; b < B; b++) {
+    size_t n = (lay->off[b + 1] - lay->off[b]) / nseg;
+    for (size_t s = 0; s < nseg; s++) a->last_row[b * nseg + s] = lay->off[b] + s * n + n - 1;
+    a->qoff_last[b] = b * nseg;
+  }
+  a->qoff_last[B] = Bq;
+
+  const float *X = X0;
+  kern_dropout kd;
   for (size_t l = 0; l < hp->NL; l++) {
     layer_acts *la = &a->layer[l];
     int last = a->last_only && l == hp->NL - 1;
-    size_t Tq = last ? B : T;
-    const size_t *qoff = last ? a->qoff_last : bt->off;
+    size_t Tq = last ? Bq : T;
+    const size_t *qoff = last ? a->qoff_last : lay->off;
     const float *wqkv = W(m, MODEL_T_QKVW) + l * 3 * C * C;
     const float *bqkv = W(m, MODEL_T_QKVB) + l * 3 * C;
     const float *xq, *q;
@@ -327,21 +365,22 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
       ldq = 3 * C;
     } else {
       linear_forward(la->qkv + C, 3 * C, X, C, wqkv + C * C, bqkv + C, T, C, 2 * C);
-      for (size_t b = 0; b < B; b++)
-        memcpy(a->xq + b * C, X + a->last_row[b] * C, C * sizeof(float));
-      linear_forward(a->qlast, C, a->xq, C, wqkv, bqkv, B, C, C);
+      for (size_t i = 0; i < Bq; i++)
+        memcpy(a->xq + i * C, X + a->last_row[i] * C, C * sizeof(float));
+      linear_forward(a->qlast, C, a->xq, C, wqkv, bqkv, Bq, C, C);
       xq = a->xq;
       q = a->qlast;
       ldq = C;
     }
-    attention_poff(la->poff, bt->off, qoff, B, NH);
-    attn_layout lay = {B, 1, 0, bt->off, qoff, last ? a->last_row : NULL, la->poff, padtok};
-    kd = site(a, 1 + 3 * l);
-    attention_forward(la->atty, la->att, q, ldq, la->qkv + C, la->qkv + 2 * C, 3 * C, &lay, C, NH,
+    attention_poff(la->poff, lay->off, qoff, B, NH);
+    attn_layout al = {B,        nseg,    lay->blockdiag, lay->off, qoff, last ? a->last_row : NULL,
+                      la->poff, lay->tok};
+    kd = site(a, 1, 1 + 3 * l);
+    attention_forward(la->atty, la->att, q, ldq, la->qkv + C, la->qkv + 2 * C, 3 * C, &al, C, NH,
                       &kd, a->scratch);
     linear_forward(la->r1, C, la->atty, C, W(m, MODEL_T_ATTPROJW) + l * C * C,
                    W(m, MODEL_T_ATTPROJB) + l * C, Tq, C, C);
-    kd = site(a, 2 + 3 * l);
+    kd = site(a, 1, 2 + 3 * l);
     residual_dropout_forward(la->r1, xq, la->r1, Tq * C, &kd);
     layernorm_forward(la->x1, la->ln1_mean, la->ln1_rstd, la->r1, W(m, MODEL_T_LN1W) + l * C,
                       W(m, MODEL_T_LN1B) + l * C, Tq, C, hp->ln_eps);
@@ -350,18 +389,122 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
     gelu_forward(la->fcg, la->fch, Tq * FF);
     linear_forward(la->r2, C, la->fcg, FF, W(m, MODEL_T_FCPROJW) + l * C * FF,
                    W(m, MODEL_T_FCPROJB) + l * C, Tq, FF, C);
-    kd = site(a, 3 + 3 * l);
+    kd = site(a, 1, 3 + 3 * l);
     residual_dropout_forward(la->r2, la->x1, la->r2, Tq * C, &kd);
     layernorm_forward(la->xout, la->ln2_mean, la->ln2_rstd, la->r2, W(m, MODEL_T_LN2W) + l * C,
                       W(m, MODEL_T_LN2B) + l * C, Tq, C, hp->ln_eps);
     X = la->xout;
   }
   if (a->last_only) {
-    memcpy(a->h, X, B * C * sizeof(float));
+    memcpy(a->h, X, Bq * C * sizeof(float));
   } else {
-    for (size_t b = 0; b < B; b++) memcpy(a->h + b * C, X + a->last_row[b] * C, C * sizeof(float));
+    for (size_t i = 0; i < Bq; i++) memcpy(a->h + i * C, X + a->last_row[i] * C, C * sizeof(float));
+  }
+  return a->h;
+}
+
+const float *net_encoder_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
+                                  const float *dH) {
+  const model_hparams *hp = &m->hp;
+  const net_layout *lay = &a->lay;
+  size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = lay->B, T = lay->off[B], nseg = lay->nseg;
+  size_t Bq = B * nseg;
+  kern_dropout kd;
+
+  const float *dcur; /* gradient w.r.t. the current block's output (Tq, C) */
+  if (a->last_only) {
+    dcur = dH;
+  } else {
+    zero(a->dA, T * C);
+    for (size_t i = 0; i < Bq; i++)
+      memcpy(a->dA + a->last_row[i] * C, dH + i * C, C * sizeof(float));
+    dcur = a->dA;
   }
 
+  for (size_t l = hp->NL; l-- > 0;) {
+    layer_acts *la = &a->layer[l];
+    int last = a->last_only && l == hp->NL - 1;
+    size_t Tq = last ? Bq : T;
+    const size_t *qoff = last ? a->qoff_last : lay->off;
+    const float *X = l == 0 ? a->X0 : a->layer[l - 1].xout;
+    const float *wqkv = W(m, MODEL_T_QKVW) + l * 3 * C * C;
+    float *dwqkv = gp(g, MODEL_T_QKVW, l * 3 * C * C), *dbqkv = gp(g, MODEL_T_QKVB, l * 3 * C);
+
+    /* LN_ffn, residual, FFN */
+    zero(a->dr, Tq * C);
+    layernorm_backward(a->dr, gp(g, MODEL_T_LN2W, l * C), gp(g, MODEL_T_LN2B, l * C), dcur, la->r2,
+                       W(m, MODEL_T_LN2W) + l * C, la->ln2_mean, la->ln2_rstd, Tq, C);
+    memcpy(a->dx1, a->dr, Tq * C * sizeof(float));
+    zero(a->dproj, Tq * C);
+    kd = site(a, 1, 3 + 3 * l);
+    dropout_backward(a->dproj, a->dr, Tq * C, &kd);
+    zero(a->dff1, Tq * FF);
+    linear_backward(a->dff1, FF, gp(g, MODEL_T_FCPROJW, l * C * FF), gp(g, MODEL_T_FCPROJB, l * C),
+                    a->dproj, C, la->fcg, FF, W(m, MODEL_T_FCPROJW) + l * C * FF, Tq, FF, C);
+    zero(a->dff2, Tq * FF);
+    gelu_backward(a->dff2, la->fch, a->dff1, Tq * FF);
+    linear_backward(a->dx1, C, gp(g, MODEL_T_FCW, l * FF * C), gp(g, MODEL_T_FCB, l * FF), a->dff2,
+                    FF, la->x1, C, W(m, MODEL_T_FCW) + l * FF * C, Tq, C, FF);
+
+    /* LN_att, residual, Wo */
+    zero(a->dr, Tq * C);
+    layernorm_backward(a->dr, gp(g, MODEL_T_LN1W, l * C), gp(g, MODEL_T_LN1B, l * C), a->dx1,
+                       la->r1, W(m, MODEL_T_LN1W) + l * C, la->ln1_mean, la->ln1_rstd, Tq, C);
+    zero(a->dproj, Tq * C);
+    kd = site(a, 1, 2 + 3 * l);
+    dropout_backward(a->dproj, a->dr, Tq * C, &kd);
+    zero(a->datty, Tq * C);
+    linear_backward(a->datty, C, gp(g, MODEL_T_ATTPROJW, l * C * C), gp(g, MODEL_T_ATTPROJB, l * C),
+                    a->dproj, C, la->atty, C, W(m, MODEL_T_ATTPROJW) + l * C * C, Tq, C, C);
+
+    /* attention and the Q/K/V projections */
+    float *dxin = dcur == a->dA ? a->dB : a->dA;
+    zero(a->dqkv, T * 3 * C);
+    kd = site(a, 1, 1 + 3 * l);
+    attn_layout al = {B,        nseg,    lay->blockdiag, lay->off, qoff, last ? a->last_row : NULL,
+                      la->poff, lay->tok};
+    if (!last) {
+      attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, 3 * C, 3 * C, a->datty, la->att,
+                         la->qkv, 3 * C, la->qkv + C, la->qkv + 2 * C, 3 * C, &al, C, NH, &kd,
+                         a->scratch);
+      memcpy(dxin, a->dr, T * C * sizeof(float)); /* the residual path */
+      linear_backward(dxin, C, dwqkv, dbqkv, a->dqkv, 3 * C, X, C, wqkv, T, C, 3 * C);
+    } else {
+      zero(a->dqlast, Bq * C);
+      attention_backward(a->dqlast, a->dqkv + C, a->dqkv + 2 * C, C, 3 * C, a->datty, la->att,
+                         a->qlast, C, la->qkv + C, la->qkv + 2 * C, 3 * C, &al, C, NH, &kd,
+                         a->scratch);
+      memcpy(a->dxq, a->dr, Bq * C * sizeof(float)); /* the residual path */
+      linear_backward(a->dxq, C, dwqkv, dbqkv, a->dqlast, C, a->xq, C, wqkv, Bq, C, C);
+      zero(dxin, T * C);
+      linear_backward(dxin, C, dwqkv ? dwqkv + C * C : NULL, dbqkv ? dbqkv + C : NULL, a->dqkv + C,
+                      3 * C, X, C, wqkv + C * C, T, C, 2 * C);
+      for (size_t i = 0; i < Bq; i++) {
+        float *d = dxin + a->last_row[i] * C;
+        const float *s = a->dxq + i * C;
+        for (size_t c = 0; c < C; c++) d[c] += s[c];
+      }
+    }
+    dcur = dxin;
+  }
+  return dcur;
+}
+
+/* ---- the plain SASRec pass ---- */
+
+/* One segment per sample; the padding mask only when the batch carries explicit padding. */
+static net_layout plain_layout(const model_batch *bt) {
+  int has_pad = 0;
+  for (size_t t = 0; t < bt->T; t++) has_pad |= bt->tok[t] == 0;
+  net_layout lay = {bt->B, 1, 0, bt->off, has_pad ? bt->tok : NULL};
+  return lay;
+}
+
+float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt, int train) {
+  uint64_t key = net_key(m, 0);
+  const float *x0 = net_embed_forward(m, a, bt, train, key);
+  net_layout lay = plain_layout(bt);
+  net_encoder_forward(m, a, x0, &lay, train, key);
   a->has_loss = bt->tgt != NULL;
   if (!a->has_loss) return 0.0f;
   size_t need = a->Bmax * m->NI;
@@ -371,109 +514,19 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
     a->logits = falloc(a, need);
     a->logits_cap = need;
   }
-  model_scores(m, a->h, B, a->logits);
-  return crossentropy_forward(a->logits, a->losses, bt->tgt, B, m->NI);
+  model_scores(m, a->h, bt->B, a->logits);
+  return crossentropy_forward(a->logits, a->losses, bt->tgt, bt->B, m->NI);
 }
 
-static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
-
 void model_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
-  const model_hparams *hp = &m->hp;
-  size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = a->B, T = a->T, NI = m->NI;
-  assert(a->has_loss && m->grads && B == bt->B && T == bt->T);
-  const int32_t *padtok = a->has_pad ? bt->tok : NULL;
-
+  size_t C = m->hp.C, B = a->B, NI = m->NI;
+  assert(a->has_loss && m->grads && B == bt->B && a->T == bt->T);
   /* tied output: dh = dlogits . item[1..];  ditem[1..] += dlogits^T . h */
   crossentropy_backward(a->logits, bt->tgt, B, NI, 1.0f / (float)B);
   model_matmul(a->dh, C, a->logits, NI, 0, W(m, MODEL_T_ITEM) + C, C, 0, B, C, NI, 1.0f, 0.0f);
-  model_matmul(G(m, MODEL_T_ITEM) + C, C, a->logits, NI, 1, a->h, C, 0, NI, C, B, 1.0f, 1.0f);
-
-  float *dcur; /* gradient w.r.t. the current block's output (Tq, C) */
-  if (a->last_only) {
-    dcur = a->dh;
-  } else {
-    dcur = a->dA;
-    zero(dcur, T * C);
-    for (size_t b = 0; b < B; b++)
-      memcpy(dcur + a->last_row[b] * C, a->dh + b * C, C * sizeof(float));
-  }
-
-  for (size_t l = hp->NL; l-- > 0;) {
-    layer_acts *la = &a->layer[l];
-    int last = a->last_only && l == hp->NL - 1;
-    size_t Tq = last ? B : T;
-    const size_t *qoff = last ? a->qoff_last : bt->off;
-    const float *X = l == 0 ? a->x0 : a->layer[l - 1].xout;
-    const float *xq = last ? a->xq : X;
-    float *wqkv = W(m, MODEL_T_QKVW) + l * 3 * C * C;
-    float *dwqkv = G(m, MODEL_T_QKVW) + l * 3 * C * C, *dbqkv = G(m, MODEL_T_QKVB) + l * 3 * C;
-    kern_dropout kd;
-
-    /* LN_ffn, residual, FFN */
-    zero(a->dr, Tq * C);
-    layernorm_backward(a->dr, G(m, MODEL_T_LN2W) + l * C, G(m, MODEL_T_LN2B) + l * C, dcur, la->r2,
-                       W(m, MODEL_T_LN2W) + l * C, la->ln2_mean, la->ln2_rstd, Tq, C);
-    memcpy(a->dx1, a->dr, Tq * C * sizeof(float));
-    zero(a->dproj, Tq * C);
-    kd = site(a, 3 + 3 * l);
-    dropout_backward(a->dproj, a->dr, Tq * C, &kd);
-    zero(a->dff1, Tq * FF);
-    linear_backward(a->dff1, FF, G(m, MODEL_T_FCPROJW) + l * C * FF, G(m, MODEL_T_FCPROJB) + l * C,
-                    a->dproj, C, la->fcg, FF, W(m, MODEL_T_FCPROJW) + l * C * FF, Tq, FF, C);
-    zero(a->dff2, Tq * FF);
-    gelu_backward(a->dff2, la->fch, a->dff1, Tq * FF);
-    linear_backward(a->dx1, C, G(m, MODEL_T_FCW) + l * FF * C, G(m, MODEL_T_FCB) + l * FF, a->dff2,
-                    FF, la->x1, C, W(m, MODEL_T_FCW) + l * FF * C, Tq, C, FF);
-
-    /* LN_att, residual, Wo */
-    zero(a->dr, Tq * C);
-    layernorm_backward(a->dr, G(m, MODEL_T_LN1W) + l * C, G(m, MODEL_T_LN1B) + l * C, a->dx1,
-                       la->r1, W(m, MODEL_T_LN1W) + l * C, la->ln1_mean, la->ln1_rstd, Tq, C);
-    zero(a->dproj, Tq * C);
-    kd = site(a, 2 + 3 * l);
-    dropout_backward(a->dproj, a->dr, Tq * C, &kd);
-    zero(a->datty, Tq * C);
-    linear_backward(a->datty, C, G(m, MODEL_T_ATTPROJW) + l * C * C, G(m, MODEL_T_ATTPROJB) + l * C,
-                    a->dproj, C, la->atty, C, W(m, MODEL_T_ATTPROJW) + l * C * C, Tq, C, C);
-
-    /* attention and the Q/K/V projections */
-    float *dxin = dcur == a->dA ? a->dB : a->dA;
-    zero(a->dqkv, T * 3 * C);
-    kd = site(a, 1 + 3 * l);
-    attn_layout lay = {B, 1, 0, bt->off, qoff, last ? a->last_row : NULL, la->poff, padtok};
-    if (!last) {
-      attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, 3 * C, 3 * C, a->datty, la->att,
-                         la->qkv, 3 * C, la->qkv + C, la->qkv + 2 * C, 3 * C, &lay, C, NH, &kd,
-                         a->scratch);
-      memcpy(dxin, a->dr, T * C * sizeof(float)); /* the residual path */
-      linear_backward(dxin, C, dwqkv, dbqkv, a->dqkv, 3 * C, X, C, wqkv, T, C, 3 * C);
-    } else {
-      zero(a->dqlast, B * C);
-      attention_backward(a->dqlast, a->dqkv + C, a->dqkv + 2 * C, C, 3 * C, a->datty, la->att,
-                         a->qlast, C, la->qkv + C, la->qkv + 2 * C, 3 * C, &lay, C, NH, &kd,
-                         a->scratch);
-      memcpy(a->dxq, a->dr, B * C * sizeof(float)); /* the residual path */
-      linear_backward(a->dxq, C, dwqkv, dbqkv, a->dqlast, C, xq, C, wqkv, B, C, C);
-      zero(dxin, T * C);
-      linear_backward(dxin, C, dwqkv + C * C, dbqkv + C, a->dqkv + C, 3 * C, X, C, wqkv + C * C, T,
-                      C, 2 * C);
-      for (size_t b = 0; b < B; b++) {
-        float *d = dxin + a->last_row[b] * C;
-        const float *s = a->dxq + b * C;
-        for (size_t c = 0; c < C; c++) d[c] += s[c];
-      }
-    }
-    dcur = dxin;
-  }
-
-  /* embedding: dropout, LN_emb, tables */
-  kern_dropout kd = site(a, 0);
-  zero(a->dr, T * C);
-  dropout_backward(a->dr, dcur, T * C, &kd);
-  zero(a->dproj, T * C);
-  layernorm_backward(a->dproj, G(m, MODEL_T_LNE_W), G(m, MODEL_T_LNE_B), a->dr, a->emb,
-                     W(m, MODEL_T_LNE_W), a->lne_mean, a->lne_rstd, T, C);
-  embedding_backward(G(m, MODEL_T_ITEM), G(m, MODEL_T_POS), a->dproj, bt->tok, a->posidx, T, C);
+  model_matmul(m->g.t[MODEL_T_ITEM] + C, C, a->logits, NI, 1, a->h, C, 0, NI, C, B, 1.0f, 1.0f);
+  const float *dx0 = net_encoder_backward(m, &m->g, a, a->dh);
+  net_embed_backward(m, &m->g, a, dx0, bt);
 }
 
 void model_zero_grad(model_sasrec *m) { zero(m->grads, m->nparams); }
