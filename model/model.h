@@ -277,4 +277,51 @@ typedef struct {
  * epoch's weights. Returns 0 or a negative code (a failed checkpoint write). */
 int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train_result *r);
 
+/* ---- FLAME training (model/flame.c, FLAME.md section 2) ----
+ * A frozen anchor network and the learnable one (both SASRec, same hyper-parameters). A
+ * step is the plain cross-entropy of the learnable network plus lambda times the six NT-Xent
+ * losses between the four paths ll, fl, lf, ff (embedding source, encoder source) at the
+ * last position, weighted by the softmax of their negative mean similarity. The four paths
+ * come from two encoder passes over [learnable embedding; anchor embedding] of each sample
+ * under the 2x2 tiled mask. Only the learnable network has gradients; the anchor is read. */
+
+typedef struct {
+  float tau;        /* NT-Xent temperature (1) */
+  float lambda0;    /* lambda at the start of the schedule (1) */
+  float lambdaR;    /* lambda at its end (1e-5) */
+  size_t R;         /* schedule length in epochs (200; the daemon counts steps) */
+  int blockdiag;    /* 1: block-diagonal mask (independent paths, an ablation) */
+  int detach_w;     /* 1: the pair weights are a stop-gradient */
+  int warm_start;   /* 1: the learnable network starts as a copy of the anchor */
+} flame_opts;
+
+void flame_opts_default(flame_opts *o);
+/* lambda_e = lambda0 * (lambdaR / lambda0)^(e / R). */
+float flame_lambda(const flame_opts *o, double e);
+
+/* Workspace of FLAME steps for batches of up to Bmax samples. */
+typedef struct flame_ws flame_ws;
+flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax);
+void flame_ws_free(flame_ws *ws);
+
+typedef struct {
+  float rec;       /* the learnable network's cross-entropy */
+  float pair[6];   /* NT-Xent of (ll,fl) (ll,lf) (ll,ff) (fl,lf) (fl,ff) (lf,ff) */
+  float w[6];      /* their weights */
+} flame_parts;
+
+/* One FLAME forward and backward on a packed batch with targets: returns the loss and
+ * ACCUMULATES the learnable network's gradients (lrn->grads allocated). anc is only read; it
+ * must have lrn's hyper-parameters and at least as many items. train = 1: dropout in both
+ * networks, masks from lrn's seed and step. parts may be NULL. */
+float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const model_batch *bt,
+                 const flame_opts *o, float lambda, int train, flame_parts *parts);
+
+/* NT-Xent of one pair and its weight logit (exposed for tests): a, b (B, C); returns L_p and
+ * sets *sim = mean_b a_b . b_b. With da, db not NULL, accumulates g * dL_p/da, dL_p/db. */
+float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau, float *sim,
+                   float g, float *da, float *db, float *scratch);
+/* Floats of scratch flame_ntxent needs. */
+size_t flame_ntxent_scratch(size_t B, size_t C);
+
 #endif
