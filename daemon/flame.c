@@ -115,7 +115,80 @@ enum {
   OPT_NO_LAST_ONLY,
   OPT_SGEMM,
   OPT_MEAN_LEN,
+  OPT_ANCHOR,
+  OPT_TAU,
+  OPT_LAMBDA0,
+  OPT_LAMBDAR,
+  OPT_SCHEDULE,
+  OPT_MASK,
+  OPT_DETACH,
+  OPT_INIT,
 };
+
+/* The FLAME settings shared by train and bench. */
+typedef struct {
+  flame_opts fo;
+  const char *anchor; /* --anchor FILE or NULL */
+  int schedule_set;   /* --schedule given (else R = --epochs) */
+} flame_cli;
+
+static int flame_option(int c, const char *arg, flame_cli *f) {
+  switch (c) {
+  case OPT_ANCHOR:
+    f->anchor = arg;
+    break;
+  case OPT_TAU:
+    f->fo.tau = (float)arg_double("--tau", arg, 1e-3, 1e3);
+    break;
+  case OPT_LAMBDA0:
+    f->fo.lambda0 = (float)arg_double("--lambda0", arg, 1e-12, 1e6);
+    break;
+  case OPT_LAMBDAR:
+    f->fo.lambdaR = (float)arg_double("--lambda-r", arg, 1e-12, 1e6);
+    break;
+  case OPT_SCHEDULE:
+    f->fo.R = arg_size("--schedule", arg, 1, 1000000);
+    f->schedule_set = 1;
+    break;
+  case OPT_MASK:
+    if (strcmp(arg, "tiled") && strcmp(arg, "blockdiag"))
+      die("--mask: expected tiled or blockdiag, got '%s'", arg);
+    f->fo.blockdiag = strcmp(arg, "blockdiag") == 0;
+    break;
+  case OPT_DETACH:
+    f->fo.detach_w = 1;
+    break;
+  case OPT_INIT:
+    if (strcmp(arg, "random") && strcmp(arg, "anchor"))
+      die("--init: expected random or anchor, got '%s'", arg);
+    f->fo.warm_start = strcmp(arg, "anchor") == 0;
+    break;
+  default:
+    return 0;
+  }
+  return 1;
+}
+
+#define FLAME_HELP                                                                                 \
+  "FLAME (--method flame):\n"                                                                      \
+  "  --anchor FILE    the frozen anchor (a flame checkpoint); the learnable network takes\n"       \
+  "                   its shape and item table size\n"                                             \
+  "  --tau X          NT-Xent temperature (1)\n"                                                   \
+  "  --lambda0 X      lambda at the start of the schedule (1)\n"                                   \
+  "  --lambda-r X     lambda at its end (1e-5)\n"                                                  \
+  "  --schedule N     schedule length R in epochs (--epochs)\n"                                    \
+  "  --mask M         tiled (the paper) | blockdiag (independent paths, an ablation)\n"            \
+  "  --detach-weights the pair weights are a stop-gradient (default: not detached)\n"              \
+  "  --init I         random (the paper) | anchor (warm start from the anchor's weights)\n"
+
+#define FLAME_LONGOPTS                                                                             \
+  {"anchor", required_argument, 0, OPT_ANCHOR}, {"tau", required_argument, 0, OPT_TAU},            \
+      {"lambda0", required_argument, 0, OPT_LAMBDA0},                                              \
+      {"lambda-r", required_argument, 0, OPT_LAMBDAR},                                             \
+      {"schedule", required_argument, 0, OPT_SCHEDULE}, {"mask", required_argument, 0, OPT_MASK},  \
+      {"detach-weights", no_argument, 0, OPT_DETACH}, {                                            \
+    "init", required_argument, 0, OPT_INIT                                                         \
+  }
 
 static int hparams_option(int c, const char *arg, model_hparams *hp) {
   switch (c) {
@@ -159,11 +232,28 @@ static void hparams_finish(model_hparams *hp) {
     "dropout", required_argument, 0, OPT_DROPOUT                                                   \
   }
 
-static void check_method(const char *method) {
-  if (strcmp(method, "sasrec") == 0) return;
-  if (strcmp(method, "flame") == 0)
-    die("--method flame is not available yet (FLAME training arrives with issue 3); use sasrec");
-  die("--method: expected sasrec, got '%s'", method);
+/* Returns 1 for flame, 0 for sasrec. */
+static int parse_method(const char *method) {
+  if (strcmp(method, "sasrec") == 0) return 0;
+  if (strcmp(method, "flame") == 0) return 1;
+  die("--method: expected sasrec or flame, got '%s'", method);
+}
+
+/* Loads the anchor for a dataset with items up to NI. */
+static void load_anchor(const char *path, model_sasrec *anc, size_t NI) {
+  load_ckpt(path, anc);
+  if (NI > anc->NI)
+    die("%s: the data has item ids up to %zu but the anchor knows %zu items", path, NI, anc->NI);
+}
+
+/* The learnable network of a FLAME run: the anchor's shape (dropout as given), random
+ * weights from seed (the paper) or a copy of the anchor's (warm start). */
+static void learnable_from_anchor(model_sasrec *m, const model_sasrec *anc, float dropout, int warm,
+                                  uint64_t seed) {
+  model_hparams hp = anc->hp;
+  hp.dropout = dropout;
+  if (model_init(m, &hp, anc->NI, seed) != 0) die("cannot build a model for %zu items", anc->NI);
+  if (warm) memcpy(m->params, anc->params, m->nparams * sizeof(float));
 }
 
 static void bad_option(int argc, char **argv) {
@@ -174,12 +264,13 @@ static void bad_option(int argc, char **argv) {
 /* ---- flame train ---- */
 
 static const char train_help[] =
-    "usage: flame train --data FILE --method sasrec --out FILE.ckpt [options]\n"
-    "Trains SASRec from scratch with early stopping on validation NDCG@20 and keeps the\n"
-    "best checkpoint in --out. Progress per epoch on stderr; the last stdout line is JSON:\n"
+    "usage: flame train --data FILE --method sasrec|flame --out FILE.ckpt [options]\n"
+    "Trains SASRec, or a FLAME learnable network against a frozen anchor, with early\n"
+    "stopping on validation NDCG@20, and keeps the best checkpoint (of the learnable\n"
+    "network only). Progress per epoch on stderr; the last stdout line is JSON:\n"
     "{\"best_epoch\":..,\"epochs\":..,\"val\":{..},\"test\":{..},\"wall_sec\":..,...}\n"
     "  --data FILE      dataset: `user item` or `user item item ...` per line\n"
-    "  --method M       sasrec\n"
+    "  --method M       sasrec | flame (needs --anchor)\n"
     "  --out FILE       best checkpoint, written atomically at every improvement\n"
     "  --epochs N       maximum epochs (200)\n"
     "  --patience N     stop after N epochs without improvement (20)\n"
@@ -187,7 +278,7 @@ static const char train_help[] =
     "  --threads N      BLAS threads (1)\n"
     "  --seed N         initialisation, shuffling and dropout (42)\n"
     "  --batch N        samples per step (256)\n"
-    "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP;
+    "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP FLAME_HELP;
 
 static int cmd_train(int argc, char **argv) {
   const char *data = NULL, *method = NULL, *out = NULL;
@@ -195,7 +286,9 @@ static int cmd_train(int argc, char **argv) {
   model_hparams_default(&hp);
   train_opts o;
   train_opts_default(&o);
-  int threads = DEFAULT_THREADS;
+  flame_cli f = {.anchor = NULL, .schedule_set = 0};
+  flame_opts_default(&f.fo);
+  int threads = DEFAULT_THREADS, shape_set = 0;
   static const struct option lo[] = {{"data", required_argument, 0, 'd'},
                                      {"method", required_argument, 0, 'm'},
                                      {"out", required_argument, 0, 'o'},
@@ -208,6 +301,7 @@ static int cmd_train(int argc, char **argv) {
                                      {"lr", required_argument, 0, 'l'},
                                      {"help", no_argument, 0, 'h'},
                                      HPARAMS_LONGOPTS,
+                                     FLAME_LONGOPTS,
                                      {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -247,26 +341,39 @@ static int cmd_train(int argc, char **argv) {
       fputs(train_help, stdout);
       return 0;
     default:
-      if (!hparams_option(c, optarg, &hp)) bad_option(argc, argv);
+      if (hparams_option(c, optarg, &hp)) {
+        shape_set |= c != OPT_DROPOUT;
+      } else if (!flame_option(c, optarg, &f)) {
+        bad_option(argc, argv);
+      }
     }
   }
   if (optind < argc) die("unexpected argument '%s'", argv[optind]);
   need("--data", data);
   need("--method", method);
   need("--out", out);
-  check_method(method);
+  int is_flame = parse_method(method);
+  if (is_flame) need("--anchor", f.anchor);
+  if (!is_flame && f.anchor) die("--anchor goes with --method flame");
+  if (is_flame && shape_set) die("with --method flame the network takes the anchor's shape");
   hparams_finish(&hp);
   model_set_threads(threads);
   data_set ds;
   load_data(data, &ds);
-  if (o.proto == EVAL_PROTOCOL_FLAME) data_truncate(&ds, hp.L + 3);
-  model_sasrec m;
-  if (model_init(&m, &hp, ds.NI, o.seed) != 0) die("cannot build a model for %zu items", ds.NI);
+  model_sasrec m, anc;
+  if (is_flame) {
+    load_anchor(f.anchor, &anc, ds.NI);
+    learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, o.seed);
+    if (!f.schedule_set) f.fo.R = o.epochs;
+  } else if (model_init(&m, &hp, ds.NI, o.seed) != 0) {
+    die("cannot build a model for %zu items", ds.NI);
+  }
+  if (o.proto == EVAL_PROTOCOL_FLAME) data_truncate(&ds, m.hp.L + 3);
   o.out = out;
   fprintf(stderr, "flame train: %zu users, %zu items, %zu parameters, threads %d\n", ds.nusers,
           ds.NI, m.nparams, threads);
   train_result r;
-  int err = train_sasrec(&m, &ds, &o, &r);
+  int err = train_model(&m, is_flame ? &anc : NULL, &f.fo, &ds, &o, &r);
   if (err) die("%s", fl_strerror(err));
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "method", method);
@@ -281,6 +388,17 @@ static int cmd_train(int argc, char **argv) {
   cJSON_AddNumberToObject(j, "last_loss", r.last_loss);
   cJSON_AddNumberToObject(j, "threads", threads);
   cJSON_AddNumberToObject(j, "seed", (double)o.seed);
+  if (is_flame) {
+    cJSON *fj = cJSON_AddObjectToObject(j, "flame");
+    cJSON_AddStringToObject(fj, "anchor", f.anchor);
+    cJSON_AddNumberToObject(fj, "tau", f.fo.tau);
+    cJSON_AddNumberToObject(fj, "lambda0", f.fo.lambda0);
+    cJSON_AddNumberToObject(fj, "lambda_r", f.fo.lambdaR);
+    cJSON_AddNumberToObject(fj, "schedule", (double)f.fo.R);
+    cJSON_AddStringToObject(fj, "mask", f.fo.blockdiag ? "blockdiag" : "tiled");
+    cJSON_AddBoolToObject(fj, "detach_weights", f.fo.detach_w);
+    cJSON_AddStringToObject(fj, "init", f.fo.warm_start ? "anchor" : "random");
+  }
   cJSON *mem = cJSON_AddObjectToObject(j, "memory_bytes");
   cJSON_AddNumberToObject(mem, "params", (double)r.param_bytes);
   cJSON_AddNumberToObject(mem, "grads", (double)r.param_bytes);
@@ -289,6 +407,7 @@ static int cmd_train(int argc, char **argv) {
   cJSON_AddNumberToObject(mem, "eval_activations", (double)r.eval_act_bytes);
   print_json(j);
   model_free(&m);
+  if (is_flame) model_free(&anc);
   data_free(&ds);
   return 0;
 }
@@ -406,7 +525,7 @@ static int cmd_import(int argc, char **argv) {
 /* ---- flame bench ---- */
 
 static const char bench_help[] =
-    "usage: flame bench --data FILE --method sasrec [options]\n"
+    "usage: flame bench --data FILE --method sasrec|flame [options]\n"
     "Times training steps on random batches of the dataset's training samples (as\n"
     "../shared/bench/torch_ref.py bench does): the median of all steps after 2 warm-up\n"
     "steps. The last stdout line is JSON with torch_ref.py's keys plus useful GFLOP/s.\n"
@@ -417,7 +536,10 @@ static const char bench_help[] =
     "  --seed N         (42)\n"
     "  --no-pack        compute the padded window (measures what packing buys)\n"
     "  --no-last-only   compute the whole last block (measures what the shortcut buys)\n"
-    "  --sgemm          measure the machine's sgemm throughput instead (1024^3)\n";
+    "  --sgemm          measure the machine's sgemm throughput instead (1024^3)\n"
+    "  --anchor FILE    (flame) the frozen anchor; without it a random frozen network\n"
+    "                   stands in (speed does not depend on its weights)\n"
+    "  --mask M, --detach-weights   (flame) as for train\n";
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -470,7 +592,10 @@ static int cmd_bench(int argc, char **argv) {
                                      {"sgemm", no_argument, 0, OPT_SGEMM},
                                      {"help", no_argument, 0, 'h'},
                                      HPARAMS_LONGOPTS,
+                                     FLAME_LONGOPTS,
                                      {0, 0, 0, 0}};
+  flame_cli f = {.anchor = NULL, .schedule_set = 0};
+  flame_opts_default(&f.fo);
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
@@ -505,7 +630,7 @@ static int cmd_bench(int argc, char **argv) {
       fputs(bench_help, stdout);
       return 0;
     default:
-      if (!hparams_option(c, optarg, &hp)) bad_option(argc, argv);
+      if (!hparams_option(c, optarg, &hp) && !flame_option(c, optarg, &f)) bad_option(argc, argv);
     }
   }
   if (optind < argc) die("unexpected argument '%s'", argv[optind]);
@@ -513,19 +638,28 @@ static int cmd_bench(int argc, char **argv) {
   if (sgemm) return bench_sgemm(threads, steps);
   need("--data", data);
   need("--method", method);
-  check_method(method);
+  int is_flame = parse_method(method);
+  if (!is_flame && f.anchor) die("--anchor goes with --method flame");
   hparams_finish(&hp);
   data_set ds;
   load_data(data, &ds);
   data_sample *all = NULL;
   size_t ns = data_train_samples(&ds, &all);
   if (ns == 0) die("%s has no training samples", data);
-  model_sasrec m;
-  if (model_init(&m, &hp, ds.NI, seed) != 0) die("cannot build a model for %zu items", ds.NI);
+  model_sasrec m, anc;
+  if (f.anchor) {
+    load_anchor(f.anchor, &anc, ds.NI);
+    learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, seed);
+  } else {
+    if (model_init(&m, &hp, ds.NI, seed) != 0) die("cannot build a model for %zu items", ds.NI);
+    if (is_flame && model_init(&anc, &hp, ds.NI, seed + 1) != 0) die("cannot build the anchor");
+  }
   m.last_only = last_only;
+  if (is_flame) anc.last_only = last_only;
   model_train_alloc(&m);
-  size_t L = hp.L;
-  model_acts *a = model_acts_new(&hp, B, B * L);
+  size_t L = m.hp.L;
+  model_acts *a = model_acts_new(&m.hp, B, B * L);
+  flame_ws *ws = is_flame ? flame_ws_new(&m.hp, B) : NULL;
   int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
   data_sample *pick = xmalloc(B * sizeof(data_sample));
@@ -538,12 +672,16 @@ static int cmd_bench(int argc, char **argv) {
     data_pack(&ds, pick, B, L, pad, tok, off, tgt, &bt);
     double t0 = fl_now();
     model_zero_grad(&m);
-    model_forward(&m, a, &bt, 1);
-    model_backward(&m, a, &bt);
+    if (is_flame) {
+      flame_step(&m, &anc, ws, &bt, &f.fo, 1.0f, 1, NULL);
+    } else {
+      model_forward(&m, a, &bt, 1);
+      model_backward(&m, a, &bt);
+    }
     model_adam_step(&m, 1e-3f);
     t[s] = fl_now() - t0;
     if (s >= 2) {
-      flops += model_step_flops(&m, &bt);
+      flops += is_flame ? flame_step_flops(&m, &bt, &f.fo) : model_step_flops(&m, &bt);
       tokens += (double)bt.T;
     }
   }
@@ -567,7 +705,9 @@ static int cmd_bench(int argc, char **argv) {
   print_json(j);
   free(t), free(pick), free(off), free(tgt), free(tok), free(all);
   model_acts_free(a);
+  flame_ws_free(ws);
   model_free(&m);
+  if (is_flame) model_free(&anc);
   data_free(&ds);
   return 0;
 }

@@ -103,11 +103,18 @@ struct flame_ws {
   float *dhl, *dha;  /* (2 Bmax, C) gradients at the encoders' last positions */
   float *dxl;        /* (Bmax L, C) gradient of the learnable embedding */
   float *scratch;    /* flame_ntxent_scratch */
+  size_t bytes;      /* allocated outside the model_acts */
 };
+
+/* Every workspace buffer goes through here so flame_ws_bytes is what was allocated. */
+static void *ws_alloc(flame_ws *ws, size_t bytes) {
+  ws->bytes += bytes;
+  return xalloc_aligned_uninit(bytes);
+}
 
 flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax) {
   flame_ws *ws = xcalloc(1, sizeof *ws);
-  size_t L = hp->L, C = hp->C;
+  size_t L = hp->L, C = hp->C, F = sizeof(float);
   ws->Bmax = Bmax;
   ws->L = L;
   ws->C = C;
@@ -116,16 +123,21 @@ flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax) {
   ws->emb_a = model_acts_new(hp, Bmax, Bmax * L);
   ws->enc_l = net_acts_new(hp, Bmax, 2 * Bmax * L, 2);
   ws->enc_a = net_acts_new(hp, Bmax, 2 * Bmax * L, 2);
-  ws->xc = xalloc_aligned_uninit(2 * Bmax * L * C * sizeof(float));
-  ws->off2 = xmalloc((Bmax + 1) * sizeof(size_t));
-  ws->tok2 = xmalloc(2 * Bmax * L * sizeof(int32_t));
-  ws->z = xalloc_aligned_uninit(4 * Bmax * C * sizeof(float));
-  ws->dz = xalloc_aligned_uninit(4 * Bmax * C * sizeof(float));
-  ws->dhl = xalloc_aligned_uninit(2 * Bmax * C * sizeof(float));
-  ws->dha = xalloc_aligned_uninit(2 * Bmax * C * sizeof(float));
-  ws->dxl = xalloc_aligned_uninit(Bmax * L * C * sizeof(float));
-  ws->scratch = xalloc_aligned_uninit(flame_ntxent_scratch(Bmax, C) * sizeof(float));
+  ws->xc = ws_alloc(ws, 2 * Bmax * L * C * F);
+  ws->off2 = ws_alloc(ws, (Bmax + 1) * sizeof(size_t));
+  ws->tok2 = ws_alloc(ws, 2 * Bmax * L * sizeof(int32_t));
+  ws->z = ws_alloc(ws, 4 * Bmax * C * F);
+  ws->dz = ws_alloc(ws, 4 * Bmax * C * F);
+  ws->dhl = ws_alloc(ws, 2 * Bmax * C * F);
+  ws->dha = ws_alloc(ws, 2 * Bmax * C * F);
+  ws->dxl = ws_alloc(ws, Bmax * L * C * F);
+  ws->scratch = ws_alloc(ws, flame_ntxent_scratch(Bmax, C) * F);
   return ws;
+}
+
+size_t flame_ws_bytes(const flame_ws *ws) {
+  return ws->bytes + model_acts_bytes(ws->plain) + model_acts_bytes(ws->emb_l) +
+         model_acts_bytes(ws->emb_a) + model_acts_bytes(ws->enc_l) + model_acts_bytes(ws->enc_a);
 }
 
 void flame_ws_free(flame_ws *ws) {
@@ -245,4 +257,13 @@ float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const
     }
   }
   return rec + lambda * (float)pair_total;
+}
+
+double flame_step_flops(const model_sasrec *lrn, const model_batch *b, const flame_opts *o) {
+  double enc2 = net_encoder_flops(lrn, b, 2, o->blockdiag);
+  double N = 2.0 * (double)b->B, C = lrn->hp.C;
+  /* the plain step; the learnable encoder on the concatenation with weight gradients (3x
+   * forward); the anchor's with input gradients only (2x); six NT-Xent pairs, each one
+   * (N, N, C) product forward and two backward */
+  return model_step_flops(lrn, b) + 3.0 * enc2 + 2.0 * enc2 + 6.0 * 3.0 * 2.0 * N * N * C;
 }

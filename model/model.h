@@ -274,8 +274,10 @@ typedef struct {
 
 /* Trains m (already initialised, training state allocated here) on ds's leave-one-out
  * training samples with early stopping on validation NDCG@20; on return m holds the best
- * epoch's weights. Returns 0 or a negative code (a failed checkpoint write). */
-int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train_result *r);
+ * epoch's weights. With an anchor (anc, fo not NULL; declared below) every step is a
+ * flame_step with lambda following fo's schedule over epochs (e = 1, 2, ...); anc is only
+ * read. Returns 0 or a negative code (a failed checkpoint write). train_model is declared
+ * after the FLAME section. */
 
 /* ---- FLAME training (model/flame.c, FLAME.md section 2) ----
  * A frozen anchor network and the learnable one (both SASRec, same hyper-parameters). A
@@ -286,13 +288,13 @@ int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train
  * under the 2x2 tiled mask. Only the learnable network has gradients; the anchor is read. */
 
 typedef struct {
-  float tau;        /* NT-Xent temperature (1) */
-  float lambda0;    /* lambda at the start of the schedule (1) */
-  float lambdaR;    /* lambda at its end (1e-5) */
-  size_t R;         /* schedule length in epochs (200; the daemon counts steps) */
-  int blockdiag;    /* 1: block-diagonal mask (independent paths, an ablation) */
-  int detach_w;     /* 1: the pair weights are a stop-gradient */
-  int warm_start;   /* 1: the learnable network starts as a copy of the anchor */
+  float tau;      /* NT-Xent temperature (1) */
+  float lambda0;  /* lambda at the start of the schedule (1) */
+  float lambdaR;  /* lambda at its end (1e-5) */
+  size_t R;       /* schedule length in epochs (200; the daemon counts steps) */
+  int blockdiag;  /* 1: block-diagonal mask (independent paths, an ablation) */
+  int detach_w;   /* 1: the pair weights are a stop-gradient */
+  int warm_start; /* 1: the learnable network starts as a copy of the anchor */
 } flame_opts;
 
 void flame_opts_default(flame_opts *o);
@@ -305,9 +307,9 @@ flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax);
 void flame_ws_free(flame_ws *ws);
 
 typedef struct {
-  float rec;       /* the learnable network's cross-entropy */
-  float pair[6];   /* NT-Xent of (ll,fl) (ll,lf) (ll,ff) (fl,lf) (fl,ff) (lf,ff) */
-  float w[6];      /* their weights */
+  float rec;     /* the learnable network's cross-entropy */
+  float pair[6]; /* NT-Xent of (ll,fl) (ll,lf) (ll,ff) (fl,lf) (fl,ff) (lf,ff) */
+  float w[6];    /* their weights */
 } flame_parts;
 
 /* One FLAME forward and backward on a packed batch with targets: returns the loss and
@@ -317,11 +319,20 @@ typedef struct {
 float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const model_batch *bt,
                  const flame_opts *o, float lambda, int train, flame_parts *parts);
 
+/* Useful FLOPs of one flame_step on this batch (model_step_flops counts the same way). */
+double flame_step_flops(const model_sasrec *lrn, const model_batch *b, const flame_opts *o);
+
 /* NT-Xent of one pair and its weight logit (exposed for tests): a, b (B, C); returns L_p and
  * sets *sim = mean_b a_b . b_b. With da, db not NULL, accumulates g * dL_p/da, dL_p/db. */
 float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau, float *sim,
                    float g, float *da, float *db, float *scratch);
 /* Floats of scratch flame_ntxent needs. */
 size_t flame_ntxent_scratch(size_t B, size_t C);
+/* Bytes allocated by the workspace. */
+size_t flame_ws_bytes(const flame_ws *ws);
+
+/* See the offline training section: SASRec when anc is NULL, FLAME otherwise. */
+int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
+                const train_opts *o, train_result *r);
 
 #endif

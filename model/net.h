@@ -49,4 +49,8 @@ const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const flo
 const float *net_encoder_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
                                   const float *dH);
 
+/* Useful forward FLOPs of an encoder pass over the batch's samples repeated in nseg
+ * segments (multiply-add = 2; padding tokens not counted). */
+double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag);
+
 #endif

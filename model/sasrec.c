@@ -547,27 +547,34 @@ void model_adam_step(model_sasrec *m, float lr) {
   }
 }
 
-double model_step_flops(const model_sasrec *m, const model_batch *b) {
+double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag) {
   const model_hparams *hp = &m->hp;
-  double C = hp->C, FF = hp->FF, fwd = 0.0;
-  double T = 0.0, att_full = 0.0, att_last = 0.0;
+  double C = hp->C, FF = hp->FF, fwd = 0.0, S = (double)nseg;
+  double T = 0.0, pairs_full = 0.0, pairs_last = 0.0;
+  /* (query, key) pairs: a query at position t sees t + 1 keys in each visible segment */
+  double seen = blockdiag ? 1.0 : S;
   for (size_t s = 0; s < b->B; s++) {
     double n = 0.0;
     for (size_t t = b->off[s]; t < b->off[s + 1]; t++) n += b->tok[t] != 0;
-    T += n;
-    att_full += n * (n + 1) / 2; /* (query, key) pairs under the causal mask */
-    att_last += n;
+    T += S * n;
+    pairs_full += S * seen * n * (n + 1) / 2;
+    pairs_last += S * seen * n;
   }
   double per_token = 2.0 * (3 * C * C + C * C + 2 * C * FF); /* QKV, Wo, FFN */
+  double Bq = (double)b->B * S;
   for (size_t l = 0; l < hp->NL; l++) {
     int last = m->last_only && l == hp->NL - 1;
     if (!last) {
-      fwd += T * per_token + 4.0 * C * att_full; /* QK^T and PV: 2 * HS * NH = 2C each */
+      fwd += T * per_token + 4.0 * C * pairs_full; /* QK^T and PV: 2 * HS * NH = 2C each */
     } else {
-      fwd += T * 2.0 * (2 * C * C) + (double)b->B * 2.0 * (C * C + C * C + 2 * C * FF) +
-             4.0 * C * att_last;
+      fwd += T * 2.0 * (2 * C * C) + Bq * 2.0 * (C * C + C * C + 2 * C * FF) + 4.0 * C * pairs_last;
     }
   }
-  fwd += 2.0 * (double)b->B * C * (double)m->NI; /* tied output */
+  return fwd;
+}
+
+double model_step_flops(const model_sasrec *m, const model_batch *b) {
+  double fwd = net_encoder_flops(m, b, 1, 0);
+  fwd += 2.0 * (double)b->B * m->hp.C * (double)m->NI; /* tied output */
   return 3.0 * fwd; /* backward = input and weight gradients = 2x forward */
 }

@@ -1,4 +1,5 @@
-/* model/train.c: the offline SASRec training loop behind `flame train --method sasrec`.
+/* model/train.c: the offline training loop behind `flame train` (SASRec, or FLAME against a
+ * frozen anchor).
  *
  * One epoch = every leave-one-out training sample once, in a fresh random order, in packed
  * batches; after each epoch the validation metrics decide whether this is the best model so
@@ -31,7 +32,8 @@ static void shuffle(data_sample *s, size_t n, fl_rng *r) {
   }
 }
 
-int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train_result *r) {
+int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
+                const train_opts *o, train_result *r) {
   memset(r, 0, sizeof *r);
   double t0 = fl_now();
   data_sample *samples = NULL;
@@ -43,6 +45,7 @@ int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train
   size_t B = o->batch, L = m->hp.L;
   model_train_alloc(m);
   model_acts *a = model_acts_new(&m->hp, B, B * L);
+  flame_ws *ws = anc ? flame_ws_new(&m->hp, B) : NULL;
   int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
   float *best = xmalloc(m->nparams * sizeof(float));
@@ -58,13 +61,19 @@ int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train
     shuffle(samples, ns, &rng);
     double loss_sum = 0.0;
     size_t steps = 0;
+    float lambda =
+        anc ? flame_lambda(fo, (double)ep) : 0.0f; /* e counted from 1, as the reference */
     for (size_t i = 0; i < ns; i += B) {
       size_t nb = ns - i < B ? ns - i : B;
       model_batch bt;
       data_pack(ds, samples + i, nb, L, 0, tok, off, tgt, &bt);
       model_zero_grad(m);
-      loss_sum += model_forward(m, a, &bt, 1);
-      model_backward(m, a, &bt);
+      if (anc) {
+        loss_sum += flame_step(m, anc, ws, &bt, fo, lambda, 1, NULL);
+      } else {
+        loss_sum += model_forward(m, a, &bt, 1);
+        model_backward(m, a, &bt);
+      }
       model_adam_step(m, o->lr);
       steps++;
     }
@@ -104,7 +113,7 @@ int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train
   }
   r->wall_sec = fl_now() - t0;
   r->param_bytes = m->nparams * sizeof(float);
-  r->train_act_bytes = model_acts_bytes(a);
+  r->train_act_bytes = model_acts_bytes(a) + (ws ? flame_ws_bytes(ws) : 0);
   /* eval_run's workspace: activations for its batches plus their score rows */
   model_acts *ea = model_acts_new(&m->hp, EVAL_BATCH, EVAL_BATCH * L);
   r->eval_act_bytes = model_acts_bytes(ea) + EVAL_BATCH * m->NI * sizeof(float);
@@ -114,6 +123,7 @@ int train_sasrec(model_sasrec *m, const data_set *ds, const train_opts *o, train
   free(tgt);
   free(tok);
   model_acts_free(a);
+  flame_ws_free(ws);
   free(samples);
   return err;
 }

@@ -187,7 +187,7 @@ static void test_synth_sasrec_beats_popularity(void **state) {
   o.patience = 3;
   o.progress = 0;
   train_result r;
-  assert_int_equal(train_sasrec(&m, &ds, &o, &r), 0);
+  assert_int_equal(train_model(&m, NULL, NULL, &ds, &o, &r), 0);
   if (!(r.test.hr10 > 0.5 && r.test.hr10 > 2 * mp.hr10))
     fail_msg("SASRec test HR@10 %.3f, popularity %.3f", r.test.hr10, mp.hr10);
   model_free(&m);
