@@ -81,29 +81,6 @@ static inline float vmax(const float *a, size_t n) {
   return m;
 }
 
-/* exp(x) in plain float operations the compiler vectorises (glibc's expf is a scalar call,
- * and the softmax over the catalogue does millions per step). Cody-Waite range reduction
- * and Cephes' degree-6 polynomial: within 2 ulp of expf over the float range; exact 0 below
- * -87.3 (where expf's result is denormal or 0), overflow clamped at 88.7. */
-float kern_expf(float x) {
-  float xc = x > 88.7f ? 88.7f : (x < -87.3f ? -87.3f : x);
-  /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22) */
-  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f - n * -2.12194440e-4f;
-  float z = r * r;
-  float y =
-      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) *
-           r +
-       1.6666665459e-1f) *
-          r +
-      5.0000001201e-1f;
-  y = y * z + r + 1.0f;
-  int32_t bits = ((int32_t)n + 127) << 23;
-  float scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return x < -87.3f ? 0.0f : y * scale;
-}
-
 /* erf(x) for GELU, vectorisable: Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7, at
  * the float rounding of 1 + erf(x), which is what GELU uses). */
 static inline float kern_erff(float x) {
@@ -127,9 +104,12 @@ kern_dropout kern_dropout_make(float p, uint64_t key) {
   return d;
 }
 
+/* The dropout loops copy *d to a local: kern_dropout holds floats, so through the pointer
+ * every float store could alias it and the loop would not vectorise. */
 void dropout_forward(float *x, size_t N, const kern_dropout *d) {
-  if (d->p <= 0.0f) return;
-  for (size_t i = 0; i < N; i++) x[i] *= kern_dropout_factor(d, i);
+  const kern_dropout dd = *d;
+  if (dd.p <= 0.0f) return;
+  for (size_t i = 0; i < N; i++) x[i] *= kern_dropout_factor(&dd, i);
 }
 
 void dropout_backward(float *dinp, const float *dout, size_t N, const kern_dropout *d) {
@@ -137,7 +117,8 @@ void dropout_backward(float *dinp, const float *dout, size_t N, const kern_dropo
     for (size_t i = 0; i < N; i++) dinp[i] += dout[i];
     return;
   }
-  for (size_t i = 0; i < N; i++) dinp[i] += dout[i] * kern_dropout_factor(d, i);
+  const kern_dropout dd = *d;
+  for (size_t i = 0; i < N; i++) dinp[i] += dout[i] * kern_dropout_factor(&dd, i);
 }
 
 void residual_dropout_forward(float *out, const float *res, const float *x, size_t N,
@@ -146,7 +127,8 @@ void residual_dropout_forward(float *out, const float *res, const float *x, size
     for (size_t i = 0; i < N; i++) out[i] = res[i] + x[i];
     return;
   }
-  for (size_t i = 0; i < N; i++) out[i] = res[i] + x[i] * kern_dropout_factor(d, i);
+  const kern_dropout dd = *d;
+  for (size_t i = 0; i < N; i++) out[i] = res[i] + x[i] * kern_dropout_factor(&dd, i);
 }
 
 /* ---- embedding ---- */
@@ -294,10 +276,11 @@ static void dots_t(float *restrict sc, const float *restrict xt, size_t ld, size
 
 /* f[0..len) = the dropout factors of elements base .. base + len. */
 static void drop_factors(float *restrict f, size_t len, const kern_dropout *d, size_t base) {
-  if (d->p <= 0.0f) {
+  const kern_dropout dd = *d;
+  if (dd.p <= 0.0f) {
     for (size_t s = 0; s < len; s++) f[s] = 1.0f;
   } else {
-    for (size_t s = 0; s < len; s++) f[s] = kern_dropout_factor(d, base + s);
+    for (size_t s = 0; s < len; s++) f[s] = kern_dropout_factor(&dd, base + s);
   }
 }
 

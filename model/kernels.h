@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Dropout: threshold on the top 32 bits of the hash. p in [0, 1). */
 typedef struct {
@@ -104,8 +105,29 @@ void crossentropy_backward(float *probs, const int32_t *tgt, size_t B, size_t NI
 
 /* Helpers shared by kernels and the model. */
 float kern_dot(const float *a, const float *b, size_t n);
-/* exp(x) within 2 ulp of expf, in operations that vectorise; 0 below -87.3. */
-float kern_expf(float x);
+
+/* exp(x) in plain float operations the compiler vectorises (glibc's expf is a scalar call,
+ * and the softmax over the catalogue does millions per step). Cody-Waite range reduction
+ * and Cephes' degree-6 polynomial: within 2 ulp of expf over the float range; exact 0 below
+ * -87.3 (where expf's result is denormal or 0), overflow clamped at 88.7. */
+static inline float kern_expf(float x) {
+  float xc = x > 88.7f ? 88.7f : (x < -87.3f ? -87.3f : x);
+  /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22) */
+  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f - n * -2.12194440e-4f;
+  float z = r * r;
+  float y =
+      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) *
+           r +
+       1.6666665459e-1f) *
+          r +
+      5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return x < -87.3f ? 0.0f : y * scale;
+}
 
 static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i) {
   /* murmur3's 32-bit finaliser of (i + key): 32-bit multiplies vectorise on AVX2, 64-bit ones
