@@ -843,7 +843,6 @@ int main(int argc, char **argv) {
       return commands[i].fn(argc - 1, argv + 1);
     }
   }
-  fprintf(stderr, "flame: unknown command '%s'\n", argv[1]);
-  usage(stderr);
+  fprintf(stderr, "flame: unknown command '%s' (flame --help lists the commands)\n", argv[1]);
   return EXIT_USAGE;
 }

@@ -1,0 +1,182 @@
+/* tests/daemon/test_flame_cli.c: the `flame` tool's contract, on the real binary ($FLAME_BIN):
+ * --help exits 0 with usage on stdout; a bad argument or an unreadable file prints ONE line
+ * "flame <cmd>: ..." on stderr and exits 2; a result is the last stdout line, one JSON object.
+ * Also the whole offline path on tiny synthetic data: synth, train, eval, inspect, import
+ * refusal. */
+#define _GNU_SOURCE
+#include "common/common.h"
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+typedef struct {
+  int status; /* exit code, or -1 if it did not exit normally */
+  char *out;  /* stdout */
+  char *err;  /* stderr */
+} run_result;
+
+static char dir[256];
+
+static char *slurp(const char *path) {
+  void *buf = NULL;
+  size_t n = 0;
+  if (fl_read_file(path, &buf, &n) != 0) return strdup("");
+  return buf;
+}
+
+/* Runs FLAME_BIN with the given argument string (shell words). */
+static run_result run(const char *args) {
+  const char *bin = getenv("FLAME_BIN");
+  assert_non_null(bin);
+  char cmd[2048], o[300], e[300];
+  snprintf(o, sizeof o, "%s/out.txt", dir);
+  snprintf(e, sizeof e, "%s/err.txt", dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> '%s'", dir, bin, args, o, e);
+  int st = system(cmd);
+  run_result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
+  return r;
+}
+
+static void run_free(run_result *r) {
+  free(r->out);
+  free(r->err);
+}
+
+static size_t count_lines(const char *s) {
+  size_t n = 0;
+  for (; *s; s++) n += *s == '\n';
+  return n;
+}
+
+/* Expects exit 2 and exactly one stderr line that starts with prefix. */
+static void expect_usage_error(const char *args, const char *prefix) {
+  run_result r = run(args);
+  if (r.status != 2 || count_lines(r.err) != 1 || strncmp(r.err, prefix, strlen(prefix)) != 0)
+    fprintf(stderr, "flame %s: status %d, stderr:\n%s", args, r.status, r.err);
+  assert_int_equal(r.status, 2);
+  assert_int_equal(count_lines(r.err), 1);
+  assert_memory_equal(r.err, prefix, strlen(prefix));
+  run_free(&r);
+}
+
+/* The last stdout line parsed as JSON (caller deletes). */
+static cJSON *last_json(const run_result *r) {
+  const char *s = r->out, *last = s;
+  for (const char *p = s; *p; p++)
+    if (*p == '\n' && p[1]) last = p + 1;
+  cJSON *j = cJSON_Parse(last);
+  assert_non_null(j);
+  return j;
+}
+
+static int setup(void **state) {
+  (void)state;
+  return tu_mkdtemp(dir, sizeof dir);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  tu_rmtree(dir);
+  return 0;
+}
+
+static void test_help(void **state) {
+  (void)state;
+  const char *cmds[] = {"train", "eval", "import-pt", "bench", "synth", "inspect"};
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+    char args[64], want[64];
+    snprintf(args, sizeof args, "%s --help", cmds[i]);
+    snprintf(want, sizeof want, "usage: flame %s", cmds[i]);
+    run_result r = run(args);
+    assert_int_equal(r.status, 0);
+    assert_memory_equal(r.out, want, strlen(want));
+    run_free(&r);
+  }
+  run_result r = run("--help");
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "train"));
+  run_free(&r);
+}
+
+static void test_bad_arguments(void **state) {
+  (void)state;
+  run_result r = run("");
+  assert_int_equal(r.status, 2);
+  run_free(&r);
+  expect_usage_error("frobnicate", "flame: unknown command 'frobnicate'");
+  expect_usage_error("train --epochs abc", "flame train: --epochs: expected an integer");
+  expect_usage_error("train --data x.txt --out y", "flame train: --method is required");
+  expect_usage_error("train --data x.txt --method lstm --out y", "flame train: --method: expected");
+  expect_usage_error("train --data nowhere.txt --method sasrec --out y",
+                     "flame train: nowhere.txt: No such file");
+  expect_usage_error("train --data x.txt --method flame --out y",
+                     "flame train: --anchor is required");
+  expect_usage_error("eval --data x.txt", "flame eval: --checkpoint is required");
+  expect_usage_error("bench --bogus", "flame bench: unknown or incomplete option '--bogus'");
+  expect_usage_error("bench --threads 0 --sgemm", "flame bench: --threads: expected an integer");
+  expect_usage_error("synth --out s.txt --users -3", "flame synth: --users: expected an integer");
+  expect_usage_error("inspect", "flame inspect: --checkpoint is required");
+  expect_usage_error("import-pt --in nowhere.pt --out x.ckpt", "flame import-pt: nowhere.pt");
+}
+
+/* synth -> train -> eval -> inspect on a tiny dataset; corrupted files are refused. */
+static void test_offline_path(void **state) {
+  (void)state;
+  run_result r = run("synth --out data.txt --users 150 --items 60 --mean-len 8 --seed 3");
+  assert_int_equal(r.status, 0);
+  run_free(&r);
+  r = run("train --data data.txt --method sasrec --out m.ckpt --epochs 2 --maxlen 8 --dim 16 "
+          "--batch 64");
+  assert_int_equal(r.status, 0);
+  cJSON *j = last_json(&r);
+  assert_true(cJSON_IsNumber(cJSON_GetObjectItem(j, "best_epoch")));
+  cJSON *test = cJSON_GetObjectItem(j, "test");
+  assert_true(cJSON_IsNumber(cJSON_GetObjectItem(test, "NDCG@20")));
+  double ndcg = cJSON_GetObjectItem(test, "NDCG@20")->valuedouble;
+  cJSON_Delete(j);
+  run_free(&r);
+  /* eval of the written checkpoint reproduces the training run's test figure */
+  r = run("eval --data data.txt --checkpoint m.ckpt");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test"), "NDCG@20")->valuedouble,
+                     ndcg, 1e-9);
+  assert_non_null(cJSON_GetObjectItem(j, "val"));
+  cJSON_Delete(j);
+  run_free(&r);
+  r = run("inspect --checkpoint m.ckpt");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_int_equal(cJSON_GetObjectItem(j, "dim")->valueint, 16);
+  cJSON_Delete(j);
+  run_free(&r);
+  /* FLAME against the model just trained, one epoch */
+  r = run(
+      "train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "mask")->valuestring,
+                      "tiled");
+  cJSON_Delete(j);
+  run_free(&r);
+  /* a truncated checkpoint and a non-zip .pt are refused with one line */
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "head -c 100 '%s/m.ckpt' > '%s/cut.ckpt'", dir, dir);
+  assert_int_equal(system(cmd), 0);
+  expect_usage_error("eval --data data.txt --checkpoint cut.ckpt",
+                     "flame eval: cut.ckpt: file truncated");
+  expect_usage_error("import-pt --in data.txt --out z.ckpt", "flame import-pt: data.txt");
+}
+
+int test_flame_cli(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_help),
+      cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_offline_path),
+  };
+  return cmocka_run_group_tests_name("daemon/flame_cli", tests, setup, teardown);
+}
