@@ -59,9 +59,9 @@ static void need(const char *what, const char *v) {
 }
 
 /* BLAS threads when --threads is not given. One: OpenBLAS's worker threads spin between
- * calls, so on a machine whose other cores are busy (a daemon, another job) extra threads
- * slow every step down several times over, and the packed steps' small GEMMs gain little
- * from a second thread even on idle cores (see bench/RESULTS.md). */
+ * calls, so on a machine whose other cores are busy (a daemon, another job) a second thread
+ * slowed a step down up to 8x (a 4 s demo epoch took 60 s); on idle cores --threads 2 is
+ * ~1.5x faster (bench/RESULTS.md). Ask for it where the cores are yours. */
 enum { DEFAULT_THREADS = 1 };
 
 static void load_data(const char *path, data_set *ds) {
