@@ -123,6 +123,8 @@ enum {
   OPT_MASK,
   OPT_DETACH,
   OPT_INIT,
+  OPT_MODULES,
+  OPT_PATHS,
 };
 
 /* The FLAME settings shared by train and bench. */
@@ -163,6 +165,14 @@ static int flame_option(int c, const char *arg, flame_cli *f) {
       die("--init: expected random or anchor, got '%s'", arg);
     f->fo.warm_start = strcmp(arg, "anchor") == 0;
     break;
+  case OPT_MODULES:
+    if (strcmp(arg, "2") && strcmp(arg, "blocks"))
+      die("--modules: expected 2 or blocks, got '%s'", arg);
+    f->fo.per_block = strcmp(arg, "blocks") == 0;
+    break;
+  case OPT_PATHS:
+    f->fo.paths = arg_size("--paths", arg, 2, 256);
+    break;
   default:
     return 0;
   }
@@ -179,16 +189,25 @@ static int flame_option(int c, const char *arg, flame_cli *f) {
   "  --schedule N     schedule length R in epochs (--epochs)\n"                                    \
   "  --mask M         tiled (the paper) | blockdiag (independent paths, an ablation)\n"            \
   "  --detach-weights the pair weights are a stop-gradient (default: not detached)\n"              \
-  "  --init I         random (the paper) | anchor (warm start from the anchor's weights)\n"
+  "  --init I         random (the paper) | anchor (warm start from the anchor's weights)\n"        \
+  "  --modules M      2 (the paper: embedding, encoder) | blocks (the embedding and every\n"       \
+  "                   block are modules: 2^(1+blocks) paths)\n"                                    \
+  "  --paths K        a random subset of K paths each step (default: all)\n"
 
-#define FLAME_LONGOPTS                                                                             \
-  {"anchor", required_argument, 0, OPT_ANCHOR}, {"tau", required_argument, 0, OPT_TAU},            \
-      {"lambda0", required_argument, 0, OPT_LAMBDA0},                                              \
-      {"lambda-r", required_argument, 0, OPT_LAMBDAR},                                             \
-      {"schedule", required_argument, 0, OPT_SCHEDULE}, {"mask", required_argument, 0, OPT_MASK},  \
-      {"detach-weights", no_argument, 0, OPT_DETACH}, {                                            \
-    "init", required_argument, 0, OPT_INIT                                                         \
-  }
+/* clang-format off: one option per line reads better than what the formatter makes of it */
+// clang-format off
+#define FLAME_LONGOPTS                                    \
+  {"anchor", required_argument, 0, OPT_ANCHOR},           \
+  {"tau", required_argument, 0, OPT_TAU},                 \
+  {"lambda0", required_argument, 0, OPT_LAMBDA0},         \
+  {"lambda-r", required_argument, 0, OPT_LAMBDAR},        \
+  {"schedule", required_argument, 0, OPT_SCHEDULE},       \
+  {"mask", required_argument, 0, OPT_MASK},               \
+  {"detach-weights", no_argument, 0, OPT_DETACH},         \
+  {"init", required_argument, 0, OPT_INIT},               \
+  {"modules", required_argument, 0, OPT_MODULES},         \
+  {"paths", required_argument, 0, OPT_PATHS}
+// clang-format on
 
 static int hparams_option(int c, const char *arg, model_hparams *hp) {
   switch (c) {
@@ -231,6 +250,14 @@ static void hparams_finish(model_hparams *hp) {
       {"heads", required_argument, 0, OPT_HEADS}, {"maxlen", required_argument, 0, OPT_MAXLEN}, {  \
     "dropout", required_argument, 0, OPT_DROPOUT                                                   \
   }
+
+/* --paths must not exceed the paths the modules give. */
+static void check_paths(const flame_cli *f, const model_hparams *hp) {
+  size_t modules = f->fo.per_block ? 1 + hp->NL : 2;
+  if (modules > 8) die("--modules blocks supports networks of up to 7 blocks");
+  if (f->fo.paths > ((size_t)1 << modules))
+    die("--paths %zu: %zu modules give only %zu paths", f->fo.paths, modules, (size_t)1 << modules);
+}
 
 /* Returns 1 for flame, 0 for sasrec. */
 static int parse_method(const char *method) {
@@ -364,6 +391,7 @@ static int cmd_train(int argc, char **argv) {
   if (is_flame) {
     load_anchor(f.anchor, &anc, ds.NI);
     learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, o.seed);
+    check_paths(&f, &m.hp);
     if (!f.schedule_set) f.fo.R = o.epochs;
   } else if (model_init(&m, &hp, ds.NI, o.seed) != 0) {
     die("cannot build a model for %zu items", ds.NI);
@@ -398,6 +426,8 @@ static int cmd_train(int argc, char **argv) {
     cJSON_AddStringToObject(fj, "mask", f.fo.blockdiag ? "blockdiag" : "tiled");
     cJSON_AddBoolToObject(fj, "detach_weights", f.fo.detach_w);
     cJSON_AddStringToObject(fj, "init", f.fo.warm_start ? "anchor" : "random");
+    cJSON_AddStringToObject(fj, "modules", f.fo.per_block ? "blocks" : "2");
+    cJSON_AddNumberToObject(fj, "paths", (double)f.fo.paths);
   }
   cJSON *mem = cJSON_AddObjectToObject(j, "memory_bytes");
   cJSON_AddNumberToObject(mem, "params", (double)r.param_bytes);
@@ -654,18 +684,20 @@ static int cmd_bench(int argc, char **argv) {
     if (model_init(&m, &hp, ds.NI, seed) != 0) die("cannot build a model for %zu items", ds.NI);
     if (is_flame && model_init(&anc, &hp, ds.NI, seed + 1) != 0) die("cannot build the anchor");
   }
+  if (is_flame) check_paths(&f, &m.hp);
   m.last_only = last_only;
   if (is_flame) anc.last_only = last_only;
   model_train_alloc(&m);
   size_t L = m.hp.L;
   model_acts *a = model_acts_new(&m.hp, B, B * L);
-  flame_ws *ws = is_flame ? flame_ws_new(&m.hp, B) : NULL;
+  flame_ws *ws = is_flame ? flame_ws_new(&m.hp, B, f.fo.per_block) : NULL;
   int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
   data_sample *pick = xmalloc(B * sizeof(data_sample));
   double *t = xmalloc(steps * sizeof(double)), flops = 0.0, tokens = 0.0;
   fl_rng r;
   fl_rng_seed(&r, seed);
+  flame_parts parts;
   for (size_t s = 0; s < steps; s++) {
     for (size_t i = 0; i < B; i++) pick[i] = all[fl_rng_below(&r, ns)];
     model_batch bt;
@@ -673,7 +705,7 @@ static int cmd_bench(int argc, char **argv) {
     double t0 = fl_now();
     model_zero_grad(&m);
     if (is_flame) {
-      flame_step(&m, &anc, ws, &bt, &f.fo, 1.0f, 1, NULL);
+      flame_step(&m, &anc, ws, &bt, &f.fo, 1.0f, 1, &parts);
     } else {
       model_forward(&m, a, &bt, 1);
       model_backward(&m, a, &bt);
@@ -681,7 +713,7 @@ static int cmd_bench(int argc, char **argv) {
     model_adam_step(&m, 1e-3f);
     t[s] = fl_now() - t0;
     if (s >= 2) {
-      flops += is_flame ? flame_step_flops(&m, &bt, &f.fo) : model_step_flops(&m, &bt);
+      flops += is_flame ? parts.flops : model_step_flops(&m, &bt);
       tokens += (double)bt.T;
     }
   }

@@ -295,21 +295,31 @@ typedef struct {
   int blockdiag;  /* 1: block-diagonal mask (independent paths, an ablation) */
   int detach_w;   /* 1: the pair weights are a stop-gradient */
   int warm_start; /* 1: the learnable network starts as a copy of the anchor */
+  int per_block;  /* 0: two modules (embedding, encoder) as the paper; 1: the embedding
+                     and every block are modules (1 + NL modules, 2^(1+NL) paths) */
+  size_t paths;   /* paths per step: 0 = all; else a random subset of this many (>= 2) */
 } flame_opts;
 
 void flame_opts_default(flame_opts *o);
 /* lambda_e = lambda0 * (lambdaR / lambda0)^(e / R). */
 float flame_lambda(const flame_opts *o, double e);
 
-/* Workspace of FLAME steps for batches of up to Bmax samples. */
+/* Workspace of FLAME steps for batches of up to Bmax samples; per_block as in flame_opts. */
 typedef struct flame_ws flame_ws;
-flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax);
+flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax, int per_block);
 void flame_ws_free(flame_ws *ws);
 
+/* Pairs of paths of one step at most: 8 paths (per-block modules of a 2-block network). */
+#define FLAME_MAX_PAIRS 28
+
 typedef struct {
-  float rec;     /* the learnable network's cross-entropy */
-  float pair[6]; /* NT-Xent of (ll,fl) (ll,lf) (ll,ff) (fl,lf) (fl,ff) (lf,ff) */
-  float w[6];    /* their weights */
+  float rec;                   /* the learnable network's cross-entropy */
+  size_t npairs;               /* pairs of selected paths */
+  float pair[FLAME_MAX_PAIRS]; /* their NT-Xent, in order (0,1) (0,2) .. of the selected
+                                  paths; with two modules and all paths: (ll,fl) (ll,lf)
+                                  (ll,ff) (fl,lf) (fl,ff) (lf,ff) */
+  float w[FLAME_MAX_PAIRS];    /* their weights */
+  double flops;                /* useful FLOPs of this step (counted as model_step_flops) */
 } flame_parts;
 
 /* One FLAME forward and backward on a packed batch with targets: returns the loss and
@@ -318,9 +328,6 @@ typedef struct {
  * networks, masks from lrn's seed and step. parts may be NULL. */
 float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const model_batch *bt,
                  const flame_opts *o, float lambda, int train, flame_parts *parts);
-
-/* Useful FLOPs of one flame_step on this batch (model_step_flops counts the same way). */
-double flame_step_flops(const model_sasrec *lrn, const model_batch *b, const flame_opts *o);
 
 /* NT-Xent of one pair and its weight logit (exposed for tests): a, b (B, C); returns L_p and
  * sets *sim = mean_b a_b . b_b. With da, db not NULL, accumulates g * dL_p/da, dL_p/db. */

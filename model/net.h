@@ -38,19 +38,22 @@ const float *net_embed_forward(const model_sasrec *m, model_acts *a, const model
 void net_embed_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
                         const float *dx0, const model_batch *bt);
 
-/* The blocks on X0 (lay->off[B] rows, C; read again by backward, so it must stay
- * unchanged). Returns the outputs at the last position of every segment: (B * nseg, C),
- * sample-major. */
-const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const float *X0,
-                                 const net_layout *lay, int train, uint64_t key);
-/* Backward of the last net_encoder_forward from dH (B * nseg, C). Weight gradients are
- * accumulated into g unless g is NULL (a frozen network: input gradients only). Returns
+/* Blocks l0 .. l1 - 1 on X0 (lay->off[B] rows, C; read again by backward, so it must stay
+ * unchanged). When l1 is the network's last block, returns the outputs at the last position
+ * of every segment: (B * nseg, C), sample-major. Otherwise returns every row (T, C): the
+ * input of the next range. */
+const float *net_blocks_forward(const model_sasrec *m, model_acts *a, const float *X0,
+                                const net_layout *lay, int train, uint64_t key, size_t l0,
+                                size_t l1);
+/* Backward of the last net_blocks_forward from dH, shaped like its output. Weight gradients
+ * are accumulated into g unless g is NULL (a frozen network: input gradients only). Returns
  * dX0 (T, C), valid until the next pass on a. */
-const float *net_encoder_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
-                                  const float *dH);
+const float *net_blocks_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
+                                 const float *dH);
 
-/* Useful forward FLOPs of an encoder pass over the batch's samples repeated in nseg
+/* Useful forward FLOPs of blocks l0 .. l1 - 1 over the batch's samples repeated in nseg
  * segments (multiply-add = 2; padding tokens not counted). */
-double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag);
+double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag,
+                         size_t l0, size_t l1);
 
 #endif

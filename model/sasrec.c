@@ -149,6 +149,7 @@ struct model_acts {
   int train_emb, train_enc;  /* dropout on in the embedding / encoder pass */
   uint64_t key_emb, key_enc; /* their dropout keys */
   int has_loss, last_only;
+  size_t l0, l1;     /* its blocks: l0 .. l1 - 1 */
   net_layout lay;    /* the encoder pass's rows */
   const float *X0;   /* its input (T, C) */
   int32_t *posidx;   /* (Tmax) position of every token */
@@ -329,9 +330,11 @@ void net_embed_backward(const model_sasrec *m, const model_tensors *g, model_act
 
 /* ---- encoder ---- */
 
-const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const float *X0,
-                                 const net_layout *lay, int train, uint64_t key) {
+const float *net_blocks_forward(const model_sasrec *m, model_acts *a, const float *X0,
+                                const net_layout *lay, int train, uint64_t key, size_t l0,
+                                size_t l1) {
   const model_hparams *hp = &m->hp;
+  assert(l0 < l1 && l1 <= hp->NL);
   size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = lay->B, T = lay->off[B], nseg = lay->nseg;
   size_t Bq = B * nseg; /* queries of a last-only block: the last position of each segment */
   assert(B <= a->Bmax && T <= a->Tmax && nseg <= a->nseg_max);
@@ -339,7 +342,9 @@ const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const flo
   a->X0 = X0;
   a->train_enc = train;
   a->key_enc = key;
-  a->last_only = m->last_only;
+  a->l0 = l0;
+  a->l1 = l1;
+  a->last_only = m->last_only && l1 == hp->NL; /* only the network's last block */
   for (size_t b = 0; b < B; b++) {
     size_t n = (lay->off[b + 1] - lay->off[b]) / nseg;
     for (size_t s = 0; s < nseg; s++) a->last_row[b * nseg + s] = lay->off[b] + s * n + n - 1;
@@ -349,7 +354,7 @@ const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const flo
 
   const float *X = X0;
   kern_dropout kd;
-  for (size_t l = 0; l < hp->NL; l++) {
+  for (size_t l = l0; l < l1; l++) {
     layer_acts *la = &a->layer[l];
     int last = a->last_only && l == hp->NL - 1;
     size_t Tq = last ? Bq : T;
@@ -395,6 +400,7 @@ const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const flo
                       W(m, MODEL_T_LN2B) + l * C, Tq, C, hp->ln_eps);
     X = la->xout;
   }
+  if (l1 < hp->NL) return X; /* an inner range: every row, for the next range */
   if (a->last_only) {
     memcpy(a->h, X, Bq * C * sizeof(float));
   } else {
@@ -403,8 +409,8 @@ const float *net_encoder_forward(const model_sasrec *m, model_acts *a, const flo
   return a->h;
 }
 
-const float *net_encoder_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
-                                  const float *dH) {
+const float *net_blocks_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
+                                 const float *dH) {
   const model_hparams *hp = &m->hp;
   const net_layout *lay = &a->lay;
   size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = lay->B, T = lay->off[B], nseg = lay->nseg;
@@ -412,8 +418,8 @@ const float *net_encoder_backward(const model_sasrec *m, const model_tensors *g,
   kern_dropout kd;
 
   const float *dcur; /* gradient w.r.t. the current block's output (Tq, C) */
-  if (a->last_only) {
-    dcur = dH;
+  if (a->last_only || a->l1 < hp->NL) {
+    dcur = dH; /* last positions of a last-only block, or every row of an inner range */
   } else {
     zero(a->dA, T * C);
     for (size_t i = 0; i < Bq; i++)
@@ -421,12 +427,12 @@ const float *net_encoder_backward(const model_sasrec *m, const model_tensors *g,
     dcur = a->dA;
   }
 
-  for (size_t l = hp->NL; l-- > 0;) {
+  for (size_t l = a->l1; l-- > a->l0;) {
     layer_acts *la = &a->layer[l];
     int last = a->last_only && l == hp->NL - 1;
     size_t Tq = last ? Bq : T;
     const size_t *qoff = last ? a->qoff_last : lay->off;
-    const float *X = l == 0 ? a->X0 : a->layer[l - 1].xout;
+    const float *X = l == a->l0 ? a->X0 : a->layer[l - 1].xout;
     const float *wqkv = W(m, MODEL_T_QKVW) + l * 3 * C * C;
     float *dwqkv = gp(g, MODEL_T_QKVW, l * 3 * C * C), *dbqkv = gp(g, MODEL_T_QKVB, l * 3 * C);
 
@@ -504,7 +510,7 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
   uint64_t key = net_key(m, 0);
   const float *x0 = net_embed_forward(m, a, bt, train, key);
   net_layout lay = plain_layout(bt);
-  net_encoder_forward(m, a, x0, &lay, train, key);
+  net_blocks_forward(m, a, x0, &lay, train, key, 0, m->hp.NL);
   a->has_loss = bt->tgt != NULL;
   if (!a->has_loss) return 0.0f;
   size_t need = a->Bmax * m->NI;
@@ -525,7 +531,7 @@ void model_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
   crossentropy_backward(a->logits, bt->tgt, B, NI, 1.0f / (float)B);
   model_matmul(a->dh, C, a->logits, NI, 0, W(m, MODEL_T_ITEM) + C, C, 0, B, C, NI, 1.0f, 0.0f);
   model_matmul(m->g.t[MODEL_T_ITEM] + C, C, a->logits, NI, 1, a->h, C, 0, NI, C, B, 1.0f, 1.0f);
-  const float *dx0 = net_encoder_backward(m, &m->g, a, a->dh);
+  const float *dx0 = net_blocks_backward(m, &m->g, a, a->dh);
   net_embed_backward(m, &m->g, a, dx0, bt);
 }
 
@@ -547,7 +553,8 @@ void model_adam_step(model_sasrec *m, float lr) {
   }
 }
 
-double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag) {
+double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag,
+                         size_t l0, size_t l1) {
   const model_hparams *hp = &m->hp;
   double C = hp->C, FF = hp->FF, fwd = 0.0, S = (double)nseg;
   double T = 0.0, pairs_full = 0.0, pairs_last = 0.0;
@@ -562,7 +569,7 @@ double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nse
   }
   double per_token = 2.0 * (3 * C * C + C * C + 2 * C * FF); /* QKV, Wo, FFN */
   double Bq = (double)b->B * S;
-  for (size_t l = 0; l < hp->NL; l++) {
+  for (size_t l = l0; l < l1; l++) {
     int last = m->last_only && l == hp->NL - 1;
     if (!last) {
       fwd += T * per_token + 4.0 * C * pairs_full; /* QK^T and PV: 2 * HS * NH = 2C each */
@@ -574,7 +581,7 @@ double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nse
 }
 
 double model_step_flops(const model_sasrec *m, const model_batch *b) {
-  double fwd = net_encoder_flops(m, b, 1, 0);
+  double fwd = net_encoder_flops(m, b, 1, 0, 0, m->hp.NL);
   fwd += 2.0 * (double)b->B * m->hp.C * (double)m->NI; /* tied output */
   return 3.0 * fwd; /* backward = input and weight gradients = 2x forward */
 }

@@ -45,7 +45,7 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   size_t B = o->batch, L = m->hp.L;
   model_train_alloc(m);
   model_acts *a = model_acts_new(&m->hp, B, B * L);
-  flame_ws *ws = anc ? flame_ws_new(&m->hp, B) : NULL;
+  flame_ws *ws = anc ? flame_ws_new(&m->hp, B, fo->per_block) : NULL;
   int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
   float *best = xmalloc(m->nparams * sizeof(float));

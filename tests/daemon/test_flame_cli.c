@@ -116,6 +116,8 @@ static void test_bad_arguments(void **state) {
   expect_usage_error("train --data x.txt --method flame --out y",
                      "flame train: --anchor is required");
   expect_usage_error("eval --data x.txt", "flame eval: --checkpoint is required");
+  expect_usage_error("train --data x.txt --method flame --modules 3 --out y",
+                     "flame train: --modules: expected 2 or blocks");
   expect_usage_error("bench --bogus", "flame bench: unknown or incomplete option '--bogus'");
   expect_usage_error("bench --threads 0 --sgemm", "flame bench: --threads: expected an integer");
   expect_usage_error("synth --out s.txt --users -3", "flame synth: --users: expected an integer");
@@ -163,6 +165,16 @@ static void test_offline_path(void **state) {
                       "tiled");
   cJSON_Delete(j);
   run_free(&r);
+  /* per-block modules with a random subset of paths; more paths than exist are refused */
+  r = run("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --epochs 1 --batch 64 "
+          "--modules blocks --paths 3");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "paths")->valueint, 3);
+  cJSON_Delete(j);
+  run_free(&r);
+  expect_usage_error("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --paths 5",
+                     "flame train: --paths 5: 2 modules give only 4 paths");
   /* a truncated checkpoint and a non-zip .pt are refused with one line */
   char cmd[600];
   snprintf(cmd, sizeof cmd, "head -c 100 '%s/m.ckpt' > '%s/cut.ckpt'", dir, dir);

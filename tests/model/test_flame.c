@@ -35,7 +35,7 @@ typedef struct {
   model_batch b;
   flame_opts o;
   float lambda;
-  float w0[6]; /* with detach_w: the weights of the unperturbed point, held fixed */
+  float w0[FLAME_MAX_PAIRS]; /* with detach_w: the weights at the unperturbed point, fixed */
 } flame_ctx;
 
 /* The loss whose gradient flame_step computes: with detached weights, the pair weights are
@@ -47,30 +47,31 @@ static double flame_loss(void *p) {
   double loss = flame_step(c->lrn, c->anc, c->ws, &c->b, &c->o, c->lambda, 0, &parts);
   if (!c->o.detach_w) return loss;
   double fixed = parts.rec;
-  for (int q = 0; q < 6; q++) fixed += (double)c->lambda * c->w0[q] * parts.pair[q];
+  for (size_t q = 0; q < parts.npairs; q++) fixed += (double)c->lambda * c->w0[q] * parts.pair[q];
   return fixed;
 }
 
-static void run_flame_gradcheck(int detach, int blockdiag) {
+static void run_flame_gradcheck(int detach, int blockdiag, int per_block, size_t paths, float tau) {
   model_sasrec lrn, anc;
   perturbed_model(&lrn, 1);
   perturbed_model(&anc, 2);
   model_train_alloc(&lrn);
-  flame_ctx c = {&lrn,
-                 &anc,
-                 flame_ws_new(&lrn.hp, 3),
-                 {3, 14, tok3, off3, tgt3},
-                 {0.0f, 0.0f, 0.0f, 0, 0, 0, 0},
-                 0.7f,
-                 {0}};
+  flame_ctx c = {.lrn = &lrn,
+                 .anc = &anc,
+                 .ws = flame_ws_new(&lrn.hp, 3, per_block),
+                 .b = {3, 14, tok3, off3, tgt3},
+                 .lambda = 0.7f};
   flame_opts_default(&c.o);
   c.o.detach_w = detach;
   c.o.blockdiag = blockdiag;
-  c.o.tau = 0.5f;
+  c.o.per_block = per_block;
+  c.o.paths = paths;
+  c.o.tau = tau;
   flame_parts parts;
   model_zero_grad(&lrn);
   flame_step(&lrn, &anc, c.ws, &c.b, &c.o, c.lambda, 0, &parts);
   memcpy(c.w0, parts.w, sizeof c.w0);
+  assert_int_equal(parts.npairs, paths ? paths * (paths - 1) / 2 : per_block ? 28 : 6);
   float *g = xmalloc(lrn.nparams * sizeof(float));
   memcpy(g, lrn.grads, lrn.nparams * sizeof(float));
   size_t s[MODEL_NTENSORS];
@@ -92,9 +93,16 @@ static void run_flame_gradcheck(int detach, int blockdiag) {
   model_free(&anc);
 }
 
-static void test_gradcheck_tiled(void **s) { (void)s, run_flame_gradcheck(0, 0); }
-static void test_gradcheck_detached(void **s) { (void)s, run_flame_gradcheck(1, 0); }
-static void test_gradcheck_blockdiag(void **s) { (void)s, run_flame_gradcheck(0, 1); }
+static void test_gradcheck_tiled(void **s) { (void)s, run_flame_gradcheck(0, 0, 0, 0, 0.5f); }
+static void test_gradcheck_detached(void **s) { (void)s, run_flame_gradcheck(1, 0, 0, 0, 0.5f); }
+static void test_gradcheck_blockdiag(void **s) { (void)s, run_flame_gradcheck(0, 1, 0, 0, 0.5f); }
+/* per-block modules (embedding, block 0, block 1): all 8 paths, and a random subset of 3
+ * (the same subset at every evaluation: it is drawn from the seed and step). tau = 1: 28
+ * pairs at tau = 0.5 put the loss's curvature and rounding at the tolerance's edge. */
+static void test_gradcheck_per_block(void **s) { (void)s, run_flame_gradcheck(0, 0, 1, 0, 1.0f); }
+static void test_gradcheck_per_block_subset(void **s) {
+  (void)s, run_flame_gradcheck(0, 0, 1, 3, 1.0f);
+}
 
 /* NT-Xent by hand. B = 2, C = 2, a = b = (e1, e2): Z = (e1, e2, e1, e2) and row 0 of Z Z^T is
  * (1, 0, 1, 0) with the diagonal removed and the positive at column 2, so
@@ -153,7 +161,7 @@ static void test_identical_networks_uniform_weights(void **state) {
   perturbed_model(&lrn, 5);
   perturbed_model(&anc, 5);
   model_train_alloc(&lrn);
-  flame_ws *ws = flame_ws_new(&lrn.hp, 3);
+  flame_ws *ws = flame_ws_new(&lrn.hp, 3, 0);
   flame_opts o;
   flame_opts_default(&o);
   model_batch b = {3, 14, tok3, off3, tgt3};
@@ -184,7 +192,7 @@ static void test_anchor_frozen(void **state) {
   float *anc0 = xmalloc(anc.nparams * sizeof(float)), *lrn0 = xmalloc(lrn.nparams * sizeof(float));
   memcpy(anc0, anc.params, anc.nparams * sizeof(float));
   memcpy(lrn0, lrn.params, lrn.nparams * sizeof(float));
-  flame_ws *ws = flame_ws_new(&hp, 3);
+  flame_ws *ws = flame_ws_new(&hp, 3, 0);
   flame_opts o;
   flame_opts_default(&o);
   model_batch b = {3, 14, tok3, off3, tgt3};
@@ -218,6 +226,8 @@ int test_flame(void) {
       cmocka_unit_test(test_gradcheck_tiled),
       cmocka_unit_test(test_gradcheck_detached),
       cmocka_unit_test(test_gradcheck_blockdiag),
+      cmocka_unit_test(test_gradcheck_per_block),
+      cmocka_unit_test(test_gradcheck_per_block_subset),
       cmocka_unit_test(test_ntxent_by_hand),
       cmocka_unit_test(test_ntxent_gradient),
       cmocka_unit_test(test_identical_networks_uniform_weights),
