@@ -250,7 +250,7 @@ float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const
   const model_sasrec *net[2] = {lrn, anc};
   const model_tensors *grad[2] = {&lrn->g, NULL}; /* the anchor: input gradients only */
   assert(B <= ws->Bmax && lrn->grads && bt->tgt);
-    assert(anc->hp.C == lrn->hp.C && anc->hp.NL == lrn->hp.NL && anc->hp.L == lrn->hp.L);
+  assert(anc->hp.C == lrn->hp.C && anc->hp.NL == lrn->hp.NL && anc->hp.L == lrn->hp.L);
   assert(S == (o->per_block ? 1 + lrn->hp.NL : 2));
 #ifndef NDEBUG
   for (size_t t = 0; t < T; t++) assert((size_t)bt->tok[t] <= anc->NI); /* the anchor's table */

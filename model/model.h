@@ -283,7 +283,7 @@ typedef struct {
  * A frozen anchor network and the learnable one (both SASRec, same hyper-parameters). A
  * step is the plain cross-entropy of the learnable network plus lambda times the six NT-Xent
  * losses between the four paths ll, fl, lf, ff (embedding source, encoder source) at the
-  * last position, weighted by the softmax of their negative mean similarity. The four paths
+ * last position, weighted by the softmax of their negative mean similarity. The four paths
  * come from two encoder passes over [learnable embedding; anchor embedding] of each sample
  * under the 2x2 tiled mask. Only the learnable network has gradients; the anchor is read.
  * Beyond the paper (per_block): the embedding and every block are modules, 2^(1+NL) paths,
@@ -326,7 +326,7 @@ typedef struct {
 
 /* One FLAME forward and backward on a packed batch with targets: returns the loss and
  * ACCUMULATES the learnable network's gradients (lrn->grads allocated). anc is only read; it
-  * must have lrn's hyper-parameters and at least as many items; ws must have been made with
+ * must have lrn's hyper-parameters and at least as many items; ws must have been made with
  * o->per_block. train = 1: dropout in both networks, masks (and the random path subset) from
  * lrn's seed and step. parts may be NULL. */
 float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const model_batch *bt,
