@@ -569,7 +569,7 @@ static const char bench_help[] =
     "  --sgemm          measure the machine's sgemm throughput instead (1024^3)\n"
     "  --anchor FILE    (flame) the frozen anchor; without it a random frozen network\n"
     "                   stands in (speed does not depend on its weights)\n"
-    "  --mask M, --detach-weights   (flame) as for train\n";
+    "  --mask M, --detach-weights, --init I, --modules M, --paths K   (flame) as for train\n";
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
