@@ -59,7 +59,7 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   for (size_t ep = 1; ep <= o->epochs; ep++) {
     double te = fl_now();
     shuffle(samples, ns, &rng);
-    double loss_sum = 0.0;
+    double loss_sum = 0.0, rec_sum = 0.0; /* FLAME: the cross-entropy part of the loss */
     size_t steps = 0;
     float lambda =
         anc ? flame_lambda(fo, (double)ep) : 0.0f; /* e counted from 1, as the reference */
@@ -69,7 +69,9 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
       data_pack(ds, samples + i, nb, L, 0, tok, off, tgt, &bt);
       model_zero_grad(m);
       if (anc) {
-        loss_sum += flame_step(m, anc, ws, &bt, fo, lambda, 1, NULL);
+        flame_parts parts;
+        loss_sum += flame_step(m, anc, ws, &bt, fo, lambda, 1, &parts);
+        rec_sum += parts.rec;
       } else {
         loss_sum += model_forward(m, a, &bt, 1);
         model_backward(m, a, &bt);
@@ -98,12 +100,16 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
     } else {
       since_best++;
     }
-    if (o->progress)
+    if (o->progress) {
+      char flame[96] = "";
+      if (anc)
+        snprintf(flame, sizeof flame, " (rec %.4f, lambda %.4g)", rec_sum / (double)steps, lambda);
       fprintf(stderr,
-              "epoch %zu: loss %.4f  val HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f  "
+              "epoch %zu: loss %.4f%s  val HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f  "
               "%.1f s (train %.1f s)%s\n",
-              ep, r->last_loss, val.hr10, val.ndcg10, val.hr20, val.ndcg20, fl_now() - te, tt,
-              improved ? "  *best" : "");
+              ep, r->last_loss, flame, val.hr10, val.ndcg10, val.hr20, val.ndcg20, fl_now() - te,
+              tt, improved ? "  *best" : "");
+    }
     if (since_best >= o->patience) break;
   }
   if (!err && r->best_epoch > 0) {
