@@ -42,12 +42,18 @@ void model_matmul_ref(float *C, size_t ldc, const float *A, size_t lda, int tran
 
 /* ---- small vector helpers ---- */
 
+/* The sum of 8 partial sums, always in this pairwise order: results do not depend on how
+ * a reduction was split. */
+static inline float hsum8(const float *acc) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 float kern_dot(const float *a, const float *b, size_t n) {
   float acc[8] = {0};
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  float s = hsum8(acc);
   for (; i < n; i++) s += a[i] * b[i];
   return s;
 }
@@ -62,7 +68,7 @@ static inline float vsum(const float *a, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     for (int l = 0; l < 8; l++) acc[l] += a[i + l];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  float s = hsum8(acc);
   for (; i < n; i++) s += a[i];
   return s;
 }
@@ -168,7 +174,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
           float xm = x[c + l] - m;
           acc[l] += xm * xm;
         }
-      v = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      v = hsum8(acc);
       for (; c < C; c++) v += (x[c] - m) * (x[c] - m);
     }
     float s = 1.0f / sqrtf(v / (float)C + eps);
@@ -195,8 +201,8 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
         a1[l] += dn;
         a2[l] += dn * xh;
       }
-    float dmean = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + ((a1[4] + a1[5]) + (a1[6] + a1[7]));
-    float dvar = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
+    float dmean = hsum8(a1);
+    float dvar = hsum8(a2);
     for (; c < C; c++) {
       float xh = (x[c] - m) * s;
       float dn = dy[c] * w[c];
