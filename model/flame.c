@@ -42,6 +42,13 @@ float flame_lambda(const flame_opts *o, double e) {
 
 /* ---- NT-Xent ---- */
 
+/* mean_b a_b . b_b over B rows of C: the similarity behind a pair's weight. */
+static float mean_dot(const float *a, const float *b, size_t B, size_t C) {
+  double s = 0.0;
+  for (size_t i = 0; i < B; i++) s += kern_dot(a + i * C, b + i * C, C);
+  return (float)(s / (double)B);
+}
+
 size_t flame_ntxent_scratch(size_t B, size_t C) { return 4 * B * C + 4 * B * B; }
 
 float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau, float *sim,
@@ -72,11 +79,7 @@ float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau
     row[pos] -= k;
     row[r] = 0.0f;
   }
-  if (sim) {
-    double s = 0.0;
-    for (size_t i = 0; i < B; i++) s += kern_dot(a + i * C, b + i * C, C);
-    *sim = (float)(s / (double)B);
-  }
+  if (sim) *sim = mean_dot(a, b, B, C);
   if (da) {
     /* S = Z Z^T / tau  =>  dZ = (dS + dS^T) Z / tau */
     model_matmul(dZ, C, S, N, 0, Z, C, 0, N, C, N, 1.0f / tau, 0.0f);
@@ -103,7 +106,7 @@ float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau
 enum { MAX_STAGES = 8, MAX_PATHS = 1 << MAX_STAGES };
 
 struct flame_ws {
-  size_t Bmax, L, C, NL;
+  size_t Bmax, C, NL;
   size_t nstages;                 /* 2, or 1 + NL with per-block modules */
   model_acts *plain;              /* the learnable network's plain pass */
   model_acts *emb[2];             /* embedding passes: learnable (0), anchor (1) */
@@ -129,7 +132,7 @@ flame_ws *flame_ws_new(const model_hparams *hp, size_t Bmax, int per_block) {
   flame_ws *ws = xcalloc(1, sizeof *ws);
   size_t L = hp->L, C = hp->C, F = sizeof(float), T = Bmax * L;
   ws->Bmax = Bmax;
-  ws->L = L;
+
   ws->C = C;
   ws->NL = hp->NL;
   ws->nstages = per_block ? 1 + hp->NL : 2;
@@ -269,8 +272,7 @@ float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const
     int x = pl.seg[1][j];
     emb[x] = net_embed_forward(net[x], ws->emb[x], bt, train, net_key(lrn, SALT_EMB + x));
   }
-  int has_pad = 0;
-  for (size_t t = 0; t < T; t++) has_pad |= bt->tok[t] == 0;
+  int has_pad = net_batch_padded(bt);
 
   /* stages 1 .. S-1 on the concatenation of the live prefixes */
   const float *out[MAX_STAGES][2] = {{NULL}};
@@ -327,9 +329,7 @@ float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const
     for (size_t j = i + 1; j < k; j++, p++) {
       pa[p] = (int)i;
       pb[p] = (int)j;
-      double d = 0.0;
-      for (size_t b = 0; b < B; b++) d += kern_dot(z[i] + b * C, z[j] + b * C, C);
-      sim[p] = (float)(d / (double)B);
+      sim[p] = mean_dot(z[i], z[j], B, C);
       mx = -sim[p] > mx ? -sim[p] : mx;
     }
   }

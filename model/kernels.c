@@ -42,8 +42,7 @@ void model_matmul_ref(float *C, size_t ldc, const float *A, size_t lda, int tran
 
 /* ---- small vector helpers ---- */
 
-/* The sum of 8 partial sums, always in this pairwise order: results do not depend on how
- * a reduction was split. */
+/* The sum of 8 partial sums in one fixed pairwise order, so every reduction is deterministic. */
 static inline float hsum8(const float *acc) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }

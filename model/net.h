@@ -22,6 +22,9 @@ typedef struct {
   const int32_t *tok;
 } net_layout;
 
+/* 1 if the batch carries explicit padding (item-0 tokens): the attention must mask them. */
+int net_batch_padded(const model_batch *bt);
+
 /* Activations for passes of up to Bmax samples, Tmax rows, nseg segments per sample (each
  * at most L rows). model_acts_new is nseg = 1. */
 model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size_t nseg);

@@ -498,11 +498,15 @@ const float *net_blocks_backward(const model_sasrec *m, const model_tensors *g, 
 
 /* ---- the plain SASRec pass ---- */
 
+int net_batch_padded(const model_batch *bt) {
+  for (size_t t = 0; t < bt->T; t++)
+    if (bt->tok[t] == 0) return 1;
+  return 0;
+}
+
 /* One segment per sample; the padding mask only when the batch carries explicit padding. */
 static net_layout plain_layout(const model_batch *bt) {
-  int has_pad = 0;
-  for (size_t t = 0; t < bt->T; t++) has_pad |= bt->tok[t] == 0;
-  net_layout lay = {bt->B, 1, 0, bt->off, has_pad ? bt->tok : NULL};
+  net_layout lay = {bt->B, 1, 0, bt->off, net_batch_padded(bt) ? bt->tok : NULL};
   return lay;
 }
 
