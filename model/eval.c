@@ -20,9 +20,6 @@
 #include "common/common.h"
 #include "model/model.h"
 
-/* Users per forward pass: large enough for the GEMMs to run at speed, small enough that the
- * (B, NI) score buffer stays modest (256 x 12k items = 12 MB). */
-
 /* Contract (see model.h): target and every history id must be in 1..NI (programmer error
  * otherwise). Rank = #items scoring strictly above the target after the history treatment,
  * the target's own score read after it too (so a target inside its history is scored -inf or
@@ -63,6 +60,17 @@ void eval_finish(eval_metrics *m) {
   m->ndcg10 /= n;
   m->hr20 /= n;
   m->ndcg20 /= n;
+}
+
+/* Users per forward pass: large enough for the GEMMs to run at speed, small enough that the
+ * (B, NI) score buffer stays modest (256 x 12k items = 12 MB). */
+#define EVAL_BATCH 256
+
+size_t eval_workspace_bytes(const model_sasrec *m) {
+  model_acts *a = model_acts_new(&m->hp, EVAL_BATCH, EVAL_BATCH * m->hp.L); /* pages untouched */
+  size_t bytes = model_acts_bytes(a) + EVAL_BATCH * m->NI * sizeof(float);
+  model_acts_free(a);
+  return bytes;
 }
 
 /* Contract (see model.h): evaluates users with at least 3 items; m is only read (forward in

@@ -213,9 +213,6 @@ typedef enum {
 
 typedef enum { EVAL_VAL, EVAL_TEST } eval_split;
 
-/* Users scored per forward pass by eval_run. */
-#define EVAL_BATCH 256
-
 typedef struct {
   double hr10, ndcg10, hr20, ndcg20; /* means over users */
   size_t users;                      /* users evaluated */
@@ -240,6 +237,9 @@ void eval_finish(eval_metrics *m);
  * items (metrics zeroed in both cases). */
 int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eval_split split,
              eval_metrics *out);
+
+/* Bytes eval_run allocates for m: its activations and score rows (for memory reports). */
+size_t eval_workspace_bytes(const model_sasrec *m);
 
 /* Parses "default" / "flame". Returns 0 or FL_ERANGE. */
 int eval_protocol_parse(const char *s, eval_protocol *out);

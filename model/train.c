@@ -44,7 +44,8 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   }
   size_t B = o->batch, L = m->hp.L;
   model_train_alloc(m);
-  model_acts *a = model_acts_new(&m->hp, B, B * L);
+  /* SASRec steps need activations; FLAME's workspace has its own plain pass */
+  model_acts *a = anc ? NULL : model_acts_new(&m->hp, B, B * L);
   flame_ws *ws = anc ? flame_ws_new(&m->hp, B, fo->per_block) : NULL;
   int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
@@ -119,11 +120,8 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   }
   r->wall_sec = fl_now() - t0;
   r->param_bytes = m->nparams * sizeof(float);
-  r->train_act_bytes = model_acts_bytes(a) + (ws ? flame_ws_bytes(ws) : 0);
-  /* eval_run's workspace: activations for its batches plus their score rows */
-  model_acts *ea = model_acts_new(&m->hp, EVAL_BATCH, EVAL_BATCH * L);
-  r->eval_act_bytes = model_acts_bytes(ea) + EVAL_BATCH * m->NI * sizeof(float);
-  model_acts_free(ea);
+  r->train_act_bytes = ws ? flame_ws_bytes(ws) : model_acts_bytes(a);
+  r->eval_act_bytes = eval_workspace_bytes(m);
   free(best);
   free(off);
   free(tgt);
