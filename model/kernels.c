@@ -49,11 +49,11 @@ static inline float hsum8(const float *acc) {
 
 float kern_dot(const float *a, const float *b, size_t n) {
   float acc[8] = {0};
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
+  size_t n8 = n & ~(size_t)7;
+  for (size_t i = 0; i < n8; i += 8)
     for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
   float s = hsum8(acc);
-  for (; i < n; i++) s += a[i] * b[i];
+  for (size_t i = n8; i < n; i++) s += a[i] * b[i];
   return s;
 }
 
@@ -279,6 +279,16 @@ static void dots_t(float *restrict sc, const float *restrict xt, size_t ld, size
   }
 }
 
+/* sc[0..len) = rows 0..len) of x (stride ld) dotted with vec (HS): for few queries per
+ * sample, where transposing the keys first would cost as much as the dots themselves. */
+static void dots_rows(float *restrict sc, const float *restrict x, size_t ld, size_t len,
+                      const float *restrict vec, size_t HS) {
+  for (size_t s = 0; s < len; s++) sc[s] = kern_dot(x + s * ld, vec, HS);
+}
+
+/* Queries per sample from which the transposed (dots_t) layout pays for its gather. */
+#define ATTN_T_MIN_QUERIES 4
+
 /* f[0..len) = the dropout factors of elements base .. base + len. */
 static void drop_factors(float *restrict f, size_t len, const kern_dropout *d, size_t base) {
   const kern_dropout dd = *d;
@@ -302,10 +312,13 @@ static attn_query attn_where(const attn_layout *lay, size_t b, size_t j, size_t 
   return q;
 }
 
-void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
-                       const float *v, size_t ldkv, const attn_layout *lay, size_t C, size_t NH,
-                       const kern_dropout *drop, float *scratch) {
-  size_t HS = C / NH;
+/* The kernels' bodies take the head size HS as an argument so that the public functions can
+ * instantiate them with a constant for the common 32 (d = 64, 2 heads): the 32-wide dots and
+ * axpys then unroll into a few vector instructions with no loop around them. */
+static inline __attribute__((always_inline)) void
+attn_forward_hs(float *out, float *P, const float *q, size_t ldq, const float *k, const float *v,
+                size_t ldkv, const attn_layout *lay, size_t C, size_t NH, size_t HS,
+                const kern_dropout *drop, float *scratch) {
   float scale = 1.0f / sqrtf((float)HS);
   for (size_t b = 0; b < lay->B; b++) {
     size_t nk = lay->off[b + 1] - lay->off[b], n = nk / lay->nseg;
@@ -313,8 +326,9 @@ void attention_forward(float *out, float *P, const float *q, size_t ldq, const f
     const float *kb = k + lay->off[b] * ldkv, *vb = v + lay->off[b] * ldkv;
     const int32_t *tb = lay->tok ? lay->tok + lay->off[b] : NULL;
     float *kt = scratch, *f = scratch + HS * nk;
+    int tr = nq >= ATTN_T_MIN_QUERIES;
     for (size_t h = 0; h < NH; h++) {
-      gather_head_t(kt, kb, ldkv, nk, h, HS);
+      if (tr) gather_head_t(kt, kb, ldkv, nk, h, HS);
       for (size_t j = 0; j < nq; j++) {
         attn_query w = attn_where(lay, b, j, n);
         const float *qr = q + (lay->qoff[b] + j) * ldq + h * HS;
@@ -324,7 +338,10 @@ void attention_forward(float *out, float *P, const float *q, size_t ldq, const f
         float mx = -INFINITY;
         for (size_t sg = w.s0; sg < w.s1; sg++) {
           float *ps = pr + sg * n;
-          dots_t(ps, kt + sg * n, nk, w.t + 1, qr, HS);
+          if (tr)
+            dots_t(ps, kt + sg * n, nk, w.t + 1, qr, HS);
+          else
+            dots_rows(ps, kb + sg * n * ldkv + h * HS, ldkv, w.t + 1, qr, HS);
           for (size_t s = 0; s <= w.t; s++) {
             ps[s] = (tb && tb[sg * n + s] == 0) ? -INFINITY : ps[s] * scale;
             mx = ps[s] > mx ? ps[s] : mx;
@@ -344,21 +361,21 @@ void attention_forward(float *out, float *P, const float *q, size_t ldq, const f
           float *ps = pr + sg * n;
           for (size_t s = 0; s <= w.t; s++) ps[s] *= inv;
           drop_factors(f, w.t + 1, drop, base + sg * n);
-          for (size_t s = 0; s <= w.t; s++) {
-            float pd = ps[s] * f[s];
-            if (pd != 0.0f) axpy(o, pd, vb + (sg * n + s) * ldkv + h * HS, HS);
-          }
+          /* unconditional: a dropped probability adds zero, cheaper than a branch that
+           * dropout makes unpredictable */
+          for (size_t s = 0; s <= w.t; s++)
+            axpy(o, ps[s] * f[s], vb + (sg * n + s) * ldkv + h * HS, HS);
         }
       }
     }
   }
 }
 
-void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
-                        const float *dout, const float *P, const float *q, size_t ldq,
-                        const float *k, const float *v, size_t ldkv, const attn_layout *lay,
-                        size_t C, size_t NH, const kern_dropout *drop, float *scratch) {
-  size_t HS = C / NH;
+static inline __attribute__((always_inline)) void
+attn_backward_hs(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv, const float *dout,
+                 const float *P, const float *q, size_t ldq, const float *k, const float *v,
+                 size_t ldkv, const attn_layout *lay, size_t C, size_t NH, size_t HS,
+                 const kern_dropout *drop, float *scratch) {
   float scale = 1.0f / sqrtf((float)HS);
   for (size_t b = 0; b < lay->B; b++) {
     size_t nk = lay->off[b + 1] - lay->off[b], n = nk / lay->nseg;
@@ -367,8 +384,9 @@ void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t ldd
     float *dkb = dk + lay->off[b] * lddkv, *dvb = dv + lay->off[b] * lddkv;
     /* padding keys have P = 0, which removes them below: tok is not needed */
     float *vt = scratch, *f = scratch + HS * nk, *dp = f + nk;
+    int tr = nq >= ATTN_T_MIN_QUERIES;
     for (size_t h = 0; h < NH; h++) {
-      gather_head_t(vt, vb, ldkv, nk, h, HS);
+      if (tr) gather_head_t(vt, vb, ldkv, nk, h, HS);
       for (size_t j = 0; j < nq; j++) {
         attn_query w = attn_where(lay, b, j, n);
         const float *qr = q + (lay->qoff[b] + j) * ldq + h * HS;
@@ -382,7 +400,10 @@ void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t ldd
           float *fs = f + sg * n, *dps = dp + sg * n;
           const float *ps = pr + sg * n;
           drop_factors(fs, w.t + 1, drop, base + sg * n);
-          dots_t(dps, vt + sg * n, nk, w.t + 1, dor, HS);
+          if (tr)
+            dots_t(dps, vt + sg * n, nk, w.t + 1, dor, HS);
+          else
+            dots_rows(dps, vb + sg * n * ldkv + h * HS, ldkv, w.t + 1, dor, HS);
           for (size_t s = 0; s <= w.t; s++) {
             dps[s] *= fs[s];
             pdp += ps[s] * dps[s];
@@ -391,8 +412,7 @@ void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t ldd
         for (size_t sg = w.s0; sg < w.s1; sg++) {
           for (size_t s = sg * n; s <= sg * n + w.t; s++) {
             if (pr[s] == 0.0f) continue;
-            float pf = pr[s] * f[s];
-            if (pf != 0.0f) axpy(dvb + s * lddkv + h * HS, pf, dor, HS);
+            axpy(dvb + s * lddkv + h * HS, pr[s] * f[s], dor, HS); /* unconditional: as above */
             float ds = pr[s] * (dp[s] - pdp) * scale;
             axpy(dqr, ds, kb + s * ldkv + h * HS, HS);
             axpy(dkb + s * lddkv + h * HS, ds, qr, HS);
@@ -401,6 +421,27 @@ void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t ldd
       }
     }
   }
+}
+
+void attention_forward(float *out, float *P, const float *q, size_t ldq, const float *k,
+                       const float *v, size_t ldkv, const attn_layout *lay, size_t C, size_t NH,
+                       const kern_dropout *drop, float *scratch) {
+  if (C / NH == 32)
+    attn_forward_hs(out, P, q, ldq, k, v, ldkv, lay, C, NH, 32, drop, scratch);
+  else
+    attn_forward_hs(out, P, q, ldq, k, v, ldkv, lay, C, NH, C / NH, drop, scratch);
+}
+
+void attention_backward(float *dq, float *dk, float *dv, size_t lddq, size_t lddkv,
+                        const float *dout, const float *P, const float *q, size_t ldq,
+                        const float *k, const float *v, size_t ldkv, const attn_layout *lay,
+                        size_t C, size_t NH, const kern_dropout *drop, float *scratch) {
+  if (C / NH == 32)
+    attn_backward_hs(dq, dk, dv, lddq, lddkv, dout, P, q, ldq, k, v, ldkv, lay, C, NH, 32, drop,
+                     scratch);
+  else
+    attn_backward_hs(dq, dk, dv, lddq, lddkv, dout, P, q, ldq, k, v, ldkv, lay, C, NH, C / NH, drop,
+                     scratch);
 }
 
 /* ---- GELU ---- */

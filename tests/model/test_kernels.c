@@ -179,10 +179,11 @@ static double att_loss(void *p) {
 
 enum { ATT_FULL, ATT_LAST, ATT_PADDED, ATT_TILED, ATT_TILED_LAST, ATT_BLOCKDIAG };
 
-static void run_attention_case(int kind, float p) {
+/* C = 16 exercises the generic head size (8); C = 64 the instance specialised for 32. */
+static void run_attention_case(int kind, float p, size_t C) {
   fl_rng r;
   fl_rng_seed(&r, 5 + (uint64_t)kind);
-  size_t B = 3, C = 16, NH = 2;
+  size_t B = 3, NH = 2;
   /* one segment: samples of 1, 3 and 5 tokens (padded: windows of 5 with leading zeros);
    * two segments: the same lengths doubled */
   static const size_t off1[] = {0, 1, 4, 9}, off_pad[] = {0, 5, 10, 15}, off2[] = {0, 2, 8, 18};
@@ -221,15 +222,23 @@ static void run_attention_case(int kind, float p) {
   free(c.out), free(c.P), free(c.q), free(c.kv), free(c.R), free(c.scratch), free(dq), free(dkv);
 }
 
-static void test_attention_full(void **s) { (void)s, run_attention_case(ATT_FULL, 0.0f); }
-static void test_attention_last(void **s) { (void)s, run_attention_case(ATT_LAST, 0.0f); }
-static void test_attention_padded(void **s) { (void)s, run_attention_case(ATT_PADDED, 0.0f); }
-static void test_attention_dropout(void **s) { (void)s, run_attention_case(ATT_FULL, 0.5f); }
-static void test_attention_tiled(void **s) { (void)s, run_attention_case(ATT_TILED, 0.3f); }
+static void test_attention_full(void **s) { (void)s, run_attention_case(ATT_FULL, 0.0f, 16); }
+static void test_attention_last(void **s) { (void)s, run_attention_case(ATT_LAST, 0.0f, 16); }
+static void test_attention_padded(void **s) { (void)s, run_attention_case(ATT_PADDED, 0.0f, 16); }
+static void test_attention_dropout(void **s) { (void)s, run_attention_case(ATT_FULL, 0.5f, 16); }
+static void test_attention_tiled(void **s) { (void)s, run_attention_case(ATT_TILED, 0.3f, 16); }
 static void test_attention_tiled_last(void **s) {
-  (void)s, run_attention_case(ATT_TILED_LAST, 0.0f);
+  (void)s, run_attention_case(ATT_TILED_LAST, 0.0f, 16);
 }
-static void test_attention_blockdiag(void **s) { (void)s, run_attention_case(ATT_BLOCKDIAG, 0.0f); }
+static void test_attention_blockdiag(void **s) {
+  (void)s, run_attention_case(ATT_BLOCKDIAG, 0.0f, 16);
+}
+static void test_attention_head32(void **s) {
+  (void)s;
+  run_attention_case(ATT_FULL, 0.5f, 64);
+  run_attention_case(ATT_TILED, 0.3f, 64);
+  run_attention_case(ATT_TILED_LAST, 0.3f, 64);
+}
 
 /* Forward values against a direct double-precision evaluation of the masks: the tiled mask
  * lets position t of either segment see positions 0..t of both; the block-diagonal one of
@@ -429,6 +438,7 @@ int test_kernels(void) {
       cmocka_unit_test(test_attention_tiled),
       cmocka_unit_test(test_attention_tiled_last),
       cmocka_unit_test(test_attention_blockdiag),
+      cmocka_unit_test(test_attention_head32),
       cmocka_unit_test(test_attention_masks_by_hand),
       cmocka_unit_test(test_gelu),
       cmocka_unit_test(test_fast_exp_erf),
