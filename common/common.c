@@ -221,3 +221,12 @@ uint64_t fl_rng_below(fl_rng *r, uint64_t n) {
   /* Lemire's multiply-shift; the tiny bias is irrelevant for shuffling. */
   return (uint64_t)(((__uint128_t)fl_rng_u64(r) * n) >> 64);
 }
+
+int fl_file_contains(const char *path, const char *needle) {
+  void *buf;
+  size_t n;
+  if (fl_read_file(path, &buf, &n) != 0) return 0;
+  int found = memmem(buf, n, needle, strlen(needle)) != NULL;
+  free(buf);
+  return found;
+}

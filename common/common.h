@@ -18,7 +18,10 @@
   X(ESHAPE, "shapes do not match")                                                                 \
   X(ERANGE, "value out of range")                                                                  \
   X(EMISSING, "required entry missing")                                                            \
-  X(EEMPTY, "no usable data")
+  X(EEMPTY, "no usable data")                                                                      \
+  X(ELOCKED, "locked by another process")                                                          \
+  X(ECORRUPT, "data corrupted")                                                                    \
+  X(ESTORAGE, "storage error")
 
 /* clang-format cannot see that FL_ERRORS(FL_X) expands to a list ending in a comma. */
 /* clang-format off */
@@ -75,6 +78,9 @@ int fl_write_atomic(const char *path, const void *buf, size_t n);
 
 /* Reads a whole file into a fresh buffer (caller frees). Returns 0 or -errno. */
 int fl_read_file(const char *path, void **buf, size_t *n);
+
+/* 1 if the file at path contains needle, 0 if not or unreadable (logs, in tests and benches). */
+int fl_file_contains(const char *path, const char *needle);
 
 /* CRC-32 (zlib's polynomial, as zip uses): crc = fl_crc32(0, buf, n) for a fresh sum. */
 uint32_t fl_crc32(uint32_t crc, const void *buf, size_t n);

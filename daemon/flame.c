@@ -1,6 +1,7 @@
 /* daemon/flame.c: the `flame` offline tool: train, eval, import-pt, bench, synth, inspect.
  *
  * A thin layer over model/: it parses arguments, loads files, calls the engine and prints.
+ * broker and produce are the Kafka side of demos, tests and the ingest benchmark.
  * Contract shared by every subcommand (later work and benchmarks call it): --help prints
  * usage and exits 0; a bad argument or an unreadable file prints ONE line
  * "flame <cmd>: <what>" on stderr and exits 2; progress goes to stderr; the result is the
@@ -9,11 +10,14 @@
 #include "common/common.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "stream/broker.h"
+#include "stream/produce.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -838,6 +842,167 @@ static int cmd_inspect(int argc, char **argv) {
   return 0;
 }
 
+/* ---- flame broker ---- */
+
+static volatile sig_atomic_t stop_requested; /* read by produce's loop, set by signals */
+static void on_stop_signal(int sig) { stop_requested = 1; }
+
+static void catch_stop_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static const char broker_help[] =
+    "usage: flame broker [--port P] [--partitions N] [--topics a,b] [--brokers N]\n"
+    "Runs an embedded Kafka (librdkafka's mock cluster: the real protocol, messages in memory)\n"
+    "on loopback until SIGINT/SIGTERM. Prints its bootstrap address on the first stdout line\n"
+    "as JSON: {\"bootstrap\":\"127.0.0.1:P\",...}. For demos and tests, not production.\n"
+    "  --port P        a fixed bootstrap port on 127.0.0.1 (default: the brokers' own\n"
+    "                  OS-chosen ports); clients may then start before the broker\n"
+    "  --partitions N  partitions of each topic (4)\n"
+    "  --topics LIST   topics to create (events,events.dlq); others are created on first use\n"
+    "  --brokers N     brokers in the cluster (1)\n";
+
+static int cmd_broker(int argc, char **argv) {
+  int port = 0, partitions = 4, nbrokers = 1;
+  char *topics = xmalloc(256);
+  snprintf(topics, 256, "events,events.dlq");
+  static const struct option lo[] = {
+      {"port", required_argument, 0, 'p'},   {"partitions", required_argument, 0, 'n'},
+      {"topics", required_argument, 0, 't'}, {"brokers", required_argument, 0, 'b'},
+      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'p':
+      port = (int)arg_size("--port", optarg, 1, 65535);
+      break;
+    case 'n':
+      partitions = (int)arg_size("--partitions", optarg, 1, 1000);
+      break;
+    case 't':
+      free(topics);
+      topics = strdup(optarg);
+      break;
+    case 'b':
+      nbrokers = (int)arg_size("--brokers", optarg, 1, 16);
+      break;
+    case 'h':
+      fputs(broker_help, stdout);
+      free(topics);
+      return 0;
+    default:
+      bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  const char *names[64];
+  size_t nt = 0;
+  for (char *save = NULL, *t = strtok_r(topics, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    if (nt == 64) die("--topics: at most 64 topics");
+    names[nt++] = t;
+  }
+  catch_stop_signals();
+  stream_broker *b;
+  char err[512];
+  if (stream_broker_start(&b, nbrokers, port, partitions, names, nt, err, sizeof err) != 0)
+    die("%s", err);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "bootstrap", stream_broker_bootstraps(b));
+  cJSON_AddNumberToObject(j, "brokers", nbrokers);
+  cJSON_AddNumberToObject(j, "partitions", partitions);
+  print_json(j);
+  fflush(stdout);
+  fprintf(stderr, "flame broker: serving on %s until SIGINT/SIGTERM\n",
+          stream_broker_bootstraps(b));
+  while (!stop_requested) pause();
+  stream_broker_stop(b);
+  free(topics);
+  return 0;
+}
+
+/* ---- flame produce ---- */
+
+static const char produce_help[] =
+    "usage: flame produce --brokers B --topic T --data FILE [--rate N] [--format json|csv]\n"
+    "                     [--limit N]\n"
+    "Replays a dataset (`user item` or `user item item ...` lines) as a clickstream keyed by\n"
+    "user: users interleaved, each user's order preserved, string ids (\"user-7\",\n"
+    "\"item-42\") and ts = the produce time in ms. Stops early on SIGINT/SIGTERM. The last\n"
+    "stdout line is JSON: {\"sent\":..,\"failed\":..,\"seconds\":..,\"events_per_sec\":..}.\n"
+    "  --brokers B     bootstrap servers, e.g. 127.0.0.1:9092\n"
+    "  --topic T       the topic to write\n"
+    "  --data FILE     the dataset\n"
+    "  --rate N        events per second (default: as fast as the broker takes them)\n"
+    "  --format F      json (default) | csv\n"
+    "  --limit N       stop after N events\n";
+
+static int cmd_produce(int argc, char **argv) {
+  stream_produce_opts o = {NULL, NULL, STREAM_PRODUCE_JSON, 0, 0, NULL};
+  const char *data = NULL;
+  static const struct option lo[] = {
+      {"brokers", required_argument, 0, 'b'}, {"topic", required_argument, 0, 't'},
+      {"data", required_argument, 0, 'd'},    {"rate", required_argument, 0, 'r'},
+      {"format", required_argument, 0, 'f'},  {"limit", required_argument, 0, 'l'},
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'b':
+      o.brokers = optarg;
+      break;
+    case 't':
+      o.topic = optarg;
+      break;
+    case 'd':
+      data = optarg;
+      break;
+    case 'r':
+      o.rate = arg_double("--rate", optarg, 0, 1e9);
+      break;
+    case 'f':
+      if (!strcmp(optarg, "json"))
+        o.format = STREAM_PRODUCE_JSON;
+      else if (!strcmp(optarg, "csv"))
+        o.format = STREAM_PRODUCE_CSV;
+      else
+        die("--format: expected json or csv, got '%s'", optarg);
+      break;
+    case 'l':
+      o.limit = arg_size("--limit", optarg, 1, SIZE_MAX);
+      break;
+    case 'h':
+      fputs(produce_help, stdout);
+      return 0;
+    default:
+      bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--brokers", o.brokers);
+  need("--topic", o.topic);
+  need("--data", data);
+  data_set ds;
+  load_data(data, &ds);
+  catch_stop_signals();
+  o.stop = &stop_requested;
+  stream_produce_result r;
+  char err[512];
+  if (stream_produce_sequences(&o, ds.nusers, ds.off, ds.items, ds.user_id, &r, err, sizeof err))
+    die("%s", err);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddNumberToObject(j, "sent", (double)r.sent);
+  cJSON_AddNumberToObject(j, "failed", (double)r.failed);
+  cJSON_AddNumberToObject(j, "seconds", r.seconds);
+  cJSON_AddNumberToObject(j, "events_per_sec", r.seconds > 0 ? (double)r.sent / r.seconds : 0);
+  print_json(j);
+  data_free(&ds);
+  return r.failed ? 1 : 0;
+}
+
 /* ---- main ---- */
 
 static const struct {
@@ -851,6 +1016,8 @@ static const struct {
     {"bench", cmd_bench, "time training steps (or --sgemm)"},
     {"synth", cmd_synth, "write a synthetic dataset"},
     {"inspect", cmd_inspect, "validate and describe a checkpoint"},
+    {"broker", cmd_broker, "run an embedded Kafka on loopback (demos, tests)"},
+    {"produce", cmd_produce, "replay a dataset into a Kafka topic as a clickstream"},
 };
 
 static void usage(FILE *f) {

@@ -2,10 +2,13 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "common/common.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int tu_mkdtemp(char *buf, size_t n) {
@@ -26,4 +29,32 @@ void tu_write_file(const char *path, const char *text) {
   assert_non_null(f);
   fputs(text, f);
   assert_int_equal(fclose(f), 0);
+}
+
+static char *tu_slurp(const char *path) {
+  void *buf = NULL;
+  size_t n = 0;
+  if (fl_read_file(path, &buf, &n) != 0) return strdup("");
+  return buf;
+}
+
+tu_run_result tu_run(const char *bin, const char *dir, const char *args) {
+  char cmd[4096], o[512], e[512];
+  snprintf(o, sizeof o, "%s/out.txt", dir);
+  snprintf(e, sizeof e, "%s/err.txt", dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> '%s'", dir, bin, args, o, e);
+  int st = system(cmd);
+  tu_run_result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, tu_slurp(o), tu_slurp(e)};
+  return r;
+}
+
+void tu_run_free(tu_run_result *r) {
+  free(r->out);
+  free(r->err);
+}
+
+size_t tu_count_lines(const char *s) {
+  size_t n = 0;
+  for (; *s; s++) n += *s == '\n';
+  return n;
 }

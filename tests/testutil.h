@@ -17,4 +17,16 @@ void tu_rmtree(const char *path);
 /* Writes a text file. */
 void tu_write_file(const char *path, const char *text);
 
+/* Runs binary bin with args (shell words) in directory dir, capturing stdout and stderr
+ * (through files in dir). status is the exit code, or -1 when it did not exit normally. */
+typedef struct {
+  int status;
+  char *out; /* stdout, NUL-terminated */
+  char *err; /* stderr */
+} tu_run_result;
+tu_run_result tu_run(const char *bin, const char *dir, const char *args);
+void tu_run_free(tu_run_result *r);
+/* Number of '\n' in s. */
+size_t tu_count_lines(const char *s);
+
 #endif

@@ -26,6 +26,9 @@ static void test_strerror_codes(void **state) {
   assert_string_equal(fl_strerror(FL_EMAGIC), "not a flame file (bad magic number)");
   assert_string_equal(fl_strerror(FL_ECHECKSUM), "checksum mismatch (file corrupted)");
   assert_string_equal(fl_strerror(FL_EEMPTY), "no usable data");
+  assert_string_equal(fl_strerror(FL_ELOCKED), "locked by another process");
+  assert_string_equal(fl_strerror(FL_ECORRUPT), "data corrupted");
+  assert_string_equal(fl_strerror(FL_ESTORAGE), "storage error");
   /* Every code of the table has its own text, distinct from the others. */
   for (int e = FL_EBASE + 1; e < FL_ELAST; e++) {
     const char *t = fl_strerror(e);

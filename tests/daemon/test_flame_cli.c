@@ -11,60 +11,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-
-typedef struct {
-  int status; /* exit code, or -1 if it did not exit normally */
-  char *out;  /* stdout */
-  char *err;  /* stderr */
-} run_result;
 
 static char dir[256];
 
-static char *slurp(const char *path) {
-  void *buf = NULL;
-  size_t n = 0;
-  if (fl_read_file(path, &buf, &n) != 0) return strdup("");
-  return buf;
-}
-
 /* Runs FLAME_BIN with the given argument string (shell words). */
-static run_result run(const char *args) {
+static tu_run_result run(const char *args) {
   const char *bin = getenv("FLAME_BIN");
   assert_non_null(bin);
-  char cmd[2048], o[300], e[300];
-  snprintf(o, sizeof o, "%s/out.txt", dir);
-  snprintf(e, sizeof e, "%s/err.txt", dir);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> '%s'", dir, bin, args, o, e);
-  int st = system(cmd);
-  run_result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
-  return r;
-}
-
-static void run_free(run_result *r) {
-  free(r->out);
-  free(r->err);
-}
-
-static size_t count_lines(const char *s) {
-  size_t n = 0;
-  for (; *s; s++) n += *s == '\n';
-  return n;
+  return tu_run(bin, dir, args);
 }
 
 /* Expects exit 2 and exactly one stderr line that starts with prefix. */
 static void expect_usage_error(const char *args, const char *prefix) {
-  run_result r = run(args);
-  if (r.status != 2 || count_lines(r.err) != 1 || strncmp(r.err, prefix, strlen(prefix)) != 0)
+  tu_run_result r = run(args);
+  if (r.status != 2 || tu_count_lines(r.err) != 1 || strncmp(r.err, prefix, strlen(prefix)) != 0)
     fprintf(stderr, "flame %s: status %d, stderr:\n%s", args, r.status, r.err);
   assert_int_equal(r.status, 2);
-  assert_int_equal(count_lines(r.err), 1);
+  assert_int_equal(tu_count_lines(r.err), 1);
   assert_memory_equal(r.err, prefix, strlen(prefix));
-  run_free(&r);
+  tu_run_free(&r);
 }
 
 /* The last stdout line parsed as JSON (caller deletes). */
-static cJSON *last_json(const run_result *r) {
+static cJSON *last_json(const tu_run_result *r) {
   const char *s = r->out, *last = s;
   for (const char *p = s; *p; p++)
     if (*p == '\n' && p[1]) last = p + 1;
@@ -91,22 +60,22 @@ static void test_help(void **state) {
     char args[64], want[64];
     snprintf(args, sizeof args, "%s --help", cmds[i]);
     snprintf(want, sizeof want, "usage: flame %s", cmds[i]);
-    run_result r = run(args);
+    tu_run_result r = run(args);
     assert_int_equal(r.status, 0);
     assert_memory_equal(r.out, want, strlen(want));
-    run_free(&r);
+    tu_run_free(&r);
   }
-  run_result r = run("--help");
+  tu_run_result r = run("--help");
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "train"));
-  run_free(&r);
+  tu_run_free(&r);
 }
 
 static void test_bad_arguments(void **state) {
   (void)state;
-  run_result r = run("");
+  tu_run_result r = run("");
   assert_int_equal(r.status, 2);
-  run_free(&r);
+  tu_run_free(&r);
   expect_usage_error("frobnicate", "flame: unknown command 'frobnicate'");
   expect_usage_error("train --epochs abc", "flame train: --epochs: expected an integer");
   expect_usage_error("train --data x.txt --out y", "flame train: --method is required");
@@ -128,9 +97,9 @@ static void test_bad_arguments(void **state) {
 /* synth -> train -> eval -> inspect on a tiny dataset; corrupted files are refused. */
 static void test_offline_path(void **state) {
   (void)state;
-  run_result r = run("synth --out data.txt --users 150 --items 60 --mean-len 8 --seed 3");
+  tu_run_result r = run("synth --out data.txt --users 150 --items 60 --mean-len 8 --seed 3");
   assert_int_equal(r.status, 0);
-  run_free(&r);
+  tu_run_free(&r);
   r = run("train --data data.txt --method sasrec --out m.ckpt --epochs 2 --maxlen 8 --dim 16 "
           "--batch 64");
   assert_int_equal(r.status, 0);
@@ -140,7 +109,7 @@ static void test_offline_path(void **state) {
   assert_true(cJSON_IsNumber(cJSON_GetObjectItem(test, "NDCG@20")));
   double ndcg = cJSON_GetObjectItem(test, "NDCG@20")->valuedouble;
   cJSON_Delete(j);
-  run_free(&r);
+  tu_run_free(&r);
   /* eval of the written checkpoint reproduces the training run's test figure */
   r = run("eval --data data.txt --checkpoint m.ckpt");
   assert_int_equal(r.status, 0);
@@ -149,13 +118,13 @@ static void test_offline_path(void **state) {
                      ndcg, 1e-9);
   assert_non_null(cJSON_GetObjectItem(j, "val"));
   cJSON_Delete(j);
-  run_free(&r);
+  tu_run_free(&r);
   r = run("inspect --checkpoint m.ckpt");
   assert_int_equal(r.status, 0);
   j = last_json(&r);
   assert_int_equal(cJSON_GetObjectItem(j, "dim")->valueint, 16);
   cJSON_Delete(j);
-  run_free(&r);
+  tu_run_free(&r);
   /* FLAME against the model just trained, one epoch */
   r = run(
       "train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64");
@@ -164,7 +133,7 @@ static void test_offline_path(void **state) {
   assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "mask")->valuestring,
                       "tiled");
   cJSON_Delete(j);
-  run_free(&r);
+  tu_run_free(&r);
   /* per-block modules with a random subset of paths; more paths than exist are refused */
   r = run("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --epochs 1 --batch 64 "
           "--modules blocks --paths 3");
@@ -172,7 +141,7 @@ static void test_offline_path(void **state) {
   j = last_json(&r);
   assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "paths")->valueint, 3);
   cJSON_Delete(j);
-  run_free(&r);
+  tu_run_free(&r);
   expect_usage_error("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --paths 5",
                      "flame train: --paths 5: 2 modules give only 4 paths");
   /* a truncated checkpoint and a non-zip .pt are refused with one line */

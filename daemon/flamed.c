@@ -1,0 +1,225 @@
+/* daemon/flamed.c: the flamed daemon (issue 4: ingest; the model and serving come next).
+ *
+ * One libuv loop owns everything: the Kafka consumer (stream/), the state writes (state/),
+ * signals and the periodic stats line. Exit codes: 0 after a clean drain, 1 when the daemon
+ * cannot run (state dir unusable, Kafka client cannot be created), 2 for usage and
+ * configuration errors. */
+#define _GNU_SOURCE
+#include "common/common.h"
+#include "config/config.h"
+#include "state/state.h"
+#include "stream/consumer.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define FLAMED_VERSION "0.4.0"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: flamed [--config FILE] [--section.key=value ...] [--test-config | --dump-config]\n"
+      "The flamed daemon: consumes interaction events from Kafka and keeps every user's recent\n"
+      "items in RocksDB, exactly once. Logs go to stderr; SIGTERM or SIGINT drains and exits.\n"
+      "  --config FILE        settings file (INI); without it, the built-in defaults\n"
+      "  --section.key=value  overrides a setting after the file (the last one wins),\n"
+      "                       e.g. --state.dir=/tmp/flamed --kafka.bootstrap.servers=host:9092\n"
+      "  --test-config        validates the settings (incl. the [kafka] properties) and exits\n"
+      "  --dump-config        prints every effective setting with its help, and exits\n"
+      "  --help, --version\n"
+      "Exit status: 0 clean shutdown, 1 cannot run (state dir, Kafka), 2 bad usage or settings.\n",
+      f);
+}
+
+typedef struct {
+  uv_loop_t loop;
+  config cfg;
+  state_db *db;
+  stream_consumer *consumer;
+  uv_signal_t sigterm, sigint, sighup;
+  uv_timer_t stats;
+  stream_stats last;
+  double last_t;
+  int stopping;
+} flamed;
+
+static void stats_line(flamed *d) {
+  stream_stats s;
+  stream_consumer_stats(d->consumer, &s);
+  state_stats ss = {0};
+  state_get_stats(d->db, &ss);
+  double now = fl_now(), dt = now - d->last_t;
+  double rate = dt > 0 ? (double)(s.messages - d->last.messages) / dt : 0;
+  uint64_t rej = 0;
+  char reasons[512];
+  size_t n = 0;
+  reasons[0] = 0;
+  for (int r = 1; r < STREAM_R_COUNT; r++) {
+    rej += s.rejected[r];
+    if (s.rejected[r] && n < sizeof reasons - 64)
+      n += (size_t)snprintf(reasons + n, sizeof reasons - n, "%s%s %" PRIu64, n ? ", " : " (",
+                            stream_reason_name((stream_reason)r), s.rejected[r]);
+  }
+  if (n) snprintf(reasons + n, sizeof reasons - n, ")");
+  fl_info("stats: consumed %" PRIu64 " (%.0f/s) stored %" PRIu64 " rejected %" PRIu64
+          "%s filtered %" PRIu64 " lag %" PRId64 " partitions %d batches %" PRIu64
+          " p99 %.0f ms users %" PRIu64 " items %" PRIu64 " disk %.1f MiB%s",
+          s.messages, rate, s.stored, rej, reasons, s.filtered, s.lag, s.assigned, s.batches,
+          stream_lat_quantile(s.lat_ms, 0.99), ss.users, ss.items, ss.disk_bytes / 1048576.0,
+          s.paused ? " PAUSED (state writes failing)" : "");
+  d->last = s;
+  d->last_t = now;
+}
+
+static void on_stats(uv_timer_t *t) { stats_line(t->data); }
+
+static void on_consumer_closed(void *arg) {
+  flamed *d = arg;
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sighup, NULL);
+  uv_close((uv_handle_t *)&d->stats, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  flamed *d = h->data;
+  if (signum == SIGHUP) {
+    fl_info("SIGHUP: settings reload is not supported yet; restart to apply changes");
+    return;
+  }
+  if (d->stopping) {
+    fl_warn("%s again: still draining (kill -9 is safe too: nothing is lost)", strsignal(signum));
+    return;
+  }
+  d->stopping = 1;
+  fl_info("%s: draining (finishing the batch, leaving the consumer group)", strsignal(signum));
+  stream_consumer_stop(d->consumer, on_consumer_closed, d);
+}
+
+static int load_config(config *cfg, int argc, char **argv, int *test, int *dump) {
+  char err[1024];
+  const char *path = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      exit(0);
+    } else if (!strcmp(a, "--version")) {
+      printf("flamed %s\n", FLAMED_VERSION);
+      exit(0);
+    } else if (!strcmp(a, "--config") && i + 1 < argc) {
+      path = argv[++i];
+    } else if (!strncmp(a, "--config=", 9)) {
+      path = a + 9;
+    } else if (!strcmp(a, "--test-config")) {
+      *test = 1;
+    } else if (!strcmp(a, "--dump-config")) {
+      *dump = 1;
+    }
+  }
+  if (path && config_load_file(cfg, path, err, sizeof err) != 0) {
+    fprintf(stderr, "flamed: %s\n", err);
+    return -1;
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--config")) {
+      i++;
+      continue;
+    }
+    if (!strncmp(a, "--config=", 9) || !strcmp(a, "--test-config") || !strcmp(a, "--dump-config"))
+      continue;
+    int rc = config_apply_arg(cfg, a, err, sizeof err);
+    if (rc < 0) {
+      fprintf(stderr, "flamed: %s\n", err);
+      return -1;
+    }
+    if (rc == 1) {
+      fprintf(stderr, "flamed: unknown argument '%s' (see flamed --help)\n", a);
+      return -1;
+    }
+  }
+  /* a dump is for reading and for writing config files: it needs no brokers yet */
+  if (config_validate(cfg, err, sizeof err) != 0 ||
+      (!*dump && stream_config_check(cfg, err, sizeof err) != 0)) {
+    fprintf(stderr, "flamed: %s\n", err);
+    return -1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  flamed d;
+  memset(&d, 0, sizeof d);
+  int test = 0, dump = 0;
+  config_init(&d.cfg);
+  if (load_config(&d.cfg, argc, argv, &test, &dump) != 0) {
+    config_free(&d.cfg);
+    return EXIT_USAGE;
+  }
+  if (dump) config_dump(&d.cfg, stdout);
+  if (test) fprintf(stderr, "flamed: settings are valid\n");
+  if (test || dump) {
+    config_free(&d.cfg);
+    return 0;
+  }
+  fl_log_level = d.cfg.log.level;
+  fl_log_set_thread_tag("loop");
+  /* a reader that went away must not kill the daemon: writes then fail with EPIPE */
+  signal(SIGPIPE, SIG_IGN);
+
+  char err[1024];
+  int rc = EXIT_RUNTIME;
+  state_opts so = {d.cfg.state.dir,
+                   (size_t)d.cfg.state.seq_len,
+                   (size_t)d.cfg.state.cache_mb,
+                   d.cfg.state.compression,
+                   d.cfg.state.wal,
+                   d.cfg.state.sync};
+  if (state_open(&d.db, &so, err, sizeof err) != 0) {
+    fl_error("state: %s", err);
+    goto out_cfg;
+  }
+  uv_loop_init(&d.loop);
+  if (stream_consumer_new(&d.consumer, &d.loop, &d.cfg, d.db, err, sizeof err) != 0) {
+    fl_error("%s", err);
+    goto out_state;
+  }
+  uv_signal_init(&d.loop, &d.sigterm);
+  uv_signal_init(&d.loop, &d.sigint);
+  uv_signal_init(&d.loop, &d.sighup);
+  uv_timer_init(&d.loop, &d.stats);
+  d.sigterm.data = d.sigint.data = d.sighup.data = d.stats.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_signal, SIGHUP);
+  d.last_t = fl_now();
+  if (d.cfg.log.stats_interval_s > 0) {
+    uint64_t ms = (uint64_t)d.cfg.log.stats_interval_s * 1000;
+    uv_timer_start(&d.stats, on_stats, ms, ms);
+  }
+  fl_info("flamed %s: state %s (%" PRIu32 " users, %" PRIu32 " items)", FLAMED_VERSION,
+          d.cfg.state.dir, state_user_count(d.db), state_item_count(d.db));
+  if (stream_consumer_start(d.consumer, err, sizeof err) != 0) {
+    fl_error("%s", err);
+    d.stopping = 1;
+    stream_consumer_stop(d.consumer, on_consumer_closed, &d);
+  } else {
+    rc = 0;
+  }
+  uv_run(&d.loop, UV_RUN_DEFAULT);
+  if (rc == 0) stats_line(&d);
+  stream_consumer_free(d.consumer);
+  if (uv_loop_close(&d.loop) != 0) fl_warn("loop closed with handles still open");
+  fl_info("flamed: stopped");
+out_state:
+  state_close(d.db);
+out_cfg:
+  config_free(&d.cfg);
+  return rc;
+}

@@ -1,0 +1,657 @@
+/* stream/consumer.c: Kafka -> validated events -> one durable state write per wakeup.
+ *
+ * Design notes (the contract is in consumer.h):
+ * - librdkafka's main queue is forwarded to the consumer queue (rd_kafka_poll_set_consumer),
+ *   so rebalances, errors and messages all arrive through the one queue we drain, and the
+ *   rebalance callback runs on the loop thread inside rd_kafka_consume_batch_queue().
+ * - A drain consumes, decodes, stores and commits in one go, so between drains there is no
+ *   batch in hand, except after a failed state write: then `pending` is set, the partitions
+ *   are paused, nothing more is consumed, and the timer retries the same batch with backoff.
+ * - Dead-letter messages of a batch are flushed (bounded) before its offsets become durable,
+ *   so a crash cannot consume a rejected event without it having reached the dead-letter
+ *   topic. If the dead-letter topic is unreachable the flush times out once, the consumer
+ *   falls back to asynchronous delivery (counted failures) and logs it, and ingest goes on. */
+#define _GNU_SOURCE
+#include "stream/consumer.h"
+
+#include "common/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REASON_HEADER "flamed-reject-reason"
+#define SOURCE_HEADER "flamed-source"
+enum {
+  TICK_MS = 100,       /* timer: dead-letter delivery reports, retries, close progress */
+  RETRY_MIN_MS = 100,  /* first retry of a failed state write */
+  RETRY_MAX_MS = 5000, /* backoff cap */
+  DLQ_FLUSH_MS = 500,  /* bound on waiting for a batch's dead-letter deliveries */
+  DLQ_CLOSE_FLUSH_MS = 2000,
+};
+
+struct stream_consumer {
+  uv_loop_t *loop;
+  const config *cfg;
+  state_db *db;
+  stream_limits lim;
+  rd_kafka_t *rk;                        /* the consumer */
+  rd_kafka_queue_t *q;                   /* its queue (main queue forwarded into it) */
+  rd_kafka_t *dlq;                       /* dead-letter producer, or NULL */
+  int pipefd[2];                         /* librdkafka writes to [1] on empty -> non-empty */
+  uv_poll_t poll;                        /* watches pipefd[0] */
+  uv_idle_t idle;                        /* re-arms a drain that stopped at batch_max */
+  uv_timer_t timer;                      /* TICK_MS housekeeping */
+  int handles_open;                      /* uv handles not yet closed */
+  state_batch *batch;                    /* the batch being built or retried */
+  rd_kafka_topic_partition_list_t *boff; /* the batch's next offsets, for the advisory store */
+  rd_kafka_message_t **msgs;             /* (batch_max) drain buffer */
+  rd_kafka_topic_t *run_rkt;             /* the partition of the current run of messages */
+  int32_t run_partition;
+  int run_idx;     /* its element in boff, -1: look it up */
+  int64_t *lat_ts; /* (batch_max) message timestamps of stored events */
+  size_t nlat;
+  int pending; /* the batch failed to write and awaits a retry */
+  unsigned backoff_ms;
+  double retry_at;  /* fl_now() of the next retry */
+  int dlq_in_batch; /* dead-letter messages produced by this batch */
+  int dlq_async;    /* the last flush timed out: deliver asynchronously */
+  int started, stopping, closed, finished;
+  void (*done)(void *arg);
+  void *done_arg;
+  stream_stats st;
+};
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- librdkafka callbacks ---- */
+
+/* librdkafka's syslog levels (0 emerg .. 7 debug) onto ours; runs on librdkafka's threads
+ * (fl_log_write writes whole lines, so this is safe). */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  int lv = level <= 3   ? FL_LOG_ERROR
+           : level == 4 ? FL_LOG_WARN
+           : level <= 6 ? FL_LOG_INFO
+                        : FL_LOG_DEBUG;
+  fl_log(lv, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* Errors surface through the queue we drain, so this runs on the loop thread. Most are
+ * transient (a broker down, a refused connection) and librdkafka retries by itself: log them
+ * at warn, counted, and let the client recover. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  stream_consumer *c = opaque;
+  c->st.kafka_errors++;
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    char buf[512];
+    rd_kafka_fatal_error(rk, buf, sizeof buf);
+    fl_error("kafka: fatal error: %s (the consumer cannot continue; restart the daemon)", buf);
+    return;
+  }
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+    fl_warn("kafka: all brokers are down (%s): waiting for them to come back", reason);
+  else
+    fl_warn("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  stream_consumer *c = opaque;
+  if (m->err) {
+    c->st.dlq_failed++;
+    fl_warn("dead-letter delivery failed: %s", rd_kafka_err2str(m->err));
+  } else {
+    c->st.dlq_sent++;
+    if (c->dlq_async) {
+      c->dlq_async = 0;
+      fl_info("dead-letter topic reachable again: flushing each batch's rejects again");
+    }
+  }
+}
+
+/* The batch's pending next offset of a partition, or -1. */
+static int64_t batch_offset(const stream_consumer *c, const char *topic, int32_t partition) {
+  rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(c->boff, topic, partition);
+  return p ? p->offset : -1;
+}
+
+static int commit(stream_consumer *c);
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  stream_consumer *c = opaque;
+  int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  rd_kafka_error_t *e = NULL;
+  c->st.rebalances++;
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    /* Seek every partition to the state's own truth. A batch still awaiting its retry
+     * holds offsets beyond the stored ones: start from those, or its events would be
+     * consumed twice once it is written. */
+    char line[1024];
+    size_t n = 0;
+    line[0] = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+      rd_kafka_topic_partition_t *p = &parts->elems[i];
+      int64_t off = c->pending ? batch_offset(c, p->topic, p->partition) : -1;
+      if (off < 0 && state_offset_get(c->db, p->topic, p->partition, &off) != 0)
+        off = c->cfg->stream.start_offset == CONFIG_START_LATEST ? RD_KAFKA_OFFSET_END
+                                                                 : RD_KAFKA_OFFSET_BEGINNING;
+      p->offset = off;
+      if (n < sizeof line - 64)
+        n += (size_t)snprintf(line + n, sizeof line - n, "%s%s[%" PRId32 "]@%s", i ? " " : "",
+                              p->topic, p->partition,
+                              off == RD_KAFKA_OFFSET_BEGINNING ? "beginning"
+                              : off == RD_KAFKA_OFFSET_END     ? "end"
+                                                               : "stored");
+    }
+    fl_info("kafka: assigned %d partition(s) (%s): %s", parts->cnt, coop ? "cooperative" : "eager",
+            line);
+    if (coop) {
+      e = rd_kafka_incremental_assign(rk, parts);
+      c->st.assigned += parts->cnt;
+    } else {
+      rd_kafka_assign(rk, parts);
+      c->st.assigned = parts->cnt;
+    }
+  } else {
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+      fl_error("kafka: rebalance error: %s", rd_kafka_err2str(err));
+    /* Make what we consumed from these partitions durable before another member takes
+     * them (it starts from its own state's offsets, so this is for timeliness only). */
+    if (c->pending) commit(c);
+    fl_info("kafka: %s %d partition(s)%s", rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
+            parts->cnt, coop ? " (cooperative)" : "");
+    if (coop) {
+      e = rd_kafka_incremental_unassign(rk, parts);
+      c->st.assigned -= parts->cnt;
+    } else {
+      rd_kafka_assign(rk, NULL);
+      c->st.assigned = 0;
+    }
+  }
+  if (e) {
+    fl_error("kafka: rebalance: %s", rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+}
+
+/* ---- the batch ---- */
+
+static double type_weight(const stream_consumer *c, const stream_event *ev) {
+  if (ev->type_len == 0) return c->cfg->stream.default_type_weight;
+  for (size_t i = 0; i < c->cfg->stream.ntypes; i++) {
+    const config_type_weight *t = &c->cfg->stream.types[i];
+    if (strlen(t->name) == ev->type_len && memcmp(t->name, ev->type, ev->type_len) == 0)
+      return t->weight;
+  }
+  return c->cfg->stream.default_type_weight;
+}
+
+static void dead_letter(stream_consumer *c, const rd_kafka_message_t *m, stream_reason r) {
+  if (!c->dlq) return;
+  char src[300];
+  snprintf(src, sizeof src, "%s/%" PRId32 "/%" PRId64, rd_kafka_topic_name(m->rkt), m->partition,
+           m->offset);
+  rd_kafka_resp_err_t err =
+      rd_kafka_producev(c->dlq, RD_KAFKA_V_TOPIC(c->cfg->stream.dead_letter_topic),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                        RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+                        RD_KAFKA_V_HEADER(REASON_HEADER, stream_reason_name(r), -1),
+                        RD_KAFKA_V_HEADER(SOURCE_HEADER, src, -1), RD_KAFKA_V_END);
+  if (err) {
+    c->st.dlq_failed++;
+    fl_warn("dead-letter produce failed: %s", rd_kafka_err2str(err));
+    return;
+  }
+  c->dlq_in_batch++;
+}
+
+/* Decodes one message into the batch (or the dead-letter topic) and records its offset. */
+static void take(stream_consumer *c, const rd_kafka_message_t *m, int64_t now) {
+  if (m->err) {
+    /* not a record: a consumer error delivered as a message */
+    c->st.kafka_errors++;
+    fl_warn("kafka: consume error: %s", rd_kafka_message_errstr(m));
+    return;
+  }
+  c->st.messages++;
+  rd_kafka_timestamp_type_t tstype;
+  int64_t mts = rd_kafka_message_timestamp(m, &tstype);
+  stream_event ev;
+  stream_reason r =
+      stream_event_decode(&ev, m->payload, m->len, c->cfg->stream.format, &c->lim, mts, now);
+  if (r == STREAM_OK) {
+    double w = type_weight(c, &ev);
+    if (w <= 0) {
+      c->st.filtered++;
+    } else {
+      int rc =
+          state_batch_add(c->batch, ev.user, ev.user_len, ev.item, ev.item_len, ev.ts_ms, (float)w);
+      if (rc != 0) {
+        /* only an id the state cannot hold gets here: treat it as a reject, never a stop */
+        r = STREAM_R_BAD_ID;
+      } else if (mts >= 0) {
+        c->lat_ts[c->nlat++] = mts;
+      }
+    }
+  }
+  if (r != STREAM_OK) {
+    c->st.rejected[r]++;
+    dead_letter(c, m, r);
+  }
+  /* A drain returns each partition's messages as runs: look the partition up only when the
+   * run changes (a lookup compares topic names). The state hears the offsets once per drain. */
+  if (m->rkt != c->run_rkt || m->partition != c->run_partition || c->run_idx < 0) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    rd_kafka_topic_partition_t *p =
+        rd_kafka_topic_partition_list_find(c->boff, topic, m->partition);
+    if (!p) p = rd_kafka_topic_partition_list_add(c->boff, topic, m->partition);
+    c->run_rkt = m->rkt, c->run_partition = m->partition, c->run_idx = (int)(p - c->boff->elems);
+  }
+  c->boff->elems[c->run_idx].offset = m->offset + 1;
+}
+
+static void set_paused(stream_consumer *c, int paused) {
+  if (c->st.paused == paused) return;
+  rd_kafka_topic_partition_list_t *a = NULL;
+  if (rd_kafka_assignment(c->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+    if (paused)
+      rd_kafka_pause_partitions(c->rk, a);
+    else
+      rd_kafka_resume_partitions(c->rk, a);
+    rd_kafka_topic_partition_list_destroy(a);
+  }
+  c->st.paused = paused;
+}
+
+/* Writes the batch. On failure keeps it, pauses and schedules a retry; returns the code. */
+static int commit(stream_consumer *c) {
+  if (c->boff->cnt == 0) return 0; /* nothing consumed: nothing to write */
+  if (c->dlq && c->dlq_in_batch && !c->dlq_async) {
+    if (rd_kafka_flush(c->dlq, DLQ_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      c->dlq_async = 1;
+      fl_warn("dead-letter topic '%s' did not confirm within %d ms: rejects are now delivered "
+              "asynchronously (a crash may lose some; counted in dlq_failed)",
+              c->cfg->stream.dead_letter_topic, DLQ_FLUSH_MS);
+    }
+  }
+  size_t events = state_batch_events(c->batch);
+  char err[512];
+  int rc = state_batch_commit(c->batch, err, sizeof err);
+  if (rc != 0) {
+    c->st.write_failures++;
+    if (!c->pending || c->backoff_ms >= RETRY_MAX_MS)
+      fl_error("state write of %zu events failed: %s; consumption paused, retrying every %u ms",
+               events, err, c->backoff_ms ? c->backoff_ms : RETRY_MIN_MS);
+    c->backoff_ms = c->pending ? c->backoff_ms * 2 : RETRY_MIN_MS;
+    if (c->backoff_ms > RETRY_MAX_MS) c->backoff_ms = RETRY_MAX_MS;
+    c->retry_at = fl_now() + c->backoff_ms / 1000.0;
+    c->pending = 1;
+    set_paused(c, 1);
+    return rc;
+  }
+  if (c->pending)
+    fl_info("state write succeeded after %" PRIu64 " failure(s): resuming", c->st.write_failures);
+  c->pending = 0;
+  c->backoff_ms = 0;
+  set_paused(c, 0);
+  c->st.batches++;
+  c->st.stored += events;
+  int64_t now = wall_ms();
+  for (size_t i = 0; i < c->nlat; i++) {
+    int64_t d = now - c->lat_ts[i];
+    c->st.lat_ms[d < 0 ? 0 : d > STREAM_LAT_MS ? STREAM_LAT_MS : d]++;
+  }
+  c->nlat = 0;
+  c->dlq_in_batch = 0;
+  /* advisory: librdkafka auto-commits stored offsets to the group, for lag tools */
+  rd_kafka_offsets_store(c->rk, c->boff);
+  rd_kafka_topic_partition_list_destroy(c->boff);
+  c->boff = rd_kafka_topic_partition_list_new(8);
+  return 0;
+}
+
+/* ---- the loop side ---- */
+
+static void finish_close(stream_consumer *c);
+static void on_idle(uv_idle_t *h);
+
+static void drain(stream_consumer *c) {
+  if (c->pending || c->finished) return;
+  size_t max = (size_t)c->cfg->stream.batch_max;
+  ssize_t n = rd_kafka_consume_batch_queue(c->q, 0, c->msgs, max);
+  if (n < 0) {
+    fl_warn("kafka: consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
+    n = 0;
+  }
+  if (c->stopping) {
+    /* closing: what arrives now is not stored (its offsets are not either: re-read later) */
+    for (ssize_t i = 0; i < n; i++) rd_kafka_message_destroy(c->msgs[i]);
+    if (rd_kafka_consumer_closed(c->rk)) finish_close(c);
+    return;
+  }
+  int64_t now = wall_ms();
+  c->run_idx = -1;
+  for (ssize_t i = 0; i < n; i++) {
+    take(c, c->msgs[i], now);
+    rd_kafka_message_destroy(c->msgs[i]);
+  }
+  for (int i = 0; i < c->boff->cnt; i++)
+    state_batch_offset(c->batch, c->boff->elems[i].topic, c->boff->elems[i].partition,
+                       c->boff->elems[i].offset);
+  commit(c);
+  /* A full drain may have left messages behind, and librdkafka signals the pipe only when
+   * the queue turns non-empty, not for what arrives while we serve it (a rebalance
+   * callback's own events, for one): come back on the next loop iteration while anything
+   * is queued. */
+  if (!c->pending && ((size_t)n == max || rd_kafka_queue_length(c->q) > 0))
+    uv_idle_start(&c->idle, on_idle);
+  else
+    uv_idle_stop(&c->idle);
+}
+
+static void on_idle(uv_idle_t *h) { drain(h->data); }
+
+static void on_pipe(uv_poll_t *h, int status, int events) {
+  stream_consumer *c = h->data;
+  char buf[256];
+  /* empty the pipe first: a wakeup that arrives while we drain is then not lost */
+  while (read(c->pipefd[0], buf, sizeof buf) > 0) {
+  }
+  drain(c);
+}
+
+static void on_tick(uv_timer_t *h) {
+  stream_consumer *c = h->data;
+  if (c->dlq) rd_kafka_poll(c->dlq, 0); /* delivery reports */
+  if (c->finished) return;
+  if (c->pending && fl_now() >= c->retry_at && commit(c) == 0) drain(c);
+  /* safety net for a missed wakeup: never leave work queued for more than a tick */
+  if (!c->pending && !c->stopping && c->started && rd_kafka_queue_length(c->q) > 0) drain(c);
+  if (c->stopping) {
+    drain(c); /* serves the close's rebalance events */
+    if (!c->finished && rd_kafka_consumer_closed(c->rk)) finish_close(c);
+  }
+}
+
+/* ---- lifecycle ---- */
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, const char *origin,
+                    int line, char *err, size_t errlen) {
+  char e[512];
+  if (rd_kafka_conf_set(conf, k, v, e, sizeof e) == RD_KAFKA_CONF_OK) return 0;
+  if (line > 0)
+    snprintf(err, errlen, "%s:%d: kafka.%s: %s", origin, line, k, e);
+  else
+    snprintf(err, errlen, "%s: kafka.%s: %s", origin, k, e);
+  return FL_ERANGE;
+}
+
+/* Properties of a consumer group member, which a producer would ignore with a warning. */
+static int consumer_only(const char *k) {
+  static const char *const prefixes[] = {
+      "group.",     "enable.auto.",      "auto.",
+      "fetch.",     "queued.",           "isolation.",
+      "max.poll.",  "session.timeout.",  "heartbeat.",
+      "check.crcs", "enable.partition.", "partition.assignment."};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+    if (strncmp(k, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+  return 0;
+}
+
+/* Applies the [kafka] section: the connection settings (brokers, TLS, SASL) and any other
+ * librdkafka property. for_producer skips the consumer-group ones. */
+static int conf_passthrough(rd_kafka_conf_t *conf, const config *cfg, int for_producer, char *err,
+                            size_t errlen) {
+  for (size_t i = 0; i < cfg->nkafka; i++) {
+    const config_kv *kv = &cfg->kafka[i];
+    if (for_producer && consumer_only(kv->key)) continue;
+    int rc = conf_set(conf, kv->key, kv->value, kv->origin, kv->line, err, errlen);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static void conf_callbacks(rd_kafka_conf_t *conf, stream_consumer *c) {
+  rd_kafka_conf_set_opaque(conf, c);
+  rd_kafka_conf_set_error_cb(conf, error_cb);
+  rd_kafka_conf_set_log_cb(conf, log_cb);
+}
+
+/* Our defaults first (each with its reason), then the [kafka] passthrough, which wins. */
+static rd_kafka_conf_t *consumer_conf(const config *cfg, stream_consumer *c, char *err,
+                                      size_t errlen) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  const char *start = cfg->stream.start_offset == CONFIG_START_LATEST ? "latest" : "earliest";
+  const char *defaults[][2] = {
+      {"client.id", "flamed"},
+      {"group.id", cfg->stream.group},
+      /* offsets become "stored" only once their events are durable in the state... */
+      {"enable.auto.offset.store", "false"},
+      /* ...and librdkafka commits stored offsets to the group: advisory, for lag tools */
+      {"enable.auto.commit", "true"},
+      /* only reached when a stored offset is out of range (retention deleted it) */
+      {"auto.offset.reset", start},
+      {"enable.partition.eof", "false"},
+      /* freshness: a broker that does not answer a fetch early when data arrives (the
+       * embedded mock broker) would otherwise add up to 500 ms to an event's way into the
+       * state; a real broker answers early, and then this only bounds idle fetch traffic */
+      {"fetch.wait.max.ms", "20"},
+      /* throughput: keep fetching ahead until ~1M messages are queued locally (bounded by
+       * queued.max.messages.kbytes, 64 MiB of payload). With the default of 100k the fetcher
+       * stalled between drains: ml-1m over 32 partitions ingested at 142k events/s instead of
+       * 550k, and 300k gave 330k; the price is ~100 MiB more peak RSS (bench/RESULTS.md) */
+      {"queued.min.messages", "1000000"},
+  };
+  for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+    if (conf_set(conf, defaults[i][0], defaults[i][1], "default", 0, err, errlen)) goto fail;
+  if (conf_passthrough(conf, cfg, 0, err, errlen)) goto fail;
+  char v[512];
+  size_t vn = sizeof v;
+  if (rd_kafka_conf_get(conf, "bootstrap.servers", v, &vn) != RD_KAFKA_CONF_OK || !v[0]) {
+    snprintf(err, errlen, "kafka.bootstrap.servers is not set (the brokers to consume from)");
+    goto fail;
+  }
+  conf_callbacks(conf, c);
+  rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+  return conf;
+fail:
+  rd_kafka_conf_destroy(conf);
+  return NULL;
+}
+
+static rd_kafka_conf_t *dlq_conf(const config *cfg, stream_consumer *c, char *err, size_t errlen) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (conf_set(conf, "client.id", "flamed-dlq", "default", 0, err, errlen)) goto fail;
+  if (conf_passthrough(conf, cfg, 1, err, errlen)) goto fail;
+  conf_callbacks(conf, c);
+  rd_kafka_conf_set_dr_msg_cb(conf, dlq_dr_cb);
+  return conf;
+fail:
+  rd_kafka_conf_destroy(conf);
+  return NULL;
+}
+
+int stream_config_check(const config *cfg, char *err, size_t errlen) {
+  rd_kafka_conf_t *conf = consumer_conf(cfg, NULL, err, errlen);
+  if (!conf) return FL_ERANGE;
+  rd_kafka_conf_destroy(conf);
+  if (!cfg->stream.dead_letter_topic || !cfg->stream.dead_letter_topic[0]) return 0;
+  conf = dlq_conf(cfg, NULL, err, errlen);
+  if (!conf) return FL_ERANGE;
+  rd_kafka_conf_destroy(conf);
+  return 0;
+}
+
+int stream_consumer_new(stream_consumer **out, uv_loop_t *loop, const config *cfg, state_db *db,
+                        char *err, size_t errlen) {
+  stream_consumer *c = xcalloc(1, sizeof *c);
+  c->loop = loop, c->cfg = cfg, c->db = db;
+  c->pipefd[0] = c->pipefd[1] = -1;
+  c->lim = (stream_limits){(size_t)cfg->stream.max_message_bytes, (size_t)cfg->stream.max_id_bytes,
+                           cfg->stream.min_ts_ms, cfg->stream.max_future_ms};
+  c->st.lag = -1;
+  char e[512];
+  rd_kafka_conf_t *conf = consumer_conf(cfg, c, err, errlen);
+  if (!conf) goto fail;
+  c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
+  if (!c->rk) {
+    rd_kafka_conf_destroy(conf);
+    snprintf(err, errlen, "kafka consumer: %s", e);
+    goto fail;
+  }
+  if (cfg->stream.dead_letter_topic && cfg->stream.dead_letter_topic[0]) {
+    conf = dlq_conf(cfg, c, err, errlen);
+    if (!conf) goto fail;
+    c->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+    if (!c->dlq) {
+      rd_kafka_conf_destroy(conf);
+      snprintf(err, errlen, "kafka dead-letter producer: %s", e);
+      goto fail;
+    }
+  }
+  rd_kafka_poll_set_consumer(c->rk);
+  c->q = rd_kafka_queue_get_consumer(c->rk);
+  if (pipe2(c->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
+    snprintf(err, errlen, "pipe: %s", strerror(errno));
+    goto fail;
+  }
+  c->batch = state_batch_new(db);
+  c->boff = rd_kafka_topic_partition_list_new(8);
+  c->msgs = xcalloc((size_t)cfg->stream.batch_max, sizeof *c->msgs);
+  c->lat_ts = xcalloc((size_t)cfg->stream.batch_max, sizeof *c->lat_ts);
+  uv_poll_init(loop, &c->poll, c->pipefd[0]);
+  uv_idle_init(loop, &c->idle);
+  uv_timer_init(loop, &c->timer);
+  c->poll.data = c->idle.data = c->timer.data = c;
+  c->handles_open = 3;
+  *out = c;
+  return 0;
+fail:
+  if (c->q) rd_kafka_queue_destroy(c->q);
+  if (c->dlq) rd_kafka_destroy(c->dlq);
+  if (c->rk) rd_kafka_destroy(c->rk);
+  if (c->pipefd[0] >= 0) close(c->pipefd[0]), close(c->pipefd[1]);
+  free(c);
+  return FL_ERANGE;
+}
+
+int stream_consumer_start(stream_consumer *c, char *err, size_t errlen) {
+  rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(t, c->cfg->stream.topic, RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, t);
+  rd_kafka_topic_partition_list_destroy(t);
+  if (e) {
+    snprintf(err, errlen, "kafka: subscribe to '%s': %s", c->cfg->stream.topic,
+             rd_kafka_err2str(e));
+    return FL_ERANGE;
+  }
+  rd_kafka_queue_io_event_enable(c->q, c->pipefd[1], "1", 1);
+  uv_poll_start(&c->poll, UV_READABLE, on_pipe);
+  uv_timer_start(&c->timer, on_tick, TICK_MS, TICK_MS);
+  c->started = 1;
+  fl_info("kafka: consuming '%s' as group '%s'%s%s", c->cfg->stream.topic, c->cfg->stream.group,
+          c->dlq ? ", rejects to " : "", c->dlq ? c->cfg->stream.dead_letter_topic : "");
+  drain(c); /* anything queued before the pipe was armed */
+  return 0;
+}
+
+static void on_closed(uv_handle_t *h) {
+  stream_consumer *c = h->data;
+  if (--c->handles_open == 0 && c->done) c->done(c->done_arg);
+}
+
+static void finish_close(stream_consumer *c) {
+  if (c->finished) return;
+  c->finished = 1;
+  if (c->dlq && rd_kafka_flush(c->dlq, DLQ_CLOSE_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    fl_warn("dead-letter topic: %d message(s) not delivered at shutdown",
+            rd_kafka_outq_len(c->dlq));
+  if (c->dlq) rd_kafka_poll(c->dlq, 0);
+  rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+  fl_info("kafka: consumer closed (%" PRIu64 " events stored, %" PRIu64 " batches)", c->st.stored,
+          c->st.batches);
+  uv_close((uv_handle_t *)&c->poll, on_closed);
+  uv_close((uv_handle_t *)&c->idle, on_closed);
+  uv_close((uv_handle_t *)&c->timer, on_closed);
+}
+
+void stream_consumer_stop(stream_consumer *c, void (*done)(void *arg), void *arg) {
+  if (c->stopping) return;
+  c->stopping = 1;
+  c->done = done, c->done_arg = arg;
+  if (c->pending && commit(c) != 0)
+    fl_error("stopping with a batch of %zu events the state could not write: they will be "
+             "consumed again at the next start",
+             state_batch_events(c->batch));
+  uv_idle_stop(&c->idle);
+  if (!c->started) {
+    finish_close(c);
+    return;
+  }
+  rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, c->q);
+  if (e) {
+    fl_error("kafka: close: %s", rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    finish_close(c);
+  }
+}
+
+void stream_consumer_free(stream_consumer *c) {
+  if (!c) return;
+  rd_kafka_queue_destroy(c->q);
+  rd_kafka_destroy(c->rk);
+  if (c->dlq) rd_kafka_destroy(c->dlq);
+  close(c->pipefd[0]), close(c->pipefd[1]);
+  state_batch_free(c->batch);
+  rd_kafka_topic_partition_list_destroy(c->boff);
+  free(c->msgs), free(c->lat_ts);
+  free(c);
+}
+
+void stream_consumer_stats(stream_consumer *c, stream_stats *s) {
+  rd_kafka_topic_partition_list_t *a = NULL;
+  c->st.lag = -1;
+  if (!c->finished && rd_kafka_assignment(c->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+    if (a->cnt > 0 && rd_kafka_position(c->rk, a) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      int64_t lag = 0;
+      int known = 0;
+      for (int i = 0; i < a->cnt; i++) {
+        int64_t lo, hi;
+        if (rd_kafka_get_watermark_offsets(c->rk, a->elems[i].topic, a->elems[i].partition, &lo,
+                                           &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+          continue;
+        int64_t pos = a->elems[i].offset >= 0 ? a->elems[i].offset : lo;
+        lag += hi > pos ? hi - pos : 0;
+        known = 1;
+      }
+      if (known) c->st.lag = lag;
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+  }
+  *s = c->st;
+}
+
+double stream_lat_quantile(const uint64_t *lat_ms, double q) {
+  uint64_t total = 0;
+  for (int i = 0; i <= STREAM_LAT_MS; i++) total += lat_ms[i];
+  if (total == 0) return -1;
+  uint64_t want = (uint64_t)(q * (double)total);
+  if (want >= total) want = total - 1;
+  uint64_t acc = 0;
+  for (int i = 0; i <= STREAM_LAT_MS; i++) {
+    acc += lat_ms[i];
+    if (acc > want) return i;
+  }
+  return STREAM_LAT_MS;
+}

@@ -1,0 +1,85 @@
+/* stream/consumer.h: the Kafka consumer of flamed, on the libuv loop.
+ *
+ * A librdkafka consumer in a consumer group. librdkafka writes a byte to a pipe whenever its
+ * consumer queue goes from empty to non-empty (rd_kafka_queue_io_event_enable); the loop
+ * watches that pipe, and each wakeup drains at most stream.batch_max messages, decodes and
+ * validates them, and stores the good events together with the partitions' next offsets in
+ * ONE state write (state_batch_commit). When the drain was full it re-arms itself on the
+ * loop's idle phase, so a backlog is worked off in bounded slices between other loop work.
+ * No polling thread, no busy polling.
+ *
+ * Exactly-once effect: the offsets stored in the state are the only truth. On assignment each
+ * partition starts at its stored next offset (or stream.start_offset when none is stored);
+ * Kafka commits are advisory (enable.auto.commit of offsets stored after each durable write,
+ * for lag tools). A kill -9 at any moment therefore loses nothing and applies nothing twice.
+ *
+ * Rejected events (stream_reason) go to the dead-letter topic with the reason in the header
+ * "flamed-reject-reason", are counted by reason, and their offsets are consumed like any
+ * other. Events whose type weight is 0 are counted as filtered.
+ *
+ * If the state write fails (disk full, I/O error) the batch is kept, consumption pauses, and
+ * the write is retried with backoff until it succeeds or the consumer stops: nothing
+ * accepted is dropped.
+ *
+ * All functions run on the loop thread. */
+#ifndef FL_STREAM_CONSUMER_H
+#define FL_STREAM_CONSUMER_H
+
+#include "config/config.h"
+#include "state/state.h"
+#include "stream/event.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct stream_consumer stream_consumer;
+
+/* Latency from a message's timestamp (the producer's create time) to its event being durable
+ * in the state: 1 ms buckets up to STREAM_LAT_MS, then one overflow bucket. */
+enum { STREAM_LAT_MS = 2000 };
+
+typedef struct {
+  uint64_t messages;                  /* messages consumed, every outcome */
+  uint64_t stored;                    /* events written to the state */
+  uint64_t filtered;                  /* events dropped by a type weight of 0 */
+  uint64_t rejected[STREAM_R_COUNT];  /* by reason (index STREAM_OK unused) */
+  uint64_t dlq_sent, dlq_failed;      /* dead-letter deliveries confirmed / failed */
+  uint64_t batches;                   /* durable state writes */
+  uint64_t write_failures;            /* state writes that failed (then retried) */
+  uint64_t kafka_errors;              /* consumer errors reported by librdkafka */
+  uint64_t rebalances;                /* assignments and revocations handled */
+  uint64_t lat_ms[STREAM_LAT_MS + 1]; /* produce-to-durable latency histogram */
+  int64_t lag;                        /* messages behind the high watermarks, -1 unknown */
+  int assigned;                       /* partitions currently assigned */
+  int paused;                         /* 1 while a failed state write is being retried */
+} stream_stats;
+
+/* Checks cfg's [kafka] properties (and the daemon's own) the way stream_consumer_new applies
+ * them, without creating a client: --test-config. Returns 0 or negative with err filled. */
+int stream_config_check(const config *cfg, char *err, size_t errlen);
+
+/* Creates a consumer for cfg's [stream] and [kafka] settings storing into db, on loop.
+ * cfg and db must outlive it. A bad [kafka] property is an error naming its origin:line.
+ * Returns 0 or a negative code with err filled. */
+int stream_consumer_new(stream_consumer **out, uv_loop_t *loop, const config *cfg, state_db *db,
+                        char *err, size_t errlen);
+
+/* Subscribes to stream.topic and starts watching. Returns 0 or a negative code. */
+int stream_consumer_start(stream_consumer *c, char *err, size_t errlen);
+
+/* Stops fetching and leaves the group (revoking the partitions) without blocking the loop;
+ * the batch in hand is written first. done(arg) runs on the loop once the consumer is closed
+ * (after at most the session timeout). Safe to call more than once. */
+void stream_consumer_stop(stream_consumer *c, void (*done)(void *arg), void *arg);
+
+/* Frees a stopped (or never started) consumer. Its handles must have closed: call it from
+ * done or after the loop has run. */
+void stream_consumer_free(stream_consumer *c);
+
+/* A snapshot of the counters; lag is refreshed from librdkafka's cached watermarks. */
+void stream_consumer_stats(stream_consumer *c, stream_stats *s);
+
+/* The value at quantile q (0..1) of a latency histogram, in ms; -1 when it is empty. */
+double stream_lat_quantile(const uint64_t *lat_ms, double q);
+
+#endif

@@ -1,0 +1,121 @@
+/* stream/event.h: decoding and validation of one interaction event (a Kafka message payload).
+ *
+ * Pure: no I/O, no logging, no allocation that outlives a call, no global state of its own.
+ * The consumer decodes each message with stream_event_decode(); a result other than STREAM_OK
+ * sends the message to the dead-letter topic with stream_reason_name(result) as its reason
+ * (and the metrics label), and its offset is still consumed.
+ *
+ * Two payload formats:
+ *
+ *   JSON  {"user":"u1","item":"i9","ts":1700000000000,"type":"click"}
+ *         An object. user, item: non-empty strings, or integral numbers of magnitude below 2^53
+ *         taken as their decimal text (42 -> "42", 4.2e1 -> "42", -7 -> "-7"; 1.5, 1e300 ->
+ *         bad_id). ts (optional): an integral number of ms. type (optional): a string. null
+ *         counts as absent for every key. Keys are case-sensitive; other keys are ignored. A
+ *         repeated user, item, ts or type key is bad_json (parsers disagree on which copy wins,
+ *         so neither is trusted). Nothing but JSON whitespace may follow the object.
+ *
+ *   CSV   user,item[,ts[,type]]   one RFC 4180 record, optionally ending in "\n" or "\r\n".
+ *         A field starting with '"' is quoted: it may hold commas, CR, LF and doubled quotes
+ *         (""), and must be followed by ',' or the end. Spaces are data (never trimmed). A '"'
+ *         inside an unquoted field, a CR or LF outside quotes (but the final terminator), an
+ *         unterminated quote or more than 4 fields is bad_csv. ts: -?[0-9]+; an empty ts or
+ *         type field means none.
+ *
+ * In both formats an empty type counts as no type, and one UTF-8 byte order mark (EF BB BF)
+ * is skipped at the very start of the payload.
+ */
+#ifndef FL_STREAM_EVENT_H
+#define FL_STREAM_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STREAM_MAX_ID 256  /* bytes; the largest max_id_bytes */
+#define STREAM_MAX_TYPE 64 /* bytes */
+
+/* Payload formats; the values match config's enum order. */
+enum { STREAM_FORMAT_AUTO = 0, STREAM_FORMAT_JSON = 1, STREAM_FORMAT_CSV = 2 };
+
+typedef struct {
+  size_t max_message_bytes; /* bytes; larger payloads are too_large, rejected before parsing */
+  size_t max_id_bytes;      /* bytes, <= STREAM_MAX_ID (larger values act as STREAM_MAX_ID) */
+  int64_t min_ts_ms;        /* ms since the Unix epoch; older timestamps are absurd */
+  int64_t max_future_ms;    /* ms; timestamps later than now + this are absurd */
+} stream_limits;
+
+typedef struct {
+  /* Not NUL-terminated; they point into buf of this very struct, so a copy of the struct
+   * still points into the original. */
+  const char *user, *item, *type;
+  size_t user_len, item_len, type_len; /* bytes; type_len 0: no type given */
+  int64_t ts_ms;     /* ms since the epoch: the event's ts, else the message's, else now */
+  int ts_from_event; /* 1 when ts_ms came from the payload */
+  char buf[2 * STREAM_MAX_ID + STREAM_MAX_TYPE]; /* the unescaped user, item and type bytes */
+} stream_event;
+
+/* X(name, text): the reasons an event is refused. The text is stable snake_case: it is the
+ * dead-letter header value and the metrics label. */
+#define STREAM_REASONS(X)                                                                          \
+  X(OK, "ok")                                                                                      \
+  X(R_TOO_LARGE, "too_large")                                                                      \
+  X(R_EMPTY, "empty")                                                                              \
+  X(R_BAD_JSON, "bad_json")                                                                        \
+  X(R_BAD_CSV, "bad_csv")                                                                          \
+  X(R_NO_USER, "no_user")                                                                          \
+  X(R_NO_ITEM, "no_item")                                                                          \
+  X(R_BAD_ID, "bad_id")                                                                            \
+  X(R_ID_TOO_LONG, "id_too_long")                                                                  \
+  X(R_NOT_UTF8, "not_utf8")                                                                        \
+  X(R_BAD_TS, "bad_ts")                                                                            \
+  X(R_TS_RANGE, "ts_range")                                                                        \
+  X(R_BAD_TYPE, "bad_type")
+
+/* clang-format off */
+typedef enum {
+#define STREAM_X(name, text) STREAM_##name,
+  STREAM_REASONS(STREAM_X)
+#undef STREAM_X
+  STREAM_R_COUNT
+} stream_reason;
+/* clang-format on */
+
+/* The stable name of a reason ("ok", "too_large", "bad_json", ...). Never NULL: values outside
+ * the enum give "unknown". */
+const char *stream_reason_name(stream_reason r);
+
+/* Decodes and validates one payload of len bytes (payload may be NULL when len is 0) in
+ * format (a STREAM_FORMAT_* value; any other value acts as AUTO, which picks JSON when the
+ * first byte after a BOM and blanks is '{' and CSV otherwise) into *e, under *lim. e and lim
+ * are not NULL; the payload need not be NUL-terminated and is not referenced afterwards.
+ *
+ * msg_ts_ms is the Kafka message's timestamp in ms, negative when it has none; now_ms the
+ * current time. The event's ts is used when the payload has one, else msg_ts_ms when there is
+ * one, else now_ms. A ts from the payload or from the message must lie in
+ * [lim->min_ts_ms, now_ms + lim->max_future_ms], else the event is ts_range: a message
+ * timestamp standing in is the producer's claim of the event time, and an absurd one is as
+ * wrong as an absurd ts in the payload. now_ms itself is never range-checked. Integers at or
+ * beyond +-2^53 are ts_range whatever the limits.
+ *
+ * Validation: user and item must be valid UTF-8 (strict: no overlong forms, no surrogates,
+ * nothing above U+10FFFF) with no C0 control character (U+0000..U+001F; DEL and C1 are
+ * allowed), 1..max_id_bytes bytes after unescaping; a present type likewise, 1..64 bytes.
+ *
+ * Returns STREAM_OK with *e filled in, or the first reason found, checking in this order:
+ * too_large (len > max_message_bytes, the payload unread), empty (nothing but blanks: space,
+ * tab, CR, LF), bad_json / bad_csv (the payload as a whole), then user (no_user when absent,
+ * null or empty; bad_id for another JSON type, or a number that is not an integer below
+ * 2^53 in magnitude; id_too_long; not_utf8), then item alike, then ts (bad_ts when not an
+ * integer; ts_range), then type (bad_type when not a string or longer than 64 bytes;
+ * not_utf8). A length is checked before the bytes. In JSON, a \u escape that is not a
+ * Unicode scalar value (a lone surrogate, or U+0000, which would end cJSON's strings early)
+ * anywhere in an otherwise well-formed payload makes it not_utf8, even under a key that is
+ * ignored. On any result but STREAM_OK the lengths in *e are 0.
+ *
+ * Thread-safety: e is the caller's; but cJSON records the position of a parse error in a
+ * process-wide variable, so JSON payloads must be decoded on one thread at a time with respect
+ * to every other cJSON parse in the process. */
+stream_reason stream_event_decode(stream_event *e, const void *payload, size_t len, int format,
+                                  const stream_limits *lim, int64_t msg_ts_ms, int64_t now_ms);
+
+#endif

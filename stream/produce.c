@@ -1,0 +1,117 @@
+/* stream/produce.c: the clickstream replayer (see produce.h). */
+#define _GNU_SOURCE
+#include "stream/produce.h"
+
+#include "common/common.h"
+
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+  uint64_t acked, failed;
+  rd_kafka_resp_err_t last_err;
+} produce_counts;
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  produce_counts *pc = opaque;
+  if (m->err) {
+    pc->failed++;
+    pc->last_err = m->err;
+  } else {
+    pc->acked++;
+  }
+}
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const size_t *off,
+                             const int32_t *items, const int64_t *user_ids,
+                             stream_produce_result *r, char *err, size_t errlen) {
+  memset(r, 0, sizeof *r);
+  produce_counts pc = {0};
+  char e[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  const char *settings[][2] = {
+      {"bootstrap.servers", o->brokers},
+      {"client.id", "flame-produce"},
+      /* retries must not reorder a user's events */
+      {"enable.idempotence", "true"},
+      /* throughput: wait up to 5 ms to fill large batches */
+      {"linger.ms", "50"},
+      {"batch.num.messages", "10000"},
+      {"queue.buffering.max.messages", "1000000"},
+  };
+  for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+    if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], e, sizeof e) != RD_KAFKA_CONF_OK) {
+      snprintf(err, errlen, "kafka: %s", e);
+      rd_kafka_conf_destroy(conf);
+      return FL_ERANGE;
+    }
+  rd_kafka_conf_set_opaque(conf, &pc);
+  rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+  if (!rk) {
+    snprintf(err, errlen, "kafka producer: %s", e);
+    rd_kafka_conf_destroy(conf);
+    return FL_ERANGE;
+  }
+  size_t maxlen = 0;
+  for (size_t u = 0; u < nusers; u++)
+    if (off[u + 1] - off[u] > maxlen) maxlen = off[u + 1] - off[u];
+  double t0 = fl_now();
+  uint64_t n = 0;
+  char key[32], payload[160];
+  for (size_t round = 0; round < maxlen; round++) {
+    for (size_t u = 0; u < nusers; u++) {
+      if (off[u] + round >= off[u + 1]) continue;
+      if ((o->limit && n >= o->limit) || (o->stop && *o->stop)) goto done;
+      if (o->rate > 0 && n % 64 == 0) {
+        /* pace to the rate: sleep until event n is due */
+        double due = t0 + (double)n / o->rate, now = fl_now();
+        if (due > now) {
+          struct timespec ts = {(time_t)(due - now),
+                                (long)((due - now - (time_t)(due - now)) * 1e9)};
+          nanosleep(&ts, NULL);
+        }
+      }
+      int kl = snprintf(key, sizeof key, "user-%" PRId64, user_ids[u]);
+      int item = items[off[u] + round];
+      int pl = o->format == STREAM_PRODUCE_CSV
+                   ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, wall_ms())
+                   : snprintf(payload, sizeof payload,
+                              "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key,
+                              item, wall_ms());
+      for (;;) {
+        rd_kafka_resp_err_t pe = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, (size_t)kl), RD_KAFKA_V_VALUE(payload, (size_t)pl), RD_KAFKA_V_END);
+        if (pe == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+        if (pe != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+          pc.failed++;
+          pc.last_err = pe;
+          break;
+        }
+        rd_kafka_poll(rk, 10); /* queue full: let deliveries drain it */
+      }
+      n++;
+      if (n % 1024 == 0) rd_kafka_poll(rk, 0);
+    }
+  }
+done:
+  rd_kafka_flush(rk, 60000);
+  r->seconds = fl_now() - t0;
+  r->sent = pc.acked;
+  r->failed = pc.failed + (uint64_t)rd_kafka_outq_len(rk);
+  if (pc.failed)
+    fl_warn("produce: %" PRIu64 " events failed: %s", pc.failed, rd_kafka_err2str(pc.last_err));
+  rd_kafka_destroy(rk);
+  return 0;
+}
