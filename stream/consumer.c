@@ -162,6 +162,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       rd_kafka_assign(rk, parts);
       c->st.assigned = parts->cnt;
     }
+    /* Tell the group where the state stands (advisory, for lag tools): a partition with
+     * nothing new to consume would otherwise keep whatever a killed predecessor last
+     * managed to commit. */
+    rd_kafka_topic_partition_list_t *known = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+      if (parts->elems[i].offset >= 0)
+        rd_kafka_topic_partition_list_add(known, parts->elems[i].topic, parts->elems[i].partition)
+            ->offset = parts->elems[i].offset;
+    if (known->cnt) rd_kafka_offsets_store(rk, known);
+    rd_kafka_topic_partition_list_destroy(known);
   } else {
     if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
       fl_error("kafka: rebalance error: %s", rd_kafka_err2str(err));
@@ -631,7 +641,9 @@ void stream_consumer_stats(stream_consumer *c, stream_stats *s) {
                                            &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
             hi < 0)
           continue;
-        int64_t pos = a->elems[i].offset >= 0 ? a->elems[i].offset : lo;
+        /* a partition that has not fetched yet has no position: not counted */
+        int64_t pos = a->elems[i].offset;
+        if (pos < 0) continue;
         lag += hi > pos ? hi - pos : 0;
         known = 1;
       }
