@@ -58,3 +58,21 @@ size_t tu_count_lines(const char *s) {
   for (; *s; s++) n += *s == '\n';
   return n;
 }
+
+int tu_file_setup(void **state) {
+  tu_file_fixture *fx = calloc(1, sizeof *fx);
+  if (!fx || tu_mkdtemp(fx->dir, sizeof fx->dir) != 0) {
+    free(fx);
+    return -1;
+  }
+  snprintf(fx->path, sizeof fx->path, "%s/file", fx->dir);
+  *state = fx;
+  return 0;
+}
+
+int tu_file_teardown(void **state) {
+  tu_file_fixture *fx = *state;
+  tu_rmtree(fx->dir);
+  free(fx);
+  return 0;
+}

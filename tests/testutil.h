@@ -17,6 +17,14 @@ void tu_rmtree(const char *path);
 /* Writes a text file. */
 void tu_write_file(const char *path, const char *text);
 
+/* A cmocka fixture: a fresh temp dir and a file path in it (not created), removed after. */
+typedef struct {
+  char dir[256];  /* the test's temp dir */
+  char path[512]; /* dir/file */
+} tu_file_fixture;
+int tu_file_setup(void **state);
+int tu_file_teardown(void **state);
+
 /* Runs binary bin with args (shell words) in directory dir, capturing stdout and stderr
  * (through files in dir). status is the exit code, or -1 when it did not exit normally. */
 typedef struct {

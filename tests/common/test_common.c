@@ -54,29 +54,6 @@ static void test_strerror_errno(void **state) {
 
 /* ---- fl_write_atomic / fl_read_file ---- */
 
-typedef struct {
-  char dir[256];  /* the test's temp dir */
-  char path[512]; /* dir/file.bin */
-} file_fixture;
-
-static int file_setup(void **state) {
-  file_fixture *fx = calloc(1, sizeof *fx);
-  if (!fx || tu_mkdtemp(fx->dir, sizeof fx->dir) != 0) {
-    free(fx);
-    return -1;
-  }
-  snprintf(fx->path, sizeof fx->path, "%s/file.bin", fx->dir);
-  *state = fx;
-  return 0;
-}
-
-static int file_teardown(void **state) {
-  file_fixture *fx = *state;
-  tu_rmtree(fx->dir);
-  free(fx);
-  return 0;
-}
-
 /* Number of directory entries other than . and .. */
 static int count_entries(const char *dir) {
   DIR *d = opendir(dir);
@@ -90,7 +67,7 @@ static int count_entries(const char *dir) {
 }
 
 static void test_write_atomic_roundtrip(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   /* Binary content with NUL bytes: nothing may stop at the first zero. */
   unsigned char data[1000];
   for (size_t i = 0; i < sizeof data; i++) data[i] = (unsigned char)(i * 7);
@@ -108,7 +85,7 @@ static void test_write_atomic_roundtrip(void **state) {
 }
 
 static void test_write_atomic_empty(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   assert_int_equal(fl_write_atomic(fx->path, "", 0), 0);
   void *buf = NULL;
   size_t n = 99;
@@ -118,7 +95,7 @@ static void test_write_atomic_empty(void **state) {
 }
 
 static void test_write_atomic_replaces(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   const char *old_text = "old contents, quite a bit longer than the new ones";
   const char *new_text = "new";
   assert_int_equal(fl_write_atomic(fx->path, old_text, strlen(old_text)), 0);
@@ -144,7 +121,7 @@ static void test_write_atomic_replaces(void **state) {
 }
 
 static void test_write_atomic_missing_dir(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   char path[600];
   snprintf(path, sizeof path, "%s/no-such-dir/file.bin", fx->dir);
   assert_int_equal(fl_write_atomic(path, "x", 1), -ENOENT);
@@ -154,7 +131,7 @@ static void test_write_atomic_missing_dir(void **state) {
 }
 
 static void test_read_file_missing(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   void *buf = (void *)0x1;
   size_t n = 42;
   assert_int_equal(fl_read_file(fx->path, &buf, &n), -ENOENT);
@@ -255,11 +232,12 @@ int test_common(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_strerror_codes),
       cmocka_unit_test(test_strerror_errno),
-      cmocka_unit_test_setup_teardown(test_write_atomic_roundtrip, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_write_atomic_empty, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_write_atomic_replaces, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_write_atomic_missing_dir, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_read_file_missing, file_setup, file_teardown),
+      cmocka_unit_test_setup_teardown(test_write_atomic_roundtrip, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_write_atomic_empty, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_write_atomic_replaces, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_write_atomic_missing_dir, tu_file_setup,
+                                      tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_read_file_missing, tu_file_setup, tu_file_teardown),
       cmocka_unit_test(test_crc32),
       cmocka_unit_test(test_rng_determinism),
       cmocka_unit_test(test_rng_uniform_and_below),

@@ -123,32 +123,9 @@ static void set_fails(config *c, const char *name, const char *value, int rc, co
   config_free(&snap);
 }
 
-typedef struct {
-  char dir[256];  /* the test's temp dir */
-  char path[512]; /* dir/flamed.conf */
-} file_fixture;
-
-static int file_setup(void **state) {
-  file_fixture *fx = calloc(1, sizeof *fx);
-  if (!fx || tu_mkdtemp(fx->dir, sizeof fx->dir) != 0) {
-    free(fx);
-    return -1;
-  }
-  snprintf(fx->path, sizeof fx->path, "%s/flamed.conf", fx->dir);
-  *state = fx;
-  return 0;
-}
-
-static int file_teardown(void **state) {
-  file_fixture *fx = *state;
-  tu_rmtree(fx->dir);
-  free(fx);
-  return 0;
-}
-
 /* Writes text to the fixture's file and loads it into a fresh config; returns the code, with
  * the message in err, and checks that a failed load left the defaults untouched. */
-static int load_text(file_fixture *fx, config *c, const char *text) {
+static int load_text(tu_file_fixture *fx, config *c, const char *text) {
   tu_write_file(fx->path, text);
   config_init(c);
   err[0] = 0;
@@ -166,7 +143,7 @@ static int load_text(file_fixture *fx, config *c, const char *text) {
 
 /* Loads text that must fail with rc at line; the message must start with "path:line: " and
  * contain want. */
-static void load_fails(file_fixture *fx, const char *text, int rc, int line, const char *want) {
+static void load_fails(tu_file_fixture *fx, const char *text, int rc, int line, const char *want) {
   config c;
   int got = load_text(fx, &c, text);
   config_free(&c);
@@ -575,7 +552,7 @@ static void test_type_weights(void **state) {
 /* ---- files ---- */
 
 static void test_file_load(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   int rc = load_text(fx, &c,
                      "; flamed test config\n"
@@ -632,7 +609,7 @@ static void test_file_load(void **state) {
 
 /* A load applies on top of what is there, and a failed one leaves it all as it was. */
 static void test_file_atomic(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   config_init(&c);
   set_ok(&c, "stream.topic", "before");
@@ -655,7 +632,7 @@ static void test_file_atomic(void **state) {
 }
 
 static void test_file_errors(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   load_fails(fx, "[stream]\ntopic = a\n\nbatchmax = 5\n", FL_EFORMAT, 4,
              "unknown setting [stream] batchmax (did you mean batch_max?)");
   load_fails(fx, "[stream]\nbatch_max = 12abc\n", FL_EFORMAT, 2,
@@ -683,7 +660,7 @@ static void test_file_errors(void **state) {
 }
 
 static void test_file_long_lines(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   char text[1200];
   /* A value line longer than inih's buffer is refused, not cut in two. */
   int n = snprintf(text, sizeof text, "[state]\nseq_len = 5\ndir = /");
@@ -717,7 +694,7 @@ static void test_file_long_lines(void **state) {
 
 /* Bytes a text editor would not write are refused, not misread. */
 static void test_file_binary(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   FILE *f = fopen(fx->path, "wb");
   assert_non_null(f);
   static const char text[] = "[stream]\ntopic = a\0b\nbatch_max = 5\n";
@@ -733,7 +710,7 @@ static void test_file_binary(void **state) {
 }
 
 static void test_file_unreadable(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   config_init(&c);
   char path[600];
@@ -758,7 +735,7 @@ static void test_file_unreadable(void **state) {
 /* ---- command line ---- */
 
 static void test_command_line(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   int rc = load_text(fx, &c, "[stream]\nbatch_max = 500\ntopic = t1\n[kafka]\nacks = all\n");
   assert_int_equal(rc, 0);
@@ -865,7 +842,7 @@ static void test_validate(void **state) {
 /* Every setting away from its default, strings with the characters a file can carry, kafka
  * entries: dump, load into a fresh config, compare field by field. */
 static void test_dump_round_trip(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   config_init(&c);
   const char *sets[][2] = {
@@ -938,7 +915,7 @@ static void test_dump_round_trip(void **state) {
 }
 
 static void test_dump_text(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   config_init(&c);
   set_ok(&c, "state.cache_mb", "128");
@@ -1026,7 +1003,7 @@ static void test_needs_restart(void **state) {
 /* Strings replaced many times, type lists regrown, kafka entries replaced, failed loads of a
  * copy: under ASan any leak fails the run at exit. */
 static void test_free_releases_everything(void **state) {
-  file_fixture *fx = *state;
+  tu_file_fixture *fx = *state;
   config c;
   config_init(&c);
   for (int i = 0; i < 50; i++) {
@@ -1063,18 +1040,19 @@ int test_config(void) {
       cmocka_unit_test(test_unknown_names),
       cmocka_unit_test(test_kafka_passthrough),
       cmocka_unit_test(test_type_weights),
-      cmocka_unit_test_setup_teardown(test_file_load, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_file_atomic, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_file_errors, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_file_long_lines, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_file_binary, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_file_unreadable, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_command_line, file_setup, file_teardown),
+      cmocka_unit_test_setup_teardown(test_file_load, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_file_atomic, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_file_errors, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_file_long_lines, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_file_binary, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_file_unreadable, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_command_line, tu_file_setup, tu_file_teardown),
       cmocka_unit_test(test_validate),
-      cmocka_unit_test_setup_teardown(test_dump_round_trip, file_setup, file_teardown),
-      cmocka_unit_test_setup_teardown(test_dump_text, file_setup, file_teardown),
+      cmocka_unit_test_setup_teardown(test_dump_round_trip, tu_file_setup, tu_file_teardown),
+      cmocka_unit_test_setup_teardown(test_dump_text, tu_file_setup, tu_file_teardown),
       cmocka_unit_test(test_needs_restart),
-      cmocka_unit_test_setup_teardown(test_free_releases_everything, file_setup, file_teardown),
+      cmocka_unit_test_setup_teardown(test_free_releases_everything, tu_file_setup,
+                                      tu_file_teardown),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
