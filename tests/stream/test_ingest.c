@@ -316,6 +316,7 @@ static size_t read_topic(const char *bootstrap, const char *topic, dlq_msg **out
     if (!msg->err) {
       m[n].payload = xmalloc(msg->len + 1);
       memcpy(m[n].payload, msg->payload, msg->len);
+      m[n].payload[msg->len] = 0;
       m[n].len = msg->len;
       rd_kafka_headers_t *h;
       const void *v;
