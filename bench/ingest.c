@@ -42,11 +42,6 @@ static void die(const char *msg) {
   exit(2);
 }
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 static pid_t spawn(const char *bin, char **args, const char *log) {
   pid_t pid = fork();
   if (pid < 0) die("fork failed");
@@ -78,7 +73,7 @@ static int stop_child(pid_t pid) {
   int st = -1;
   for (int i = 0; i < 600; i++) {
     if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-    sleep_ms(50);
+    fl_sleep_ms(50);
   }
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
@@ -170,7 +165,7 @@ int main(int argc, char **argv) {
   snprintf(log, sizeof log, "%s/tput.log", workdir);
   pid_t pid;
   start_flamed(&pid, flamed, bootstrap, dir, "tput", log);
-  for (int i = 0; i < 6000 && !fl_file_contains(log, "kafka: assigned"); i++) sleep_ms(2);
+  for (int i = 0; i < 6000 && !fl_file_contains(log, "kafka: assigned"); i++) fl_sleep_ms(2);
   double t0 = fl_now();
   if (!stream_group_caught_up(bootstrap, "bench-tput", "tput", NPART, 600, 5))
     die("phase 1 did not catch up within 600 s");
@@ -190,7 +185,7 @@ int main(int argc, char **argv) {
   snprintf(log2, sizeof log2, "%s/lat.log", workdir);
   pid_t pid2;
   start_flamed(&pid2, flamed, bootstrap, dir2, "lat", log2);
-  for (int i = 0; i < 6000 && !fl_file_contains(log2, "kafka: assigned"); i++) sleep_ms(2);
+  for (int i = 0; i < 6000 && !fl_file_contains(log2, "kafka: assigned"); i++) fl_sleep_ms(2);
   stream_produce_opts po2 = {bootstrap, "lat", STREAM_PRODUCE_JSON, rate, 0, NULL};
   stream_produce_result pr2;
   if (stream_produce_sequences(&po2, ds.nusers, ds.off, ds.items, ds.user_id, &pr2, err,

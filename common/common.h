@@ -70,6 +70,10 @@ void *fl_xalloc_aligned_at(size_t n, int zero, const char *file, int line);
 
 /* Monotonic clock in seconds. */
 double fl_now(void);
+/* Wall clock in ms since the Unix epoch (Kafka's timestamps). */
+int64_t fl_wall_ms(void);
+/* Sleeps ms milliseconds (interrupted sleeps are not resumed). */
+void fl_sleep_ms(int ms);
 
 /* Writes n bytes to path atomically: a temp file beside it, fsync, rename over path, fsync
  * the directory. Either the old or the complete new file is visible after a crash.

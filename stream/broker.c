@@ -288,10 +288,7 @@ int stream_group_caught_up(const char *bootstrap, const char *group, const char 
   while (ok && !done && fl_now() - t0 < timeout_s) {
     done = committed(rk, topic, nparts, off) == 0;
     for (int p = 0; p < nparts && done; p++) done = off[p] >= hi[p];
-    if (!done) {
-      struct timespec ts = {poll_ms / 1000, (long)(poll_ms % 1000) * 1000000L};
-      nanosleep(&ts, NULL);
-    }
+    if (!done) fl_sleep_ms(poll_ms);
   }
   free(hi), free(off);
   rd_kafka_destroy(rk);

@@ -68,12 +68,6 @@ struct stream_consumer {
   stream_stats st;
 };
 
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- librdkafka callbacks ---- */
 
 /* librdkafka's syslog levels (0 emerg .. 7 debug) onto ours; runs on librdkafka's threads
@@ -316,7 +310,7 @@ static int commit(stream_consumer *c) {
   set_paused(c, 0);
   c->st.batches++;
   c->st.stored += events;
-  int64_t now = wall_ms();
+  int64_t now = fl_wall_ms();
   for (size_t i = 0; i < c->nlat; i++) {
     int64_t d = now - c->lat_ts[i];
     c->st.lat_ms[d < 0 ? 0 : d > STREAM_LAT_MS ? STREAM_LAT_MS : d]++;
@@ -349,7 +343,7 @@ static void drain(stream_consumer *c) {
     if (rd_kafka_consumer_closed(c->rk)) finish_close(c);
     return;
   }
-  int64_t now = wall_ms();
+  int64_t now = fl_wall_ms();
   c->run_idx = -1;
   for (ssize_t i = 0; i < n; i++) {
     take(c, c->msgs[i], now);

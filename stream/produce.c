@@ -26,12 +26,6 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   }
 }
 
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const size_t *off,
                              const int32_t *items, const int64_t *user_ids,
                              stream_produce_result *r, char *err, size_t errlen) {
@@ -86,11 +80,12 @@ int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const 
       }
       int kl = snprintf(key, sizeof key, "user-%" PRId64, user_ids[u]);
       int item = items[off[u] + round];
-      int pl = o->format == STREAM_PRODUCE_CSV
-                   ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, wall_ms())
-                   : snprintf(payload, sizeof payload,
-                              "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key,
-                              item, wall_ms());
+      int pl =
+          o->format == STREAM_PRODUCE_CSV
+              ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, fl_wall_ms())
+              : snprintf(payload, sizeof payload,
+                         "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key, item,
+                         fl_wall_ms());
       for (;;) {
         rd_kafka_resp_err_t pe = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

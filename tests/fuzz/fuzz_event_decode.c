@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "stream/event.h"
+#include "tests/utf8_ref.h"
 
 #define NOW 1700000000000LL
 
@@ -27,26 +28,6 @@ static const stream_limits LIM = {.max_message_bytes = 2048, /* below libFuzzer'
       abort();                                                                                     \
     }                                                                                              \
   } while (0)
-
-/* Reference UTF-8 check, written apart from the decoder's: decode each code point from its
- * bit pattern, then refuse non-shortest forms, surrogates, > U+10FFFF and C0 controls. */
-static int ref_utf8_clean(const unsigned char *s, size_t n) {
-  for (size_t i = 0; i < n;) {
-    unsigned c = s[i]; /* 0xxxxxxx, 110xxxxx, 1110xxxx or 11110xxx, then 10xxxxxx each */
-    unsigned len = c >> 7 == 0 ? 1 : c >> 5 == 6 ? 2 : c >> 4 == 14 ? 3 : c >> 3 == 30 ? 4 : 0;
-    if (len == 0 || i + len > n) return 0;
-    unsigned cp = len == 1 ? c : c & (0x7fu >> len);
-    for (unsigned k = 1; k < len; k++) {
-      if (s[i + k] >> 6 != 2) return 0;
-      cp = cp << 6 | (s[i + k] & 0x3f);
-    }
-    static const unsigned min_of_len[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_of_len[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp < 0x20)
-      return 0;
-    i += len;
-  }
-  return 1;
-}
 
 static int inside(const stream_event *e, const char *p, size_t n) {
   return p >= e->buf && n <= sizeof e->buf && (size_t)(p - e->buf) <= sizeof e->buf - n;

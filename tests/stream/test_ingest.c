@@ -36,11 +36,6 @@ static const char *flamed_bin(void) {
   return b && *b ? b : "./flamed";
 }
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 /* ---- the daemon as a child process ---- */
 
 typedef struct {
@@ -89,7 +84,7 @@ static int wait_exit(child *d, int timeout_s) {
       d->pid = 0;
       return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
-    sleep_ms(50);
+    fl_sleep_ms(50);
   }
   kill(d->pid, SIGKILL);
   waitpid(d->pid, NULL, 0);
@@ -417,6 +412,15 @@ static void child_in(child *d, const env *v, const char *name) {
   snprintf(d->log, sizeof d->log, "%s/%s.log", v->tmp, name);
 }
 
+/* Waits until d has made everything in v's topic durable, then stops it: it must exit 0. */
+static void finish(child *d, const env *v) {
+  int caught = stream_group_caught_up(v->bootstrap, v->group, v->topic, NPART, WAIT_S, 100);
+  int st = stop_daemon(d);
+  if (!caught || st != 0) dump_log(d);
+  assert_true(caught);
+  assert_int_equal(st, 0);
+}
+
 /* ---- tests ---- */
 
 /* Every good event stored in order exactly once; every malformed one in the dead-letter topic
@@ -432,11 +436,7 @@ static void test_good_and_malformed(void **state) {
   child_in(&d, &v, "d");
   const char *weights[] = {"--stream.type_weights=view:1,spam:0", NULL};
   start_daemon(&d, v.bootstrap, v.group, v.topic, weights);
-  int caught = stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100);
-  int st = stop_daemon(&d);
-  if (!caught || st != 0) dump_log(&d);
-  assert_true(caught);
-  assert_int_equal(st, 0);
+  finish(&d, &v);
   check_all_users(d.dir, &w);
   size_t spam = 0;
   for (size_t i = 0; i < w.n; i++) spam += w.m[i].reason == STREAM_OK && !w.m[i].user;
@@ -500,10 +500,10 @@ static void test_kill9_restart(void **state) {
     /* wait for progress beyond the last kill's, then kill at a random moment after it */
     int64_t now = done;
     for (int t = 0; t < WAIT_S * 10 && now <= done; t++) {
-      sleep_ms(100);
+      fl_sleep_ms(100);
       now = stream_group_committed(v.bootstrap, v.group, v.topic, NPART);
     }
-    sleep_ms((int)fl_rng_below(&r, 400));
+    fl_sleep_ms((int)fl_rng_below(&r, 400));
     kill9(&d);
     mid += now > done && now < (int64_t)w.n;
     fprintf(stderr, "kill -9 #%d after %" PRId64 " of %zu events committed\n", i + 1, now, w.n);
@@ -511,11 +511,7 @@ static void test_kill9_restart(void **state) {
   }
   assert_true(mid >= 3); /* most kills interrupted an ingest in progress */
   start_daemon(&d, v.bootstrap, v.group, v.topic, NULL);
-  int caught = stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100);
-  int st = stop_daemon(&d);
-  if (!caught || st != 0) dump_log(&d);
-  assert_true(caught);
-  assert_int_equal(st, 0);
+  finish(&d, &v);
   check_all_users(d.dir, &w);
   free_workload(&w);
   env_down(&v);
@@ -536,7 +532,7 @@ static void run_rebalance(const char *name, const char *strategy) {
   child_in(&b, &v, "b");
   produce_range(v.bootstrap, v.topic, &w, 0, w.n / 2);
   start_daemon(&a, v.bootstrap, v.group, v.topic, extra);
-  sleep_ms(1500);
+  fl_sleep_ms(1500);
   start_daemon(&b, v.bootstrap, v.group, v.topic, extra);
   produce_range(v.bootstrap, v.topic, &w, w.n / 2, w.n);
   int caught = stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100);
@@ -602,7 +598,7 @@ static void test_broker_down_at_start(void **state) {
   snprintf(d.dir, sizeof d.dir, "%s/state", tmp);
   snprintf(d.log, sizeof d.log, "%s/d.log", tmp);
   start_daemon(&d, bootstrap, "flamed-late", "late", NULL);
-  sleep_ms(2500);
+  fl_sleep_ms(2500);
   assert_int_equal(waitpid(d.pid, NULL, WNOHANG), 0); /* still running */
   env v;
   memcpy(v.tmp, tmp, sizeof tmp);
@@ -615,11 +611,7 @@ static void test_broker_down_at_start(void **state) {
   workload w;
   make_workload(&w, 20, 20, 0);
   produce_range(v.bootstrap, v.topic, &w, 0, w.n);
-  int caught = stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100);
-  int st = stop_daemon(&d);
-  if (!caught || st != 0 || !log_has(&d, "kafka")) dump_log(&d);
-  assert_true(caught);
-  assert_int_equal(st, 0);
+  finish(&d, &v);
   assert_true(log_has(&d, "Connection refused") || log_has(&d, "brokers are down"));
   check_all_users(d.dir, &w);
   free_workload(&w);
@@ -636,7 +628,7 @@ static void test_state_dir_errors(void **state) {
   child_in(&b, &v, "a"); /* same dir */
   snprintf(b.log, sizeof b.log, "%s/b.log", v.tmp);
   start_daemon(&a, v.bootstrap, v.group, v.topic, NULL);
-  sleep_ms(1000);
+  fl_sleep_ms(1000);
   start_daemon(&b, v.bootstrap, v.group, v.topic, NULL);
   int sb = wait_exit(&b, WAIT_S);
   if (sb != 1) dump_log(&b);
