@@ -305,6 +305,8 @@ static const char train_help[] =
     "  --out FILE       best checkpoint, written atomically at every improvement\n"
     "  --epochs N       maximum epochs (200)\n"
     "  --patience N     stop after N epochs without improvement (20)\n"
+    "  --epoch-samples N  an epoch is the next N samples of the shuffled order (default: all\n"
+    "                   of them); budgets long runs and validates them more often\n"
     "  --protocol P     default | flame (truncates histories to L+3, FLAME.md section 4)\n"
     "  --threads N      BLAS threads (1)\n"
     "  --seed N         initialisation, shuffling and dropout (42)\n"
@@ -325,6 +327,7 @@ static int cmd_train(int argc, char **argv) {
                                      {"out", required_argument, 0, 'o'},
                                      {"epochs", required_argument, 0, 'e'},
                                      {"patience", required_argument, 0, 'p'},
+                                     {"epoch-samples", required_argument, 0, 'E'},
                                      {"protocol", required_argument, 0, 'P'},
                                      {"threads", required_argument, 0, 't'},
                                      {"seed", required_argument, 0, 's'},
@@ -351,6 +354,9 @@ static int cmd_train(int argc, char **argv) {
       break;
     case 'p':
       o.patience = arg_size("--patience", optarg, 1, 100000);
+      break;
+    case 'E':
+      o.epoch_samples = arg_size("--epoch-samples", optarg, 1, SIZE_MAX);
       break;
     case 'P':
       if (eval_protocol_parse(optarg, &o.proto))

@@ -247,14 +247,17 @@ int eval_protocol_parse(const char *s, eval_protocol *out);
 /* ---- offline training (model/train.c) ---- */
 
 typedef struct {
-  size_t epochs;       /* maximum epochs (200) */
-  size_t patience;     /* stop after this many epochs without a better val NDCG@20 (20) */
-  size_t batch;        /* samples per step (256) */
-  float lr;            /* Adam learning rate (1e-3) */
-  eval_protocol proto; /* evaluation protocol (the caller truncates data for flame) */
-  uint64_t seed;       /* shuffling and dropout */
-  const char *out;     /* the best checkpoint is written here (atomically) at each improvement */
-  int progress;        /* 1: one line per epoch on stderr */
+  size_t epochs;        /* maximum epochs (200) */
+  size_t patience;      /* stop after this many epochs without a better val NDCG@20 (20) */
+  size_t epoch_samples; /* samples per epoch (0: all); a smaller epoch walks on through one
+                           shuffled order, reshuffled once every sample was seen, so long
+                           runs can be budgeted and validated more often */
+  size_t batch;         /* samples per step (256) */
+  float lr;             /* Adam learning rate (1e-3) */
+  eval_protocol proto;  /* evaluation protocol (the caller truncates data for flame) */
+  uint64_t seed;        /* shuffling and dropout */
+  const char *out;      /* the best checkpoint is written here (atomically) at each improvement */
+  int progress;         /* 1: one line per epoch on stderr */
 } train_opts;
 
 void train_opts_default(train_opts *o);

@@ -2,9 +2,10 @@
  * frozen anchor).
  *
  * One epoch = every leave-one-out training sample once, in a fresh random order, in packed
- * batches; after each epoch the validation metrics decide whether this is the best model so
- * far (then it is checkpointed) and whether patience has run out. The best weights are kept
- * in memory too, so the final test evaluation needs no reload. */
+ * batches (or the next o->epoch_samples of that order); after each epoch the validation metrics
+ * decide whether this is the best model so far (then it is checkpointed) and whether patience has
+ * run out. The best weights are kept in memory too, so the final test evaluation needs no reload.
+ */
 #include "common/common.h"
 #include "model.h"
 
@@ -57,17 +58,25 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   int err = 0;
   fl_rng rng;
   fl_rng_seed(&rng, o->seed ^ 0x7261696eull);
+  size_t per_epoch = o->epoch_samples && o->epoch_samples < ns ? o->epoch_samples : ns;
+  size_t cursor = ns; /* next sample of the shuffled order; ns: reshuffle first */
   for (size_t ep = 1; ep <= o->epochs; ep++) {
     double te = fl_now();
-    shuffle(samples, ns, &rng);
     double loss_sum = 0.0, rec_sum = 0.0; /* FLAME: the cross-entropy part of the loss */
     size_t steps = 0;
     float lambda =
         anc ? flame_lambda(fo, (double)ep) : 0.0f; /* e counted from 1, as the reference */
-    for (size_t i = 0; i < ns; i += B) {
-      size_t nb = ns - i < B ? ns - i : B;
+    for (size_t done = 0; done < per_epoch;) {
+      if (cursor == ns) {
+        shuffle(samples, ns, &rng);
+        cursor = 0;
+      }
+      size_t nb = per_epoch - done < B ? per_epoch - done : B;
+      if (nb > ns - cursor) nb = ns - cursor;
       model_batch bt;
-      data_pack(ds, samples + i, nb, L, 0, tok, off, tgt, &bt);
+      data_pack(ds, samples + cursor, nb, L, 0, tok, off, tgt, &bt);
+      cursor += nb;
+      done += nb;
       model_zero_grad(m);
       if (anc) {
         flame_parts parts;

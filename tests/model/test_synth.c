@@ -196,6 +196,51 @@ static void test_synth_sasrec_beats_popularity(void **state) {
   data_free(&ds);
 }
 
+/* --epoch-samples: at least the whole set is the default epoch, bit for bit; a smaller epoch
+ * runs every epoch asked for, walks on through the shuffled order (64 samples an epoch still
+ * learn the sequential signal after a few passes), and validates each time. */
+static void test_train_epoch_samples(void **state) {
+  synth_fixture *f = *state;
+  assert_int_equal(synth_write(f->a, 200, 60, 12, 3), 0);
+  data_set ds;
+  load(f->a, &ds);
+  model_hparams hp;
+  tiny_hparams(&hp, 1, 0.5f);
+  hp.L = 10;
+  train_opts o;
+  train_opts_default(&o);
+  o.epochs = 2;
+  o.batch = 32;
+  o.progress = 0;
+  model_sasrec a, b;
+  train_result ra, rb;
+  assert_int_equal(model_init(&a, &hp, ds.NI, 1), 0);
+  assert_int_equal(model_init(&b, &hp, ds.NI, 1), 0);
+  assert_int_equal(train_model(&a, NULL, NULL, &ds, &o, &ra), 0);
+  o.epoch_samples = 1u << 30;
+  assert_int_equal(train_model(&b, NULL, NULL, &ds, &o, &rb), 0);
+  assert_int_equal(memcmp(a.params, b.params, a.nparams * sizeof(float)), 0);
+  assert_true(ra.test.ndcg20 == rb.test.ndcg20);
+  model_free(&b);
+
+  data_sample *smp = NULL;
+  size_t ns = data_train_samples(&ds, &smp);
+  free(smp);
+  assert_true(ns > 640);
+  assert_int_equal(model_init(&b, &hp, ds.NI, 1), 0);
+  o.epoch_samples = 64;
+  o.epochs = 3 * ns / 64;
+  o.patience = o.epochs;
+  assert_int_equal(train_model(&b, NULL, NULL, &ds, &o, &rb), 0);
+  assert_int_equal(rb.epochs_run, o.epochs);
+  assert_true(rb.best_epoch > 1);
+  if (!(rb.test.hr10 > 2 * ra.test.hr10 / 3))
+    fail_msg("64-sample epochs: test HR@10 %.3f, 2 full epochs %.3f", rb.test.hr10, ra.test.hr10);
+  model_free(&a);
+  model_free(&b);
+  data_free(&ds);
+}
+
 int test_synth(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_synth_deterministic, setup, teardown),
@@ -203,6 +248,7 @@ int test_synth(void) {
       cmocka_unit_test_setup_teardown(test_synth_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_learnable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_sasrec_beats_popularity, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_train_epoch_samples, setup, teardown),
   };
   return cmocka_run_group_tests_name("model/synth", tests, NULL, NULL);
 }
