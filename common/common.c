@@ -233,6 +233,41 @@ uint64_t fl_rng_below(fl_rng *r, uint64_t n) {
   return (uint64_t)(((__uint128_t)fl_rng_u64(r) * n) >> 64);
 }
 
+static void buf_reserve(fl_buf *b, size_t extra) {
+  if (b->n + extra + 1 <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->n + extra + 1) cap *= 2;
+  b->p = xrealloc(b->p, cap);
+  b->cap = cap;
+}
+
+void fl_buf_put(fl_buf *b, const void *s, size_t n) {
+  buf_reserve(b, n);
+  if (n) memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = 0;
+}
+
+void fl_buf_puts(fl_buf *b, const char *s) { fl_buf_put(b, s, strlen(s)); }
+
+void fl_buf_printf(fl_buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n <= 0) return;
+  buf_reserve(b, (size_t)n);
+  va_start(ap, fmt);
+  vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->n += (size_t)n;
+}
+
+void fl_buf_free(fl_buf *b) {
+  free(b->p);
+  memset(b, 0, sizeof *b);
+}
+
 int fl_file_contains(const char *path, const char *needle) {
   void *buf;
   size_t n;

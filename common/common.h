@@ -68,6 +68,17 @@ void *fl_xalloc_aligned_at(size_t n, int zero, const char *file, int line);
 #define xalloc_aligned(n) fl_xalloc_aligned_at((n), 1, __FILE__, __LINE__)
 #define xalloc_aligned_uninit(n) fl_xalloc_aligned_at((n), 0, __FILE__, __LINE__)
 
+/* A growable byte buffer (HTTP responses, metrics text). Zero-initialised is empty; p is
+ * NUL-terminated whenever n > 0 or after any put. */
+typedef struct {
+  char *p;
+  size_t n, cap;
+} fl_buf;
+void fl_buf_put(fl_buf *b, const void *s, size_t n);
+void fl_buf_puts(fl_buf *b, const char *s);
+void fl_buf_printf(fl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fl_buf_free(fl_buf *b);
+
 /* Monotonic clock in seconds. */
 double fl_now(void);
 /* Wall clock in ms since the Unix epoch (Kafka's timestamps). */

@@ -4,10 +4,15 @@
 
 #include "common/common.h"
 
+#include <arpa/inet.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,4 +80,80 @@ int tu_file_teardown(void **state) {
   tu_rmtree(fx->dir);
   free(fx);
   return 0;
+}
+
+int tu_http_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) fail_msg("connect to port %d", port);
+  return fd;
+}
+
+void tu_http_send(int fd, const char *s, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+    if (w <= 0) return; /* the server may have closed: the responses tell */
+    s += w;
+    n -= (size_t)w;
+  }
+}
+
+/* Parses one complete response at the start of buf (n bytes): its length, or 0 if incomplete. */
+static size_t parse_one(const char *buf, size_t n, tu_http_resp *r) {
+  const char *end = memmem(buf, n, "\r\n\r\n", 4);
+  if (!end) return 0;
+  size_t head = (size_t)(end - buf) + 4, clen = 0;
+  r->close = 0;
+  r->status = atoi(buf + 9);
+  for (const char *l = strstr(buf, "\r\n") + 2; l < end; l = strstr(l, "\r\n") + 2) {
+    if (!strncasecmp(l, "Content-Length:", 15)) clen = (size_t)atol(l + 15);
+    if (!strncasecmp(l, "Connection: close", 17)) r->close = 1;
+  }
+  if (n < head + clen) return 0;
+  r->body = malloc(clen + 1);
+  memcpy(r->body, buf + head, clen);
+  r->body[clen] = 0;
+  r->body_len = clen;
+  return head + clen;
+}
+
+size_t tu_http_read(int fd, tu_http_resp *out, size_t n, int *eof) {
+  size_t cap = 1 << 16, len = 0, got = 0;
+  char *buf = malloc(cap + 1);
+  *eof = 0;
+  for (int reads = 0; got < n && reads < 100000; reads++) {
+    size_t used;
+    buf[len] = 0;
+    while (got < n && (used = parse_one(buf, len, &out[got])) > 0) {
+      memmove(buf, buf + used, len - used);
+      len -= used;
+      buf[len] = 0;
+      got++;
+    }
+    if (got == n) break;
+    if (len == cap) buf = realloc(buf, (cap *= 2) + 1);
+    ssize_t r = recv(fd, buf + len, cap - len, 0);
+    if (r == 0) *eof = 1;
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
+  free(buf);
+  return got;
+}
+
+void tu_http_resp_free(tu_http_resp *r, size_t n) {
+  for (size_t i = 0; i < n; i++) free(r[i].body);
+}
+
+int tu_http_request(int port, const char *req, tu_http_resp *out) {
+  int fd = tu_http_connect(port), eof;
+  tu_http_send(fd, req, strlen(req));
+  size_t got = tu_http_read(fd, out, 1, &eof);
+  close(fd);
+  return got ? out->status : 0;
 }

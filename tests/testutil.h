@@ -37,4 +37,23 @@ void tu_run_free(tu_run_result *r);
 /* Number of '\n' in s. */
 size_t tu_count_lines(const char *s);
 
+/* ---- a minimal HTTP client for loopback tests (blocking, 5 s socket timeouts) ---- */
+/* A TCP connection to 127.0.0.1:port; fails the test if it cannot connect. */
+int tu_http_connect(int port);
+/* Sends all of s. */
+void tu_http_send(int fd, const char *s, size_t n);
+/* One parsed response: status, body (NUL-terminated), and whether it said Connection: close. */
+typedef struct {
+  int status;
+  int close;
+  char *body;
+  size_t body_len;
+} tu_http_resp;
+/* Reads up to n responses (Content-Length framed) into out; returns how many arrived before
+ * EOF or the timeout. *eof = 1 if the server closed the connection. */
+size_t tu_http_read(int fd, tu_http_resp *out, size_t n, int *eof);
+void tu_http_resp_free(tu_http_resp *r, size_t n);
+/* Connect, send one request, read one response, close. Returns the status (0 if none). */
+int tu_http_request(int port, const char *req, tu_http_resp *out);
+
 #endif

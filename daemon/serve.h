@@ -1,0 +1,66 @@
+/* daemon/serve.h: what the serving path reads: immutable, reference-counted model snapshots,
+ * and top-k recommendation from a user's item history.
+ *
+ * A snapshot is built completely by its producer (the trainer, a checkpoint load), then
+ * published and never written again: readers on any thread may use it for as long as they hold
+ * a reference. The loop keeps one reference in its "current" pointer and swaps that pointer
+ * between requests; the old snapshot is freed when its last reference goes (DESIGN.md,
+ * "Hot-swap = build, validate, swap, retire").
+ *
+ * Item indices are the state's dense indices (state/state.h, from 1). A snapshot knows the
+ * items 1..NI of its table; newer items are left out of an input history and cannot be
+ * recommended until a snapshot that knows them is published. */
+#ifndef FL_DAEMON_SERVE_H
+#define FL_DAEMON_SERVE_H
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+
+typedef struct {
+  double hr10, ndcg10; /* on the holdout this version was validated on */
+  uint64_t users;      /* holdout users (0: not validated, e.g. loaded at start) */
+} serve_holdout;
+
+typedef struct serve_model {
+  atomic_uint refs;
+  uint64_t version;        /* 1, 2, ... in promotion order; 0 = popularity only */
+  uint64_t anchor_version; /* the anchor it was trained against (0: none) */
+  int64_t trained_at_ms;   /* wall clock when its round finished (0: unknown) */
+  serve_holdout holdout;
+  int has_net;       /* 0: popularity only (no model yet) */
+  model_sasrec m;    /* the learnable network, parameters only (has_net) */
+  uint32_t *popular; /* item indices, most popular first (the cold-start fallback) */
+  size_t npopular;
+} serve_model;
+
+/* A new snapshot holding one reference, owning net (moved in: *net is zeroed; NULL for
+ * popularity only) and a copy of popular[0..npopular). */
+serve_model *serve_model_new(uint64_t version, model_sasrec *net, const uint32_t *popular,
+                             size_t npopular);
+serve_model *serve_model_ref(serve_model *s);
+/* Drops a reference; the last one frees the snapshot. NULL is a no-op. */
+void serve_model_unref(serve_model *s);
+
+/* Per-thread scratch for serve_recommend (activations for one sequence, a score row). */
+typedef struct serve_ws serve_ws;
+serve_ws *serve_ws_new(void);
+void serve_ws_free(serve_ws *w);
+
+typedef struct {
+  uint32_t item; /* item index */
+  float score;   /* model score (higher is better); popularity: the negated rank */
+} serve_hit;
+
+/* Top-k items for a history of item indices (oldest first; the newest L that the snapshot
+ * knows are used). exclude_seen: items of hist are never returned. Falls back to popularity
+ * (*fallback = 1) when the snapshot has no network or no history item is known to it; the
+ * popularity list is also used to fill up when the catalogue is smaller than k. Returns the
+ * number of hits written to out (at most k). Scores are finite or the item is skipped. */
+size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n, size_t k,
+                       int exclude_seen, serve_hit *out, int *fallback);
+
+/* 1 if every parameter of m is finite. */
+int serve_params_finite(const model_sasrec *m);
+#endif
