@@ -411,6 +411,96 @@ static const config_setting cfg_table[] = {
            "fsync the write-ahead log at every batch: batches then survive power loss, not only "
            "process crashes, for one fsync per batch."),
 
+  CFG_STRING("model", "anchor", model.anchor, "", false,
+             "The frozen anchor network, a checkpoint written by `flame train` or `flame "
+             "import-pt`; empty: flamed pretrains one (SASRec) from the stored history once "
+             "train.bootstrap_min_users and train.bootstrap_min_events are reached.", NULL),
+  CFG_STRING("model", "dir", model.dir, "", false,
+             "Directory of the promoted model snapshots and the bootstrapped anchor; empty: "
+             "<state.dir>/models. On restart the newest valid snapshot serves at once.", NULL),
+  CFG_INT("model", "dim", model.dim, "64", 8, 1024, false,
+          "Channels of a bootstrapped anchor (a loaded anchor brings its own shape)."),
+  CFG_INT("model", "blocks", model.blocks, "2", 1, 16, false,
+          "Transformer blocks of a bootstrapped anchor."),
+  CFG_INT("model", "heads", model.heads, "2", 1, 16, false,
+          "Attention heads of a bootstrapped anchor; must divide model.dim."),
+  CFG_INT("model", "maxlen", model.maxlen, "50", 2, 4096, false,
+          "Longest input history of a bootstrapped anchor, in items (the newest ones)."),
+  CFG_DOUBLE("model", "dropout", model.dropout, "0.5", 0, 0.95, false,
+             "Dropout probability while training (never applied when serving)."),
+  CFG_INT("model", "keep", model.keep, "3", 1, 1000, false,
+          "Promoted snapshots kept on disk; older ones are deleted."),
+  CFG_INT("model", "popular", model.popular, "1000", 10, 1000000, false,
+          "Items in the popularity list served to cold users and before a model exists."),
+
+  CFG_BOOL("train", "enabled", train.enabled, "true", true,
+           "Run fine-tuning rounds; false starts with training paused (resume it with "
+           "POST /v1/admin/resume-training)."),
+  CFG_DOUBLE("train", "interval_s", train.interval_s, "60", 0.1, 86400, true,
+             "Seconds between fine-tuning rounds."),
+  CFG_INT("train", "min_new_events", train.min_new_events, "100000", 1, CFG_2_POW_53, true,
+          "A round starts before train.interval_s once this many new events were stored."),
+  CFG_INT("train", "min_users", train.min_users, "20", 1, 100000000, true,
+          "Users with new events a round needs; with fewer it waits for the next interval."),
+  CFG_INT("train", "steps", train.steps, "50", 1, 1000000, true,
+          "Optimizer steps per round."),
+  CFG_INT("train", "batch", train.batch, "256", 1, 65536, true, "Samples per optimizer step."),
+  CFG_DOUBLE("train", "lr", train.lr, "0.0003", 1e-7, 1, true,
+             "Adam learning rate of the rounds (each round starts from the serving weights)."),
+  CFG_DOUBLE("train", "tau", train.tau, "1", 0.01, 100, true, "FLAME's NT-Xent temperature."),
+  CFG_DOUBLE("train", "lambda0", train.lambda0, "1", 0, 100, true,
+             "Weight of FLAME's mutual-learning term at a round's first step."),
+  CFG_DOUBLE("train", "lambda_r", train.lambda_r, "0.1", 0, 100, true,
+             "Weight of FLAME's mutual-learning term at a round's last step (geometric in "
+             "between)."),
+  CFG_INT("train", "replay_users", train.replay_users, "1024", 0, 100000000, true,
+          "Users without new events replayed in each round, at random, against forgetting."),
+  CFG_INT("train", "holdout_users", train.holdout_users, "2000", 10, 100000000, true,
+          "At most this many users with new events have their newest event held out of the "
+          "round and used to validate the candidate."),
+  CFG_DOUBLE("train", "margin", train.margin, "0.002", 0, 1, true,
+             "Holdout NDCG@10 a candidate may lose against the serving model and still be "
+             "promoted."),
+  CFG_INT("train", "threads", train.threads, "1", 1, 256, false,
+          "OpenBLAS threads of the trainer."),
+  CFG_DOUBLE("train", "duty", train.duty, "0.8", 0.05, 1, true,
+             "Share of one core the trainer may use during a round; it sleeps the rest, which "
+             "keeps serving and ingest responsive."),
+  CFG_INT("train", "bootstrap_min_users", train.bootstrap_min_users, "1000", 10, 100000000,
+          false, "Users with at least 3 events needed before an anchor is pretrained."),
+  CFG_INT("train", "bootstrap_min_events", train.bootstrap_min_events, "10000", 100,
+          CFG_2_POW_53, false, "Stored events needed before an anchor is pretrained."),
+  CFG_INT("train", "bootstrap_epochs", train.bootstrap_epochs, "10", 1, 1000, false,
+          "Epochs of the anchor's pretraining (the best validation epoch is kept)."),
+  CFG_INT("train", "seed", train.seed, "42", 0, CFG_2_POW_53, false,
+          "Seed of initialisation, sampling and dropout."),
+
+  CFG_STRING("api", "listen", api.listen, "0.0.0.0", false,
+             "Address of the HTTP API (an IPv4 or IPv6 address).", NULL),
+  CFG_INT("api", "port", api.port, "8080", 0, 65535, false,
+          "Port of the HTTP API; 0 picks a free one (logged)."),
+  CFG_STRING("api", "admin_listen", api.admin_listen, "127.0.0.1", false,
+             "Address of the admin API (rollback, train-now, re-anchor, pause, resume).", NULL),
+  CFG_INT("api", "admin_port", api.admin_port, "8081", 0, 65535, false,
+          "Port of the admin API; 0 picks a free one (logged)."),
+  CFG_STRING("api", "admin_token_file", api.admin_token_file, "", false,
+             "File whose first line is the admin bearer token; empty: the admin API is off.",
+             NULL),
+  CFG_INT("api", "max_conns", api.max_conns, "1024", 1, 1000000, false,
+          "Open connections per listener; one more gets a 503 and is closed."),
+  CFG_INT("api", "max_head_bytes", api.max_head_bytes, "8192", 256, 1048576, false,
+          "Longest request line plus headers; longer requests get a 431."),
+  CFG_INT("api", "max_body_bytes", api.max_body_bytes, "65536", 0, 16777216, false,
+          "Longest request body; longer requests get a 413."),
+  CFG_INT("api", "max_pipeline", api.max_pipeline, "32", 1, 100000, false,
+          "Responses queued unsent on one connection before the daemon stops reading it."),
+  CFG_INT("api", "idle_timeout_ms", api.idle_timeout_ms, "60000", 10, 86400000, false,
+          "An idle keep-alive connection is closed after this many ms."),
+  CFG_INT("api", "request_timeout_ms", api.request_timeout_ms, "10000", 10, 86400000, false,
+          "A request must arrive in full within this many ms of its first byte."),
+  CFG_INT("api", "max_k", api.max_k, "1000", 1, 100000, false,
+          "Largest number of recommendations a request may ask for."),
+
   CFG_ENUM("log", "level", log.level, "info", "debug|info|warn|error", true,
            "Least severe messages written to the log: debug adds per-batch detail, warn and error "
            "keep only problems."),
@@ -490,7 +580,8 @@ static const config_setting *cfg_suggest(const char *section, size_t seclen, con
 }
 
 static const char *cfg_suggest_section(const char *section, size_t seclen) {
-  static const char *const sections[] = {"stream", "state", "log", "kafka"};
+  static const char *const sections[] = {"stream", "state", "model", "train",
+                                         "api",    "log",   "kafka"};
   char typed[64];
   snprintf(typed, sizeof typed, "%.*s", (int)seclen, section);
   const char *best = NULL;
@@ -892,6 +983,12 @@ int config_validate(const config *c, char *err, size_t errlen) {
     cfg_err(err, errlen, NULL, 0,
             "state.sync is on but state.wal is off: there is no write-ahead log to fsync; turn "
             "state.wal on, or state.sync off");
+    return FL_ERANGE;
+  }
+  if (c->model.dim % c->model.heads != 0) {
+    cfg_err(err, errlen, NULL, 0,
+            "model.heads (%" PRId64 ") does not divide model.dim (%" PRId64 ")", c->model.heads,
+            c->model.dim);
     return FL_ERANGE;
   }
   bool any = c->stream.default_type_weight > 0;

@@ -109,6 +109,51 @@ typedef struct {
     bool sync;        /* fsync the WAL at every batch */
   } state;
   struct {
+    char *anchor;    /* frozen anchor checkpoint; "" = bootstrap one from the stored history */
+    char *dir;       /* promoted snapshots and the bootstrapped anchor; "" = <state.dir>/models */
+    int64_t dim;     /* bootstrap network: channels */
+    int64_t blocks;  /* bootstrap network: transformer blocks */
+    int64_t heads;   /* bootstrap network: attention heads */
+    int64_t maxlen;  /* bootstrap network: max sequence length L */
+    double dropout;  /* training dropout */
+    int64_t keep;    /* promoted snapshots kept on disk */
+    int64_t popular; /* items in the popularity fallback list */
+  } model;
+  struct {
+    bool enabled;                 /* false: start with training paused */
+    double interval_s;            /* seconds between rounds */
+    int64_t min_new_events;       /* a round starts early once this many events arrived */
+    int64_t min_users;            /* touched users a round needs */
+    int64_t steps;                /* optimizer steps per round */
+    int64_t batch;                /* samples per step */
+    double lr;                    /* Adam learning rate of the rounds */
+    double tau;                   /* NT-Xent temperature */
+    double lambda0, lambda_r;     /* lambda at a round's first and last step */
+    int64_t replay_users;         /* older users replayed per round (against forgetting) */
+    int64_t holdout_users;        /* most touched users whose newest event is held out */
+    double margin;                /* NDCG@10 a candidate may lose against the serving model */
+    int64_t threads;              /* BLAS threads of the trainer */
+    double duty;                  /* share of one core the trainer may use while training */
+    int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */
+    int64_t bootstrap_min_events; /* events needed before an anchor is pretrained */
+    int64_t bootstrap_epochs;     /* epochs of that pretraining */
+    int64_t seed;                 /* initialisation, sampling and dropout */
+  } train;
+  struct {
+    char *listen;               /* API address */
+    int64_t port;               /* API port (0: ephemeral, logged) */
+    char *admin_listen;         /* admin address */
+    int64_t admin_port;         /* admin port (0: ephemeral, logged) */
+    char *admin_token_file;     /* file holding the admin bearer token; "" = admin disabled */
+    int64_t max_conns;          /* open connections per listener */
+    int64_t max_head_bytes;     /* request line + headers */
+    int64_t max_body_bytes;     /* request body */
+    int64_t max_pipeline;       /* queued responses per connection before reading pauses */
+    int64_t idle_timeout_ms;    /* idle keep-alive connections are closed after this */
+    int64_t request_timeout_ms; /* a request must arrive in full within this */
+    int64_t max_k;              /* largest k a client may ask for */
+  } api;
+  struct {
     int level;                /* FL_LOG_DEBUG..FL_LOG_ERROR (common/common.h) */
     int64_t stats_interval_s; /* seconds between periodic stats lines; 0 = none */
   } log;

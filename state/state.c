@@ -638,6 +638,10 @@ int64_t state_user_find(const state_db *db, const char *id, size_t len) {
   return state__dict_find(&db->users, id, len);
 }
 
+const char *state_user_id(const state_db *db, uint32_t idx, size_t *len) {
+  return state__dict_id(&db->users, idx, len);
+}
+
 uint32_t state_user_count(const state_db *db) { return db->users.n; }
 
 /* ---- batches ---- */

@@ -95,6 +95,9 @@ const char *state_item_id(const state_db *db, uint32_t idx, size_t *len);
 uint32_t state_item_count(const state_db *db);
 /* Index of user id, or -1 if unseen. */
 int64_t state_user_find(const state_db *db, const char *id, size_t len);
+/* The id of user idx, as state_item_id does for items. */
+const char *state_user_id(const state_db *db, uint32_t idx, size_t *len);
+
 /* Highest user index (= number of users). */
 uint32_t state_user_count(const state_db *db);
 

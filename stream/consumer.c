@@ -57,6 +57,10 @@ struct stream_consumer {
   int run_idx;     /* its element in boff, -1: look it up */
   int64_t *lat_ts; /* (batch_max) message timestamps of stored events */
   size_t nlat;
+  stream_stored *added; /* (batch_max) the batch's stored events, for the commit hook */
+  size_t nadded;
+  void (*on_commit)(void *ctx, const stream_stored *ev, size_t n);
+  void *on_commit_ctx;
   int pending; /* the batch failed to write and awaits a retry */
   unsigned backoff_ms;
   double retry_at;  /* fl_now() of the next retry */
@@ -243,8 +247,12 @@ static void take(stream_consumer *c, const rd_kafka_message_t *m, int64_t now) {
       if (rc != 0) {
         /* only an id the state cannot hold gets here: treat it as a reject, never a stop */
         r = STREAM_R_BAD_ID;
-      } else if (mts >= 0) {
-        c->lat_ts[c->nlat++] = mts;
+      } else {
+        if (mts >= 0) c->lat_ts[c->nlat++] = mts;
+        /* both ids were just found or assigned: the lookups cannot miss */
+        c->added[c->nadded++] =
+            (stream_stored){(uint32_t)state_user_find(c->db, ev.user, ev.user_len),
+                            (uint32_t)state_item_find(c->db, ev.item, ev.item_len), ev.ts_ms};
       }
     }
   }
@@ -316,12 +324,21 @@ static int commit(stream_consumer *c) {
     c->st.lat_ms[d < 0 ? 0 : d > STREAM_LAT_MS ? STREAM_LAT_MS : d]++;
   }
   c->nlat = 0;
+  if (c->on_commit && c->nadded) c->on_commit(c->on_commit_ctx, c->added, c->nadded);
+  c->nadded = 0;
   c->dlq_in_batch = 0;
   /* advisory: librdkafka auto-commits stored offsets to the group, for lag tools */
   rd_kafka_offsets_store(c->rk, c->boff);
   rd_kafka_topic_partition_list_destroy(c->boff);
   c->boff = rd_kafka_topic_partition_list_new(8);
   return 0;
+}
+
+void stream_consumer_on_commit(stream_consumer *c,
+                               void (*fn)(void *ctx, const stream_stored *ev, size_t n),
+                               void *ctx) {
+  c->on_commit = fn;
+  c->on_commit_ctx = ctx;
 }
 
 /* ---- the loop side ---- */
@@ -533,6 +550,7 @@ int stream_consumer_new(stream_consumer **out, uv_loop_t *loop, const config *cf
   c->boff = rd_kafka_topic_partition_list_new(8);
   c->msgs = xcalloc((size_t)cfg->stream.batch_max, sizeof *c->msgs);
   c->lat_ts = xcalloc((size_t)cfg->stream.batch_max, sizeof *c->lat_ts);
+  c->added = xcalloc((size_t)cfg->stream.batch_max, sizeof *c->added);
   uv_poll_init(loop, &c->poll, c->pipefd[0]);
   uv_idle_init(loop, &c->idle);
   uv_timer_init(loop, &c->timer);
@@ -618,7 +636,7 @@ void stream_consumer_free(stream_consumer *c) {
   close(c->pipefd[0]), close(c->pipefd[1]);
   state_batch_free(c->batch);
   rd_kafka_topic_partition_list_destroy(c->boff);
-  free(c->msgs), free(c->lat_ts);
+  free(c->msgs), free(c->lat_ts), free(c->added);
   free(c);
 }
 

@@ -76,6 +76,18 @@ void stream_consumer_stop(stream_consumer *c, void (*done)(void *arg), void *arg
  * done or after the loop has run. */
 void stream_consumer_free(stream_consumer *c);
 
+/* One event made durable, as the state's dense indices. */
+typedef struct {
+  uint32_t user, item; /* state indices (>= 1) */
+  int64_t ts_ms;       /* the event's time */
+} stream_stored;
+
+/* fn(ctx, ev, n) runs on the loop after every durable state write, with that write's stored
+ * events in consumption order (for the trainer's "touched users" and online metrics). The
+ * state already holds them when fn runs. One hook; NULL removes it. */
+void stream_consumer_on_commit(stream_consumer *c,
+                               void (*fn)(void *ctx, const stream_stored *ev, size_t n), void *ctx);
+
 /* A snapshot of the counters; lag is refreshed from librdkafka's cached watermarks. */
 void stream_consumer_stats(stream_consumer *c, stream_stats *s);
 

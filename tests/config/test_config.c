@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 20);
+  assert_int_equal(n, 60);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -172,8 +172,11 @@ static void test_table_invariants(void **state) {
     if (t[i].type == CONFIG_INT) assert_true(t[i].min <= t[i].max);
     if (t[i].type == CONFIG_DOUBLE) assert_true(t[i].dmin <= t[i].dmax);
     if (t[i].type == CONFIG_ENUM) assert_non_null(t[i].choices);
-    /* Only log.* is reloadable for now. */
-    assert_int_equal(t[i].reloadable, strcmp(t[i].section, "log") == 0);
+    /* Reloadable: log.*, and the training rounds' settings, which the trainer reads afresh at
+     * each round (not its thread count, seed or the bootstrap, fixed at start). */
+    int train_round = !strcmp(t[i].section, "train") && strcmp(t[i].key, "threads") &&
+                      strcmp(t[i].key, "seed") && strncmp(t[i].key, "bootstrap_", 10);
+    assert_int_equal(t[i].reloadable, !strcmp(t[i].section, "log") || train_round);
     for (size_t j = 0; j < i; j++) {
       /* Unique names, unique fields, sections contiguous. */
       assert_false(strcmp(t[i].section, t[j].section) == 0 && strcmp(t[i].key, t[j].key) == 0);
@@ -825,6 +828,12 @@ static void test_validate(void **state) {
   set_ok(&c, "state.wal", "on");
   assert_int_equal(config_validate(&c, err, sizeof err), 0);
 
+  /* The bootstrap network's heads must divide its channels. */
+  set_ok(&c, "model.heads", "3");
+  assert_int_equal(config_validate(&c, err, sizeof err), FL_ERANGE);
+  assert_non_null(strstr(err, "model.heads (3) does not divide model.dim (64)"));
+  set_ok(&c, "model.heads", "2");
+
   /* Dropping every event is refused; one type with a weight is enough. */
   set_ok(&c, "stream.default_type_weight", "0");
   assert_int_equal(config_validate(&c, err, sizeof err), FL_ERANGE);
@@ -864,6 +873,46 @@ static void test_dump_round_trip(void **state) {
       {"state.compression", "zstd"},
       {"state.wal", "off"},
       {"state.sync", "on"},
+      {"model.anchor", "/opt/anchors/beauty;v1.ckpt"},
+      {"model.dir", "/var/lib/flamed/m"},
+      {"model.dim", "128"},
+      {"model.blocks", "3"},
+      {"model.heads", "4"},
+      {"model.maxlen", "200"},
+      {"model.dropout", "0.2"},
+      {"model.keep", "5"},
+      {"model.popular", "50"},
+      {"train.enabled", "false"},
+      {"train.interval_s", "0.5"},
+      {"train.min_new_events", "7"},
+      {"train.min_users", "3"},
+      {"train.steps", "9"},
+      {"train.batch", "64"},
+      {"train.lr", "1e-05"},
+      {"train.tau", "0.5"},
+      {"train.lambda0", "2"},
+      {"train.lambda_r", "0.001"},
+      {"train.replay_users", "0"},
+      {"train.holdout_users", "10"},
+      {"train.margin", "0"},
+      {"train.threads", "2"},
+      {"train.duty", "0.25"},
+      {"train.bootstrap_min_users", "10"},
+      {"train.bootstrap_min_events", "100"},
+      {"train.bootstrap_epochs", "3"},
+      {"train.seed", "7"},
+      {"api.listen", "::1"},
+      {"api.port", "0"},
+      {"api.admin_listen", "127.0.0.2"},
+      {"api.admin_port", "9999"},
+      {"api.admin_token_file", "/etc/flamed/token"},
+      {"api.max_conns", "10"},
+      {"api.max_head_bytes", "256"},
+      {"api.max_body_bytes", "0"},
+      {"api.max_pipeline", "1"},
+      {"api.idle_timeout_ms", "10"},
+      {"api.request_timeout_ms", "86400000"},
+      {"api.max_k", "7"},
       {"log.level", "error"},
       {"log.stats_interval_s", "86400"},
       {"kafka.bootstrap.servers", "k1:9092,k2:9092"},

@@ -260,6 +260,12 @@ static void test_sequences_many_batches(void **state) {
     char uid[32];
     snprintf(uid, sizeof uid, "user-%u", u);
     assert_int_equal(user_idx(db, uid), users[u]);
+    if (users[u] > 0) {
+      size_t len = 0;
+      const char *s = state_user_id(db, (uint32_t)users[u], &len);
+      assert_int_equal(len, strlen(uid));
+      assert_memory_equal(s, uid, len);
+    }
   }
   assert_int_equal(state_offset_get(db, "events", 0, &next), 0);
   assert_int_equal(next, 2901);
@@ -327,6 +333,10 @@ static void test_dictionary_dense_and_rollback(void **state) {
   assert_memory_equal(s, "y", 1);
   assert_null(state_item_id(db, 0, &len));
   assert_null(state_item_id(db, 4, &len));
+  s = state_user_id(db, 2, &len);
+  assert_int_equal(len, 2);
+  assert_memory_equal(s, "u2", 2);
+  assert_null(state_user_id(db, 3, &len));
 
   /* Clear rolls everything back; a new order gives new indices. */
   state_batch_clear(b);
