@@ -56,7 +56,7 @@ static pid_t spawn(const char *bin, char **args, const char *log) {
 
 static void start_flamed(pid_t *pid, const char *bin, const char *bootstrap, const char *dir,
                          const char *topic, const char *log) {
-  char a[8][320];
+  char a[11][320];
   snprintf(a[0], 320, "--kafka.bootstrap.servers=%s", bootstrap);
   snprintf(a[1], 320, "--state.dir=%s", dir);
   snprintf(a[2], 320, "--stream.topic=%s", topic);
@@ -64,7 +64,10 @@ static void start_flamed(pid_t *pid, const char *bin, const char *bootstrap, con
   snprintf(a[4], 320, "--stream.dead_letter_topic=%s.dlq", topic);
   snprintf(a[5], 320, "--kafka.auto.commit.interval.ms=20");
   snprintf(a[6], 320, "--log.stats_interval_s=1");
-  char *args[] = {(char *)bin, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL};
+  snprintf(a[7], 320, "--api.listen=127.0.0.1"); /* ingest only: no training, a spare port */
+  snprintf(a[8], 320, "--api.port=0");
+  snprintf(a[9], 320, "--train.enabled=false");
+  char *args[] = {(char *)bin, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], NULL};
   *pid = spawn(bin, args, log);
 }
 

@@ -227,6 +227,17 @@ static int cfg_check_topic(config *c, const char *v, char *msg, size_t msglen) {
   return FL_EFORMAT;
 }
 
+/* model.anchor_item_ids: empty, or a template with exactly one "{}" (the row number). */
+static int cfg_check_id_template(config *c, const char *v, char *msg, size_t msglen) {
+  (void)c;
+  const char *p = strstr(v, "{}");
+  if (!*v || (p && !strstr(p + 2, "{}"))) return 0;
+  char shown[80];
+  snprintf(msg, msglen, "%s needs exactly one {} (the row number), e.g. item-{}",
+           cfg_show(v, shown, sizeof shown));
+  return FL_EFORMAT;
+}
+
 static void cfg_free_types(config_type_weight *t, size_t n) {
   for (size_t i = 0; i < n; i++) free(t[i].name);
   free(t);
@@ -415,6 +426,11 @@ static const config_setting cfg_table[] = {
              "The frozen anchor network, a checkpoint written by `flame train` or `flame "
              "import-pt`; empty: flamed pretrains one (SASRec) from the stored history once "
              "train.bootstrap_min_users and train.bootstrap_min_events are reached.", NULL),
+  CFG_STRING("model", "anchor_item_ids", model.anchor_item_ids, "", false,
+             "How model.anchor's item rows map to item ids: a template where {} stands for the "
+             "row number (e.g. item-{} for anchors trained by `flame train` on files replayed by "
+             "`flame produce`); empty: the rows are the state's own item indices.",
+             cfg_check_id_template),
   CFG_STRING("model", "dir", model.dir, "", false,
              "Directory of the promoted model snapshots and the bootstrapped anchor; empty: "
              "<state.dir>/models. On restart the newest valid snapshot serves at once.", NULL),
@@ -500,6 +516,9 @@ static const config_setting cfg_table[] = {
           "A request must arrive in full within this many ms of its first byte."),
   CFG_INT("api", "max_k", api.max_k, "1000", 1, 100000, false,
           "Largest number of recommendations a request may ask for."),
+  CFG_INT("api", "online_eval_per_s", api.online_eval_per_s, "200", 0, 100000, false,
+          "Incoming events per second ranked by the serving model before they are applied, for "
+          "the online (prequential) HR@10 and NDCG@10 metrics; 0: none."),
 
   CFG_ENUM("log", "level", log.level, "info", "debug|info|warn|error", true,
            "Least severe messages written to the log: debug adds per-batch detail, warn and error "

@@ -109,7 +109,8 @@ typedef struct {
     bool sync;        /* fsync the WAL at every batch */
   } state;
   struct {
-    char *anchor;    /* frozen anchor checkpoint; "" = bootstrap one from the stored history */
+    char *anchor; /* frozen anchor checkpoint; "" = bootstrap one from the stored history */
+    char *anchor_item_ids; /* "item-{}": row i of model.anchor is the item with that id */
     char *dir;       /* promoted snapshots and the bootstrapped anchor; "" = <state.dir>/models */
     int64_t dim;     /* bootstrap network: channels */
     int64_t blocks;  /* bootstrap network: transformer blocks */
@@ -152,6 +153,7 @@ typedef struct {
     int64_t idle_timeout_ms;    /* idle keep-alive connections are closed after this */
     int64_t request_timeout_ms; /* a request must arrive in full within this */
     int64_t max_k;              /* largest k a client may ask for */
+    int64_t online_eval_per_s;  /* incoming events ranked per second for the online metrics */
   } api;
   struct {
     int level;                /* FL_LOG_DEBUG..FL_LOG_ERROR (common/common.h) */

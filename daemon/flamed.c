@@ -1,12 +1,18 @@
-/* daemon/flamed.c: the flamed daemon (issue 4: ingest; the model and serving come next).
+/* daemon/flamed.c: the flamed daemon.
  *
- * One libuv loop owns everything: the Kafka consumer (stream/), the state writes (state/),
- * signals and the periodic stats line. Exit codes: 0 after a clean drain, 1 when the daemon
- * cannot run (state dir unusable, Kafka client cannot be created), 2 for usage and
- * configuration errors. */
+ * One libuv loop owns the Kafka consumer (stream/), the state writes (state/), the HTTP API
+ * and admin API (daemon/api.h), signals and the periodic stats line; the trainer
+ * (daemon/trainer.h) runs on its own thread and publishes models into the serving slot.
+ * Exit codes: 0 after a clean drain, 1 when the daemon cannot run (state dir or model dir
+ * unusable, a bad anchor, a port that cannot be bound, Kafka client cannot be created), 2 for
+ * usage and configuration errors. */
 #define _GNU_SOURCE
 #include "common/common.h"
 #include "config/config.h"
+#include "daemon/api.h"
+#include "daemon/http.h"
+#include "daemon/serve.h"
+#include "daemon/trainer.h"
 #include "state/state.h"
 #include "stream/consumer.h"
 
@@ -17,15 +23,17 @@
 #include <string.h>
 #include <uv.h>
 
-#define FLAMED_VERSION "0.4.0"
+#define FLAMED_VERSION "0.5.0"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static void usage(FILE *f) {
   fputs(
       "usage: flamed [--config FILE] [--section.key=value ...] [--test-config | --dump-config]\n"
-      "The flamed daemon: consumes interaction events from Kafka and keeps every user's recent\n"
-      "items in RocksDB, exactly once. Logs go to stderr; SIGTERM or SIGINT drains and exits.\n"
+      "The flamed daemon: consumes interaction events from Kafka, keeps every user's recent\n"
+      "items in RocksDB exactly once, fine-tunes a FLAME model on them on a trainer thread,\n"
+      "and serves recommendations over HTTP (api.port; admin API on api.admin_port).\n"
+      "Logs go to stderr; SIGTERM or SIGINT drains and exits.\n"
       "  --config FILE        settings file (INI); without it, the built-in defaults\n"
       "  --section.key=value  overrides a setting after the file (the last one wins),\n"
       "                       e.g. --state.dir=/tmp/flamed --kafka.bootstrap.servers=host:9092\n"
@@ -40,6 +48,10 @@ typedef struct {
   uv_loop_t loop;
   config cfg;
   state_db *db;
+  serve_slot slot;
+  trainer *tr;
+  api *api;
+  http_server *http, *admin;
   stream_consumer *consumer;
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t stats;
@@ -86,6 +98,33 @@ static void on_consumer_closed(void *arg) {
   uv_close((uv_handle_t *)&d->stats, NULL);
 }
 
+static void stop_servers(flamed *d) {
+  if (d->http) http_server_stop(d->http, NULL, NULL);
+  if (d->admin) http_server_stop(d->admin, NULL, NULL);
+  d->http = d->admin = NULL;
+  api_deps_of(d->api)->server = api_deps_of(d->api)->admin = NULL;
+}
+
+static int listen_on(flamed *d, const char *host, int64_t port, http_handler h, http_server **out,
+                     const char *what) {
+  const config *c = &d->cfg;
+  http_opts o = {.host = host,
+                 .port = (int)port,
+                 .max_conns = (size_t)c->api.max_conns,
+                 .max_head = (size_t)c->api.max_head_bytes,
+                 .max_body = (size_t)c->api.max_body_bytes,
+                 .max_pipeline = (size_t)c->api.max_pipeline,
+                 .idle_ms = (uint64_t)c->api.idle_timeout_ms,
+                 .request_ms = (uint64_t)c->api.request_timeout_ms};
+  char err[512];
+  if (http_server_start(out, &d->loop, &o, h, d->api, err, sizeof err) != 0) {
+    fl_error("%s: %s", what, err);
+    return -1;
+  }
+  fl_info("%s listening on %s:%d", what, host, http_server_port(*out));
+  return 0;
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   flamed *d = h->data;
   if (signum == SIGHUP) {
@@ -97,7 +136,10 @@ static void on_signal(uv_signal_t *h, int signum) {
     return;
   }
   d->stopping = 1;
-  fl_info("%s: draining (finishing the batch, leaving the consumer group)", strsignal(signum));
+  fl_info("%s: draining (finishing the batch, leaving the consumer group, answering requests "
+          "in flight)",
+          strsignal(signum));
+  stop_servers(d);
   stream_consumer_stop(d->consumer, on_consumer_closed, d);
 }
 
@@ -186,10 +228,31 @@ int main(int argc, char **argv) {
     goto out_cfg;
   }
   uv_loop_init(&d.loop);
+  serve_slot_init(&d.slot);
+  /* the trainer first: importing an anchor may intern its catalogue in the state */
+  if (trainer_start(&d.tr, &d.cfg, d.db, &d.slot, err, sizeof err) != 0) {
+    fl_error("%s", err);
+    goto out_slot;
+  }
+  api_deps deps = {.cfg = &d.cfg, .db = d.db, .slot = &d.slot, .tr = d.tr};
+  if (api_new(&d.api, &deps, err, sizeof err) != 0) {
+    fl_error("%s", err);
+    goto out_trainer;
+  }
+  if (listen_on(&d, d.cfg.api.listen, d.cfg.api.port, api_handle, &d.http, "api") != 0 ||
+      (*d.cfg.api.admin_token_file && listen_on(&d, d.cfg.api.admin_listen, d.cfg.api.admin_port,
+                                                api_admin_handle, &d.admin, "admin api") != 0)) {
+    goto out_servers;
+  }
+  if (!*d.cfg.api.admin_token_file) fl_info("admin api off (api.admin_token_file is not set)");
   if (stream_consumer_new(&d.consumer, &d.loop, &d.cfg, d.db, err, sizeof err) != 0) {
     fl_error("%s", err);
-    goto out_state;
+    goto out_servers;
   }
+  stream_consumer_on_commit(d.consumer, api_on_commit, d.api);
+  api_deps_of(d.api)->consumer = d.consumer;
+  api_deps_of(d.api)->server = d.http;
+  api_deps_of(d.api)->admin = d.admin;
   uv_signal_init(&d.loop, &d.sigterm);
   uv_signal_init(&d.loop, &d.sigint);
   uv_signal_init(&d.loop, &d.sighup);
@@ -208,6 +271,7 @@ int main(int argc, char **argv) {
   if (stream_consumer_start(d.consumer, err, sizeof err) != 0) {
     fl_error("%s", err);
     d.stopping = 1;
+    stop_servers(&d);
     stream_consumer_stop(d.consumer, on_consumer_closed, &d);
   } else {
     rc = 0;
@@ -215,9 +279,19 @@ int main(int argc, char **argv) {
   uv_run(&d.loop, UV_RUN_DEFAULT);
   if (rc == 0) stats_line(&d);
   stream_consumer_free(d.consumer);
+  goto out_closed;
+out_servers:
+  if (d.http) http_server_stop(d.http, NULL, NULL);
+  if (d.admin) http_server_stop(d.admin, NULL, NULL);
+  uv_run(&d.loop, UV_RUN_DEFAULT); /* runs the servers' close callbacks */
+out_closed:
+  api_free(d.api);
+out_trainer:
+  trainer_stop(d.tr); /* before the state closes: it reads the state */
+out_slot:
+  serve_slot_free(&d.slot);
   if (uv_loop_close(&d.loop) != 0) fl_warn("loop closed with handles still open");
   fl_info("flamed: stopped");
-out_state:
   state_close(d.db);
 out_cfg:
   config_free(&d.cfg);

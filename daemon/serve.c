@@ -4,6 +4,7 @@
 #include "serve.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,52 @@ void serve_model_unref(serve_model *s) {
   if (s->has_net) model_free(&s->m);
   free(s->popular);
   free(s);
+}
+
+void serve_slot_init(serve_slot *sl) {
+  memset(sl, 0, sizeof *sl);
+  pthread_mutex_init(&sl->mu, NULL);
+}
+
+void serve_slot_free(serve_slot *sl) {
+  serve_model_unref(sl->cur);
+  serve_model_unref(sl->prev);
+  pthread_mutex_destroy(&sl->mu);
+}
+
+serve_model *serve_slot_get(serve_slot *sl) {
+  pthread_mutex_lock(&sl->mu);
+  serve_model *s = sl->cur ? serve_model_ref(sl->cur) : NULL;
+  pthread_mutex_unlock(&sl->mu);
+  return s;
+}
+
+void serve_slot_publish(serve_slot *sl, serve_model *s) {
+  pthread_mutex_lock(&sl->mu);
+  serve_model *old = sl->prev;
+  sl->prev = sl->cur;
+  sl->cur = s;
+  sl->swaps++;
+  pthread_mutex_unlock(&sl->mu);
+  serve_model_unref(old); /* outside the lock: freeing a model takes a while */
+}
+
+int serve_slot_rollback(serve_slot *sl, serve_model **rolled_back) {
+  pthread_mutex_lock(&sl->mu);
+  if (!sl->prev) {
+    pthread_mutex_unlock(&sl->mu);
+    return FL_EMISSING;
+  }
+  serve_model *bad = sl->cur;
+  sl->cur = sl->prev;
+  sl->prev = NULL;
+  sl->swaps++;
+  pthread_mutex_unlock(&sl->mu);
+  if (rolled_back)
+    *rolled_back = bad;
+  else
+    serve_model_unref(bad);
+  return 0;
 }
 
 struct serve_ws {
@@ -162,15 +209,50 @@ static size_t fill_popular(const serve_model *s, size_t k, const uint32_t *seen,
   return n;
 }
 
+/* Scores every item for hist into w->scores (the newest L items m knows, oldest first).
+ * Returns 0 when no item of hist is known to m (nothing scored). */
+static int score_history(const model_sasrec *m, serve_ws *w, const uint32_t *hist, size_t n) {
+  size_t L = m->hp.L, T = 0;
+  for (size_t i = n; i > 0 && T < L; i--)
+    if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) T++;
+  if (T == 0) return 0;
+  size_t j = T;
+  for (size_t i = n; i > 0 && j > 0; i--)
+    if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) w->tok[--j] = (int32_t)hist[i - 1];
+  size_t off[2] = {0, T};
+  model_batch b = {.B = 1, .T = T, .tok = w->tok, .off = off, .tgt = NULL};
+  model_forward(m, w->acts, &b, 0);
+  model_scores(m, model_acts_h(w->acts), 1, w->scores);
+  return 1;
+}
+
+size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
+                  uint32_t target) {
+  const model_sasrec *m = s->has_net ? &s->m : NULL;
+  if (m) {
+    ws_fit(w, m, n);
+    if (score_history(m, w, hist, n)) {
+      if (target < 1 || target > m->NI) return SIZE_MAX;
+      float t = w->scores[target - 1];
+      if (!isfinite(t)) return SIZE_MAX;
+      size_t rank = 0;
+      for (size_t i = 0; i < m->NI; i++) rank += w->scores[i] > t;
+      return rank;
+    }
+  }
+  for (size_t i = 0; i < s->npopular; i++)
+    if (s->popular[i] == target) return i;
+  return SIZE_MAX;
+}
+
 size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n, size_t k,
                        int exclude_seen, serve_hit *out, int *fallback) {
   *fallback = 1;
   if (k == 0) return 0;
   const model_sasrec *m = s->has_net ? &s->m : NULL;
-  size_t L = m ? m->hp.L : 0;
-  if (m)
+  if (m) {
     ws_fit(w, m, n);
-  else if (w->seen_cap < n) {
+  } else if (w->seen_cap < n) {
     free(w->seen);
     w->seen = xmalloc(n * sizeof(uint32_t));
     w->seen_cap = n;
@@ -182,22 +264,9 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
     nseen = n;
   }
   size_t got = 0;
-  if (m) {
-    /* the newest L known items, oldest first */
-    size_t T = 0;
-    for (size_t i = n; i > 0 && T < L; i--)
-      if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) T++;
-    size_t j = T;
-    for (size_t i = n; i > 0 && j > 0; i--)
-      if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) w->tok[--j] = (int32_t)hist[i - 1];
-    if (T > 0) {
-      size_t off[2] = {0, T};
-      model_batch b = {.B = 1, .T = T, .tok = w->tok, .off = off, .tgt = NULL};
-      model_forward(m, w->acts, &b, 0);
-      model_scores(m, model_acts_h(w->acts), 1, w->scores);
-      got = top_k(w->scores, m->NI, k, w->seen, nseen, out);
-      *fallback = 0;
-    }
+  if (m && score_history(m, w, hist, n)) {
+    got = top_k(w->scores, m->NI, k, w->seen, nseen, out);
+    *fallback = 0;
   }
   return fill_popular(s, k, w->seen, nseen, out, got);
 }

@@ -12,6 +12,7 @@
  * recommended until a snapshot that knows them is published. */
 #ifndef FL_DAEMON_SERVE_H
 #define FL_DAEMON_SERVE_H
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +44,29 @@ serve_model *serve_model_ref(serve_model *s);
 /* Drops a reference; the last one frees the snapshot. NULL is a no-op. */
 void serve_model_unref(serve_model *s);
 
+/* The serving slot: the current snapshot and the one before it (for rollback), shared by the
+ * loop (readers, rollback) and the trainer (publisher) under one mutex held for a few pointer
+ * moves only. A request takes a reference at its start, so a swap never changes the model
+ * under a request that is being answered. */
+typedef struct {
+  pthread_mutex_t mu;
+  serve_model *cur, *prev;
+  uint64_t swaps; /* publications and rollbacks */
+} serve_slot;
+
+void serve_slot_init(serve_slot *sl);
+/* Drops both references. */
+void serve_slot_free(serve_slot *sl);
+/* A new reference to the current snapshot, or NULL before the first publication. */
+serve_model *serve_slot_get(serve_slot *sl);
+/* Makes s current (taking over the caller's reference); the current one becomes the previous;
+ * the old previous is released. */
+void serve_slot_publish(serve_slot *sl, serve_model *s);
+/* Swaps back to the previous snapshot and releases the current one: 0, or FL_EMISSING when
+ * there is no previous one. *rolled_back (if not NULL) gets a reference to the snapshot that
+ * was current, for the caller to log and release. */
+int serve_slot_rollback(serve_slot *sl, serve_model **rolled_back);
+
 /* Per-thread scratch for serve_recommend (activations for one sequence, a score row). */
 typedef struct serve_ws serve_ws;
 serve_ws *serve_ws_new(void);
@@ -60,6 +84,12 @@ typedef struct {
  * number of hits written to out (at most k). Scores are finite or the item is skipped. */
 size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n, size_t k,
                        int exclude_seen, serve_hit *out, int *fallback);
+
+/* The 0-based rank of item target for history hist (as serve_recommend ranks, nothing
+ * excluded): items scoring strictly higher. With the popularity fallback: its position in the
+ * popular list. An item the snapshot cannot rank gets SIZE_MAX (a miss at any cutoff). */
+size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
+                  uint32_t target);
 
 /* 1 if every parameter of m is finite. */
 int serve_params_finite(const model_sasrec *m);

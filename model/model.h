@@ -16,6 +16,7 @@
 #ifndef FL_MODEL_H
 #define FL_MODEL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -258,6 +259,8 @@ typedef struct {
   uint64_t seed;        /* shuffling and dropout */
   const char *out;      /* the best checkpoint is written here (atomically) at each improvement */
   int progress;         /* 1: one line per epoch on stderr */
+  const atomic_int *cancel; /* not NULL: checked before every step; nonzero stops the run with
+                               -ECANCELED (the daemon's shutdown) */
 } train_opts;
 
 void train_opts_default(train_opts *o);

@@ -9,6 +9,7 @@
 #include "common/common.h"
 #include "model.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,10 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
     float lambda =
         anc ? flame_lambda(fo, (double)ep) : 0.0f; /* e counted from 1, as the reference */
     for (size_t done = 0; done < per_epoch;) {
+      if (o->cancel && atomic_load(o->cancel)) {
+        err = -ECANCELED;
+        break;
+      }
       if (cursor == ns) {
         shuffle(samples, ns, &rng);
         cursor = 0;
@@ -89,6 +94,7 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
       model_adam_step(m, o->lr);
       steps++;
     }
+    if (err) break;
     double tt = fl_now() - te;
     eval_metrics val;
     if ((err = eval_run(m, ds, o->proto, EVAL_VAL, &val)) != 0) break;

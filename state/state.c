@@ -770,6 +770,13 @@ int state_batch_add(state_batch *b, const char *user, size_t ulen, const char *i
   return 0;
 }
 
+int64_t state_batch_item(state_batch *b, const char *item, size_t ilen) {
+  if (ilen < 1 || ilen > STATE_ID_MAX) return FL_ERANGE;
+  int added;
+  uint32_t it = state__dict_intern(&b->db->items, item, ilen, &added);
+  return it ? (int64_t)it : FL_ERANGE;
+}
+
 int state_batch_offset(state_batch *b, const char *topic, int32_t partition, int64_t next_offset) {
   size_t tlen = topic ? strlen(topic) : 0;
   if (tlen < 1 || tlen > STATE_TOPIC_MAX || partition < 0 || next_offset < 0) return FL_ERANGE;
@@ -864,7 +871,7 @@ static size_t offset_key(char *key, const char *topic, int32_t partition) {
 
 int state_batch_commit(state_batch *b, char *err, size_t errlen) {
   state_db *db = b->db;
-  if (b->nev == 0 && b->noff == 0) return 0;
+  if (b->nev == 0 && b->noff == 0 && db->items.n == b->item_base) return 0;
   rocksdb_writebatch_clear(b->wb);
   commit_sequences(b);
   commit_dictionaries(b);

@@ -116,6 +116,11 @@ void state_batch_free(state_batch *b);
  * dictionary is full (2^32 - 1 entries); on error nothing changed. */
 int state_batch_add(state_batch *b, const char *user, size_t ulen, const char *item, size_t ilen,
                     int64_t ts_ms, float weight);
+/* Interns an item id without an event (an imported anchor's catalogue): its index, assigned
+ * now if unseen and stored at the next commit; FL_ERANGE for a bad length or a full
+ * dictionary. */
+int64_t state_batch_item(state_batch *b, const char *item, size_t ilen);
+
 /* Records that partition of topic continues at next_offset once this batch is stored; the last
  * call per (topic, partition) wins. FL_ERANGE for an empty topic, one longer than
  * STATE_TOPIC_MAX, a negative partition or offset. */

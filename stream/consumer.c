@@ -298,7 +298,9 @@ static int commit(stream_consumer *c) {
   }
   size_t events = state_batch_events(c->batch);
   char err[512];
+  double tw = fl_now();
   int rc = state_batch_commit(c->batch, err, sizeof err);
+  int64_t wms = (int64_t)((fl_now() - tw) * 1000.0);
   if (rc != 0) {
     c->st.write_failures++;
     if (!c->pending || c->backoff_ms >= RETRY_MAX_MS)
@@ -318,6 +320,7 @@ static int commit(stream_consumer *c) {
   set_paused(c, 0);
   c->st.batches++;
   c->st.stored += events;
+  c->st.write_ms[wms > STREAM_LAT_MS ? STREAM_LAT_MS : wms]++;
   int64_t now = fl_wall_ms();
   for (size_t i = 0; i < c->nlat; i++) {
     int64_t d = now - c->lat_ts[i];

@@ -49,6 +49,7 @@ typedef struct {
   uint64_t kafka_errors;              /* consumer errors reported by librdkafka */
   uint64_t rebalances;                /* assignments and revocations handled */
   uint64_t lat_ms[STREAM_LAT_MS + 1]; /* produce-to-durable latency histogram */
+  uint64_t write_ms[STREAM_LAT_MS + 1]; /* duration of successful state writes, histogram */
   int64_t lag;                        /* messages behind the high watermarks, -1 unknown */
   int assigned;                       /* partitions currently assigned */
   int paused;                         /* 1 while a failed state write is being retried */

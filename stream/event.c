@@ -43,7 +43,8 @@ static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r'
 
 /* 1 when s[0..n) is valid UTF-8 (RFC 3629: shortest forms only, no surrogates, nothing above
  * U+10FFFF; Unicode table 3-7) holding no C0 control character. */
-static int utf8_clean(const unsigned char *s, size_t n) {
+int stream_utf8_clean(const void *p, size_t n) {
+  const unsigned char *s = p;
   size_t i = 0;
   while (i < n) {
     unsigned c = s[i];
@@ -103,7 +104,7 @@ static stream_reason put_field(stream_event *e, size_t *off, const char **out, s
   } else {
     memcpy(d, s, m);
   }
-  if (!utf8_clean((const unsigned char *)d, m)) return STREAM_R_NOT_UTF8;
+  if (!stream_utf8_clean(d, m)) return STREAM_R_NOT_UTF8;
   *out = d;
   *out_len = m;
   *off += m;

@@ -84,6 +84,10 @@ typedef enum {
  * the enum give "unknown". */
 const char *stream_reason_name(stream_reason r);
 
+/* 1 when p[0..n) is valid UTF-8 (RFC 3629: shortest forms only, no surrogates, nothing above
+ * U+10FFFF) holding no C0 control character: what an id must be (also in HTTP requests). */
+int stream_utf8_clean(const void *p, size_t n);
+
 /* Decodes and validates one payload of len bytes (payload may be NULL when len is 0) in
  * format (a STREAM_FORMAT_* value; any other value acts as AUTO, which picks JSON when the
  * first byte after a BOM and blanks is '{' and CSV otherwise) into *e, under *lim. e and lim

@@ -82,7 +82,7 @@ int tu_file_teardown(void **state) {
   return 0;
 }
 
-int tu_http_connect(int port) {
+static int try_connect(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   struct timeval tv = {5, 0};
@@ -90,8 +90,29 @@ int tu_http_connect(int port) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) fail_msg("connect to port %d", port);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
   return fd;
+}
+
+int tu_http_connect(int port) {
+  int fd = try_connect(port);
+  if (fd < 0) fail_msg("connect to port %d", port);
+  return fd;
+}
+
+int tu_http_wait(int port, int timeout_s) {
+  for (int i = 0; i < timeout_s * 20; i++) {
+    int fd = try_connect(port);
+    if (fd >= 0) {
+      close(fd);
+      return 1;
+    }
+    fl_sleep_ms(50);
+  }
+  return 0;
 }
 
 void tu_http_send(int fd, const char *s, size_t n) {

@@ -40,6 +40,8 @@ size_t tu_count_lines(const char *s);
 /* ---- a minimal HTTP client for loopback tests (blocking, 5 s socket timeouts) ---- */
 /* A TCP connection to 127.0.0.1:port; fails the test if it cannot connect. */
 int tu_http_connect(int port);
+/* 1 once something accepts connections on 127.0.0.1:port (polled), 0 after timeout_s. */
+int tu_http_wait(int port, int timeout_s);
 /* Sends all of s. */
 void tu_http_send(int fd, const char *s, size_t n);
 /* One parsed response: status, body (NUL-terminated), and whether it said Connection: close. */

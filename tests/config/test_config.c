@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 60);
+  assert_int_equal(n, 62);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -419,6 +419,9 @@ static void test_string_values(void **state) {
   set_fails(&c, "stream.topic", "my topic", FL_EFORMAT, "is not a Kafka topic name");
   set_fails(&c, "stream.topic", "events/v2", FL_EFORMAT, "is not a Kafka topic name");
   set_fails(&c, "stream.topic", "..", FL_EFORMAT, "is not a Kafka topic name");
+  set_fails(&c, "model.anchor_item_ids", "item-", FL_EFORMAT, "needs exactly one {}");
+  set_fails(&c, "model.anchor_item_ids", "{}-{}", FL_EFORMAT, "needs exactly one {}");
+  set_ok(&c, "model.anchor_item_ids", "{}");
   set_fails(&c, "stream.dead_letter_topic", "dlq!", FL_EFORMAT, "is not a Kafka topic name");
   assert_string_equal(c.stream.topic, "user-events_v2.prod");
   config_free(&c);
@@ -874,6 +877,7 @@ static void test_dump_round_trip(void **state) {
       {"state.wal", "off"},
       {"state.sync", "on"},
       {"model.anchor", "/opt/anchors/beauty;v1.ckpt"},
+      {"model.anchor_item_ids", "item-{}"},
       {"model.dir", "/var/lib/flamed/m"},
       {"model.dim", "128"},
       {"model.blocks", "3"},
@@ -913,6 +917,7 @@ static void test_dump_round_trip(void **state) {
       {"api.idle_timeout_ms", "10"},
       {"api.request_timeout_ms", "86400000"},
       {"api.max_k", "7"},
+      {"api.online_eval_per_s", "0"},
       {"log.level", "error"},
       {"log.stats_interval_s", "86400"},
       {"kafka.bootstrap.servers", "k1:9092,k2:9092"},

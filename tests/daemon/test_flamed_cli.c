@@ -99,7 +99,8 @@ static void test_unusable_state_dir(void **state) {
   char args[600];
   snprintf(
       args, sizeof args,
-      "--kafka.bootstrap.servers=127.0.0.1:9 --state.dir=%s/file/state --log.stats_interval_s=0",
+      "--kafka.bootstrap.servers=127.0.0.1:9 --state.dir=%s/file/state --log.stats_interval_s=0 "
+      "--api.listen=127.0.0.1 --api.port=0",
       dir);
   expect(args, 1, "file/state");
 }

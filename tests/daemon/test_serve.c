@@ -4,6 +4,7 @@
  * stands in without a network or without a known item, and fills up a small catalogue; NaN
  * weights are detected. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +71,24 @@ static void test_serve_topk_matches_full_sort(void **state) {
   serve_model_unref(s);
 }
 
+/* serve_rank agrees with the top-k order; unknown items and popularity. */
+static void test_serve_rank(void **state) {
+  (void)state;
+  serve_model *s = tiny_snapshot();
+  serve_ws *w = serve_ws_new();
+  uint32_t hist[] = {3, 8, 12};
+  serve_hit hits[5];
+  int fb;
+  assert_int_equal(serve_recommend(s, w, hist, 3, 5, 0, hits, &fb), 5);
+  for (size_t i = 0; i < 5; i++) assert_int_equal(serve_rank(s, w, hist, 3, hits[i].item), i);
+  assert_int_equal(serve_rank(s, w, hist, 3, NI + 1), SIZE_MAX);
+  uint32_t unknown[] = {77};
+  assert_int_equal(serve_rank(s, w, unknown, 1, 9), 1); /* popularity: 5, 9, ... */
+  assert_int_equal(serve_rank(s, w, unknown, 1, 33), SIZE_MAX);
+  serve_ws_free(w);
+  serve_model_unref(s);
+}
+
 static void test_serve_fallbacks(void **state) {
   (void)state;
   serve_model *s = tiny_snapshot();
@@ -116,6 +135,7 @@ static void test_serve_refs_and_finite(void **state) {
 int test_serve(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_serve_topk_matches_full_sort),
+      cmocka_unit_test(test_serve_rank),
       cmocka_unit_test(test_serve_fallbacks),
       cmocka_unit_test(test_serve_refs_and_finite),
   };

@@ -399,6 +399,39 @@ static void test_dictionary_dense_and_rollback(void **state) {
   state_close(db);
 }
 
+/* Items interned without events (an imported anchor's catalogue) get the next indices, are
+ * stored by a commit that has nothing else, and keep their indices for later events. */
+static void test_item_intern(void **state) {
+  fixture *fx = *state;
+  state_db *db = open_ok(fx->db, 4);
+  state_batch *b = state_batch_new(db);
+  add_ok(b, "u1", "a", 1, 1);
+  assert_int_equal(state_batch_commit(b, NULL, 0), 0);
+  assert_int_equal(state_batch_item(b, "b", 1), 2);
+  assert_int_equal(state_batch_item(b, "a", 1), 1);
+  assert_int_equal(state_batch_item(b, "c", 1), 3);
+  assert_int_equal(state_batch_item(b, "", 0), FL_ERANGE);
+  assert_int_equal(state_batch_events(b), 0);
+  assert_int_equal(state_batch_commit(b, NULL, 0), 0);
+  state_batch_free(b);
+  state_close(db);
+  db = open_ok(fx->db, 4);
+  assert_int_equal(state_item_count(db), 3);
+  assert_int_equal(item_idx(db, "c"), 3);
+  b = state_batch_new(db);
+  add_ok(b, "u2", "b", 2, 1);
+  add_ok(b, "u2", "d", 3, 1);
+  assert_int_equal(item_idx(db, "d"), 4);
+  assert_int_equal(state_batch_commit(b, NULL, 0), 0);
+  state_entry out[4];
+  size_t n;
+  assert_int_equal(state_seq_get(db, "u2", 2, out, 4, &n), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(out[0].item, 2);
+  state_batch_free(b);
+  state_close(db);
+}
+
 /* ---- failed commits ---- */
 
 static void test_commit_failure_is_retryable(void **state) {
@@ -1200,6 +1233,7 @@ int test_state(void) {
       T(test_sequences_many_batches),
       T(test_coalesce_in_batch),
       T(test_dictionary_dense_and_rollback),
+      T(test_item_intern),
       T(test_commit_failure_is_retryable),
       T(test_offsets),
       T(test_seq_len_change),

@@ -8,6 +8,7 @@
  * durable) reach the topic's high watermarks. Then the daemon is stopped and its state opened
  * and compared exactly. Every wait is bounded. */
 #define _GNU_SOURCE
+#include "daemon_env.h"
 #include "testutil.h"
 
 #include "common/common.h"
@@ -28,92 +29,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-enum { NPART = 4, WAIT_S = 60 };
-
-static const char *flamed_bin(void) {
-  const char *b = getenv("FLAMED_BIN");
-  return b && *b ? b : "./flamed";
-}
-
-/* ---- the daemon as a child process ---- */
-
-typedef struct {
-  char dir[320]; /* state dir */
-  char log[320]; /* its stderr */
-  pid_t pid;
-} child;
-
-/* Starts flamed with the test's settings plus extra ("--a.b=c" strings, NULL-terminated). */
-static void start_daemon(child *d, const char *bootstrap, const char *group, const char *topic,
-                         const char *const *extra) {
-  char a[16][400];
-  int n = 0;
-  snprintf(a[n++], sizeof a[0], "--kafka.bootstrap.servers=%s", bootstrap);
-  snprintf(a[n++], sizeof a[0], "--state.dir=%s", d->dir);
-  snprintf(a[n++], sizeof a[0], "--stream.group=%s", group);
-  snprintf(a[n++], sizeof a[0], "--stream.topic=%s", topic);
-  snprintf(a[n++], sizeof a[0], "--stream.dead_letter_topic=%s.dlq", topic);
-  snprintf(a[n++], sizeof a[0], "--kafka.auto.commit.interval.ms=100");
-  snprintf(a[n++], sizeof a[0], "--kafka.session.timeout.ms=6000");
-  snprintf(a[n++], sizeof a[0], "--kafka.heartbeat.interval.ms=500");
-  snprintf(a[n++], sizeof a[0], "--log.stats_interval_s=1");
-  char *argv[32];
-  int k = 0;
-  argv[k++] = (char *)flamed_bin();
-  for (int i = 0; i < n; i++) argv[k++] = a[i];
-  for (int i = 0; extra && extra[i]; i++) argv[k++] = (char *)extra[i];
-  argv[k] = NULL;
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  d->pid = pid;
-}
-
-/* Waits (bounded) for the child to exit; returns its exit status, or -1 (then kills it). */
-static int wait_exit(child *d, int timeout_s) {
-  for (int i = 0; i < timeout_s * 20; i++) {
-    int st;
-    pid_t r = waitpid(d->pid, &st, WNOHANG);
-    if (r == d->pid) {
-      d->pid = 0;
-      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    fl_sleep_ms(50);
-  }
-  kill(d->pid, SIGKILL);
-  waitpid(d->pid, NULL, 0);
-  d->pid = 0;
-  return -1;
-}
-
-static int stop_daemon(child *d) {
-  kill(d->pid, SIGTERM);
-  return wait_exit(d, WAIT_S);
-}
-
-static void kill9(child *d) {
-  kill(d->pid, SIGKILL);
-  waitpid(d->pid, NULL, 0);
-  d->pid = 0;
-}
-
-static int log_has(const child *d, const char *needle) { return fl_file_contains(d->log, needle); }
-
-static void dump_log(const child *d) {
-  void *buf;
-  size_t n;
-  if (fl_read_file(d->log, &buf, &n) == 0) {
-    fprintf(stderr, "---- %s (last 3000 bytes) ----\n%.*s\n", d->log, (int)(n > 3000 ? 3000 : n),
-            (char *)buf + (n > 3000 ? n - 3000 : 0));
-    free(buf);
-  }
-}
 
 /* ---- what the test produces ---- */
 
@@ -380,47 +295,6 @@ static void check_all_users(const char *dir, const workload *w) {
 
 /* ---- the environment of one test ---- */
 
-typedef struct {
-  char tmp[200];
-  stream_broker *broker;
-  const char *bootstrap;
-  char topic[64], group[64];
-} env;
-
-static void env_up(env *v, const char *name, int port) {
-  assert_int_equal(tu_mkdtemp(v->tmp, sizeof v->tmp), 0);
-  snprintf(v->topic, sizeof v->topic, "%s", name);
-  snprintf(v->group, sizeof v->group, "flamed-%s", name);
-  char dlq[80];
-  snprintf(dlq, sizeof dlq, "%s.dlq", name);
-  const char *topics[] = {v->topic, dlq};
-  char err[512];
-  int rc = stream_broker_start(&v->broker, 1, port, NPART, topics, 2, err, sizeof err);
-  if (rc) fprintf(stderr, "broker: %s\n", err);
-  assert_int_equal(rc, 0);
-  v->bootstrap = stream_broker_bootstraps(v->broker);
-}
-
-static void env_down(env *v) {
-  stream_broker_stop(v->broker);
-  tu_rmtree(v->tmp);
-}
-
-static void child_in(child *d, const env *v, const char *name) {
-  memset(d, 0, sizeof *d);
-  snprintf(d->dir, sizeof d->dir, "%s/%s-state", v->tmp, name);
-  snprintf(d->log, sizeof d->log, "%s/%s.log", v->tmp, name);
-}
-
-/* Waits until d has made everything in v's topic durable, then stops it: it must exit 0. */
-static void finish(child *d, const env *v) {
-  int caught = stream_group_caught_up(v->bootstrap, v->group, v->topic, NPART, WAIT_S, 100);
-  int st = stop_daemon(d);
-  if (!caught || st != 0) dump_log(d);
-  assert_true(caught);
-  assert_int_equal(st, 0);
-}
-
 /* ---- tests ---- */
 
 /* Every good event stored in order exactly once; every malformed one in the dead-letter topic
@@ -573,16 +447,6 @@ static void run_rebalance(const char *name, const char *strategy) {
 static void test_rebalance_eager(void **state) { (void)state, run_rebalance("eager", "range"); }
 static void test_rebalance_cooperative(void **state) {
   (void)state, run_rebalance("coop", "cooperative-sticky");
-}
-
-static int free_port(void) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t l = sizeof a;
-  assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
-  close(s);
-  return ntohs(a.sin_port);
 }
 
 /* The broker is down when the daemon starts: it waits, says so, and recovers by itself once

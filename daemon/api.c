@@ -1,0 +1,797 @@
+/* daemon/api.c: see api.h. JSON is written and read with cJSON (every client string is escaped
+ * on output); query strings are split on '&' and percent-decoded here (http-parser does not
+ * split them). Request metrics: counts by route and status, latency histograms by route. */
+#define _GNU_SOURCE
+#include "api.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/common.h"
+#include "stream/event.h"
+
+/* Routes, for the request metrics. */
+enum {
+  R_RECOMMEND_GET,
+  R_RECOMMEND_POST,
+  R_HISTORY,
+  R_MODEL,
+  R_HEALTHZ,
+  R_READYZ,
+  R_METRICS,
+  R_ADMIN,
+  R_OTHER,
+  R_COUNT
+};
+static const char *const route_names[R_COUNT] = {"recommend_get", "recommend_post", "history",
+                                                 "model",         "healthz",        "readyz",
+                                                 "metrics",       "admin",          "other"};
+
+/* Latency buckets (seconds) of the request histograms. */
+static const double lat_le[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
+#define NLAT (sizeof lat_le / sizeof lat_le[0])
+#define NCODES 16
+
+typedef struct {
+  int code[NCODES]; /* statuses seen on this route, 0 = free */
+  uint64_t count[NCODES];
+  uint64_t lat[NLAT + 1]; /* cumulative at output time; per-bucket here (last: +Inf) */
+  double lat_sum;
+  uint64_t lat_n;
+} route_stats;
+
+struct api {
+  api_deps d;
+  char token[512]; /* admin bearer token ("" = admin off) */
+  serve_ws *ws;
+  route_stats rs[R_COUNT];
+  api_online online;
+  double bucket, bucket_t; /* the online evaluation's token bucket */
+  uint32_t *hist;          /* scratch: a user's history as item indices */
+  state_entry *ent;
+  size_t cap;
+  uint64_t fallbacks; /* recommendations answered from popularity */
+  uint64_t rollbacks;
+};
+
+api_deps *api_deps_of(api *a) { return &a->d; }
+
+void api_get_online(const api *a, api_online *o) { *o = a->online; }
+
+int api_new(api **out, const api_deps *deps, char *err, size_t errlen) {
+  api *a = xcalloc(1, sizeof *a);
+  a->d = *deps;
+  const char *tf = deps->cfg->api.admin_token_file;
+  if (*tf) {
+    void *buf;
+    size_t n;
+    int rc = fl_read_file(tf, &buf, &n);
+    if (rc != 0) {
+      snprintf(err, errlen, "api.admin_token_file %s: %s", tf, fl_strerror(rc));
+      free(a);
+      return rc;
+    }
+    char *s = buf;
+    size_t len = strcspn(s, "\r\n");
+    if (len > n) len = n;
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    if (len == 0 || len >= sizeof a->token) {
+      snprintf(err, errlen,
+               "api.admin_token_file %s: the first line must hold a token of 1 to %zu "
+               "bytes",
+               tf, sizeof a->token - 1);
+      free(buf);
+      free(a);
+      return FL_EFORMAT;
+    }
+    memcpy(a->token, s, len);
+    free(buf);
+  }
+  a->ws = serve_ws_new();
+  a->bucket_t = fl_now();
+  *out = a;
+  return 0;
+}
+
+void api_free(api *a) {
+  if (!a) return;
+  serve_ws_free(a->ws);
+  free(a->hist);
+  free(a->ent);
+  free(a);
+}
+
+/* ---- helpers ---- */
+
+static void reply_json(http_resp *rs, int status, cJSON *j) {
+  char *s = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  rs->status = status;
+  rs->content_type = "application/json";
+  fl_buf_puts(&rs->body, s);
+  fl_buf_puts(&rs->body, "\n");
+  free(s);
+}
+
+static void reply_error(http_resp *rs, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply_error(http_resp *rs, int status, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "error", msg); /* cJSON escapes; msg holds valid UTF-8 only */
+  reply_json(rs, status, j);
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes s[0..n) into out (cap bytes, '+' is a space as in forms). Returns the
+ * decoded length, or -1 for a bad escape or too long a value. */
+static long pct_decode(const char *s, size_t n, char *out, size_t cap) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (k == cap) return -1;
+    if (s[i] == '%') {
+      if (i + 2 >= n) return -1;
+      int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+      if (h < 0 || l < 0) return -1;
+      out[k++] = (char)(h * 16 + l);
+      i += 2;
+    } else {
+      out[k++] = s[i] == '+' ? ' ' : s[i];
+    }
+  }
+  return (long)k;
+}
+
+/* Finds key in the query string and decodes its value into out. 1 found, 0 absent, -1 bad. */
+static int query_get(const char *q, const char *key, char *out, size_t cap, size_t *len) {
+  size_t kl = strlen(key);
+  for (const char *p = q; *p;) {
+    const char *amp = strchr(p, '&');
+    size_t n = amp ? (size_t)(amp - p) : strlen(p);
+    if (n > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+      long m = pct_decode(p + kl + 1, n - kl - 1, out, cap);
+      if (m < 0) return -1;
+      *len = (size_t)m;
+      return 1;
+    }
+    p += n + (amp ? 1 : 0);
+  }
+  return 0;
+}
+
+static int parse_bool(const char *s, size_t n, int *out) {
+  if ((n == 4 && !strncasecmp(s, "true", 4)) || (n == 1 && *s == '1'))
+    *out = 1;
+  else if ((n == 5 && !strncasecmp(s, "false", 5)) || (n == 1 && *s == '0'))
+    *out = 0;
+  else
+    return -1;
+  return 0;
+}
+
+static int parse_k(const char *s, size_t n, long max, long *out) {
+  if (n == 0 || n > 9) return -1;
+  long v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  if (v < 1 || v > max) return -1;
+  *out = v;
+  return 0;
+}
+
+static void ensure_cap(api *a, size_t n) {
+  if (n <= a->cap) return;
+  a->cap = n;
+  a->hist = xrealloc(a->hist, n * sizeof *a->hist);
+  a->ent = xrealloc(a->ent, n * sizeof *a->ent);
+}
+
+/* The stored sequence of user as item indices into a->hist; *n entries (0 if unknown). */
+static int user_history(api *a, const char *user, size_t ulen, size_t *n) {
+  size_t max = (size_t)a->d.cfg->state.seq_len;
+  ensure_cap(a, max);
+  int rc = state_seq_get(a->d.db, user, ulen, a->ent, max, n);
+  if (rc == FL_EMISSING) {
+    *n = 0;
+    return 0;
+  }
+  if (rc != 0) return rc;
+  for (size_t i = 0; i < *n; i++) a->hist[i] = a->ent[i].item;
+  return 0;
+}
+
+static void add_hits(api *a, cJSON *j, const serve_hit *h, size_t n) {
+  cJSON *arr = cJSON_AddArrayToObject(j, "items");
+  for (size_t i = 0; i < n; i++) {
+    size_t len;
+    const char *id = state_item_id(a->d.db, h[i].item, &len);
+    if (!id) continue; /* an anchor row the state does not know (cannot happen once mapped) */
+    cJSON *o = cJSON_CreateObject();
+    char *s = strndup(id, len);
+    cJSON_AddStringToObject(o, "item", s);
+    free(s);
+    cJSON_AddNumberToObject(o, "score", h[i].score);
+    cJSON_AddItemToArray(arr, o);
+  }
+}
+
+static void recommend_reply(api *a, http_resp *rs, const char *user, size_t ulen,
+                            const uint32_t *hist, size_t n, long k, int exclude) {
+  serve_model *s = serve_slot_get(a->d.slot);
+  if (!s) {
+    reply_error(rs, 503, "no model and no popularity list yet");
+    return;
+  }
+  serve_hit *hits = xmalloc((size_t)k * sizeof *hits);
+  int fb;
+  size_t got = serve_recommend(s, a->ws, hist, n, (size_t)k, exclude, hits, &fb);
+  a->fallbacks += (uint64_t)fb;
+  cJSON *j = cJSON_CreateObject();
+  if (user) {
+    char *u = strndup(user, ulen);
+    cJSON_AddStringToObject(j, "user", u);
+    free(u);
+  }
+  add_hits(a, j, hits, got);
+  cJSON_AddNumberToObject(j, "model_version", (double)s->version);
+  cJSON_AddBoolToObject(j, "fallback", fb);
+  cJSON_AddNumberToObject(j, "history_len", (double)n);
+  reply_json(rs, 200, j);
+  free(hits);
+  serve_model_unref(s);
+}
+
+/* ---- routes ---- */
+
+static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
+  char user[STATE_ID_MAX + 1], v[32];
+  size_t ulen, vl;
+  int rc = query_get(rq->query, "user", user, STATE_ID_MAX, &ulen);
+  if (rc <= 0 || ulen == 0) {
+    reply_error(rs, 400,
+                rc < 0 ? "user: bad percent-encoding or longer than %d bytes"
+                       : "user is required (?user=ID)",
+                STATE_ID_MAX);
+    return;
+  }
+  if (!stream_utf8_clean(user, ulen) || ulen > (size_t)a->d.cfg->stream.max_id_bytes) {
+    reply_error(rs, 400,
+                "user: not a valid id (UTF-8 without control characters, at most %" PRId64
+                " bytes)",
+                a->d.cfg->stream.max_id_bytes);
+    return;
+  }
+  long k = 10;
+  if ((rc = query_get(rq->query, "k", v, sizeof v - 1, &vl)) < 0 ||
+      (rc == 1 && parse_k(v, vl, (long)a->d.cfg->api.max_k, &k) != 0)) {
+    reply_error(rs, 400, "k: expected an integer from 1 to %" PRId64, a->d.cfg->api.max_k);
+    return;
+  }
+  int exclude = 0;
+  if ((rc = query_get(rq->query, "exclude_seen", v, sizeof v - 1, &vl)) < 0 ||
+      (rc == 1 && parse_bool(v, vl, &exclude) != 0)) {
+    reply_error(rs, 400, "exclude_seen: expected true or false");
+    return;
+  }
+  size_t n;
+  if ((rc = user_history(a, user, ulen, &n)) != 0) {
+    reply_error(rs, 500, "cannot read the user's history: %s", fl_strerror(rc));
+    return;
+  }
+  recommend_reply(a, rs, user, ulen, a->hist, n, k, exclude);
+}
+
+static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
+  cJSON *j = cJSON_ParseWithLength(rq->body, rq->body_len);
+  if (!j || !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    reply_error(rs, 400, "the body must be a JSON object");
+    return;
+  }
+  const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "history");
+  const cJSON *kj = cJSON_GetObjectItemCaseSensitive(j, "k");
+  const cJSON *ex = cJSON_GetObjectItemCaseSensitive(j, "exclude_seen");
+  long k = 10;
+  int exclude = 0;
+  const char *bad = NULL;
+  if (!cJSON_IsArray(h))
+    bad = "history: expected an array of item ids";
+  else if (kj && (!cJSON_IsNumber(kj) || kj->valuedouble != floor(kj->valuedouble) ||
+                  kj->valuedouble < 1 || kj->valuedouble > (double)a->d.cfg->api.max_k))
+    bad = "k: expected an integer from 1 to api.max_k";
+  else if (ex && !cJSON_IsBool(ex))
+    bad = "exclude_seen: expected true or false";
+  if (bad) {
+    cJSON_Delete(j);
+    reply_error(rs, 400, "%s", bad);
+    return;
+  }
+  if (kj) k = (long)kj->valuedouble;
+  if (ex) exclude = cJSON_IsTrue(ex);
+  size_t n = 0, max = (size_t)a->d.cfg->state.seq_len;
+  ensure_cap(a, (size_t)cJSON_GetArraySize(h) + 1);
+  const cJSON *it;
+  cJSON_ArrayForEach(it, h) {
+    if (!cJSON_IsString(it)) {
+      cJSON_Delete(j);
+      reply_error(rs, 400, "history: every entry must be a string item id");
+      return;
+    }
+    int64_t idx = state_item_find(a->d.db, it->valuestring, strlen(it->valuestring));
+    if (idx > 0) a->hist[n++] = (uint32_t)idx; /* unknown items cannot inform the model */
+  }
+  cJSON_Delete(j);
+  if (n > max) { /* the newest seq_len, as for a stored user */
+    memmove(a->hist, a->hist + (n - max), max * sizeof *a->hist);
+    n = max;
+  }
+  recommend_reply(a, rs, NULL, 0, a->hist, n, k, exclude);
+}
+
+static void get_history(api *a, const char *enc, http_resp *rs) {
+  char user[STATE_ID_MAX + 1];
+  long ulen = pct_decode(enc, strlen(enc), user, STATE_ID_MAX);
+  if (ulen <= 0 || !stream_utf8_clean(user, (size_t)ulen)) {
+    reply_error(rs, 400, "the user id must be a percent-encoded UTF-8 id of 1 to %d bytes",
+                STATE_ID_MAX);
+    return;
+  }
+  size_t n;
+  int rc = user_history(a, user, (size_t)ulen, &n);
+  if (rc != 0) {
+    reply_error(rs, 500, "cannot read the user's history: %s", fl_strerror(rc));
+    return;
+  }
+  if (n == 0) {
+    reply_error(rs, 404, "no stored events for this user");
+    return;
+  }
+  cJSON *j = cJSON_CreateObject();
+  char *u = strndup(user, (size_t)ulen);
+  cJSON_AddStringToObject(j, "user", u);
+  free(u);
+  cJSON *arr = cJSON_AddArrayToObject(j, "events");
+  for (size_t i = 0; i < n; i++) {
+    size_t len;
+    const char *id = state_item_id(a->d.db, a->ent[i].item, &len);
+    if (!id) continue;
+    cJSON *o = cJSON_CreateObject();
+    char *s = strndup(id, len);
+    cJSON_AddStringToObject(o, "item", s);
+    free(s);
+    cJSON_AddNumberToObject(o, "ts_ms", (double)a->ent[i].ts_ms);
+    cJSON_AddNumberToObject(o, "weight", a->ent[i].weight);
+    cJSON_AddItemToArray(arr, o);
+  }
+  reply_json(rs, 200, j);
+}
+
+static cJSON *round_json(const trainer_round *r) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "at_ms", (double)r->at_ms);
+  cJSON_AddNumberToObject(o, "seconds", r->sec);
+  cJSON_AddStringToObject(o, "outcome", trainer_outcome_name(r->outcome));
+  cJSON_AddNumberToObject(o, "loss", r->loss);
+  cJSON_AddNumberToObject(o, "users", (double)r->users);
+  cJSON_AddNumberToObject(o, "holdout_users", (double)r->holdout);
+  cJSON_AddNumberToObject(o, "candidate_ndcg10", r->cand_ndcg10);
+  cJSON_AddNumberToObject(o, "serving_ndcg10", r->serv_ndcg10);
+  cJSON_AddNumberToObject(o, "version", (double)r->version);
+  return o;
+}
+
+static void get_model(api *a, http_resp *rs) {
+  serve_model *s = serve_slot_get(a->d.slot);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddNumberToObject(j, "version", s ? (double)s->version : 0);
+  cJSON_AddBoolToObject(j, "has_model", s && s->has_net);
+  if (s && s->has_net) {
+    cJSON_AddNumberToObject(j, "items", (double)s->m.NI);
+    cJSON_AddNumberToObject(j, "trained_at_ms", (double)s->trained_at_ms);
+    if (s->trained_at_ms)
+      cJSON_AddNumberToObject(j, "age_s", (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0);
+    cJSON *h = cJSON_AddObjectToObject(j, "holdout");
+    cJSON_AddNumberToObject(h, "users", (double)s->holdout.users);
+    cJSON_AddNumberToObject(h, "HR@10", s->holdout.hr10);
+    cJSON_AddNumberToObject(h, "NDCG@10", s->holdout.ndcg10);
+    cJSON_AddNumberToObject(j, "anchor_version", (double)s->anchor_version);
+  }
+  if (a->d.tr) {
+    trainer_stats st;
+    trainer_get_stats(a->d.tr, &st);
+    cJSON *t = cJSON_AddObjectToObject(j, "training");
+    cJSON_AddBoolToObject(t, "paused", st.paused);
+    cJSON_AddBoolToObject(t, "running", st.running);
+    cJSON_AddNumberToObject(t, "rounds", (double)st.rounds);
+    cJSON_AddNumberToObject(t, "promoted", (double)st.outcomes[TRAINER_PROMOTED]);
+    cJSON_AddNumberToObject(
+        t, "rejected",
+        (double)(st.outcomes[TRAINER_REJECTED_WORSE] + st.outcomes[TRAINER_REJECTED_NONFINITE]));
+    cJSON_AddNumberToObject(t, "pending_events", (double)st.pending_events);
+    cJSON_AddNumberToObject(t, "anchor_version", (double)st.anchor_version);
+    cJSON *arr = cJSON_AddArrayToObject(t, "recent_rounds");
+    for (size_t i = 0; i < st.nhistory; i++) cJSON_AddItemToArray(arr, round_json(&st.history[i]));
+  }
+  serve_model_unref(s);
+  reply_json(rs, 200, j);
+}
+
+static int ready(api *a, const char **why) {
+  serve_model *s = serve_slot_get(a->d.slot);
+  int has = s && s->has_net;
+  serve_model_unref(s);
+  if (!has) {
+    *why = "no model serves yet (popularity only)";
+    return 0;
+  }
+  if (a->d.consumer) {
+    stream_stats st;
+    stream_consumer_stats(a->d.consumer, &st);
+    if (st.assigned == 0) {
+      *why = "no Kafka partitions assigned";
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* ---- metrics ---- */
+
+static void hist_ms(fl_buf *b, const char *name, const char *help, const uint64_t *h) {
+  static const int le[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
+  fl_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  uint64_t cum = 0, total = 0;
+  double sum = 0;
+  for (int i = 0; i <= STREAM_LAT_MS; i++) {
+    total += h[i];
+    sum += (double)h[i] * (i + 0.5) / 1000.0;
+  }
+  size_t j = 0;
+  for (int i = 0; i <= STREAM_LAT_MS && j < sizeof le / sizeof *le; i++) {
+    cum += h[i];
+    if (i + 1 == le[j]) { /* bucket i holds [i, i+1) ms */
+      fl_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, le[j] / 1000.0, cum);
+      j++;
+    }
+  }
+  fl_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
+                total, name, sum, name, total);
+}
+
+static void get_metrics(api *a, http_resp *rs) {
+  fl_buf *b = &rs->body;
+  rs->status = 200;
+  rs->content_type = "text/plain; version=0.0.4";
+  if (a->d.consumer) {
+    stream_stats s;
+    stream_consumer_stats(a->d.consumer, &s);
+    fl_buf_printf(
+        b,
+        "# HELP flamed_events_consumed_total Kafka messages consumed, every outcome.\n"
+        "# TYPE flamed_events_consumed_total counter\nflamed_events_consumed_total %" PRIu64
+        "\n# HELP flamed_events_stored_total Events written to the state.\n"
+        "# TYPE flamed_events_stored_total counter\nflamed_events_stored_total %" PRIu64
+        "\n# HELP flamed_events_filtered_total Events dropped by a type weight of 0.\n"
+        "# TYPE flamed_events_filtered_total counter\nflamed_events_filtered_total %" PRIu64
+        "\n# HELP flamed_events_rejected_total Malformed events, by reason.\n"
+        "# TYPE flamed_events_rejected_total counter\n",
+        s.messages, s.stored, s.filtered);
+    for (int r = 1; r < STREAM_R_COUNT; r++)
+      fl_buf_printf(b, "flamed_events_rejected_total{reason=\"%s\"} %" PRIu64 "\n",
+                    stream_reason_name((stream_reason)r), s.rejected[r]);
+    fl_buf_printf(
+        b,
+        "# HELP flamed_consumer_lag Messages behind the partitions' high watermarks (-1 "
+        "unknown).\n# TYPE flamed_consumer_lag gauge\nflamed_consumer_lag %" PRId64 "\n"
+        "# HELP flamed_partitions_assigned Kafka partitions this instance owns.\n"
+        "# TYPE flamed_partitions_assigned gauge\nflamed_partitions_assigned %d\n"
+        "# HELP flamed_state_write_failures_total State writes that failed and were "
+        "retried.\n# TYPE flamed_state_write_failures_total counter\n"
+        "flamed_state_write_failures_total %" PRIu64 "\n"
+        "# HELP flamed_dead_letter_total Rejected events delivered to the dead-letter "
+        "topic.\n# TYPE flamed_dead_letter_total counter\nflamed_dead_letter_total %" PRIu64 "\n",
+        s.lag, s.assigned, s.write_failures, s.dlq_sent);
+    hist_ms(b, "flamed_state_write_seconds", "Duration of a state write (one batch).", s.write_ms);
+    hist_ms(b, "flamed_ingest_latency_seconds",
+            "From an event's Kafka timestamp to its event being durable in the state.", s.lat_ms);
+  }
+  if (a->d.tr) {
+    trainer_stats st;
+    trainer_get_stats(a->d.tr, &st);
+    fl_buf_printf(b, "# HELP flamed_train_rounds_total Fine-tuning rounds, by outcome.\n"
+                     "# TYPE flamed_train_rounds_total counter\n");
+    for (int o = 0; o < TRAINER_OUTCOMES; o++)
+      fl_buf_printf(b, "flamed_train_rounds_total{outcome=\"%s\"} %" PRIu64 "\n",
+                    trainer_outcome_name(o), st.outcomes[o]);
+    fl_buf_printf(
+        b,
+        "# HELP flamed_train_loss Mean FLAME loss of the last round.\n"
+        "# TYPE flamed_train_loss gauge\nflamed_train_loss %g\n"
+        "# HELP flamed_train_round_seconds Duration of the last round.\n"
+        "# TYPE flamed_train_round_seconds gauge\nflamed_train_round_seconds %g\n"
+        "# HELP flamed_train_paused 1 while training is paused.\n"
+        "# TYPE flamed_train_paused gauge\nflamed_train_paused %d\n"
+        "# HELP flamed_model_promotions_total Candidates promoted to serving.\n"
+        "# TYPE flamed_model_promotions_total counter\nflamed_model_promotions_total %" PRIu64
+        "\n# HELP flamed_model_rejections_total Candidates rejected, by reason.\n"
+        "# TYPE flamed_model_rejections_total counter\n"
+        "flamed_model_rejections_total{reason=\"worse\"} %" PRIu64 "\n"
+        "flamed_model_rejections_total{reason=\"nonfinite\"} %" PRIu64 "\n"
+        "# HELP flamed_anchor_version Version of the frozen anchor (0: none yet).\n"
+        "# TYPE flamed_anchor_version gauge\nflamed_anchor_version %" PRIu64 "\n",
+        st.rounds ? st.last.loss : 0.0, st.rounds ? st.last.sec : 0.0, st.paused,
+        st.outcomes[TRAINER_PROMOTED], st.outcomes[TRAINER_REJECTED_WORSE],
+        st.outcomes[TRAINER_REJECTED_NONFINITE], st.anchor_version);
+  }
+  serve_model *s = serve_slot_get(a->d.slot);
+  double age = s && s->trained_at_ms ? (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0 : 0;
+  fl_buf_printf(b,
+                "# HELP flamed_model_version Version of the serving model (0: popularity only).\n"
+                "# TYPE flamed_model_version gauge\nflamed_model_version %" PRIu64 "\n"
+                "# HELP flamed_model_age_seconds Seconds since the serving model was trained.\n"
+                "# TYPE flamed_model_age_seconds gauge\nflamed_model_age_seconds %.3f\n"
+                "# HELP flamed_model_swaps_total Publications and rollbacks of serving models.\n"
+                "# TYPE flamed_model_swaps_total counter\nflamed_model_swaps_total %" PRIu64 "\n"
+                "# HELP flamed_recommend_fallbacks_total Recommendations answered from "
+                "popularity.\n# TYPE flamed_recommend_fallbacks_total counter\n"
+                "flamed_recommend_fallbacks_total %" PRIu64 "\n",
+                s ? s->version : 0, age, a->d.slot->swaps, a->fallbacks);
+  serve_model_unref(s);
+  double n = a->online.events ? (double)a->online.events : 1.0;
+  fl_buf_printf(
+      b,
+      "# HELP flamed_online_events_total Incoming events ranked by the serving model "
+      "before being applied (prequential evaluation).\n"
+      "# TYPE flamed_online_events_total counter\nflamed_online_events_total %" PRIu64 "\n"
+      "# HELP flamed_online_hits10_total Of those, events whose item ranked in the top "
+      "10.\n# TYPE flamed_online_hits10_total counter\nflamed_online_hits10_total %.0f\n"
+      "# HELP flamed_online_ndcg10_sum Sum of their NDCG@10.\n"
+      "# TYPE flamed_online_ndcg10_sum counter\nflamed_online_ndcg10_sum %.6f\n"
+      "# HELP flamed_online_hr10 Online HR@10 since start.\n"
+      "# TYPE flamed_online_hr10 gauge\nflamed_online_hr10 %.6f\n"
+      "# HELP flamed_online_ndcg10 Online NDCG@10 since start.\n"
+      "# TYPE flamed_online_ndcg10 gauge\nflamed_online_ndcg10 %.6f\n",
+      a->online.events, a->online.hr10, a->online.ndcg10, a->online.hr10 / n, a->online.ndcg10 / n);
+  fl_buf_printf(b, "# HELP flamed_http_requests_total HTTP requests, by route and status.\n"
+                   "# TYPE flamed_http_requests_total counter\n");
+  for (int r = 0; r < R_COUNT; r++)
+    for (int c = 0; c < NCODES && a->rs[r].code[c]; c++)
+      fl_buf_printf(b, "flamed_http_requests_total{route=\"%s\",code=\"%d\"} %" PRIu64 "\n",
+                    route_names[r], a->rs[r].code[c], a->rs[r].count[c]);
+  fl_buf_printf(b, "# HELP flamed_http_request_duration_seconds Time to answer a request, by "
+                   "route (parsing to response queued).\n"
+                   "# TYPE flamed_http_request_duration_seconds histogram\n");
+  for (int r = 0; r < R_COUNT; r++) {
+    const route_stats *q = &a->rs[r];
+    if (!q->lat_n) continue;
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NLAT; i++) {
+      cum += q->lat[i];
+      fl_buf_printf(
+          b, "flamed_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+          route_names[r], lat_le[i], cum);
+    }
+    fl_buf_printf(b,
+                  "flamed_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64
+                  "\nflamed_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                  "flamed_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
+                  route_names[r], q->lat_n, route_names[r], q->lat_sum, route_names[r], q->lat_n);
+  }
+  http_server *servers[2] = {a->d.server, a->d.admin};
+  static const char *const which[2] = {"api", "admin"};
+  fl_buf_printf(b, "# HELP flamed_http_connections_open Open connections, by listener.\n"
+                   "# TYPE flamed_http_connections_open gauge\n");
+  for (int i = 0; i < 2; i++) {
+    if (!servers[i]) continue;
+    http_stats hs;
+    http_server_stats(servers[i], &hs);
+    fl_buf_printf(b, "flamed_http_connections_open{listener=\"%s\"} %zu\n", which[i], hs.open);
+  }
+  fl_buf_printf(b, "# HELP flamed_http_refused_total Requests refused before routing (bad "
+                   "framing, limits, connection cap), by listener.\n"
+                   "# TYPE flamed_http_refused_total counter\n");
+  for (int i = 0; i < 2; i++) {
+    if (!servers[i]) continue;
+    http_stats hs;
+    http_server_stats(servers[i], &hs);
+    fl_buf_printf(b, "flamed_http_refused_total{listener=\"%s\"} %" PRIu64 "\n", which[i],
+                  hs.bad_requests);
+  }
+}
+
+/* ---- dispatch ---- */
+
+static void record(api *a, int route, int status, double sec) {
+  route_stats *q = &a->rs[route];
+  int c = 0;
+  while (c < NCODES - 1 && q->code[c] && q->code[c] != status) c++;
+  q->code[c] = status;
+  q->count[c]++;
+  size_t i = 0;
+  while (i < NLAT && sec > lat_le[i]) i++;
+  q->lat[i]++;
+  q->lat_sum += sec;
+  q->lat_n++;
+}
+
+void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
+  api *a = ctx;
+  double t0 = fl_now();
+  int route = R_OTHER;
+  const char *p = rq->path;
+  int get = rq->method == HTTP_GET;
+  if (!strcmp(p, "/v1/recommend")) {
+    if (get) {
+      route = R_RECOMMEND_GET;
+      get_recommend(a, rq, rs);
+    } else if (rq->method == HTTP_POST) {
+      route = R_RECOMMEND_POST;
+      post_recommend(a, rq, rs);
+    } else {
+      reply_error(rs, 405, "use GET or POST");
+    }
+  } else if (!strncmp(p, "/v1/users/", 10) && strlen(p) > 18 &&
+             !strcmp(p + strlen(p) - 8, "/history")) {
+    route = R_HISTORY;
+    char enc[3 * STATE_ID_MAX + 1];
+    size_t n = strlen(p) - 18;
+    if (!get)
+      reply_error(rs, 405, "use GET");
+    else if (n >= sizeof enc || memchr(p + 10, '/', n))
+      reply_error(rs, 404, "no such route");
+    else {
+      memcpy(enc, p + 10, n);
+      enc[n] = 0;
+      get_history(a, enc, rs);
+    }
+  } else if (!strcmp(p, "/v1/model")) {
+    route = R_MODEL;
+    if (get)
+      get_model(a, rs);
+    else
+      reply_error(rs, 405, "use GET");
+  } else if (!strcmp(p, "/healthz")) {
+    route = R_HEALTHZ;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "status", "ok");
+    reply_json(rs, 200, j);
+  } else if (!strcmp(p, "/readyz")) {
+    route = R_READYZ;
+    const char *why = NULL;
+    if (ready(a, &why)) {
+      cJSON *j = cJSON_CreateObject();
+      cJSON_AddStringToObject(j, "status", "ready");
+      reply_json(rs, 200, j);
+    } else {
+      reply_error(rs, 503, "not ready: %s", why);
+    }
+  } else if (!strcmp(p, "/metrics")) {
+    route = R_METRICS;
+    get_metrics(a, rs);
+  } else {
+    reply_error(rs, 404, "no such route");
+  }
+  record(a, route, rs->status, fl_now() - t0);
+}
+
+/* Constant-time comparison of the Authorization header with "Bearer <token>". */
+static int authorized(const api *a, const char *auth) {
+  if (!auth || strncmp(auth, "Bearer ", 7) != 0) return 0;
+  const char *given = auth + 7;
+  size_t n = strlen(a->token), m = strlen(given);
+  unsigned diff = (unsigned)(n ^ m);
+  for (size_t i = 0; i < n; i++)
+    diff |= (unsigned char)a->token[i] ^ (unsigned char)given[i < m ? i : 0];
+  return diff == 0 && n > 0;
+}
+
+void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs) {
+  api *a = ctx;
+  double t0 = fl_now();
+  const char *p = rq->path;
+  if (!authorized(a, rq->auth)) {
+    reply_error(rs, 401, "a valid \"Authorization: Bearer <token>\" header is required");
+  } else if (strncmp(p, "/v1/admin/", 10) != 0) {
+    reply_error(rs, 404, "no such route");
+  } else if (rq->method != HTTP_POST) {
+    reply_error(rs, 405, "use POST");
+  } else {
+    const char *what = p + 10;
+    cJSON *j = cJSON_CreateObject();
+    int status = 200;
+    if (!strcmp(what, "rollback")) {
+      serve_model *bad = NULL;
+      if (serve_slot_rollback(a->d.slot, &bad) != 0) {
+        cJSON_Delete(j);
+        reply_error(rs, 409, "no previous version to roll back to");
+        goto done;
+      }
+      serve_model *now = serve_slot_get(a->d.slot);
+      fl_warn("admin: rolled back from version %" PRIu64 " to %" PRIu64, bad->version,
+              now ? now->version : 0);
+      cJSON_AddNumberToObject(j, "rolled_back", (double)bad->version);
+      cJSON_AddNumberToObject(j, "version", now ? (double)now->version : 0);
+      serve_model_unref(now);
+      serve_model_unref(bad);
+      a->rollbacks++;
+    } else if (a->d.tr && (!strcmp(what, "train-now") || !strcmp(what, "reanchor") ||
+                           !strcmp(what, "pause-training") || !strcmp(what, "resume-training"))) {
+      trainer_cmd c = !strcmp(what, "train-now")        ? TRAINER_TRAIN_NOW
+                      : !strcmp(what, "reanchor")       ? TRAINER_REANCHOR
+                      : !strcmp(what, "pause-training") ? TRAINER_PAUSE
+                                                        : TRAINER_RESUME;
+      trainer_command(a->d.tr, c);
+      fl_info("admin: %s", what);
+      status = 202;
+    } else {
+      cJSON_Delete(j);
+      reply_error(rs, 404, "no such admin action");
+      goto done;
+    }
+    cJSON_AddStringToObject(j, "status", status == 202 ? "accepted" : "done");
+    reply_json(rs, status, j);
+  }
+done:
+  record(a, R_ADMIN, rs->status, fl_now() - t0);
+}
+
+/* ---- the commit hook ---- */
+
+void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
+  api *a = ctx;
+  /* touched users: one note per user run in the batch (a batch is mostly runs per partition) */
+  for (size_t i = 0; i < n && a->d.tr; i++) {
+    size_t j = i;
+    while (j + 1 < n && ev[j + 1].user == ev[i].user) j++;
+    size_t len;
+    const char *id = state_user_id(a->d.db, ev[i].user, &len);
+    if (id) trainer_touch(a->d.tr, id, len, j - i + 1);
+    i = j;
+  }
+  /* online evaluation: a token bucket of api.online_eval_per_s */
+  double rate = (double)a->d.cfg->api.online_eval_per_s, now = fl_now();
+  if (rate <= 0) return;
+  a->bucket += (now - a->bucket_t) * rate;
+  a->bucket_t = now;
+  if (a->bucket > rate) a->bucket = rate; /* at most one second's worth at once */
+  serve_model *s = NULL;
+  size_t step = n / (a->bucket >= 1 ? (size_t)a->bucket : 1) + 1;
+  for (size_t i = 0; i < n && a->bucket >= 1; i += step) {
+    /* the history before event i: the stored sequence minus this user's events from i on */
+    size_t after = 0;
+    for (size_t j = i; j < n; j++) after += ev[j].user == ev[i].user;
+    size_t len, m;
+    const char *id = state_user_id(a->d.db, ev[i].user, &len);
+    if (!id || user_history(a, id, len, &m) != 0 || m < after + 1) continue;
+    if (!s) s = serve_slot_get(a->d.slot);
+    if (!s) return;
+    size_t rank = serve_rank(s, a->ws, a->hist, m - after, ev[i].item);
+    a->bucket -= 1;
+    a->online.events++;
+    if (rank < 10) {
+      a->online.hr10 += 1;
+      a->online.ndcg10 += 1.0 / log2((double)rank + 2.0);
+    }
+  }
+  serve_model_unref(s);
+}

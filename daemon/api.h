@@ -1,0 +1,62 @@
+/* daemon/api.h: flamed's HTTP API and admin API (handlers for daemon/http.h), the Prometheus
+ * metrics, and the online (prequential) evaluation of the serving model on incoming events.
+ *
+ * Public routes (JSON unless said otherwise; errors are {"error": "..."} with a 4xx):
+ *   GET  /v1/recommend?user=U&k=10[&exclude_seen=true]   top-k for a stored user
+ *   POST /v1/recommend  {"history":["item",...],"k":10,"exclude_seen":false}
+ *   GET  /v1/users/U/history                              the stored sequence
+ *   GET  /v1/model                                        version, age, holdout, anchor, rounds
+ *   GET  /healthz                                         the loop answers
+ *   GET  /readyz                                          a model serves and partitions are
+ * assigned GET  /metrics                                         Prometheus text format 0.0.4 Admin
+ * routes (the admin listener only; "Authorization: Bearer <token>", else 401): POST
+ * /v1/admin/rollback | train-now | reanchor | pause-training | resume-training
+ *
+ * Everything runs on the loop thread. */
+#ifndef FL_DAEMON_API_H
+#define FL_DAEMON_API_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "daemon/http.h"
+#include "daemon/serve.h"
+#include "daemon/trainer.h"
+#include "state/state.h"
+#include "stream/consumer.h"
+
+typedef struct api api;
+
+/* The parts the API reads. consumer, trainer and the servers may be NULL (tests); they are set
+ * once created, before the loop runs. */
+typedef struct {
+  const config *cfg;
+  state_db *db;
+  serve_slot *slot;
+  trainer *tr;
+  stream_consumer *consumer;
+  http_server *server, *admin;
+} api_deps;
+
+/* Reads the admin token file (if api.admin_token_file is set). 0, or a negative code with err
+ * filled (unreadable or empty token file). */
+int api_new(api **out, const api_deps *deps, char *err, size_t errlen);
+void api_free(api *a);
+/* Later-created parts (the servers exist only after api_new: they take the api as context). */
+api_deps *api_deps_of(api *a);
+
+/* The two handlers (ctx = the api). */
+void api_handle(void *ctx, const http_req *rq, http_resp *rs);
+void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs);
+
+/* The consumer's commit hook (ctx = the api): touched users for the trainer, and the online
+ * evaluation of a rate-limited sample of the new events against the serving model. */
+void api_on_commit(void *ctx, const stream_stored *ev, size_t n);
+
+/* Online evaluation so far: events ranked, and their HR@10 and NDCG@10 sums. */
+typedef struct {
+  uint64_t events;
+  double hr10, ndcg10;
+} api_online;
+void api_get_online(const api *a, api_online *o);
+#endif

@@ -1,0 +1,100 @@
+/* daemon/trainer.h: the trainer thread: FLAME fine-tuning rounds against the frozen anchor,
+ * validation, promotion into the serving slot, snapshots on disk (FLAME.md section 3).
+ *
+ * Start (trainer_start, on the main thread before the loop runs): the anchor is model.anchor,
+ * or the anchor this daemon bootstrapped earlier (<model dir>/anchor.ckpt). The newest valid
+ * snapshot in the model dir is published at once; without one, a copy of the anchor is
+ * version 1 (the learnable network starts as the anchor: warm start). Without any anchor the
+ * slot holds a popularity-only snapshot (version 0) until enough history is stored to
+ * pretrain one (train.bootstrap_*).
+ *
+ * A round, every train.interval_s (earlier after train.min_new_events events; at once on
+ * trainer_command TRAIN_NOW): the stored sequences of the users touched since the last round
+ * plus train.replay_users others at random; the newest event of up to train.holdout_users
+ * touched users is held out. train.steps FLAME steps (lambda from train.lambda0 to
+ * train.lambda_r over the round) start from the serving weights, with rows for new items.
+ * The candidate is promoted only if every weight is finite and its holdout NDCG@10 is at most
+ * train.margin below the serving model's on the same holdout; either way the round is logged
+ * and counted. A promoted version is written atomically to <model dir>/model-<version>.ckpt
+ * (the last model.keep kept) and published.
+ *
+ * Item indices are the state's. An anchor imported with model.anchor_item_ids (a template such
+ * as "item-{}": row i of the anchor is the item with that id) is mapped into the state's
+ * indices at start, interning its catalogue in the state. Items the anchor never saw use the
+ * learnable network's row (as of the round's start) in the anchor's path.
+ *
+ * Test hook (in the spirit of SQLite's): the environment variable FLAMED_TEST_POISON_ROUNDS=n
+ * gives the next n candidates a NaN weight, so the rejection path runs for real.
+ *
+ * Threads: trainer_touch, trainer_command, trainer_get_stats are called from the loop; the
+ * round runs on the trainer's thread; state reads go through the state's thread-safe reads. */
+#ifndef FL_DAEMON_TRAINER_H
+#define FL_DAEMON_TRAINER_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "daemon/serve.h"
+#include "state/state.h"
+
+typedef struct trainer trainer;
+
+typedef enum {
+  TRAINER_TRAIN_NOW, /* a round now, even if paused or with few new events */
+  TRAINER_PAUSE,     /* no rounds until resumed (a round in progress finishes) */
+  TRAINER_RESUME,
+  TRAINER_REANCHOR, /* the serving network becomes the frozen anchor */
+} trainer_cmd;
+
+enum { TRAINER_HISTORY = 32 };
+
+typedef struct {
+  int64_t at_ms;   /* wall clock at the round's end */
+  double sec;      /* its duration */
+  float loss, rec; /* mean FLAME loss and its cross-entropy part */
+  double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10;
+  uint64_t holdout, users; /* holdout users; users trained on */
+  int outcome;             /* TRAINER_PROMOTED, TRAINER_REJECTED_*, ... */
+  uint64_t version;        /* the version promoted (0 if none) */
+} trainer_round;
+
+enum {
+  TRAINER_PROMOTED,
+  TRAINER_REJECTED_WORSE,
+  TRAINER_REJECTED_NONFINITE,
+  TRAINER_BOOTSTRAPPED,
+  TRAINER_FAILED,
+  TRAINER_OUTCOMES
+};
+
+typedef struct {
+  uint64_t rounds; /* rounds run (every outcome) */
+  uint64_t outcomes[TRAINER_OUTCOMES];
+  uint64_t skipped; /* intervals that ended without a round (too few users) */
+  uint64_t reanchors;
+  uint64_t anchor_version;                /* 0: no anchor yet */
+  int paused, running;                    /* running: a round (or the bootstrap) is in progress */
+  uint64_t pending_events;                /* stored since the last round */
+  trainer_round last;                     /* the last round (rounds > 0) */
+  trainer_round history[TRAINER_HISTORY]; /* the last rounds, oldest first */
+  size_t nhistory;
+} trainer_stats;
+
+/* Loads the anchor and the newest snapshot (publishing it into slot), creates the model
+ * directory, and starts the thread. db and slot must outlive the trainer. Returns 0, or a
+ * negative code with err filled (an unreadable or corrupt anchor, an unusable model dir). */
+int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *slot, char *err,
+                  size_t errlen);
+/* Notes that user (id bytes) has n new stored events (the loop's commit hook). */
+void trainer_touch(trainer *t, const char *user, size_t len, size_t n);
+/* Queues a command for the thread. REANCHOR and ROLLBACK-like effects are logged when done. */
+void trainer_command(trainer *t, trainer_cmd c);
+/* The settings a round reads (the reloadable train.*): copied at the next round. */
+void trainer_reconfigure(trainer *t, const config *cfg);
+void trainer_get_stats(trainer *t, trainer_stats *s);
+/* Stops the thread (a round in progress stops at its next step) and frees the trainer. */
+void trainer_stop(trainer *t);
+
+/* "promoted", "rejected_worse", ...: the metrics label of an outcome. */
+const char *trainer_outcome_name(int outcome);
+#endif

@@ -1,0 +1,334 @@
+/* tests/daemon/test_serving.c: flamed complete, end to end: the real binary ($FLAMED_BIN), the
+ * embedded broker on loopback, `flame produce` ($FLAME_BIN) replaying a synthetic clickstream,
+ * the real RocksDB state, the trainer and the HTTP API.
+ *
+ *   1. Events in, an anchor bootstrapped from them, FLAME rounds promoted; a user's newest
+ *      event and the newest version both show in /v1/recommend; the admin API needs its token.
+ *   2. Candidates with a NaN weight (test hook) and candidates worse on the holdout (a learning
+ *      rate that wrecks the weights) are rejected, and the old version keeps serving.
+ *   3. A second process sends requests without pause while at least 10 versions are promoted
+ *      (train-now) and one is rolled back: not one request fails.
+ *
+ * Tiny shapes (C 16, one block, L 10) keep every round well under a second. Waits are bounded. */
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "daemon_env.h"
+#include "model/synth.h"
+#include "testutil.h"
+
+static const char *flame_bin(void) {
+  const char *b = getenv("FLAME_BIN");
+  return b && *b ? b : "./flame";
+}
+
+typedef struct {
+  env v;
+  child d;
+  int port, admin;
+  char token_file[300];
+} serving;
+
+/* Starts a broker, replays a synthetic clickstream of `users` users into it, and starts flamed
+ * with tiny shapes and quick rounds, plus extra settings. */
+static void serving_up(serving *s, const char *name, size_t users, const char *const *extra) {
+  memset(s, 0, sizeof *s);
+  env_up(&s->v, name, 0);
+  char data[320], args[1024];
+  snprintf(data, sizeof data, "%s/clicks.txt", s->v.tmp);
+  assert_int_equal(synth_write(data, users, 200, 12, 5), 0);
+  snprintf(args, sizeof args, "produce --brokers %s --topic %s --data %s", s->v.bootstrap,
+           s->v.topic, data);
+  tu_run_result r = tu_run(flame_bin(), s->v.tmp, args);
+  if (r.status != 0) fprintf(stderr, "%s\n", r.err);
+  assert_int_equal(r.status, 0);
+  tu_run_free(&r);
+  snprintf(s->token_file, sizeof s->token_file, "%s/token", s->v.tmp);
+  tu_write_file(s->token_file, "s3cret-token\n");
+  s->port = free_port();
+  s->admin = free_port();
+  child_in(&s->d, &s->v, name);
+  char a[16][360];
+  int n = 0;
+  snprintf(a[n++], sizeof a[0], "--api.port=%d", s->port);
+  snprintf(a[n++], sizeof a[0], "--api.admin_port=%d", s->admin);
+  snprintf(a[n++], sizeof a[0], "--api.admin_token_file=%s", s->token_file);
+  const char *fixed[] = {"--train.enabled=true",
+                         "--model.dim=16",
+                         "--model.blocks=1",
+                         "--model.heads=2",
+                         "--model.maxlen=10",
+                         "--train.bootstrap_min_users=50",
+                         "--train.bootstrap_min_events=500",
+                         "--train.bootstrap_epochs=2",
+                         "--train.interval_s=0.5",
+                         "--train.min_users=1",
+                         "--train.steps=4",
+                         "--train.batch=32",
+                         "--train.replay_users=64",
+                         "--train.min_new_events=1000000"};
+  const char *argv[48];
+  int k = 0;
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) argv[k++] = fixed[i];
+  for (int i = 0; i < n; i++) argv[k++] = a[i];
+  for (int i = 0; extra && extra[i]; i++) argv[k++] = extra[i];
+  argv[k] = NULL;
+  start_daemon(&s->d, s->v.bootstrap, s->v.group, s->v.topic, argv);
+  if (!tu_http_wait(s->port, WAIT_S)) {
+    dump_log(&s->d);
+    fail_msg("flamed never listened on port %d", s->port);
+  }
+}
+
+static void serving_down(serving *s) {
+  int st = stop_daemon(&s->d);
+  if (st != 0) dump_log(&s->d);
+  assert_int_equal(st, 0);
+  env_down(&s->v);
+}
+
+/* GET (or POST with body) on port; the parsed JSON body (caller frees), *status set. */
+static cJSON *call(int port, const char *method, const char *path, const char *auth,
+                   const char *body, int *status) {
+  char req[2048];
+  snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%sContent-Length: %zu\r\n\r\n%s",
+           method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "",
+           body ? strlen(body) : 0, body ? body : "");
+  tu_http_resp r = {0};
+  *status = tu_http_request(port, req, &r);
+  cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
+  tu_http_resp_free(&r, *status ? 1 : 0);
+  return j;
+}
+
+static double num(const cJSON *j, const char *key) {
+  const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+  return cJSON_IsNumber(x) ? x->valuedouble : -1;
+}
+
+/* Polls /v1/model until its version is at least v (bounded); returns the version seen. */
+static double wait_version(const serving *s, double v, int timeout_s) {
+  double seen = -1;
+  for (int i = 0; i < timeout_s * 10 && seen < v; i++) {
+    int st;
+    cJSON *j = call(s->port, "GET", "/v1/model", NULL, NULL, &st);
+    if (j && st == 200) seen = num(j, "version");
+    cJSON_Delete(j);
+    if (seen < v) fl_sleep_ms(100);
+  }
+  if (seen < v) dump_log(&s->d);
+  return seen;
+}
+
+static void admin(const serving *s, const char *what, int want) {
+  char path[128];
+  snprintf(path, sizeof path, "/v1/admin/%s", what);
+  int st;
+  cJSON_Delete(call(s->admin, "POST", path, "s3cret-token", NULL, &st));
+  if (st != want) fail_msg("admin %s: %d, want %d", what, st, want);
+}
+
+static void test_serving_end_to_end(void **state) {
+  (void)state;
+  serving s;
+  serving_up(&s, "serve", 300, NULL);
+  int st;
+  /* popularity first or a model at once: either way a cold user is answered */
+  assert_true(wait_version(&s, 1, WAIT_S) >= 1); /* bootstrapped */
+  cJSON *j = call(s.port, "GET", "/v1/recommend?user=nobody&k=5", NULL, NULL, &st);
+  assert_int_equal(st, 200);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "fallback")));
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "items")), 5);
+  cJSON_Delete(j);
+  admin(&s, "train-now", 202);
+  double v1 = wait_version(&s, 2, WAIT_S); /* a FLAME round promoted */
+  assert_true(v1 >= 2);
+
+  /* a new event for user-3: visible in the history and in the input of the next answer */
+  cJSON *h = call(s.port, "GET", "/v1/users/user-3/history", NULL, NULL, &st);
+  assert_int_equal(st, 200);
+  int len0 = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(h, "events"));
+  cJSON_Delete(h);
+  char data[320], args[1024];
+  snprintf(data, sizeof data, "%s/one.txt", s.v.tmp);
+  tu_write_file(data, "3 77\n");
+  snprintf(args, sizeof args, "produce --brokers %s --topic %s --data %s", s.v.bootstrap, s.v.topic,
+           data);
+  tu_run_result r = tu_run(flame_bin(), s.v.tmp, args);
+  assert_int_equal(r.status, 0);
+  tu_run_free(&r);
+  int seen = 0;
+  for (int i = 0; i < WAIT_S * 10 && !seen; i++) {
+    j = call(s.port, "GET", "/v1/recommend?user=user-3&k=10&exclude_seen=true", NULL, NULL, &st);
+    seen = st == 200 && num(j, "history_len") == len0 + 1;
+    if (seen) {
+      const cJSON *it;
+      cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "items")) {
+        assert_string_not_equal(cJSON_GetObjectItemCaseSensitive(it, "item")->valuestring,
+                                "item-77");
+      }
+      assert_false(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "fallback")));
+    }
+    cJSON_Delete(j);
+    if (!seen) fl_sleep_ms(100);
+  }
+  assert_true(seen);
+  h = call(s.port, "GET", "/v1/users/user-3/history", NULL, NULL, &st);
+  const cJSON *ev = cJSON_GetObjectItemCaseSensitive(h, "events");
+  assert_string_equal(
+      cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(ev, cJSON_GetArraySize(ev) - 1), "item")
+          ->valuestring,
+      "item-77");
+  cJSON_Delete(h);
+  /* a newer version answers next */
+  admin(&s, "train-now", 202);
+  double v2 = wait_version(&s, v1 + 1, WAIT_S);
+  assert_true(v2 > v1);
+  j = call(s.port, "GET", "/v1/recommend?user=user-3", NULL, NULL, &st);
+  assert_true(num(j, "model_version") >= v2);
+  cJSON_Delete(j);
+
+  /* anonymous sessions, errors, the admin token, readiness, metrics */
+  j = call(s.port, "POST", "/v1/recommend", NULL, "{\"history\":[\"item-5\",\"item-6\"],\"k\":3}",
+           &st);
+  assert_int_equal(st, 200);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "items")), 3);
+  cJSON_Delete(j);
+  cJSON_Delete(call(s.port, "POST", "/v1/recommend", NULL, "{\"history\":5}", &st));
+  assert_int_equal(st, 400);
+  cJSON_Delete(call(s.port, "GET", "/v1/recommend?user=u&k=0", NULL, NULL, &st));
+  assert_int_equal(st, 400);
+  cJSON_Delete(call(s.port, "GET", "/v1/recommend?user=%ff", NULL, NULL, &st));
+  assert_int_equal(st, 400);
+  cJSON_Delete(call(s.port, "GET", "/v1/nothing", NULL, NULL, &st));
+  assert_int_equal(st, 404);
+  cJSON_Delete(call(s.admin, "POST", "/v1/admin/train-now", "wrong", NULL, &st));
+  assert_int_equal(st, 401);
+  cJSON_Delete(call(s.admin, "POST", "/v1/admin/train-now", NULL, NULL, &st));
+  assert_int_equal(st, 401);
+  cJSON_Delete(call(s.port, "POST", "/v1/admin/rollback", "s3cret-token", NULL, &st));
+  assert_int_equal(st, 404); /* the admin routes live on the admin listener only */
+  cJSON_Delete(call(s.port, "GET", "/readyz", NULL, NULL, &st));
+  assert_int_equal(st, 200);
+  tu_http_resp m;
+  assert_int_equal(tu_http_request(s.port, "GET /metrics HTTP/1.1\r\n\r\n", &m), 200);
+  assert_non_null(strstr(m.body, "flamed_model_version "));
+  assert_non_null(strstr(m.body, "flamed_train_rounds_total{outcome=\"promoted\"}"));
+  assert_non_null(strstr(m.body, "flamed_events_rejected_total{reason=\"bad_json\"} 0"));
+  assert_non_null(
+      strstr(m.body, "flamed_http_requests_total{route=\"recommend_get\",code=\"400\"}"));
+  assert_non_null(strstr(m.body, "flamed_online_events_total"));
+  tu_http_resp_free(&m, 1);
+  serving_down(&s);
+}
+
+static uint64_t metric(int port, const char *name) {
+  tu_http_resp m;
+  if (tu_http_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &m) != 200) return 0;
+  const char *p = strstr(m.body, name);
+  uint64_t v = p ? strtoull(p + strlen(name), NULL, 10) : 0;
+  tu_http_resp_free(&m, 1);
+  return v;
+}
+
+static void test_serving_rejects_bad_candidates(void **state) {
+  (void)state;
+  serving s;
+  /* the first two candidates get a NaN weight; then a learning rate of 1 wrecks them */
+  setenv("FLAMED_TEST_POISON_ROUNDS", "2", 1);
+  const char *extra[] = {"--train.lr=1", "--train.steps=20", "--train.margin=0", NULL};
+  serving_up(&s, "reject", 300, extra);
+  unsetenv("FLAMED_TEST_POISON_ROUNDS");
+  assert_true(wait_version(&s, 1, WAIT_S) >= 1);
+  int got = 0;
+  for (int i = 0; i < WAIT_S * 10 && !got; i++) {
+    if (i % 5 == 0) admin(&s, "train-now", 202);
+    got = metric(s.port, "flamed_model_rejections_total{reason=\"nonfinite\"} ") >= 2 &&
+          metric(s.port, "flamed_model_rejections_total{reason=\"worse\"} ") >= 2;
+    if (!got) fl_sleep_ms(100);
+  }
+  if (!got) dump_log(&s.d);
+  assert_true(got);
+  int st;
+  cJSON *j = call(s.port, "GET", "/v1/recommend?user=user-3", NULL, NULL, &st);
+  assert_int_equal(st, 200);
+  assert_true(num(j, "model_version") == 1); /* the bootstrapped version still serves */
+  cJSON_Delete(j);
+  assert_true(log_has(&s.d, "rejected_nonfinite"));
+  serving_down(&s);
+}
+
+/* The load: a child process sending keep-alive requests back to back until told to stop;
+ * exits with the number of failures (capped at 100), 0 if every request got a 200. */
+static int load_child(int port) {
+  int fails = 0, fd = tu_http_connect(port), eof;
+  const char *req = "GET /v1/recommend?user=user-7&k=10 HTTP/1.1\r\nHost: t\r\n\r\n";
+  for (int i = 0; i < 200000 && fails < 100; i++) {
+    if (access("stop", F_OK) == 0) break;
+    tu_http_send(fd, req, strlen(req));
+    tu_http_resp r;
+    if (tu_http_read(fd, &r, 1, &eof) != 1) {
+      fails++;
+      close(fd);
+      fd = tu_http_connect(port);
+      continue;
+    }
+    fails += r.status != 200;
+    tu_http_resp_free(&r, 1);
+  }
+  close(fd);
+  return fails;
+}
+
+static void test_serving_swaps_under_load(void **state) {
+  (void)state;
+  serving s;
+  const char *extra[] = {"--train.margin=1", NULL}; /* every candidate is promoted */
+  serving_up(&s, "swaps", 300, extra);
+  double v0 = wait_version(&s, 1, WAIT_S);
+  assert_true(v0 >= 1);
+  char cwd[400];
+  assert_non_null(getcwd(cwd, sizeof cwd));
+  assert_int_equal(chdir(s.v.tmp), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(load_child(s.port));
+  double v = v0;
+  for (int k = 0; k < 10; k++) { /* 10 promotions, each a swap under load */
+    admin(&s, "train-now", 202);
+    double nv = wait_version(&s, v + 1, WAIT_S);
+    assert_true(nv > v);
+    v = nv;
+  }
+  admin(&s, "rollback", 200);
+  int st;
+  cJSON *j = call(s.port, "GET", "/v1/model", NULL, NULL, &st);
+  assert_true(num(j, "version") == v - 1);
+  cJSON_Delete(j);
+  fl_sleep_ms(300);
+  tu_write_file("stop", "");
+  int ws;
+  assert_int_equal(waitpid(pid, &ws, 0), pid);
+  assert_int_equal(chdir(cwd), 0);
+  assert_true(WIFEXITED(ws));
+  if (WEXITSTATUS(ws) != 0) fail_msg("%d requests failed during the swaps", WEXITSTATUS(ws));
+  assert_true(metric(s.port, "flamed_http_requests_total{route=\"recommend_get\",code=\"200\"} ") >
+              100);
+  serving_down(&s);
+}
+
+int test_serving(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_serving_end_to_end),
+      cmocka_unit_test(test_serving_rejects_bad_candidates),
+      cmocka_unit_test(test_serving_swaps_under_load),
+  };
+  return cmocka_run_group_tests_name("daemon/serving", tests, NULL, NULL);
+}
