@@ -530,7 +530,9 @@ static int bootstrap(trainer *t, collected *c, trainer_round *rr) {
     return rc;
   }
   set_anchor(t, &m, NULL);
+  pthread_mutex_lock(&t->mu); /* the loop reads the stats */
   t->st.anchor_version = 1;
+  pthread_mutex_unlock(&t->mu);
   if ((rc = save_anchor(t, 1)) != 0) {
     fl_error("cannot write the bootstrapped anchor to %s: %s", t->dir, fl_strerror(rc));
     return rc;

@@ -102,6 +102,8 @@ static cJSON *call(int port, const char *method, const char *path, const char *a
            method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "",
            body ? strlen(body) : 0, body ? body : "");
   tu_http_resp r = {0};
+  *status = 0;
+  if (!tu_http_wait(port, 2)) return NULL; /* the daemon died: the caller's check dumps its log */
   *status = tu_http_request(port, req, &r);
   cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
   tu_http_resp_free(&r, *status ? 1 : 0);
@@ -115,8 +117,8 @@ static double num(const cJSON *j, const char *key) {
 
 /* Polls /v1/model until its version is at least v (bounded); returns the version seen. */
 static double wait_version(const serving *s, double v, int timeout_s) {
-  double seen = -1;
-  for (int i = 0; i < timeout_s * 10 && seen < v; i++) {
+  double seen = -1, end = fl_now() + timeout_s;
+  while (seen < v && fl_now() < end) {
     int st;
     cJSON *j = call(s->port, "GET", "/v1/model", NULL, NULL, &st);
     if (j && st == 200) seen = num(j, "version");
@@ -132,7 +134,10 @@ static void admin(const serving *s, const char *what, int want) {
   snprintf(path, sizeof path, "/v1/admin/%s", what);
   int st;
   cJSON_Delete(call(s->admin, "POST", path, "s3cret-token", NULL, &st));
-  if (st != want) fail_msg("admin %s: %d, want %d", what, st, want);
+  if (st != want) {
+    dump_log(&s->d);
+    fail_msg("admin %s: %d, want %d", what, st, want);
+  }
 }
 
 static void test_serving_end_to_end(void **state) {
@@ -165,7 +170,7 @@ static void test_serving_end_to_end(void **state) {
   assert_int_equal(r.status, 0);
   tu_run_free(&r);
   int seen = 0;
-  for (int i = 0; i < WAIT_S * 10 && !seen; i++) {
+  for (double end = fl_now() + WAIT_S; !seen && fl_now() < end;) {
     j = call(s.port, "GET", "/v1/recommend?user=user-3&k=10&exclude_seen=true", NULL, NULL, &st);
     seen = st == 200 && num(j, "history_len") == len0 + 1;
     if (seen) {
@@ -248,7 +253,8 @@ static void test_serving_rejects_bad_candidates(void **state) {
   unsetenv("FLAMED_TEST_POISON_ROUNDS");
   assert_true(wait_version(&s, 1, WAIT_S) >= 1);
   int got = 0;
-  for (int i = 0; i < WAIT_S * 10 && !got; i++) {
+  double end = fl_now() + WAIT_S;
+  for (int i = 0; !got && fl_now() < end; i++) {
     if (i % 5 == 0) admin(&s, "train-now", 202);
     got = metric(s.port, "flamed_model_rejections_total{reason=\"nonfinite\"} ") >= 2 &&
           metric(s.port, "flamed_model_rejections_total{reason=\"worse\"} ") >= 2;
