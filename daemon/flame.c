@@ -810,6 +810,63 @@ static int cmd_synth(int argc, char **argv) {
   return 0;
 }
 
+/* ---- flame init ---- */
+
+static const char init_help[] =
+    "usage: flame init --items N --out FILE.ckpt [--dim N] [--blocks N] [--heads N]\n"
+    "                  [--maxlen N] [--seed N]\n"
+    "Writes an untrained SASRec checkpoint (FLAME.md's initialisation) for N items: a stand-in\n"
+    "anchor for serving benchmarks with large synthetic catalogues, where training one is\n"
+    "beside the point.\n" HPARAMS_HELP;
+
+static int cmd_init(int argc, char **argv) {
+  const char *out = NULL;
+  size_t items = 0;
+  uint64_t seed = 42;
+  model_hparams hp;
+  model_hparams_default(&hp);
+  static const struct option lo[] = {{"out", required_argument, 0, 'o'},
+                                     {"items", required_argument, 0, 'i'},
+                                     {"seed", required_argument, 0, 's'},
+                                     {"help", no_argument, 0, 'h'},
+                                     HPARAMS_LONGOPTS,
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      out = optarg;
+      break;
+    case 'i':
+      items = arg_size("--items", optarg, 1, 2147483646);
+      break;
+    case 's':
+      seed = arg_size("--seed", optarg, 0, SIZE_MAX);
+      break;
+    case 'h':
+      fputs(init_help, stdout);
+      return 0;
+    default:
+      if (!hparams_option(c, optarg, &hp)) bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) die("unexpected argument '%s'", argv[optind]);
+  need("--out", out);
+  if (!items) die("--items is required");
+  hparams_finish(&hp);
+  model_sasrec m;
+  if (model_init(&m, &hp, items, seed) != 0) die("cannot build a model for %zu items", items);
+  int err = ckpt_save(out, &m);
+  if (err) die("%s: %s", out, fl_strerror(err));
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "out", out);
+  cJSON_AddNumberToObject(j, "items", (double)items);
+  cJSON_AddNumberToObject(j, "parameters", (double)m.nparams);
+  print_json(j);
+  model_free(&m);
+  return 0;
+}
+
 /* ---- flame inspect ---- */
 
 static const char inspect_help[] =
@@ -1021,6 +1078,7 @@ static const struct {
     {"import-pt", cmd_import, "convert the FLAME authors' PyTorch weights"},
     {"bench", cmd_bench, "time training steps (or --sgemm)"},
     {"synth", cmd_synth, "write a synthetic dataset"},
+    {"init", cmd_init, "write an untrained checkpoint (serving benchmarks)"},
     {"inspect", cmd_inspect, "validate and describe a checkpoint"},
     {"broker", cmd_broker, "run an embedded Kafka on loopback (demos, tests)"},
     {"produce", cmd_produce, "replay a dataset into a Kafka topic as a clickstream"},

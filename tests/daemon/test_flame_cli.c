@@ -55,7 +55,7 @@ static int teardown(void **state) {
 
 static void test_help(void **state) {
   (void)state;
-  const char *cmds[] = {"train", "eval", "import-pt", "bench", "synth", "inspect"};
+  const char *cmds[] = {"train", "eval", "import-pt", "bench", "synth", "init", "inspect"};
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     char args[64], want[64];
     snprintf(args, sizeof args, "%s --help", cmds[i]);
@@ -125,6 +125,22 @@ static void test_offline_path(void **state) {
   assert_int_equal(cJSON_GetObjectItem(j, "dim")->valueint, 16);
   cJSON_Delete(j);
   tu_run_free(&r);
+  /* an untrained checkpoint of the asked shape, which eval reads */
+  r = run("init --items 60 --out u.ckpt --dim 16 --blocks 1 --maxlen 8");
+  assert_int_equal(r.status, 0);
+  tu_run_free(&r);
+  r = run("inspect --checkpoint u.ckpt");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_int_equal(cJSON_GetObjectItem(j, "items")->valueint, 60);
+  assert_int_equal(cJSON_GetObjectItem(j, "blocks")->valueint, 1);
+  assert_int_equal(cJSON_GetObjectItem(j, "step")->valueint, 0);
+  cJSON_Delete(j);
+  tu_run_free(&r);
+  r = run("eval --data data.txt --checkpoint u.ckpt");
+  assert_int_equal(r.status, 0);
+  tu_run_free(&r);
+  expect_usage_error("init --out v.ckpt", "flame init: --items is required");
   /* FLAME against the model just trained, one epoch */
   r = run(
       "train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64");

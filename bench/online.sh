@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# bench/online.sh: does online learning pay? (issue 5, item 4)
+#
+# Replays a dataset (default amazon-beauty) through the embedded broker at --rate events/s
+# into two flamed instances that start from the same imported anchor (the released FLAME
+# weights, rows mapped through item-{} ids): one fine-tunes (FLAME rounds every --interval
+# seconds), the other has training paused (the anchor's weights serve throughout). Both rank
+# a sample of the incoming events before applying them (online, prequential HR@10 and
+# NDCG@10). Their /metrics are scraped every --every seconds into a CSV; at the end the
+# script prints both curves' final values and writes an SVG of the two curves (NDCG@10 over
+# windows of events seen, and cumulative) next to the CSV in bench/results/. Never run by CI.
+#
+# usage: bench/online.sh [--data FILE] [--anchor FILE.pt] [--rate N] [--interval S] [--every S]
+#                        [--build DIR]
+#   --anchor  default: ../shared/data/flame-anchors/<data's name>.pt
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+shared="$(cd "$root/../shared" && pwd)"
+build="$root/build"
+data="$shared/data/amazon-beauty.txt"
+rate=1000
+interval=20
+every=5
+pt=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) data="$2"; shift ;;
+    --rate) rate="$2"; shift ;;
+    --anchor) pt="$2"; shift ;;
+    --interval) interval="$2"; shift ;;
+    --every) every="$2"; shift ;;
+    --build) build="$2"; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "bench/online.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+flame="$build/flame"; flamed="$build/flamed"
+[ -x "$flame" ] && [ -x "$flamed" ] || { echo "bench/online.sh: build first (./scripts/dev.sh build)" >&2; exit 2; }
+[ -n "$pt" ] || pt="$shared/data/flame-anchors/$(basename "${data%.txt}").pt"
+[ -f "$pt" ] || { echo "bench/online.sh: no released anchor $pt" >&2; exit 2; }
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$here/results"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+csv="$here/results/online-$stamp.csv"
+svg="$here/results/online-$stamp.svg"
+
+"$flame" import-pt --in "$pt" --out "$work/anchor.ckpt" >/dev/null 2>&1
+port=$((20000 + RANDOM % 20000))
+"$flame" broker --port "$port" --partitions 4 --topics clicks,clicks.dlq > "$work/broker.out" 2>&1 &
+pids+=($!)
+sleep 1
+start() { # name, api port, train.enabled
+  "$flamed" --kafka.bootstrap.servers=127.0.0.1:$port --stream.topic=clicks \
+    --stream.dead_letter_topic=clicks.dlq --stream.group="online-$1" --state.dir="$work/$1" \
+    --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' \
+    --api.listen=127.0.0.1 --api.port="$2" --train.enabled="$3" --train.interval_s="$interval" \
+    --train.min_new_events=1000000000 --api.online_eval_per_s=100000 --log.stats_interval_s=30 \
+    > "$work/$1.log" 2>&1 &
+  pids+=($!)
+}
+pa=$((port + 1)); pb=$((port + 2))
+start tuned "$pa" true
+start frozen "$pb" false
+for p in $pa $pb; do
+  for _ in $(seq 600); do curl -sf "127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
+done
+sleep 4 # partitions assigned
+"$flame" produce --brokers "127.0.0.1:$port" --topic clicks --data "$data" --rate "$rate" \
+  > "$work/produce.out" 2>&1 &
+prod=$!
+pids+=($prod)
+scrape() { # port -> "events hits ndcg_sum version"
+  curl -sf "127.0.0.1:$1/metrics" | awk '
+    /^flamed_online_events_total / {e=$2} /^flamed_online_hits10_total / {h=$2}
+    /^flamed_online_ndcg10_sum / {n=$2} /^flamed_model_version / {v=$2}
+    END {print e+0, h+0, n+0, v+0}'
+}
+echo "t,tuned_events,tuned_hits10,tuned_ndcg10_sum,tuned_version,frozen_events,frozen_hits10,frozen_ndcg10_sum,frozen_version" > "$csv"
+t0=$(date +%s)
+done_at=0
+while :; do
+  sleep "$every"
+  a=$(scrape "$pa"); b=$(scrape "$pb")
+  echo "$(( $(date +%s) - t0 )),${a// /,},${b// /,}" >> "$csv"
+  if ! kill -0 "$prod" 2>/dev/null; then
+    [ "$done_at" = 0 ] && done_at=$(date +%s)
+    [ $(( $(date +%s) - done_at )) -ge $((2 * every)) ] && break
+  fi
+done
+cat "$work/produce.out" | tail -n 1
+grep -E "round [0-9]+:" "$work/tuned.log" | tail -n 3 || true
+/usr/bin/python3 "$here/plot_online.py" "$csv" "$svg"

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# bench/serve.sh: /v1/recommend latency and throughput under wrk (issue 5, item 2).
+#
+# For each catalogue: the embedded broker, one flamed, a replayed clickstream (every event
+# stored before measuring), then wrk (loopback, --threads 2, --conns C, --duration D, users
+# drawn at random) twice: with training paused, and with training running (rounds back to
+# back on a trickle of new events). Catalogues:
+#   beauty  the released amazon-beauty anchor (12,101 items), amazon-beauty replayed
+#   1m      an untrained anchor of 1,000,000 items (`flame init`), a synthetic clickstream
+#           over those items (training stays paused: a full-softmax round over 1M items is a
+#           different benchmark)
+# Prints p50/p99, requests/s and non-2xx counts; appends JSON lines to
+# bench/results/serve.jsonl. Never run by CI.
+#
+# usage: bench/serve.sh [--catalogue beauty|1m|both] [--conns C] [--duration S] [--build DIR]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+shared="$(cd "$root/../shared" && pwd)"
+build="$root/build"
+which=both
+conns=16
+duration=20
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --catalogue) which="$2"; shift ;;
+    --conns) conns="$2"; shift ;;
+    --duration) duration="$2"; shift ;;
+    --build) build="$2"; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "bench/serve.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+flame="$build/flame"; flamed="$build/flamed"
+[ -x "$flame" ] && [ -x "$flamed" ] || { echo "bench/serve.sh: build first (./scripts/dev.sh build)" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "bench/serve.sh: wrk missing (scripts/setup.sh)" >&2; exit 2; }
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$here/results"
+cat > "$work/users.lua" <<'LUA'
+local users = tonumber(os.getenv("USERS") or "1000")
+request = function()
+  return wrk.format("GET", "/v1/recommend?user=user-" .. math.random(1, users) .. "&k=10")
+end
+LUA
+echo "tok" > "$work/token"
+
+metric() { curl -sf "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+
+measure() { # name, api port, users, training (on|off)
+  local out
+  out=$(USERS=$3 wrk --latency -t2 -c"$conns" -d"${duration}s" -s "$work/users.lua" "http://127.0.0.1:$2/")
+  local p50 p99 rps bad
+  p50=$(awk '$1 == "50%" {print $2}' <<< "$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<< "$out")
+  rps=$(awk '$1 == "Requests/sec:" {print $2}' <<< "$out")
+  bad=$(awk '/Non-2xx/ {print $NF}' <<< "$out"); bad=${bad:-0}
+  echo "$1 training $4: p50 $p50 p99 $p99, $rps requests/s, non-2xx $bad"
+  printf '{"catalogue":"%s","training":"%s","conns":%s,"duration_s":%s,"p50":"%s","p99":"%s","rps":%s,"non2xx":%s,"stamp":"%s"}\n' \
+    "$1" "$4" "$conns" "$duration" "$p50" "$p99" "$rps" "$bad" "$(date -u +%FT%TZ)" >> "$here/results/serve.jsonl"
+}
+
+run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1)
+  local name=$1 anchor=$2 data=$3 users=$4 train=$5
+  local port=$((20000 + RANDOM % 20000)) api admin
+  api=$((port + 1)); admin=$((port + 2))
+  "$flame" broker --port "$port" --partitions 4 --topics clicks,clicks.dlq > "$work/$name-broker.out" 2>&1 &
+  pids+=($!)
+  sleep 1
+  "$flamed" --kafka.bootstrap.servers=127.0.0.1:$port --stream.topic=clicks \
+    --stream.dead_letter_topic=clicks.dlq --state.dir="$work/$name" --model.anchor="$anchor" \
+    --model.anchor_item_ids='item-{}' --api.listen=127.0.0.1 --api.port=$api \
+    --api.admin_port=$admin --api.admin_token_file="$work/token" --train.enabled=false \
+    --train.interval_s=1 --train.min_users=1 --log.stats_interval_s=30 > "$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1200); do curl -sf "127.0.0.1:$api/healthz" >/dev/null && break; sleep 0.1; done
+  local sent
+  sent=$("$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" |
+    sed -nE 's/.*"sent":([0-9]+).*/\1/p')
+  for _ in $(seq 1200); do
+    [ "$(metric $api flamed_events_stored_total)" = "$sent" ] && break
+    sleep 0.5
+  done
+  echo "$name: $sent events stored; $(curl -s 127.0.0.1:$api/v1/model | head -c 120)"
+  measure "$name" "$api" "$users" off
+  if [ "$train" = 1 ]; then
+    curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$admin/v1/admin/resume-training" >/dev/null
+    "$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" --rate 200 > /dev/null 2>&1 &
+    local trickle=$!
+    pids+=($trickle)
+    sleep 3
+    measure "$name" "$api" "$users" on
+    kill "$trickle" 2>/dev/null || true
+    grep -cE "round [0-9]+:" "$work/$name.log" | sed "s/^/$name: rounds during the run: /" || true
+  fi
+}
+
+if [ "$which" = beauty ] || [ "$which" = both ]; then
+  "$flame" import-pt --in "$shared/data/flame-anchors/amazon-beauty.pt" --out "$work/beauty.ckpt" >/dev/null 2>&1
+  run_catalogue beauty "$work/beauty.ckpt" "$shared/data/amazon-beauty.txt" 22363 1
+fi
+if [ "$which" = 1m ] || [ "$which" = both ]; then
+  "$flame" init --items 1000000 --out "$work/1m.ckpt" > /dev/null
+  "$flame" synth --out "$work/1m.txt" --users 20000 --items 1000000 --mean-len 10 > /dev/null
+  run_catalogue 1m "$work/1m.ckpt" "$work/1m.txt" 20000 0
+fi
