@@ -36,43 +36,29 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-flame="$build/flame"; flamed="$build/flamed"
-[ -x "$flame" ] && [ -x "$flamed" ] || { echo "bench/online.sh: build first (./scripts/dev.sh build)" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_start bench/online.sh
 [ -n "$pt" ] || pt="$shared/data/flame-anchors/$(basename "${data%.txt}").pt"
 [ -f "$pt" ] || { echo "bench/online.sh: no released anchor $pt" >&2; exit 2; }
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 mkdir -p "$here/results"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 csv="$here/results/online-$stamp.csv"
 svg="$here/results/online-$stamp.svg"
 
 "$flame" import-pt --in "$pt" --out "$work/anchor.ckpt" >/dev/null 2>&1
-port=$((20000 + RANDOM % 20000))
-"$flame" broker --port "$port" --partitions 4 --topics clicks,clicks.dlq > "$work/broker.out" 2>&1 &
-pids+=($!)
-sleep 1
+bench_broker
 start() { # name, api port, train.enabled
-  "$flamed" --kafka.bootstrap.servers=127.0.0.1:$port --stream.topic=clicks \
-    --stream.dead_letter_topic=clicks.dlq --stream.group="online-$1" --state.dir="$work/$1" \
-    --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' \
-    --api.listen=127.0.0.1 --api.port="$2" --train.enabled="$3" --train.interval_s="$interval" \
-    --train.min_new_events=1000000000 --api.online_eval_per_s=100000 --log.stats_interval_s=30 \
-    > "$work/$1.log" 2>&1 &
-  pids+=($!)
+  bench_flamed "$work/$1.log" --stream.group="online-$1" --state.dir="$work/$1" \
+    --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' --api.port="$2" \
+    --train.enabled="$3" --train.interval_s="$interval" --train.min_new_events=1000000000 \
+    --api.online_eval_per_s=100000
 }
 pa=$((port + 1)); pb=$((port + 2))
 start tuned "$pa" true
 start frozen "$pb" false
-for p in $pa $pb; do
-  for _ in $(seq 600); do curl -sf "127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
-done
+bench_wait_http "$pa"
+bench_wait_http "$pb"
 sleep 4 # partitions assigned
 "$flame" produce --brokers "127.0.0.1:$port" --topic clicks --data "$data" --rate "$rate" \
   > "$work/produce.out" 2>&1 &

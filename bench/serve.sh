@@ -32,17 +32,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-flame="$build/flame"; flamed="$build/flamed"
-[ -x "$flame" ] && [ -x "$flamed" ] || { echo "bench/serve.sh: build first (./scripts/dev.sh build)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "bench/serve.sh: wrk missing (scripts/setup.sh)" >&2; exit 2; }
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_start bench/serve.sh
 mkdir -p "$here/results"
 cat > "$work/users.lua" <<'LUA'
 local users = tonumber(os.getenv("USERS") or "1000")
@@ -69,18 +62,14 @@ measure() { # name, api port, users, training (on|off)
 
 run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1)
   local name=$1 anchor=$2 data=$3 users=$4 train=$5
-  local port=$((20000 + RANDOM % 20000)) api admin
+  local api admin
+  bench_broker
   api=$((port + 1)); admin=$((port + 2))
-  "$flame" broker --port "$port" --partitions 4 --topics clicks,clicks.dlq > "$work/$name-broker.out" 2>&1 &
-  pids+=($!)
-  sleep 1
-  "$flamed" --kafka.bootstrap.servers=127.0.0.1:$port --stream.topic=clicks \
-    --stream.dead_letter_topic=clicks.dlq --state.dir="$work/$name" --model.anchor="$anchor" \
-    --model.anchor_item_ids='item-{}' --api.listen=127.0.0.1 --api.port=$api \
-    --api.admin_port=$admin --api.admin_token_file="$work/token" --train.enabled=false \
-    --train.interval_s=1 --train.min_users=1 --log.stats_interval_s=30 > "$work/$name.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1200); do curl -sf "127.0.0.1:$api/healthz" >/dev/null && break; sleep 0.1; done
+  bench_flamed "$work/$name.log" --state.dir="$work/$name" --model.anchor="$anchor" \
+    --model.anchor_item_ids='item-{}' --api.port=$api --api.admin_port=$admin \
+    --api.admin_token_file="$work/token" --train.enabled=false --train.interval_s=1 \
+    --train.min_users=1
+  bench_wait_http "$api"
   local sent
   sent=$("$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" |
     sed -nE 's/.*"sent":([0-9]+).*/\1/p')

@@ -233,6 +233,17 @@ uint64_t fl_rng_below(fl_rng *r, uint64_t n) {
   return (uint64_t)(((__uint128_t)fl_rng_u64(r) * n) >> 64);
 }
 
+void fl_shuffle(void *base, size_t n, size_t size, fl_rng *r) {
+  unsigned char tmp[64], *b = base;
+  if (size > sizeof tmp) abort(); /* a programmer error: shuffle indices instead */
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t)fl_rng_below(r, i);
+    memcpy(tmp, b + (i - 1) * size, size);
+    memcpy(b + (i - 1) * size, b + j * size, size);
+    memcpy(b + j * size, tmp, size);
+  }
+}
+
 static void buf_reserve(fl_buf *b, size_t extra) {
   if (b->n + extra + 1 <= b->cap) return;
   size_t cap = b->cap ? b->cap : 256;

@@ -112,6 +112,8 @@ uint64_t fl_rng_u64(fl_rng *r);
 double fl_rng_uniform(fl_rng *r);             /* [0, 1) */
 float fl_rng_normal(fl_rng *r);               /* N(0, 1) */
 uint64_t fl_rng_below(fl_rng *r, uint64_t n); /* [0, n), n > 0 */
+/* Fisher-Yates shuffle of n elements of size bytes (size <= 64), drawing from r. */
+void fl_shuffle(void *base, size_t n, size_t size, fl_rng *r);
 static inline uint64_t fl_hash64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;

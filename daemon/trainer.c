@@ -487,15 +487,6 @@ static eval_metrics holdout_eval(const model_sasrec *m, const data_set *ds, cons
 
 /* ---- the round ---- */
 
-static void shuffle_u32(uint32_t *v, size_t n, fl_rng *r) {
-  for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)fl_rng_below(r, i);
-    uint32_t x = v[i - 1];
-    v[i - 1] = v[j];
-    v[j] = x;
-  }
-}
-
 /* Sleeps so that the trainer uses about `duty` of a core: work took dt seconds. Wakes early
  * when stopping. */
 static void duty_sleep(trainer *t, double dt, double duty) {
@@ -601,8 +592,8 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
     free(ou);
     goto out;
   }
-  shuffle_u32(tu, nt, &t->rng);
-  shuffle_u32(ou, no, &t->rng);
+  fl_shuffle(tu, nt, sizeof *tu, &t->rng);
+  fl_shuffle(ou, no, sizeof *ou, &t->rng);
   size_t nr = no < rc->replay ? no : rc->replay;
   /* holdout: touched users with 3+ items, their newest event */
   uint8_t *held = xcalloc(c.ds.nusers, 1);
@@ -657,12 +648,7 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   for (size_t s = 0; s < rc->steps && ns > 0 && !atomic_load(&t->cancel); s++) {
     double ts = fl_now();
     if (at >= ns) {
-      for (size_t i = ns; i > 1; i--) {
-        size_t j = (size_t)fl_rng_below(&t->rng, i);
-        data_sample x = smp[i - 1];
-        smp[i - 1] = smp[j];
-        smp[j] = x;
-      }
+      fl_shuffle(smp, ns, sizeof *smp, &t->rng);
       at = 0;
     }
     size_t nb = ns - at < B ? ns - at : B;

@@ -25,15 +25,6 @@ void train_opts_default(train_opts *o) {
   o->progress = 1;
 }
 
-static void shuffle(data_sample *s, size_t n, fl_rng *r) {
-  for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)fl_rng_below(r, i);
-    data_sample t = s[i - 1];
-    s[i - 1] = s[j];
-    s[j] = t;
-  }
-}
-
 int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
                 const train_opts *o, train_result *r) {
   memset(r, 0, sizeof *r);
@@ -73,7 +64,7 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
         break;
       }
       if (cursor == ns) {
-        shuffle(samples, ns, &rng);
+        fl_shuffle(samples, ns, sizeof *samples, &rng);
         cursor = 0;
       }
       size_t nb = per_epoch - done < B ? per_epoch - done : B;

@@ -39,20 +39,20 @@ typedef struct stream_consumer stream_consumer;
 enum { STREAM_LAT_MS = 2000 };
 
 typedef struct {
-  uint64_t messages;                  /* messages consumed, every outcome */
-  uint64_t stored;                    /* events written to the state */
-  uint64_t filtered;                  /* events dropped by a type weight of 0 */
-  uint64_t rejected[STREAM_R_COUNT];  /* by reason (index STREAM_OK unused) */
-  uint64_t dlq_sent, dlq_failed;      /* dead-letter deliveries confirmed / failed */
-  uint64_t batches;                   /* durable state writes */
-  uint64_t write_failures;            /* state writes that failed (then retried) */
-  uint64_t kafka_errors;              /* consumer errors reported by librdkafka */
-  uint64_t rebalances;                /* assignments and revocations handled */
-  uint64_t lat_ms[STREAM_LAT_MS + 1]; /* produce-to-durable latency histogram */
+  uint64_t messages;                    /* messages consumed, every outcome */
+  uint64_t stored;                      /* events written to the state */
+  uint64_t filtered;                    /* events dropped by a type weight of 0 */
+  uint64_t rejected[STREAM_R_COUNT];    /* by reason (index STREAM_OK unused) */
+  uint64_t dlq_sent, dlq_failed;        /* dead-letter deliveries confirmed / failed */
+  uint64_t batches;                     /* durable state writes */
+  uint64_t write_failures;              /* state writes that failed (then retried) */
+  uint64_t kafka_errors;                /* consumer errors reported by librdkafka */
+  uint64_t rebalances;                  /* assignments and revocations handled */
+  uint64_t lat_ms[STREAM_LAT_MS + 1];   /* produce-to-durable latency histogram */
   uint64_t write_ms[STREAM_LAT_MS + 1]; /* duration of successful state writes, histogram */
-  int64_t lag;                        /* messages behind the high watermarks, -1 unknown */
-  int assigned;                       /* partitions currently assigned */
-  int paused;                         /* 1 while a failed state write is being retried */
+  int64_t lag;                          /* messages behind the high watermarks, -1 unknown */
+  int assigned;                         /* partitions currently assigned */
+  int paused;                           /* 1 while a failed state write is being retried */
 } stream_stats;
 
 /* Checks cfg's [kafka] properties (and the daemon's own) the way stream_consumer_new applies

@@ -193,6 +193,50 @@ static void test_rng_uniform_and_below(void **state) {
   for (int v = 0; v < 7; v++) assert_in_range(hits[v], 9000, 11000);
 }
 
+/* A permutation, the same for the same seed, of elements of any size. */
+static void test_shuffle(void **state) {
+  (void)state;
+  uint32_t a[100], b[100];
+  struct {
+    uint64_t x;
+    char pad[20];
+  } w[100];
+  for (uint32_t i = 0; i < 100; i++) a[i] = b[i] = i, w[i].x = i;
+  fl_rng r1, r2, r3;
+  fl_rng_seed(&r1, 9);
+  fl_rng_seed(&r2, 9);
+  fl_rng_seed(&r3, 9);
+  fl_shuffle(a, 100, sizeof *a, &r1);
+  fl_shuffle(b, 100, sizeof *b, &r2);
+  fl_shuffle(w, 100, sizeof *w, &r3);
+  assert_memory_equal(a, b, sizeof a);
+  int seen[100] = {0}, moved = 0;
+  for (int i = 0; i < 100; i++) {
+    seen[a[i]]++;
+    moved += a[i] != (uint32_t)i;
+    assert_int_equal(w[i].x, a[i]); /* the same draws whatever the element size */
+  }
+  for (int i = 0; i < 100; i++) assert_int_equal(seen[i], 1);
+  assert_true(moved > 50);
+  fl_shuffle(a, 0, sizeof *a, &r1); /* nothing to do */
+}
+
+/* fl_buf: grows, stays NUL-terminated, formats. */
+static void test_buf(void **state) {
+  (void)state;
+  fl_buf b = {0};
+  fl_buf_put(&b, "", 0);
+  assert_string_equal(b.p, "");
+  for (int i = 0; i < 1000; i++) fl_buf_printf(&b, "%d,", i);
+  fl_buf_puts(&b, "end");
+  assert_int_equal(b.n, strlen(b.p));
+  assert_memory_equal(b.p, "0,1,2,", 6);
+  assert_string_equal(b.p + b.n - 7, "999,end");
+  fl_buf_free(&b);
+  assert_null(b.p);
+  assert_int_equal(b.n, 0);
+}
+
 static void test_rng_normal_moments(void **state) {
   (void)state;
   fl_rng r;
@@ -242,6 +286,8 @@ int test_common(void) {
       cmocka_unit_test(test_rng_determinism),
       cmocka_unit_test(test_rng_uniform_and_below),
       cmocka_unit_test(test_rng_normal_moments),
+      cmocka_unit_test(test_shuffle),
+      cmocka_unit_test(test_buf),
       cmocka_unit_test(test_alloc_aligned),
   };
   return cmocka_run_group_tests_name("common", tests, NULL, NULL);

@@ -1,0 +1,39 @@
+# bench/lib.sh: what the daemon benchmarks share (sourced by bench/online.sh, bench/serve.sh).
+# Needs $build set. Defines:
+#   bench_start NAME   checks the binaries, makes $work (a temp dir) and the cleanup that kills
+#                      every pid in $pids and removes $work on exit
+#   bench_broker       starts `flame broker` on a random loopback port with topic clicks (and
+#                      clicks.dlq), sets $port
+#   bench_flamed LOG ARGS...  starts flamed on that broker and topic with ARGS
+#   bench_wait_http PORT      waits (60 s at most) until PORT answers /healthz
+flame="$build/flame"
+flamed="$build/flamed"
+pids=()
+
+bench_start() {
+  [ -x "$flame" ] && [ -x "$flamed" ] || { echo "$1: build first (./scripts/dev.sh build)" >&2; exit 2; }
+  work="$(mktemp -d)"
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
+bench_broker() {
+  port=$((20000 + RANDOM % 20000))
+  "$flame" broker --port "$port" --partitions 4 --topics clicks,clicks.dlq > "$work/broker-$port.out" 2>&1 &
+  pids+=($!)
+  sleep 1
+}
+
+bench_flamed() {
+  local log=$1
+  shift
+  "$flamed" --kafka.bootstrap.servers=127.0.0.1:$port --stream.topic=clicks \
+    --stream.dead_letter_topic=clicks.dlq --api.listen=127.0.0.1 --log.stats_interval_s=30 "$@" \
+    > "$log" 2>&1 &
+  pids+=($!)
+}
+
+bench_wait_http() {
+  for _ in $(seq 600); do curl -sf "127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "bench: nothing answers on port $1" >&2
+  return 1
+}
