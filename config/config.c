@@ -477,6 +477,9 @@ static const config_setting cfg_table[] = {
   CFG_DOUBLE("train", "margin", train.margin, "0.002", 0, 1, true,
              "Holdout NDCG@10 a candidate may lose against the serving model and still be "
              "promoted."),
+  CFG_INT("train", "reanchor_rounds", train.reanchor_rounds, "0", 0, 1000000, true,
+          "Re-anchor on a schedule: after this many promotions the serving network becomes the "
+          "frozen anchor (as POST /v1/admin/reanchor does); 0: only when asked."),
   CFG_INT("train", "threads", train.threads, "1", 1, 256, false,
           "OpenBLAS threads of the trainer."),
   CFG_DOUBLE("train", "duty", train.duty, "0.8", 0.05, 1, true,

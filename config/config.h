@@ -133,6 +133,7 @@ typedef struct {
     int64_t replay_users;         /* older users replayed per round (against forgetting) */
     int64_t holdout_users;        /* most touched users whose newest event is held out */
     double margin;                /* NDCG@10 a candidate may lose against the serving model */
+    int64_t reanchor_rounds;      /* promotions after which the serving net becomes the anchor */
     int64_t threads;              /* BLAS threads of the trainer */
     double duty;                  /* share of one core the trainer may use while training */
     int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */

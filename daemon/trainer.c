@@ -33,7 +33,7 @@
 /* The reloadable settings of a round (train.*, model.dropout/keep/popular). */
 typedef struct {
   double interval_s, margin, duty;
-  uint64_t min_new_events, min_users;
+  uint64_t min_new_events, min_users, reanchor_rounds;
   size_t steps, batch, replay, holdout, keep, popular;
   float lr, tau, lambda0, lambda_r, dropout;
 } round_cfg;
@@ -68,7 +68,8 @@ struct trainer {
   int now, reanchor, stop, paused;
   trainer_stats st;
   atomic_int cancel;
-  int poison; /* test hook: this many next candidates get a NaN weight (trainer.h) */
+  int poison;            /* test hook: this many next candidates get a NaN weight (trainer.h) */
+  uint64_t since_anchor; /* promotions since the anchor was last set (thread only) */
 };
 
 static const char *const outcome_names[] = {"promoted", "rejected_worse", "rejected_nonfinite",
@@ -125,6 +126,7 @@ static void read_round_cfg(round_cfg *r, const config *c) {
   r->duty = c->train.duty;
   r->min_new_events = (uint64_t)c->train.min_new_events;
   r->min_users = (uint64_t)c->train.min_users;
+  r->reanchor_rounds = (uint64_t)c->train.reanchor_rounds;
   r->steps = (size_t)c->train.steps;
   r->batch = (size_t)c->train.batch;
   r->replay = (size_t)c->train.replay_users;
@@ -737,6 +739,7 @@ static void reanchor(trainer *t) {
   } /* shapes come from a valid model */
   memcpy(m.params, cur->m.params, cur->m.nparams * sizeof(float));
   set_anchor(t, &m, NULL);
+  t->since_anchor = 0;
   uint64_t v = t->st.anchor_version + 1;
   int rc = save_anchor(t, v);
   pthread_mutex_lock(&t->mu);
@@ -822,9 +825,13 @@ static void *run(void *arg) {
         t->st.nhistory--;
       }
       t->st.history[t->st.nhistory++] = rr;
-      uint64_t n = t->st.rounds;
+      uint64_t n = t->st.rounds, every = t->rc.reanchor_rounds;
       pthread_mutex_unlock(&t->mu);
       log_round(n, &rr);
+      if (o == TRAINER_PROMOTED && every && ++t->since_anchor >= every) {
+        fl_info("re-anchor: scheduled after %" PRIu64 " promotions (train.reanchor_rounds)", every);
+        reanchor(t);
+      }
       pthread_mutex_lock(&t->mu);
     }
     hset_free(&touched);

@@ -18,6 +18,9 @@
  * and counted. A promoted version is written atomically to <model dir>/model-<version>.ckpt
  * (the last model.keep kept) and published.
  *
+ * Re-anchoring (the serving network becomes the frozen anchor, a new anchor version, logged)
+ * happens on TRAINER_REANCHOR and, with train.reanchor_rounds, after that many promotions.
+ *
  * Item indices are the state's. An anchor imported with model.anchor_item_ids (a template such
  * as "item-{}": row i of the anchor is the item with that id) is mapped into the state's
  * indices at start, interning its catalogue in the state. Items the anchor never saw use the

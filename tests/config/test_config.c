@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 62);
+  assert_int_equal(n, 63);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -899,6 +899,7 @@ static void test_dump_round_trip(void **state) {
       {"train.replay_users", "0"},
       {"train.holdout_users", "10"},
       {"train.margin", "0"},
+      {"train.reanchor_rounds", "12"},
       {"train.threads", "2"},
       {"train.duty", "0.25"},
       {"train.bootstrap_min_users", "10"},

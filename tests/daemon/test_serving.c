@@ -34,7 +34,18 @@ typedef struct {
   child d;
   int port, admin;
   char token_file[300];
+  char a[16][360];      /* the daemon's own settings */
+  const char *argv[48]; /* all its settings, for (re)starts */
 } serving;
+
+/* Starts (or restarts) the daemon with s's settings and waits until its API answers. */
+static void serving_start(serving *s) {
+  start_daemon(&s->d, s->v.bootstrap, s->v.group, s->v.topic, s->argv);
+  if (!tu_http_wait(s->port, WAIT_S)) {
+    dump_log(&s->d);
+    fail_msg("flamed never listened on port %d", s->port);
+  }
+}
 
 /* Starts a broker, replays a synthetic clickstream of `users` users into it, and starts flamed
  * with tiny shapes and quick rounds, plus extra settings. */
@@ -55,11 +66,10 @@ static void serving_up(serving *s, const char *name, size_t users, const char *c
   s->port = free_port();
   s->admin = free_port();
   child_in(&s->d, &s->v, name);
-  char a[16][360];
   int n = 0;
-  snprintf(a[n++], sizeof a[0], "--api.port=%d", s->port);
-  snprintf(a[n++], sizeof a[0], "--api.admin_port=%d", s->admin);
-  snprintf(a[n++], sizeof a[0], "--api.admin_token_file=%s", s->token_file);
+  snprintf(s->a[n++], sizeof s->a[0], "--api.port=%d", s->port);
+  snprintf(s->a[n++], sizeof s->a[0], "--api.admin_port=%d", s->admin);
+  snprintf(s->a[n++], sizeof s->a[0], "--api.admin_token_file=%s", s->token_file);
   const char *fixed[] = {"--train.enabled=true",
                          "--model.dim=16",
                          "--model.blocks=1",
@@ -74,17 +84,12 @@ static void serving_up(serving *s, const char *name, size_t users, const char *c
                          "--train.batch=32",
                          "--train.replay_users=64",
                          "--train.min_new_events=1000000"};
-  const char *argv[48];
   int k = 0;
-  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) argv[k++] = fixed[i];
-  for (int i = 0; i < n; i++) argv[k++] = a[i];
-  for (int i = 0; extra && extra[i]; i++) argv[k++] = extra[i];
-  argv[k] = NULL;
-  start_daemon(&s->d, s->v.bootstrap, s->v.group, s->v.topic, argv);
-  if (!tu_http_wait(s->port, WAIT_S)) {
-    dump_log(&s->d);
-    fail_msg("flamed never listened on port %d", s->port);
-  }
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) s->argv[k++] = fixed[i];
+  for (int i = 0; i < n; i++) s->argv[k++] = s->a[i];
+  for (int i = 0; extra && extra[i]; i++) s->argv[k++] = extra[i];
+  s->argv[k] = NULL;
+  serving_start(s);
 }
 
 static void serving_down(serving *s) {
@@ -231,14 +236,29 @@ static void test_serving_end_to_end(void **state) {
       strstr(m.body, "flamed_http_requests_total{route=\"recommend_get\",code=\"400\"}"));
   assert_non_null(strstr(m.body, "flamed_online_events_total"));
   tu_http_resp_free(&m, 1);
+
+  /* a restart serves the newest promoted version at once, before any round */
+  j = call(s.port, "GET", "/v1/model", NULL, NULL, &st);
+  double before = num(j, "version");
+  cJSON_Delete(j);
+  assert_int_equal(stop_daemon(&s.d), 0);
+  serving_start(&s);
+  j = call(s.port, "GET", "/v1/model", NULL, NULL, &st);
+  assert_int_equal(st, 200);
+  assert_true(num(j, "version") == before);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "has_model")));
+  cJSON_Delete(j);
+  assert_true(log_has(&s.d, "anchor: "));
   serving_down(&s);
 }
 
 static uint64_t metric(int port, const char *name) {
   tu_http_resp m;
   if (tu_http_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &m) != 200) return 0;
-  const char *p = strstr(m.body, name);
-  uint64_t v = p ? strtoull(p + strlen(name), NULL, 10) : 0;
+  char line[256]; /* at a line start: "# HELP name ..." must not match */
+  snprintf(line, sizeof line, "\n%s", name);
+  const char *p = strstr(m.body, line);
+  uint64_t v = p ? strtoull(p + strlen(line), NULL, 10) : 0;
   tu_http_resp_free(&m, 1);
   return v;
 }
@@ -296,7 +316,8 @@ static int load_child(int port) {
 static void test_serving_swaps_under_load(void **state) {
   (void)state;
   serving s;
-  const char *extra[] = {"--train.margin=1", NULL}; /* every candidate is promoted */
+  /* every candidate is promoted; every 4th promotion re-anchors */
+  const char *extra[] = {"--train.margin=1", "--train.reanchor_rounds=4", NULL};
   serving_up(&s, "swaps", 300, extra);
   double v0 = wait_version(&s, 1, WAIT_S);
   assert_true(v0 >= 1);
@@ -327,6 +348,9 @@ static void test_serving_swaps_under_load(void **state) {
   if (WEXITSTATUS(ws) != 0) fail_msg("%d requests failed during the swaps", WEXITSTATUS(ws));
   assert_true(metric(s.port, "flamed_http_requests_total{route=\"recommend_get\",code=\"200\"} ") >
               100);
+  /* bootstrapped anchor 1, re-anchored after promotions 4 and 8 */
+  assert_int_equal(metric(s.port, "flamed_anchor_version "), 3);
+  assert_true(log_has(&s.d, "re-anchor: scheduled after 4 promotions"));
   serving_down(&s);
 }
 
