@@ -635,6 +635,16 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
       smp[ns++] = (data_sample){u, (uint32_t)end};
     }
   }
+  if (ns == 0) { /* nobody with two events: nothing to learn from */
+    free(smp);
+    model_free(&lrn);
+    if (ext.params) model_free(&ext);
+    free(held);
+    free(hu);
+    free(tu);
+    free(ou);
+    goto out;
+  }
   flame_opts fo;
   flame_opts_default(&fo);
   fo.tau = rc->tau;
