@@ -289,6 +289,11 @@ uint64_t net_key(const model_sasrec *m, uint64_t salt) {
 
 void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores) {
   size_t C = m->hp.C;
+  if (B == 1) { /* serving: a GEMV streams the table once; a GEMM would pack all of it first */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m->NI, (int)C, 1.0f, W(m, MODEL_T_ITEM) + C,
+                (int)C, h, 1, 0.0f, scores, 1);
+    return;
+  }
   model_matmul(scores, m->NI, h, C, 0, W(m, MODEL_T_ITEM) + C, C, 1, B, m->NI, C, 1.0f, 0.0f);
 }
 

@@ -274,6 +274,10 @@ static void test_scores_tied(void **state) {
         want += (double)h[b * 16 + c] * m.p.t[MODEL_T_ITEM][i * 16 + c];
       assert_float_equal(sc[b * NI_TINY + i - 1], want, 1e-5);
     }
+  /* one row (serving) takes the GEMV path: the same scores */
+  float one[NI_TINY];
+  model_scores(&m, h + 16, 1, one);
+  for (size_t i = 0; i < NI_TINY; i++) assert_float_equal(one[i], sc[NI_TINY + i], 1e-5);
   model_free(&m);
 }
 
