@@ -757,6 +757,8 @@ done:
 
 /* ---- the commit hook ---- */
 
+#define ONLINE_BATCH_MAX 64
+
 void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   api *a = ctx;
   /* touched users: one note per user run in the batch (a batch is mostly runs per partition) */
@@ -775,7 +777,10 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   a->bucket_t = now;
   if (a->bucket > rate) a->bucket = rate; /* at most one second's worth at once */
   serve_model *s = NULL;
-  size_t step = n / (a->bucket >= 1 ? (size_t)a->bucket : 1) + 1;
+  /* at most ONLINE_BATCH_MAX ranked per batch: each is a forward pass on the loop, and finding
+   * the history before an event scans the batch */
+  size_t budget = a->bucket >= ONLINE_BATCH_MAX ? ONLINE_BATCH_MAX : (size_t)a->bucket;
+  size_t step = n / (budget ? budget : 1) + 1;
   for (size_t i = 0; i < n && a->bucket >= 1; i += step) {
     /* the history before event i: the stored sequence minus this user's events from i on */
     size_t after = 0;
