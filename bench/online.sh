@@ -13,6 +13,8 @@
 # usage: bench/online.sh [--data FILE] [--anchor FILE.pt] [--rate N] [--interval S] [--every S]
 #                        [--build DIR]
 #   --anchor  default: ../shared/data/flame-anchors/<data's name>.pt
+#   --set section.key=value   a setting for the fine-tuned daemon (repeatable), e.g.
+#             --set train.lr=0.0001
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -23,15 +25,17 @@ rate=1000
 interval=20
 every=5
 pt=""
+tuned_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data="$2"; shift ;;
     --rate) rate="$2"; shift ;;
     --anchor) pt="$2"; shift ;;
+    --set) tuned_args+=("--$2"); shift ;;
     --interval) interval="$2"; shift ;;
     --every) every="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench/online.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -48,14 +52,16 @@ svg="$here/results/online-$stamp.svg"
 
 "$flame" import-pt --in "$pt" --out "$work/anchor.ckpt" >/dev/null 2>&1
 bench_broker
-start() { # name, api port, train.enabled
-  bench_flamed "$work/$1.log" --stream.group="online-$1" --state.dir="$work/$1" \
-    --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' --api.port="$2" \
-    --train.enabled="$3" --train.interval_s="$interval" --train.min_new_events=1000000000 \
-    --api.online_eval_per_s=100000
+start() { # name, api port, train.enabled, more settings
+  local name=$1 api=$2 on=$3
+  shift 3
+  bench_flamed "$work/$name.log" --stream.group="online-$name" --state.dir="$work/$name" \
+    --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' --api.port="$api" \
+    --train.enabled="$on" --train.interval_s="$interval" --train.min_new_events=1000000000 \
+    --api.online_eval_per_s=100000 "$@"
 }
 pa=$((port + 1)); pb=$((port + 2))
-start tuned "$pa" true
+start tuned "$pa" true "${tuned_args[@]}"
 start frozen "$pb" false
 bench_wait_http "$pa"
 bench_wait_http "$pb"
@@ -78,8 +84,13 @@ while :; do
   a=$(scrape "$pa"); b=$(scrape "$pb")
   echo "$(( $(date +%s) - t0 )),${a// /,},${b// /,}" >> "$csv"
   if ! kill -0 "$prod" 2>/dev/null; then
+    # the replay is over: stop once both daemons have stored everything (10 minutes at most)
     [ "$done_at" = 0 ] && done_at=$(date +%s)
-    [ $(( $(date +%s) - done_at )) -ge $((2 * every)) ] && break
+    sent=$(sed -nE 's/.*"sent":([0-9]+).*/\1/p' "$work/produce.out")
+    sa=$(curl -sf "127.0.0.1:$pa/metrics" | awk '$1 == "flamed_events_stored_total" {print $2}')
+    sb=$(curl -sf "127.0.0.1:$pb/metrics" | awk '$1 == "flamed_events_stored_total" {print $2}')
+    [ "$sa" = "$sent" ] && [ "$sb" = "$sent" ] && break
+    [ $(( $(date +%s) - done_at )) -ge 600 ] && { echo "bench/online.sh: daemons still behind" >&2; break; }
   fi
 done
 cat "$work/produce.out" | tail -n 1
