@@ -268,7 +268,15 @@ static void test_serving_rejects_bad_candidates(void **state) {
   serving s;
   /* the first two candidates get a NaN weight; then a learning rate of 1 wrecks them */
   setenv("FLAMED_TEST_POISON_ROUNDS", "2", 1);
-  const char *extra[] = {"--train.lr=1", "--train.steps=20", "--train.margin=0", NULL};
+  /* the anchor trained on all 300 users (not on the first 50 to arrive), 5 epochs: clearly
+   * better than any wrecked candidate */
+  const char *extra[] = {"--train.lr=1",
+                         "--train.steps=20",
+                         "--train.margin=0",
+                         "--train.bootstrap_min_users=290",
+                         "--train.bootstrap_min_events=3000",
+                         "--train.bootstrap_epochs=5",
+                         NULL};
   serving_up(&s, "reject", 300, extra);
   unsetenv("FLAMED_TEST_POISON_ROUNDS");
   assert_true(wait_version(&s, 1, WAIT_S) >= 1);
