@@ -220,6 +220,13 @@ static int user_history(api *a, const char *user, size_t ulen, size_t *n) {
   return 0;
 }
 
+/* Adds id[0..len) (not NUL-terminated; valid UTF-8 without NULs) as the string key of o. */
+static void add_id(cJSON *o, const char *key, const char *id, size_t len) {
+  char *s = strndup(id, len);
+  cJSON_AddStringToObject(o, key, s);
+  free(s);
+}
+
 static void add_hits(api *a, cJSON *j, const serve_hit *h, size_t n) {
   cJSON *arr = cJSON_AddArrayToObject(j, "items");
   for (size_t i = 0; i < n; i++) {
@@ -227,9 +234,7 @@ static void add_hits(api *a, cJSON *j, const serve_hit *h, size_t n) {
     const char *id = state_item_id(a->d.db, h[i].item, &len);
     if (!id) continue; /* an anchor row the state does not know (cannot happen once mapped) */
     cJSON *o = cJSON_CreateObject();
-    char *s = strndup(id, len);
-    cJSON_AddStringToObject(o, "item", s);
-    free(s);
+    add_id(o, "item", id, len);
     cJSON_AddNumberToObject(o, "score", h[i].score);
     cJSON_AddItemToArray(arr, o);
   }
@@ -247,11 +252,7 @@ static void recommend_reply(api *a, http_resp *rs, const char *user, size_t ulen
   size_t got = serve_recommend(s, a->ws, hist, n, (size_t)k, exclude, hits, &fb);
   a->fallbacks += (uint64_t)fb;
   cJSON *j = cJSON_CreateObject();
-  if (user) {
-    char *u = strndup(user, ulen);
-    cJSON_AddStringToObject(j, "user", u);
-    free(u);
-  }
+  if (user) add_id(j, "user", user, ulen);
   add_hits(a, j, hits, got);
   cJSON_AddNumberToObject(j, "model_version", (double)s->version);
   cJSON_AddBoolToObject(j, "fallback", fb);
@@ -367,18 +368,14 @@ static void get_history(api *a, const char *enc, http_resp *rs) {
     return;
   }
   cJSON *j = cJSON_CreateObject();
-  char *u = strndup(user, (size_t)ulen);
-  cJSON_AddStringToObject(j, "user", u);
-  free(u);
+  add_id(j, "user", user, (size_t)ulen);
   cJSON *arr = cJSON_AddArrayToObject(j, "events");
   for (size_t i = 0; i < n; i++) {
     size_t len;
     const char *id = state_item_id(a->d.db, a->ent[i].item, &len);
     if (!id) continue;
     cJSON *o = cJSON_CreateObject();
-    char *s = strndup(id, len);
-    cJSON_AddStringToObject(o, "item", s);
-    free(s);
+    add_id(o, "item", id, len);
     cJSON_AddNumberToObject(o, "ts_ms", (double)a->ent[i].ts_ms);
     cJSON_AddNumberToObject(o, "weight", a->ent[i].weight);
     cJSON_AddItemToArray(arr, o);
@@ -601,22 +598,19 @@ static void get_metrics(api *a, http_resp *rs) {
   static const char *const which[2] = {"api", "admin"};
   fl_buf_printf(b, "# HELP flamed_http_connections_open Open connections, by listener.\n"
                    "# TYPE flamed_http_connections_open gauge\n");
+  http_stats hs[2];
   for (int i = 0; i < 2; i++) {
     if (!servers[i]) continue;
-    http_stats hs;
-    http_server_stats(servers[i], &hs);
-    fl_buf_printf(b, "flamed_http_connections_open{listener=\"%s\"} %zu\n", which[i], hs.open);
+    http_server_stats(servers[i], &hs[i]);
+    fl_buf_printf(b, "flamed_http_connections_open{listener=\"%s\"} %zu\n", which[i], hs[i].open);
   }
   fl_buf_printf(b, "# HELP flamed_http_refused_total Requests refused before routing (bad "
                    "framing, limits, connection cap), by listener.\n"
                    "# TYPE flamed_http_refused_total counter\n");
-  for (int i = 0; i < 2; i++) {
-    if (!servers[i]) continue;
-    http_stats hs;
-    http_server_stats(servers[i], &hs);
-    fl_buf_printf(b, "flamed_http_refused_total{listener=\"%s\"} %" PRIu64 "\n", which[i],
-                  hs.bad_requests);
-  }
+  for (int i = 0; i < 2; i++)
+    if (servers[i])
+      fl_buf_printf(b, "flamed_http_refused_total{listener=\"%s\"} %" PRIu64 "\n", which[i],
+                    hs[i].bad_requests);
 }
 
 /* ---- dispatch ---- */

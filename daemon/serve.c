@@ -106,6 +106,14 @@ void serve_ws_free(serve_ws *w) {
   free(w);
 }
 
+static void seen_fit(serve_ws *w, size_t n) {
+  if (w->seen_cap < n) {
+    free(w->seen);
+    w->seen = xmalloc(n * sizeof(uint32_t));
+    w->seen_cap = n;
+  }
+}
+
 static void ws_fit(serve_ws *w, const model_sasrec *m, size_t n) {
   if (!w->acts || memcmp(&w->hp, &m->hp, sizeof m->hp) != 0) {
     model_acts_free(w->acts);
@@ -122,11 +130,7 @@ static void ws_fit(serve_ws *w, const model_sasrec *m, size_t n) {
     w->tok = xmalloc(m->hp.L * sizeof(int32_t));
     w->tok_cap = m->hp.L;
   }
-  if (w->seen_cap < n) {
-    free(w->seen);
-    w->seen = xmalloc(n * sizeof(uint32_t));
-    w->seen_cap = n;
-  }
+  seen_fit(w, n);
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -250,13 +254,10 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
   *fallback = 1;
   if (k == 0) return 0;
   const model_sasrec *m = s->has_net ? &s->m : NULL;
-  if (m) {
+  if (m)
     ws_fit(w, m, n);
-  } else if (w->seen_cap < n) {
-    free(w->seen);
-    w->seen = xmalloc(n * sizeof(uint32_t));
-    w->seen_cap = n;
-  }
+  else
+    seen_fit(w, n);
   size_t nseen = 0;
   if (exclude_seen && n) {
     memcpy(w->seen, hist, n * sizeof *hist);

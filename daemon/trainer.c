@@ -301,14 +301,19 @@ static int map_anchor(trainer *t, model_sasrec *a, const char *tmpl, char *err, 
 
 /* ---- snapshots ---- */
 
+/* dst = a parameters-only copy of src (no gradients or Adam state). */
+static void copy_params(model_sasrec *dst, const model_sasrec *src) {
+  if (model_alloc(dst, &src->hp, src->NI) != 0) { /* shapes come from a valid model */
+    fl_error("cannot allocate a model of %zu items", src->NI);
+    abort();
+  }
+  memcpy(dst->params, src->params, src->nparams * sizeof(float));
+}
+
 static serve_model *snapshot_of(trainer *t, const model_sasrec *src, uint64_t version,
                                 const uint32_t *pop, size_t npop) {
   model_sasrec m;
-  if (model_alloc(&m, &src->hp, src->NI) != 0) {
-    fl_error("cannot allocate a snapshot");
-    abort();
-  } /* shapes come from a valid model */
-  memcpy(m.params, src->params, src->nparams * sizeof(float));
+  copy_params(&m, src);
   serve_model *s = serve_model_new(version, &m, pop, npop);
   s->anchor_version = t->st.anchor_version;
   s->trained_at_ms = fl_wall_ms();
@@ -635,15 +640,9 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
       smp[ns++] = (data_sample){u, (uint32_t)end};
     }
   }
-  if (ns == 0) { /* nobody with two events: nothing to learn from */
-    free(smp);
-    model_free(&lrn);
+  if (ns == 0) { /* nobody with two events: nothing to learn from (outcome stays -EAGAIN) */
     if (ext.params) model_free(&ext);
-    free(held);
-    free(hu);
-    free(tu);
-    free(ou);
-    goto out;
+    goto free_round;
   }
   flame_opts fo;
   flame_opts_default(&fo);
@@ -720,6 +719,7 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
       }
     }
   }
+free_round:
   model_free(&lrn);
   free(held);
   free(hu);
@@ -743,11 +743,7 @@ static void reanchor(trainer *t) {
     return;
   }
   model_sasrec m;
-  if (model_alloc(&m, &cur->m.hp, cur->m.NI) != 0) {
-    fl_error("cannot allocate the anchor");
-    abort();
-  } /* shapes come from a valid model */
-  memcpy(m.params, cur->m.params, cur->m.nparams * sizeof(float));
+  copy_params(&m, &cur->m);
   set_anchor(t, &m, NULL);
   t->since_anchor = 0;
   uint64_t v = t->st.anchor_version + 1;
