@@ -190,6 +190,15 @@ run_ctest() {
     total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
     echo "$((total - failed)) $failed" >"$ROOT/$dir/ctest.counts"
   fi
+  # The failing tests' names and their first sanitizer or assertion lines, repeated in the
+  # summary: CI keeps only the tail of a long log.
+  if ((rc != 0)); then
+    {
+      sed -n '/^The following tests FAILED:/,$p' "$log" | sed -n '2,$p' | grep -E '^\s+[0-9]+ - ' || true
+      grep -m 12 -B1 -E 'error: Failure|\[  ERROR   \]|WARNING: ThreadSanitizer|ERROR: AddressSanitizer|runtime error|\*\*\*Timeout' \
+        "$log" || true
+    } | sed "s|^|  $dir: |" >"$ROOT/$dir/ctest.failed"
+  fi
   return "$rc"
 }
 
@@ -284,7 +293,8 @@ cmd_test() {
   export LSAN_OPTIONS=${LSAN_OPTIONS:-print_suppressions=0}
   # tests/tsan.supp: the uninstrumented librdkafka and RocksDB (see the file)
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp}
-  rm -f build-asan/ctest.counts build-tsan/ctest.counts
+  rm -f build-asan/ctest.counts build-tsan/ctest.counts build-asan/ctest.failed \
+    build-tsan/ctest.failed
 
   local stage rc results=() failed=0
   for stage in format asan tsan fuzz; do
@@ -320,6 +330,7 @@ cmd_test() {
   printf '  %s\n' "${results[@]}"
   # The totals of every ctest run above (ASan and TSan), when any ran.
   ((ran == 0)) || echo "tests: $TEST_PASSED passed, $TEST_FAILED failed"
+  cat build-asan/ctest.failed build-tsan/ctest.failed 2>/dev/null || true
   ((failed == 0)) || die "test failed"
 }
 

@@ -91,11 +91,25 @@ int log_has(const child *d, const char *needle) { return fl_file_contains(d->log
 void dump_log(const child *d) {
   void *buf;
   size_t n;
-  if (fl_read_file(d->log, &buf, &n) == 0) {
-    fprintf(stderr, "---- %s (last 3000 bytes) ----\n%.*s\n", d->log, (int)(n > 3000 ? 3000 : n),
-            (char *)buf + (n > 3000 ? n - 3000 : 0));
-    free(buf);
+  if (fl_read_file(d->log, &buf, &n) != 0) return;
+  /* The last 40 lines other than the once-a-second stats line, which would crowd out the
+   * trainer's and the consumer's lines a failure needs. */
+  const char *s = buf, *keep[40];
+  size_t len[40], k = 0;
+  for (size_t i = 0; i < n;) {
+    const char *e = memchr(s + i, '\n', n - i);
+    size_t l = e ? (size_t)(e - (s + i)) : n - i;
+    if (!memmem(s + i, l, "] stats: ", 9)) {
+      keep[k % 40] = s + i;
+      len[k % 40] = l;
+      k++;
+    }
+    i += l + 1;
   }
+  fprintf(stderr, "---- %s (last %zu lines without stats) ----\n", d->log, k < 40 ? k : 40);
+  for (size_t j = k < 40 ? 0 : k - 40; j < k; j++)
+    fprintf(stderr, "%.*s\n", (int)len[j % 40], keep[j % 40]);
+  free(buf);
 }
 
 void env_up(env *v, const char *name, int port) {
