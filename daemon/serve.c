@@ -1,6 +1,17 @@
 /* daemon/serve.c: see serve.h. Scoring one history is one packed forward pass of a single
- * sample (the last position only) and one (1, NI) score row; top-k is a size-k min-heap over
- * that row, so the cost is O(NI log k) beyond the GEMV. */
+ * sample (the last position only), then a scan of the int8 copy of the item table.
+ *
+ * Why int8: the scan streams the whole table once per request, and it is memory-bound: a
+ * float table of 1M items x 64 channels is 256 MB (about 20 ms per request on this class of
+ * machine, and a second thread does not help); int8 is a quarter of that, and the integer dot
+ * products vectorize.
+ *
+ * Why it stays exact: with row e = a * qe + de (|de_j| <= a/2) and query h = b * qh + dh
+ * (|dh_j| <= b/2), the exact score differs from a * b * <qe, qh> by at most
+ *   beta = (b/2) |e|_1 + (a/2) |h|_1 + C a b / 4   (plus float rounding, covered by a slack).
+ * Every row gets the interval [lo, hi] = approx -+ beta. T, the k-th largest lo among the
+ * eligible rows, is a lower bound of the k-th best exact score, so every row of the true top k
+ * has hi >= T: those rows, usually a handful, are scored in float and ranked. */
 #include "serve.h"
 
 #include <math.h>
@@ -9,6 +20,30 @@
 #include <string.h>
 
 #include "common/common.h"
+
+/* Quantizes the item table (rows 1..NI) into s->q8, s->q8_scale, s->q8_l1. */
+static void quantize_items(serve_model *s) {
+  const model_sasrec *m = &s->m;
+  size_t C = m->hp.C, NI = m->NI;
+  const float *E = m->p.t[MODEL_T_ITEM] + C; /* row 0 is padding */
+  s->q8 = xmalloc(NI * C);
+  s->q8_scale = xmalloc(NI * sizeof(float));
+  s->q8_l1 = xmalloc(NI * sizeof(float));
+  for (size_t i = 0; i < NI; i++) {
+    const float *e = E + i * C;
+    float mx = 0.0f, l1 = 0.0f;
+    for (size_t j = 0; j < C; j++) {
+      mx = fmaxf(mx, fabsf(e[j]));
+      l1 += fabsf(e[j]);
+      if (!isfinite(e[j])) mx = l1 = NAN;
+    }
+    float a = mx / 127.0f;
+    for (size_t j = 0; j < C; j++)
+      s->q8[i * C + j] = a > 0.0f ? (int8_t)lrintf(fminf(fmaxf(e[j] / a, -127.0f), 127.0f)) : 0;
+    s->q8_scale[i] = a;
+    s->q8_l1[i] = l1;
+  }
+}
 
 serve_model *serve_model_new(uint64_t version, model_sasrec *net, const uint32_t *popular,
                              size_t npopular) {
@@ -19,6 +54,7 @@ serve_model *serve_model_new(uint64_t version, model_sasrec *net, const uint32_t
     s->m = *net;
     memset(net, 0, sizeof *net);
     s->has_net = 1;
+    quantize_items(s);
   }
   s->popular = xmalloc((npopular ? npopular : 1) * sizeof *s->popular);
   if (npopular) memcpy(s->popular, popular, npopular * sizeof *popular);
@@ -34,6 +70,9 @@ serve_model *serve_model_ref(serve_model *s) {
 void serve_model_unref(serve_model *s) {
   if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
   if (s->has_net) model_free(&s->m);
+  free(s->q8);
+  free(s->q8_scale);
+  free(s->q8_l1);
   free(s->popular);
   free(s);
 }
@@ -87,12 +126,16 @@ int serve_slot_rollback(serve_slot *sl, serve_model **rolled_back) {
 struct serve_ws {
   model_hparams hp; /* the shape acts was built for */
   model_acts *acts;
-  float *scores;
-  size_t scores_cap;
   int32_t *tok;
   size_t tok_cap;
   uint32_t *seen; /* sorted copy of the history, for exclusion */
   size_t seen_cap;
+  int8_t *qh; /* the quantized query (C) */
+  size_t qh_cap;
+  float *lo; /* min-heap of the k largest lower bounds */
+  size_t lo_cap;
+  serve_hit *cand; /* rows whose upper bound reached the threshold (score = hi until rescored) */
+  size_t cand_cap;
 };
 
 serve_ws *serve_ws_new(void) { return xcalloc(1, sizeof(serve_ws)); }
@@ -100,18 +143,21 @@ serve_ws *serve_ws_new(void) { return xcalloc(1, sizeof(serve_ws)); }
 void serve_ws_free(serve_ws *w) {
   if (!w) return;
   model_acts_free(w->acts);
-  free(w->scores);
   free(w->tok);
   free(w->seen);
+  free(w->qh);
+  free(w->lo);
+  free(w->cand);
   free(w);
 }
 
-static void seen_fit(serve_ws *w, size_t n) {
-  if (w->seen_cap < n) {
-    free(w->seen);
-    w->seen = xmalloc(n * sizeof(uint32_t));
-    w->seen_cap = n;
-  }
+/* Grows *p (elements of size sz, capacity *cap) to hold n. */
+static void fit(void *pp, size_t *cap, size_t n, size_t sz) {
+  void **p = pp;
+  if (*cap >= n) return;
+  free(*p);
+  *p = xmalloc(n * sz);
+  *cap = n;
 }
 
 static void ws_fit(serve_ws *w, const model_sasrec *m, size_t n) {
@@ -120,17 +166,9 @@ static void ws_fit(serve_ws *w, const model_sasrec *m, size_t n) {
     w->acts = model_acts_new(&m->hp, 1, m->hp.L);
     w->hp = m->hp;
   }
-  if (w->scores_cap < m->NI) {
-    free(w->scores);
-    w->scores = xmalloc(m->NI * sizeof(float));
-    w->scores_cap = m->NI;
-  }
-  if (w->tok_cap < m->hp.L) {
-    free(w->tok);
-    w->tok = xmalloc(m->hp.L * sizeof(int32_t));
-    w->tok_cap = m->hp.L;
-  }
-  seen_fit(w, n);
+  fit(&w->tok, &w->tok_cap, m->hp.L, sizeof(int32_t));
+  fit(&w->qh, &w->qh_cap, m->hp.C, 1);
+  fit(&w->seen, &w->seen_cap, n, sizeof(uint32_t));
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -172,32 +210,160 @@ static void sift_up(serve_hit *h, size_t i) {
   }
 }
 
-/* Top-k of scores[0..NI) (item = index + 1), skipping seen items and non-finite scores;
- * out sorted best first. */
-static size_t top_k(const float *scores, size_t NI, size_t k, const uint32_t *seen, size_t nseen,
-                    serve_hit *out) {
-  size_t n = 0;
-  for (size_t i = 0; i < NI; i++) {
-    float s = scores[i];
-    if (!isfinite(s)) continue;
-    if (n == k && !(s > out[0].score)) continue; /* cheap reject before the seen lookup */
-    serve_hit h = {(uint32_t)(i + 1), s};
-    if (nseen && is_seen(seen, nseen, h.item)) continue;
-    if (n < k) {
-      out[n] = h;
-      sift_up(out, n++);
-    } else if (worse(&out[0], &h)) {
-      out[0] = h;
-      sift_down(out, n, 0);
-    }
+/* Offers h to the size-k min-heap out[0..*n). */
+static void heap_offer(serve_hit *out, size_t *n, size_t k, serve_hit h) {
+  if (*n < k) {
+    out[*n] = h;
+    sift_up(out, (*n)++);
+  } else if (worse(&out[0], &h)) {
+    out[0] = h;
+    sift_down(out, *n, 0);
   }
-  for (size_t m = n; m > 1; m--) { /* heap sort: the worst goes to the end */
+}
+
+/* Heap sort of out[0..n): best first. */
+static void heap_sort(serve_hit *out, size_t n) {
+  for (size_t m = n; m > 1; m--) { /* the worst goes to the end */
     serve_hit t = out[0];
     out[0] = out[m - 1];
     out[m - 1] = t;
     sift_down(out, m - 1, 0);
   }
+}
+
+/* Min-heap of floats (the k largest lower bounds). */
+static void lo_offer(float *h, size_t *n, size_t k, float v) {
+  size_t i;
+  if (*n < k) {
+    i = (*n)++;
+    h[i] = v;
+    while (i > 0 && h[i] < h[(i - 1) / 2]) {
+      float t = h[i];
+      h[i] = h[(i - 1) / 2];
+      h[(i - 1) / 2] = t;
+      i = (i - 1) / 2;
+    }
+    return;
+  }
+  if (!(v > h[0])) return;
+  h[0] = v;
+  for (i = 0;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < *n && h[l] < h[m]) m = l;
+    if (r < *n && h[r] < h[m]) m = r;
+    if (m == i) return;
+    float t = h[i];
+    h[i] = h[m];
+    h[m] = t;
+    i = m;
+  }
+}
+
+/* The query's quantization: qh = round(h / b), and the terms of the per-row bound
+ * beta_i = g * l1_i + c * a_i (see the top of this file). */
+typedef struct {
+  float b, g, c;
+} qquery;
+
+/* 0, or -1 when h is not finite (nothing can be ranked). */
+static int quantize_query(const float *h, size_t C, int8_t *qh, qquery *q) {
+  float mx = 0.0f, h1 = 0.0f;
+  for (size_t j = 0; j < C; j++) {
+    if (!isfinite(h[j])) return -1;
+    mx = fmaxf(mx, fabsf(h[j]));
+    h1 += fabsf(h[j]);
+  }
+  float b = mx / 127.0f;
+  for (size_t j = 0; j < C; j++)
+    qh[j] = b > 0.0f ? (int8_t)lrintf(fminf(fmaxf(h[j] / b, -127.0f), 127.0f)) : 0;
+  /* The slack C * mx * 2^-20 * |e|_1 covers float rounding: that of the float rescoring
+   * (C u sum |e_j h_j| <= C u mx |e|_1) and of the approximate score (a relative 2^-23). */
+  q->b = b;
+  q->g = b / 2.0f + (float)C * mx * 0x1p-20f;
+  q->c = h1 / 2.0f + (float)C * b / 4.0f;
+  return 0;
+}
+
+static inline int32_t dot_i8(const int8_t *x, const int8_t *y, size_t C) {
+  int32_t acc = 0;
+  for (size_t j = 0; j < C; j++) acc += (int32_t)x[j] * (int32_t)y[j];
+  return acc;
+}
+
+static inline float dot_f(const float *x, const float *y, size_t C) {
+  float acc = 0.0f;
+  for (size_t j = 0; j < C; j++) acc += x[j] * y[j];
+  return acc;
+}
+
+/* Keeps the candidates whose upper bound (their score field) reaches t. */
+static size_t cand_prune(serve_hit *c, size_t n, float t) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (c[i].score >= t) c[k++] = c[i];
+  return k;
+}
+
+/* The exact top-k of the model's scores for final hidden state h, skipping seen items. */
+static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size_t k,
+                         const uint32_t *seen, size_t nseen, serve_hit *out) {
+  const model_sasrec *m = &s->m;
+  size_t C = m->hp.C, NI = m->NI;
+  qquery q;
+  if (quantize_query(h, C, w->qh, &q) != 0) return 0;
+  fit(&w->lo, &w->lo_cap, k, sizeof(float));
+  size_t nlo = 0, nc = 0, limit = 4 * k + 256;
+  fit(&w->cand, &w->cand_cap, limit, sizeof(serve_hit));
+  float t = -INFINITY; /* the k-th largest lower bound so far */
+  for (size_t i = 0; i < NI; i++) {
+    float a = s->q8_scale[i];
+    float approx = a * q.b * (float)dot_i8(s->q8 + i * C, w->qh, C);
+    float beta = q.g * s->q8_l1[i] + q.c * a;
+    float hi = approx + beta;
+    if (!(hi >= t)) continue; /* also skips NaN rows */
+    uint32_t item = (uint32_t)(i + 1);
+    if (nseen && is_seen(seen, nseen, item)) continue;
+    lo_offer(w->lo, &nlo, k, approx - beta);
+    if (nlo == k) t = w->lo[0];
+    if (nc == limit) { /* drop the candidates the risen threshold rules out, or grow */
+      nc = cand_prune(w->cand, nc, t);
+      if (nc > limit / 2) {
+        limit *= 2;
+        w->cand = xrealloc(w->cand, limit * sizeof(serve_hit));
+        w->cand_cap = limit;
+      }
+    }
+    w->cand[nc++] = (serve_hit){item, hi};
+  }
+  nc = cand_prune(w->cand, nc, t);
+  const float *E = m->p.t[MODEL_T_ITEM];
+  size_t n = 0;
+  for (size_t i = 0; i < nc; i++) {
+    serve_hit c = {w->cand[i].item, dot_f(E + (size_t)w->cand[i].item * C, h, C)};
+    if (isfinite(c.score)) heap_offer(out, &n, k, c);
+  }
+  heap_sort(out, n);
   return n;
+}
+
+/* The number of items whose exact score beats the target's (t), for final hidden state h:
+ * rows whose lower bound beats t count at once, rows whose interval holds t are scored. */
+static size_t scan_rank(const serve_model *s, serve_ws *w, const float *h, float t) {
+  const model_sasrec *m = &s->m;
+  size_t C = m->hp.C, NI = m->NI, rank = 0;
+  qquery q;
+  if (quantize_query(h, C, w->qh, &q) != 0) return SIZE_MAX;
+  const float *E = m->p.t[MODEL_T_ITEM] + C;
+  for (size_t i = 0; i < NI; i++) {
+    float a = s->q8_scale[i];
+    float approx = a * q.b * (float)dot_i8(s->q8 + i * C, w->qh, C);
+    float beta = q.g * s->q8_l1[i] + q.c * a;
+    if (approx - beta > t)
+      rank++;
+    else if (approx + beta > t)
+      rank += dot_f(E + i * C, h, C) > t;
+  }
+  return rank;
 }
 
 /* Appends popular items not yet in out[0..n) (nor seen) until k. */
@@ -213,21 +379,21 @@ static size_t fill_popular(const serve_model *s, size_t k, const uint32_t *seen,
   return n;
 }
 
-/* Scores every item for hist into w->scores (the newest L items m knows, oldest first).
- * Returns 0 when no item of hist is known to m (nothing scored). */
-static int score_history(const model_sasrec *m, serve_ws *w, const uint32_t *hist, size_t n) {
+/* The final hidden state for hist (the newest L items m knows, oldest first), or NULL when no
+ * item of hist is known to m. */
+static const float *encode_history(const model_sasrec *m, serve_ws *w, const uint32_t *hist,
+                                   size_t n) {
   size_t L = m->hp.L, T = 0;
   for (size_t i = n; i > 0 && T < L; i--)
     if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) T++;
-  if (T == 0) return 0;
+  if (T == 0) return NULL;
   size_t j = T;
   for (size_t i = n; i > 0 && j > 0; i--)
     if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) w->tok[--j] = (int32_t)hist[i - 1];
   size_t off[2] = {0, T};
   model_batch b = {.B = 1, .T = T, .tok = w->tok, .off = off, .tgt = NULL};
   model_forward(m, w->acts, &b, 0);
-  model_scores(m, model_acts_h(w->acts), 1, w->scores);
-  return 1;
+  return model_acts_h(w->acts);
 }
 
 size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
@@ -235,13 +401,11 @@ size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_
   const model_sasrec *m = s->has_net ? &s->m : NULL;
   if (m) {
     ws_fit(w, m, n);
-    if (score_history(m, w, hist, n)) {
+    const float *h = encode_history(m, w, hist, n);
+    if (h) {
       if (target < 1 || target > m->NI) return SIZE_MAX;
-      float t = w->scores[target - 1];
-      if (!isfinite(t)) return SIZE_MAX;
-      size_t rank = 0;
-      for (size_t i = 0; i < m->NI; i++) rank += w->scores[i] > t;
-      return rank;
+      float t = dot_f(m->p.t[MODEL_T_ITEM] + (size_t)target * m->hp.C, h, m->hp.C);
+      return isfinite(t) ? scan_rank(s, w, h, t) : SIZE_MAX;
     }
   }
   for (size_t i = 0; i < s->npopular; i++)
@@ -257,7 +421,7 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
   if (m)
     ws_fit(w, m, n);
   else
-    seen_fit(w, n);
+    fit(&w->seen, &w->seen_cap, n, sizeof(uint32_t));
   size_t nseen = 0;
   if (exclude_seen && n) {
     memcpy(w->seen, hist, n * sizeof *hist);
@@ -265,8 +429,9 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
     nseen = n;
   }
   size_t got = 0;
-  if (m && score_history(m, w, hist, n)) {
-    got = top_k(w->scores, m->NI, k, w->seen, nseen, out);
+  const float *h = m ? encode_history(m, w, hist, n) : NULL;
+  if (h) {
+    got = scan_top_k(s, w, h, k, w->seen, nseen, out);
     *fallback = 0;
   }
   return fill_popular(s, k, w->seen, nseen, out, got);

@@ -30,8 +30,13 @@ typedef struct serve_model {
   uint64_t anchor_version; /* the anchor it was trained against (0: none) */
   int64_t trained_at_ms;   /* wall clock when its round finished (0: unknown) */
   serve_holdout holdout;
-  int has_net;       /* 0: popularity only (no model yet) */
-  model_sasrec m;    /* the learnable network, parameters only (has_net) */
+  int has_net;    /* 0: popularity only (no model yet) */
+  model_sasrec m; /* the learnable network, parameters only (has_net) */
+  /* The item table quantized for the scan (has_net): row i (item i + 1) is q8[i*C..] times
+   * q8_scale[i] (max |e| / 127, round to nearest); q8_l1[i] is the float row's L1 norm, for
+   * the error bound. NaN in a row makes its scale NaN: the row is never a candidate. */
+  int8_t *q8;
+  float *q8_scale, *q8_l1;
   uint32_t *popular; /* item indices, most popular first (the cold-start fallback) */
   size_t npopular;
 } serve_model;
@@ -67,7 +72,8 @@ void serve_slot_publish(serve_slot *sl, serve_model *s);
  * was current, for the caller to log and release. */
 int serve_slot_rollback(serve_slot *sl, serve_model **rolled_back);
 
-/* Per-thread scratch for serve_recommend (activations for one sequence, a score row). */
+/* Per-thread scratch for serve_recommend and serve_rank (activations for one sequence, the
+ * scan's candidates). */
 typedef struct serve_ws serve_ws;
 serve_ws *serve_ws_new(void);
 void serve_ws_free(serve_ws *w);
@@ -78,7 +84,10 @@ typedef struct {
 } serve_hit;
 
 /* Top-k items for a history of item indices (oldest first; the newest L that the snapshot
- * knows are used). exclude_seen: items of hist are never returned. Falls back to popularity
+ * knows are used), exact: an int8 scan of the quantized table with a per-row error bound
+ * finds every item that could be in the top k, and those few are scored in float (the scores
+ * are the float model's, up to the rounding of one dot product). exclude_seen: items of hist
+ * are never returned. Falls back to popularity
  * (*fallback = 1) when the snapshot has no network or no history item is known to it; the
  * popularity list is also used to fill up when the catalogue is smaller than k. Returns the
  * number of hits written to out (at most k). Scores are finite or the item is skipped. */

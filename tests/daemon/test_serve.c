@@ -13,6 +13,9 @@
 #include "testutil.h"
 
 enum { NI = 40 };
+/* Serving rescores its candidates with its own dot product; the engine's GEMV sums in another
+ * order. They agree to float rounding (scores here are O(1)). */
+#define TOL 1e-5f
 
 static serve_model *tiny_snapshot(void) {
   model_hparams hp;
@@ -56,7 +59,7 @@ static void test_serve_topk_matches_full_sort(void **state) {
       int in_hist = 0;
       for (size_t j = 0; j < 9; j++) in_hist |= hist[j] == hits[i].item;
       if (exclude) assert_false(in_hist);
-      assert_true(hits[i].score == ref[hits[i].item - 1]);
+      assert_true(fabsf(hits[i].score - ref[hits[i].item - 1]) <= TOL);
       if (i) assert_true(hits[i - 1].score >= hits[i].score);
       /* nothing outside the list scores higher than the last hit (unless excluded) */
     }
@@ -64,7 +67,7 @@ static void test_serve_topk_matches_full_sort(void **state) {
       int listed = 0, in_hist = 0;
       for (size_t i = 0; i < n; i++) listed |= hits[i].item == it;
       for (size_t j = 0; j < 9; j++) in_hist |= hist[j] == it;
-      if (!listed && !(exclude && in_hist)) assert_true(ref[it - 1] <= hits[n - 1].score);
+      if (!listed && !(exclude && in_hist)) assert_true(ref[it - 1] <= hits[n - 1].score + TOL);
     }
   }
   serve_ws_free(w);
@@ -85,6 +88,86 @@ static void test_serve_rank(void **state) {
   uint32_t unknown[] = {77};
   assert_int_equal(serve_rank(s, w, unknown, 1, 9), 1); /* popularity: 5, 9, ... */
   assert_int_equal(serve_rank(s, w, unknown, 1, 33), SIZE_MAX);
+  serve_ws_free(w);
+  serve_model_unref(s);
+}
+
+/* The int8 scan is exact where quantization cannot tell rows apart: 24 near-copies of the
+ * query direction of history 0 (differing by 0.1%, well below the int8 step of 0.8% but
+ * above float rounding), so they are its top 24 and their order is decided by the float
+ * rescoring alone; a zero row and a NaN row (never returned) in a 3,000-item table. top-k for
+ * k = 1, 10, 100 equals the full sort of the engine's scores, and serve_rank counts exactly. */
+static void test_serve_scan_exact_on_near_ties(void **state) {
+  (void)state;
+  enum { N = 3000, C = 32 };
+  model_hparams hp;
+  model_hparams_default(&hp);
+  hp.C = C;
+  hp.NL = 1;
+  hp.FF = 64;
+  hp.L = 8;
+  model_sasrec m;
+  assert_int_equal(model_init(&m, &hp, N, 11), 0);
+  uint32_t hists[3][4] = {{2000, 7, 9, 11}, {2000, 5, 42, 100}, {250, 260, 270, 280}};
+  float h[C], top = 0.0f, hn = 0.0f;
+  {
+    model_acts *a = model_acts_new(&m.hp, 1, m.hp.L);
+    int32_t win[4] = {2000, 7, 9, 11};
+    size_t off[2] = {0, 4};
+    model_batch b = {.B = 1, .T = 4, .tok = win, .off = off, .tgt = NULL};
+    model_forward(&m, a, &b, 0);
+    memcpy(h, model_acts_h(a), sizeof h);
+    model_acts_free(a);
+  }
+  float *E = m.p.t[MODEL_T_ITEM];
+  for (size_t r = 1; r <= N; r++) {
+    float n2 = 0.0f;
+    for (size_t j = 0; j < C; j++) n2 += E[r * C + j] * E[r * C + j];
+    top = fmaxf(top, sqrtf(n2));
+  }
+  for (size_t j = 0; j < C; j++) hn += h[j] * h[j];
+  fl_rng rng;
+  fl_rng_seed(&rng, 99);
+  for (size_t r = 100; r < 124; r++) /* rows not in history 0: its query stays h */
+    for (size_t j = 0; j < C; j++)
+      E[r * C + j] =
+          2.0f * top / sqrtf(hn) * h[j] * (1.0f + 1e-3f * (float)(fl_rng_uniform(&rng) - 0.5));
+  memset(E + 200 * C, 0, C * sizeof(float));
+  E[300 * C + 5] = NAN;
+  uint32_t pop[] = {1};
+  serve_model *s = serve_model_new(1, &m, pop, 1);
+  serve_ws *w = serve_ws_new();
+  float *ref = xmalloc(N * sizeof(float));
+  for (int hi = 0; hi < 3; hi++) {
+    int32_t win[4];
+    for (int j = 0; j < 4; j++) win[j] = (int32_t)hists[hi][j];
+    ref_scores(&s->m, win, 4, ref);
+    size_t ks[] = {1, 10, 100};
+    for (int ki = 0; ki < 3; ki++) {
+      serve_hit hits[100];
+      int fb;
+      size_t k = ks[ki], n = serve_recommend(s, w, hists[hi], 4, k, 0, hits, &fb);
+      assert_int_equal(n, k);
+      assert_int_equal(fb, 0);
+      for (size_t i = 0; i < n; i++) {
+        assert_int_not_equal(hits[i].item, 300); /* the NaN row */
+        if (hi == 0 && i < 24) assert_true(hits[i].item >= 100 && hits[i].item < 124);
+        assert_true(fabsf(hits[i].score - ref[hits[i].item - 1]) <= TOL);
+      }
+      size_t above = 0; /* items the engine scores clearly above the last hit: none unlisted */
+      for (size_t it = 1; it <= N; it++) above += ref[it - 1] > hits[n - 1].score + TOL;
+      assert_true(above < k);
+    }
+    for (uint32_t t = 95; t < 130; t++) {
+      size_t lo = 0, hi2 = 0, r = serve_rank(s, w, hists[hi], 4, t);
+      for (size_t it = 1; it <= N; it++) {
+        lo += ref[it - 1] > ref[t - 1] + TOL;
+        hi2 += ref[it - 1] > ref[t - 1] - TOL;
+      }
+      assert_true(r >= lo && r <= hi2);
+    }
+  }
+  free(ref);
   serve_ws_free(w);
   serve_model_unref(s);
 }
@@ -134,9 +217,8 @@ static void test_serve_refs_and_finite(void **state) {
 
 int test_serve(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_serve_topk_matches_full_sort),
-      cmocka_unit_test(test_serve_rank),
-      cmocka_unit_test(test_serve_fallbacks),
+      cmocka_unit_test(test_serve_topk_matches_full_sort),  cmocka_unit_test(test_serve_rank),
+      cmocka_unit_test(test_serve_scan_exact_on_near_ties), cmocka_unit_test(test_serve_fallbacks),
       cmocka_unit_test(test_serve_refs_and_finite),
   };
   return cmocka_run_group_tests_name("daemon/serve", tests, NULL, NULL);
