@@ -482,6 +482,10 @@ static const config_setting cfg_table[] = {
           "frozen anchor (as POST /v1/admin/reanchor does); 0: only when asked."),
   CFG_INT("train", "threads", train.threads, "1", 1, 256, false,
           "OpenBLAS threads of the trainer."),
+  CFG_INT("train", "nice", train.nice, "10", 0, 19, false,
+          "Niceness of the trainer thread (Linux schedules threads one by one): above 0, "
+          "serving and ingest win a contended core and training runs in what is left. With "
+          "train.threads above 1, OpenBLAS's own threads keep the process's niceness."),
   CFG_DOUBLE("train", "duty", train.duty, "0.8", 0.05, 1, true,
              "Share of one core the trainer may use during a round; it sleeps the rest, which "
              "keeps serving and ingest responsive."),
@@ -522,6 +526,12 @@ static const config_setting cfg_table[] = {
   CFG_INT("api", "online_eval_per_s", api.online_eval_per_s, "200", 0, 100000, false,
           "Incoming events per second ranked by the serving model before they are applied, for "
           "the online (prequential) HR@10 and NDCG@10 metrics; 0: none."),
+  CFG_INT("api", "workers", api.workers, "2", 0, 128, false,
+          "Threads that score recommendations for large catalogues (libuv's pool), so that a "
+          "long scan never holds the loop; 0: always score on the loop."),
+  CFG_INT("api", "offload_items", api.offload_items, "100000", 1, 1000000000, false,
+          "Catalogues of at least this many items are scored on the worker threads; smaller "
+          "ones on the loop, where a scan costs less than the hand-off."),
 
   CFG_ENUM("log", "level", log.level, "info", "debug|info|warn|error", true,
            "Least severe messages written to the log: debug adds per-batch detail, warn and error "

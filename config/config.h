@@ -135,6 +135,7 @@ typedef struct {
     double margin;                /* NDCG@10 a candidate may lose against the serving model */
     int64_t reanchor_rounds;      /* promotions after which the serving net becomes the anchor */
     int64_t threads;              /* BLAS threads of the trainer */
+    int64_t nice;                 /* niceness of the trainer thread */
     double duty;                  /* share of one core the trainer may use while training */
     int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */
     int64_t bootstrap_min_events; /* events needed before an anchor is pretrained */
@@ -155,6 +156,8 @@ typedef struct {
     int64_t request_timeout_ms; /* a request must arrive in full within this */
     int64_t max_k;              /* largest k a client may ask for */
     int64_t online_eval_per_s;  /* incoming events ranked per second for the online metrics */
+    int64_t workers;            /* threads scoring large catalogues (0: on the loop) */
+    int64_t offload_items;      /* catalogues this large are scored on those threads */
   } api;
   struct {
     int level;                /* FL_LOG_DEBUG..FL_LOG_ERROR (common/common.h) */

@@ -9,6 +9,7 @@
 #include <http_parser.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,13 @@ typedef struct {
 struct api {
   api_deps d;
   char token[512]; /* admin bearer token ("" = admin off) */
-  serve_ws *ws;
+  serve_ws *ws;    /* the loop's scratch */
+  /* scratch for the workers: a stack of spare ones (each job takes one and gives it back) */
+  pthread_mutex_t wmu;
+  serve_ws **wspare;
+  size_t nspare, capspare;
+  double t0;    /* when the request being handled arrived */
+  int deferred; /* its answer was deferred: recorded when sent */
   route_stats rs[R_COUNT];
   api_online online;
   double bucket, bucket_t; /* the online evaluation's token bucket */
@@ -96,6 +103,7 @@ int api_new(api **out, const api_deps *deps, char *err, size_t errlen) {
     free(buf);
   }
   a->ws = serve_ws_new();
+  pthread_mutex_init(&a->wmu, NULL);
   a->bucket_t = fl_now();
   *out = a;
   return 0;
@@ -104,6 +112,9 @@ int api_new(api **out, const api_deps *deps, char *err, size_t errlen) {
 void api_free(api *a) {
   if (!a) return;
   serve_ws_free(a->ws);
+  for (size_t i = 0; i < a->nspare; i++) serve_ws_free(a->wspare[i]);
+  free(a->wspare);
+  pthread_mutex_destroy(&a->wmu);
   free(a->hist);
   free(a->ent);
   free(a);
@@ -240,16 +251,8 @@ static void add_hits(api *a, cJSON *j, const serve_hit *h, size_t n) {
   }
 }
 
-static void recommend_reply(api *a, http_resp *rs, const char *user, size_t ulen,
-                            const uint32_t *hist, size_t n, long k, int exclude) {
-  serve_model *s = serve_slot_get(a->d.slot);
-  if (!s) {
-    reply_error(rs, 503, "no model and no popularity list yet");
-    return;
-  }
-  serve_hit *hits = xmalloc((size_t)k * sizeof *hits);
-  int fb;
-  size_t got = serve_recommend(s, a->ws, hist, n, (size_t)k, exclude, hits, &fb);
+static void recommend_json(api *a, http_resp *rs, const serve_model *s, const char *user,
+                           size_t ulen, const serve_hit *hits, size_t got, int fb, size_t n) {
   a->fallbacks += (uint64_t)fb;
   cJSON *j = cJSON_CreateObject();
   if (user) add_id(j, "user", user, ulen);
@@ -258,6 +261,102 @@ static void recommend_reply(api *a, http_resp *rs, const char *user, size_t ulen
   cJSON_AddBoolToObject(j, "fallback", fb);
   cJSON_AddNumberToObject(j, "history_len", (double)n);
   reply_json(rs, 200, j);
+}
+
+static void record(api *a, int route, int status, double sec);
+
+/* A recommendation scored on a worker thread: everything the work needs is copied in, the
+ * answer is written on the loop (job_done). */
+typedef struct {
+  uv_work_t w;
+  api *a;
+  http_deferred *d;
+  serve_model *s;
+  int route, exclude, fb;
+  double t0;
+  char *user; /* NULL for an anonymous session */
+  size_t ulen, n, k, got;
+  uint32_t *hist;
+  serve_hit *hits;
+} score_job;
+
+static void job_work(uv_work_t *w) {
+  score_job *j = w->data;
+  api *a = j->a;
+  pthread_mutex_lock(&a->wmu);
+  serve_ws *ws = a->nspare ? a->wspare[--a->nspare] : NULL;
+  pthread_mutex_unlock(&a->wmu);
+  if (!ws) ws = serve_ws_new();
+  j->got = serve_recommend(j->s, ws, j->hist, j->n, j->k, j->exclude, j->hits, &j->fb);
+  pthread_mutex_lock(&a->wmu);
+  if (a->nspare == a->capspare) {
+    a->capspare = a->capspare ? 2 * a->capspare : 4;
+    a->wspare = xrealloc(a->wspare, a->capspare * sizeof *a->wspare);
+  }
+  a->wspare[a->nspare++] = ws;
+  pthread_mutex_unlock(&a->wmu);
+}
+
+static void job_done(uv_work_t *w, int status) {
+  score_job *j = w->data;
+  http_resp rs = {.status = 500, .content_type = NULL, .body = {0}};
+  (void)status; /* UV_ECANCELED cannot happen: nothing cancels these jobs */
+  recommend_json(j->a, &rs, j->s, j->user, j->ulen, j->hits, j->got, j->fb, j->n);
+  record(j->a, j->route, rs.status, fl_now() - j->t0);
+  http_finish(j->d, &rs);
+  serve_model_unref(j->s);
+  free(j->user);
+  free(j->hist);
+  free(j->hits);
+  free(j);
+}
+
+/* Hands the scoring to a worker (the catalogue is large and workers are on): 1 if deferred. */
+static int recommend_deferred(api *a, const http_req *rq, int route, serve_model *s,
+                              const char *user, size_t ulen, const uint32_t *hist, size_t n, long k,
+                              int exclude) {
+  if (!a->d.loop || !rq->conn || a->d.cfg->api.workers <= 0 || !s->has_net ||
+      s->m.NI < (size_t)a->d.cfg->api.offload_items)
+    return 0;
+  score_job *j = xcalloc(1, sizeof *j);
+  j->w.data = j;
+  j->a = a;
+  j->s = s;
+  j->route = route;
+  j->exclude = exclude;
+  j->t0 = a->t0;
+  j->user = user ? strndup(user, ulen) : NULL;
+  j->ulen = ulen;
+  j->n = n;
+  j->k = (size_t)k;
+  j->hist = xmalloc((n ? n : 1) * sizeof *hist);
+  if (n) memcpy(j->hist, hist, n * sizeof *hist);
+  j->hits = xmalloc((size_t)k * sizeof *j->hits);
+  if (uv_queue_work(a->d.loop, &j->w, job_work, job_done) != 0) {
+    free(j->user);
+    free(j->hist);
+    free(j->hits);
+    free(j);
+    return 0;
+  }
+  j->d = http_defer(rq);
+  a->deferred = 1;
+  return 1;
+}
+
+static void recommend_reply(api *a, const http_req *rq, int route, http_resp *rs, const char *user,
+                            size_t ulen, const uint32_t *hist, size_t n, long k, int exclude) {
+  serve_model *s = serve_slot_get(a->d.slot);
+  if (!s) {
+    reply_error(rs, 503, "no model and no popularity list yet");
+    return;
+  }
+  if (recommend_deferred(a, rq, route, s, user, ulen, hist, n, k, exclude))
+    return; /* the job holds s */
+  serve_hit *hits = xmalloc((size_t)k * sizeof *hits);
+  int fb;
+  size_t got = serve_recommend(s, a->ws, hist, n, (size_t)k, exclude, hits, &fb);
+  recommend_json(a, rs, s, user, ulen, hits, got, fb, n);
   free(hits);
   serve_model_unref(s);
 }
@@ -299,7 +398,7 @@ static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
     reply_error(rs, 500, "cannot read the user's history: %s", fl_strerror(rc));
     return;
   }
-  recommend_reply(a, rs, user, ulen, a->hist, n, k, exclude);
+  recommend_reply(a, rq, R_RECOMMEND_GET, rs, user, ulen, a->hist, n, k, exclude);
 }
 
 static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
@@ -346,7 +445,7 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
     memmove(a->hist, a->hist + (n - max), max * sizeof *a->hist);
     n = max;
   }
-  recommend_reply(a, rs, NULL, 0, a->hist, n, k, exclude);
+  recommend_reply(a, rq, R_RECOMMEND_POST, rs, NULL, 0, a->hist, n, k, exclude);
 }
 
 static void get_history(api *a, const char *enc, http_resp *rs) {
@@ -630,7 +729,7 @@ static void record(api *a, int route, int status, double sec) {
 
 void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
   api *a = ctx;
-  double t0 = fl_now();
+  double t0 = a->t0 = fl_now();
   int route = R_OTHER;
   const char *p = rq->path;
   int get = rq->method == HTTP_GET;
@@ -685,7 +784,10 @@ void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
   } else {
     reply_error(rs, 404, "no such route");
   }
-  record(a, route, rs->status, fl_now() - t0);
+  if (a->deferred)
+    a->deferred = 0; /* recorded when its answer is sent */
+  else
+    record(a, route, rs->status, fl_now() - t0);
 }
 
 /* Constant-time comparison of the Authorization header with "Bearer <token>". */
@@ -752,6 +854,8 @@ done:
 /* ---- the commit hook ---- */
 
 #define ONLINE_BATCH_MAX 64
+/* ... and for at most this long (a large catalogue's scan takes milliseconds) */
+#define ONLINE_BATCH_S 0.005
 
 void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   api *a = ctx;
@@ -775,7 +879,7 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
    * the history before an event scans the batch */
   size_t budget = a->bucket >= ONLINE_BATCH_MAX ? ONLINE_BATCH_MAX : (size_t)a->bucket;
   size_t step = n / (budget ? budget : 1) + 1;
-  for (size_t i = 0; i < n && a->bucket >= 1; i += step) {
+  for (size_t i = 0; i < n && a->bucket >= 1 && fl_now() - now < ONLINE_BATCH_S; i += step) {
     /* the history before event i: the stored sequence minus this user's events from i on */
     size_t after = 0;
     for (size_t j = i; j < n; j++) after += ev[j].user == ev[i].user;

@@ -2,17 +2,20 @@
  * metrics, and the online (prequential) evaluation of the serving model on incoming events.
  *
  * Public routes (JSON unless said otherwise; errors are {"error": "..."} with a 4xx):
- *   GET  /v1/recommend?user=U&k=10[&exclude_seen=true]   top-k for a stored user
- *   POST /v1/recommend  {"history":["item",...],"k":10,"exclude_seen":false}
- *   GET  /v1/users/U/history                              the stored sequence
- *   GET  /v1/model                                        version, age, holdout, anchor, rounds
- *   GET  /healthz                                         the loop answers
- *   GET  /readyz                                          a model serves and partitions are
- * assigned GET  /metrics                                         Prometheus text format 0.0.4 Admin
- * routes (the admin listener only; "Authorization: Bearer <token>", else 401): POST
- * /v1/admin/rollback | train-now | reanchor | pause-training | resume-training
+ * - GET /v1/recommend?user=U&k=10[&exclude_seen=true]: top-k for a stored user
+ * - POST /v1/recommend {"history":["item",...],"k":10,"exclude_seen":false}
+ * - GET /v1/users/U/history: the stored sequence
+ * - GET /v1/model: version, age, holdout, anchor, rounds
+ * - GET /healthz: the loop answers
+ * - GET /readyz: a model serves and partitions are assigned
+ * - GET /metrics: Prometheus text format 0.0.4
  *
- * Everything runs on the loop thread. */
+ * Admin routes (the admin listener only; "Authorization: Bearer <token>", else 401):
+ * - POST /v1/admin/rollback | train-now | reanchor | pause-training | resume-training
+ *
+ * Everything runs on the loop thread, except the scoring of recommendations for catalogues of
+ * at least api.offload_items items: that runs on libuv's thread pool (api.workers threads),
+ * and the answer is sent from the loop when it is done. */
 #ifndef FL_DAEMON_API_H
 #define FL_DAEMON_API_H
 #include <stddef.h>
@@ -30,6 +33,7 @@ typedef struct api api;
 /* The parts the API reads. consumer, trainer and the servers may be NULL (tests); they are set
  * once created, before the loop runs. */
 typedef struct {
+  uv_loop_t *loop; /* for the scoring workers (NULL: everything on the calling thread) */
   const config *cfg;
   state_db *db;
   serve_slot *slot;

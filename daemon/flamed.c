@@ -228,13 +228,19 @@ int main(int argc, char **argv) {
     goto out_cfg;
   }
   uv_loop_init(&d.loop);
+  /* the scoring workers are libuv's pool, sized by this variable when it first starts */
+  if (d.cfg.api.workers > 0 && !getenv("UV_THREADPOOL_SIZE")) {
+    char n[24];
+    snprintf(n, sizeof n, "%" PRId64, d.cfg.api.workers);
+    setenv("UV_THREADPOOL_SIZE", n, 1);
+  }
   serve_slot_init(&d.slot);
   /* the trainer first: importing an anchor may intern its catalogue in the state */
   if (trainer_start(&d.tr, &d.cfg, d.db, &d.slot, err, sizeof err) != 0) {
     fl_error("%s", err);
     goto out_slot;
   }
-  api_deps deps = {.cfg = &d.cfg, .db = d.db, .slot = &d.slot, .tr = d.tr};
+  api_deps deps = {.loop = &d.loop, .cfg = &d.cfg, .db = d.db, .slot = &d.slot, .tr = d.tr};
   if (api_new(&d.api, &deps, err, sizeof err) != 0) {
     fl_error("%s", err);
     goto out_trainer;

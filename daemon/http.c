@@ -13,7 +13,7 @@
 
 #define READ_CHUNK 16384
 
-typedef struct conn conn;
+typedef struct http_conn conn; /* http.h's http_deferred is a connection with an answer due */
 
 struct http_server {
   uv_loop_t *loop;
@@ -31,7 +31,7 @@ struct http_server {
   void *done_arg;
 };
 
-struct conn {
+struct http_conn {
   http_server *s;
   conn *prev, *next;
   uv_tcp_t tcp;
@@ -46,7 +46,8 @@ struct conn {
   int in_request; /* a message has begun and not completed */
   size_t writes;  /* responses written, not yet sent */
   int paused, reading, closing, close_after;
-  int handles; /* tcp + timer, until both close callbacks ran */
+  int deferred; /* a handler deferred its answer (http_defer): nothing more is parsed */
+  int handles;  /* tcp + timer, until both close callbacks ran */
   char rbuf[READ_CHUNK];
 };
 
@@ -105,8 +106,8 @@ static void maybe_done(http_server *s) {
   }
 }
 
-static void conn_freed(uv_handle_t *h) {
-  conn *c = h->data;
+/* Drops one of the connection's holds (its two handles, and a deferred answer). */
+static void conn_release(conn *c) {
   if (--c->handles > 0) return;
   http_server *s = c->s;
   fl_buf_free(&c->in);
@@ -119,6 +120,8 @@ static void conn_freed(uv_handle_t *h) {
   s->handles--;
   maybe_done(s);
 }
+
+static void conn_freed(uv_handle_t *h) { conn_release(h->data); }
 
 static void conn_close(conn *c) {
   if (c->closing) return;
@@ -145,7 +148,7 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void arm_timer(conn *c) {
-  if (c->closing) return;
+  if (c->closing || c->deferred) return; /* a deferred answer is the server's to give */
   uv_timer_start(&c->timer, on_timer, c->in_request ? c->s->o.request_ms : c->s->o.idle_ms, 0);
 }
 
@@ -167,7 +170,7 @@ static void on_written(uv_write_t *w, int status) {
     return;
   }
   arm_timer(c);
-  if (c->paused && c->writes < c->s->o.max_pipeline) {
+  if (c->paused && !c->deferred && c->writes < c->s->o.max_pipeline) {
     c->paused = 0;
     http_parser_pause(&c->p, 0);
     parse_input(c);
@@ -290,6 +293,50 @@ static int on_body(http_parser *p, const char *at, size_t n) {
   return 0;
 }
 
+/* Sends the answer to the request just parsed, then pauses reading if too many answers are
+ * unsent (or the connection is closing). */
+static void respond(conn *c, http_resp *rs) {
+  http_server *s = c->s;
+  int close = !http_should_keep_alive(&c->p) || s->stopping;
+  send_resp(c, rs->status, rs->content_type ? rs->content_type : "application/json",
+            rs->body.p ? rs->body.p : "", rs->body.n, close);
+  fl_buf_free(&rs->body);
+  if (c->closing || c->close_after) {
+    http_parser_pause(&c->p, 1); /* nothing more is read from this connection */
+    return;
+  }
+  arm_timer(c);
+  if (c->writes >= s->o.max_pipeline) {
+    c->paused = 1;
+    http_parser_pause(&c->p, 1);
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+}
+
+http_deferred *http_defer(const http_req *rq) {
+  conn *c = rq->conn;
+  c->deferred = 1;
+  c->handles++; /* the connection outlives a close until http_finish */
+  return c;
+}
+
+void http_finish(http_deferred *c, http_resp *rs) {
+  c->deferred = 0;
+  if (c->closing) {
+    fl_buf_free(&rs->body);
+    conn_release(c);
+    return;
+  }
+  c->handles--; /* the handles still hold it */
+  respond(c, rs);
+  if (c->closing || c->close_after || c->writes >= c->s->o.max_pipeline) return;
+  c->paused = 0; /* go on with requests pipelined behind this one */
+  http_parser_pause(&c->p, 0);
+  parse_input(c);
+  if (!c->paused && !c->closing && !c->close_after) read_start(c);
+}
+
 static int on_complete(http_parser *p) {
   conn *c = p->data;
   http_server *s = c->s;
@@ -304,24 +351,20 @@ static int on_complete(http_parser *p) {
                  .query = q ? q : "",
                  .auth = c->auth.n ? c->auth.p : NULL,
                  .body = c->body.p,
-                 .body_len = c->body.n};
+                 .body_len = c->body.n,
+                 .conn = c};
   http_resp rs = {.status = 500, .content_type = NULL, .body = {0}};
   s->h(s->ctx, &rq, &rs);
-  int close = !http_should_keep_alive(p) || s->stopping;
-  send_resp(c, rs.status, rs.content_type ? rs.content_type : "application/json",
-            rs.body.p ? rs.body.p : "", rs.body.n, close);
-  fl_buf_free(&rs.body);
-  if (c->closing || c->close_after) {
-    http_parser_pause(p, 1); /* nothing more is read from this connection */
-    return 0;
-  }
-  arm_timer(c);
-  if (c->writes >= s->o.max_pipeline) {
+  if (c->deferred) { /* parsing stops here until http_finish */
+    fl_buf_free(&rs.body);
     c->paused = 1;
     http_parser_pause(p, 1);
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
+    uv_timer_stop(&c->timer);
+    return 0;
   }
+  respond(c, &rs);
   return 0;
 }
 
@@ -476,7 +519,7 @@ void http_server_stop(http_server *s, void (*done)(void *arg), void *arg) {
   uv_close((uv_handle_t *)&s->listener, server_handle_closed);
   for (conn *c = s->conns, *nx; c; c = nx) {
     nx = c->next;
-    if (c->writes == 0) { /* a request still arriving is dropped */
+    if (c->writes == 0 && !c->deferred) { /* a request still arriving is dropped */
       conn_close(c);
     } else {
       c->close_after = 1;

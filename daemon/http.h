@@ -10,7 +10,9 @@
  * CONNECT are refused with 400.
  *
  * Handlers run synchronously on the loop thread, one complete request at a time, and fill a
- * response; a handler must not block. Everything here runs on the loop thread. */
+ * response; a handler must not block. A handler whose work belongs on another thread defers
+ * its answer (http_defer) and sends it later (http_finish). Everything here runs on the loop
+ * thread. */
 #ifndef FL_DAEMON_HTTP_H
 #define FL_DAEMON_HTTP_H
 #include <stddef.h>
@@ -29,6 +31,7 @@ typedef struct {
   const char *auth;  /* the Authorization header's value, NUL-terminated, or NULL */
   const char *body;  /* the body (NUL-terminated for convenience; may hold NULs) */
   size_t body_len;
+  struct http_conn *conn; /* opaque: the connection, for http_defer */
 } http_req;
 
 /* The handler's answer. status and body must be set; content_type defaults to
@@ -40,6 +43,15 @@ typedef struct {
 } http_resp;
 
 typedef void (*http_handler)(void *ctx, const http_req *rq, http_resp *rs);
+
+/* A deferred answer. The handler calls http_defer and returns (its http_resp is then unused);
+ * later, on the loop thread, http_finish sends rs (taking its body) and ends the deferral.
+ * Until then the connection reads no further request, so pipelined responses keep their
+ * order, and a stopping server waits for the answer (within its 2 s bound). If the client
+ * went away meanwhile, http_finish sends nothing. Every deferral must be finished once. */
+typedef struct http_conn http_deferred;
+http_deferred *http_defer(const http_req *rq);
+void http_finish(http_deferred *d, http_resp *rs);
 
 typedef struct {
   const char *host;    /* address to bind ("127.0.0.1", "0.0.0.0", "::1") */

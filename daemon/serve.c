@@ -21,6 +21,12 @@
 
 #include "common/common.h"
 
+/* round(x / a) for |x| <= 127 a, a > 0 (half away from zero: the error stays within a / 2). */
+static inline int8_t q8(float x, float inv) {
+  float v = fminf(fmaxf(x * inv, -127.0f), 127.0f);
+  return (int8_t)(v + copysignf(0.5f, v));
+}
+
 /* Quantizes the item table (rows 1..NI) into s->q8, s->q8_scale, s->q8_l1. */
 static void quantize_items(serve_model *s) {
   const model_sasrec *m = &s->m;
@@ -37,9 +43,8 @@ static void quantize_items(serve_model *s) {
       l1 += fabsf(e[j]);
       if (!isfinite(e[j])) mx = l1 = NAN;
     }
-    float a = mx / 127.0f;
-    for (size_t j = 0; j < C; j++)
-      s->q8[i * C + j] = a > 0.0f ? (int8_t)lrintf(fminf(fmaxf(e[j] / a, -127.0f), 127.0f)) : 0;
+    float a = mx / 127.0f, inv = a > 0.0f ? 1.0f / a : 0.0f;
+    for (size_t j = 0; j < C; j++) s->q8[i * C + j] = q8(e[j], inv);
     s->q8_scale[i] = a;
     s->q8_l1[i] = l1;
   }
@@ -273,9 +278,8 @@ static int quantize_query(const float *h, size_t C, int8_t *qh, qquery *q) {
     mx = fmaxf(mx, fabsf(h[j]));
     h1 += fabsf(h[j]);
   }
-  float b = mx / 127.0f;
-  for (size_t j = 0; j < C; j++)
-    qh[j] = b > 0.0f ? (int8_t)lrintf(fminf(fmaxf(h[j] / b, -127.0f), 127.0f)) : 0;
+  float b = mx / 127.0f, inv = b > 0.0f ? 1.0f / b : 0.0f;
+  for (size_t j = 0; j < C; j++) qh[j] = q8(h[j], inv);
   /* The slack C * mx * 2^-20 * |e|_1 covers float rounding: that of the float rescoring
    * (C u sum |e_j h_j| <= C u mx |e|_1) and of the approximate score (a relative 2^-23). */
   q->b = b;

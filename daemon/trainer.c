@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,7 +52,7 @@ struct trainer {
   model_hparams boot_hp; /* shape of a bootstrapped anchor */
   size_t boot_users, boot_events, boot_epochs;
   uint64_t seed;
-  int threads;
+  int threads, nice;
   /* the anchor (thread-owned after start) */
   model_sasrec anchor;
   int has_anchor;
@@ -778,6 +779,10 @@ static void *run(void *arg) {
   trainer *t = arg;
   fl_log_set_thread_tag("trainer");
   model_set_threads(t->threads);
+  /* On Linux, niceness is per thread: this one only. */
+  if (t->nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), t->nice) != 0)
+    fl_warn("train.nice: cannot renice the trainer thread to %d: %s (it keeps the process's)",
+            t->nice, strerror(errno));
   pthread_mutex_lock(&t->mu);
   double next = fl_now() + t->rc.interval_s;
   while (!t->stop) {
@@ -966,6 +971,7 @@ int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *sl
   t->boot_epochs = (size_t)cfg->train.bootstrap_epochs;
   t->seed = (uint64_t)cfg->train.seed;
   t->threads = (int)cfg->train.threads;
+  t->nice = (int)cfg->train.nice;
   fl_rng_seed(&t->rng, t->seed ^ 0x747261696eull);
   read_round_cfg(&t->rc, cfg);
   t->paused = !cfg->train.enabled;

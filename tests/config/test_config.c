@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 63);
+  assert_int_equal(n, 66);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -173,9 +173,10 @@ static void test_table_invariants(void **state) {
     if (t[i].type == CONFIG_DOUBLE) assert_true(t[i].dmin <= t[i].dmax);
     if (t[i].type == CONFIG_ENUM) assert_non_null(t[i].choices);
     /* Reloadable: log.*, and the training rounds' settings, which the trainer reads afresh at
-     * each round (not its thread count, seed or the bootstrap, fixed at start). */
+     * each round (not its thread count, niceness, seed or the bootstrap, fixed at start). */
     int train_round = !strcmp(t[i].section, "train") && strcmp(t[i].key, "threads") &&
-                      strcmp(t[i].key, "seed") && strncmp(t[i].key, "bootstrap_", 10);
+                      strcmp(t[i].key, "nice") && strcmp(t[i].key, "seed") &&
+                      strncmp(t[i].key, "bootstrap_", 10);
     assert_int_equal(t[i].reloadable, !strcmp(t[i].section, "log") || train_round);
     for (size_t j = 0; j < i; j++) {
       /* Unique names, unique fields, sections contiguous. */
@@ -901,6 +902,7 @@ static void test_dump_round_trip(void **state) {
       {"train.margin", "0"},
       {"train.reanchor_rounds", "12"},
       {"train.threads", "2"},
+      {"train.nice", "5"},
       {"train.duty", "0.25"},
       {"train.bootstrap_min_users", "10"},
       {"train.bootstrap_min_events", "100"},
@@ -919,6 +921,8 @@ static void test_dump_round_trip(void **state) {
       {"api.request_timeout_ms", "86400000"},
       {"api.max_k", "7"},
       {"api.online_eval_per_s", "0"},
+      {"api.workers", "3"},
+      {"api.offload_items", "5000"},
       {"log.level", "error"},
       {"log.stats_interval_s", "86400"},
       {"kafka.bootstrap.servers", "k1:9092,k2:9092"},

@@ -1,8 +1,8 @@
 /* tests/daemon/test_http.c: the HTTP server's connection hygiene (daemon/http.h) over real
  * loopback sockets: keep-alive, pipelining in order (also when the client does not read while
  * it sends), head and body limits, framing http-parser refuses, the connection cap, idle and
- * request timeouts, HTTP/1.0, and a stop that drains. The loop runs on its own thread; the test
- * is the client. */
+ * request timeouts, HTTP/1.0, deferred answers, and a stop that drains. The loop runs on its own
+ * thread; the test is the client. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +21,42 @@ typedef struct {
   pthread_t th;
   int port;
   int stopped;
+  int stop_sent; /* the stop was asked for already (the async handle closes on it) */
 } fixture;
 
+/* A deferred answer, computed on libuv's thread pool: "deferred <query>" after ms. */
+typedef struct {
+  uv_work_t w;
+  http_deferred *d;
+  int ms;
+  char query[64];
+} later;
+
+static void later_work(uv_work_t *w) { fl_sleep_ms(((later *)w->data)->ms); }
+
+static void later_done(uv_work_t *w, int status) {
+  later *l = w->data;
+  (void)status;
+  http_resp rs = {.status = 200, .content_type = "text/plain", .body = {0}};
+  fl_buf_printf(&rs.body, "deferred %s", l->query);
+  http_finish(l->d, &rs);
+  free(l);
+}
+
 /* Echoes the request: "<method> <path>?<query> auth=<auth> body=<body>". POST /big answers
- * 64 KiB, so that pipelined answers pile up in the socket. */
+ * 64 KiB, so that pipelined answers pile up in the socket. /defer?... answers "deferred ..."
+ * from a worker after 0-2 ms, /slow?... after 300 ms. */
 static void echo(void *ctx, const http_req *rq, http_resp *rs) {
-  (void)ctx;
+  uv_loop_t *loop = ctx;
+  if (!strcmp(rq->path, "/defer") || !strcmp(rq->path, "/slow")) {
+    later *l = xcalloc(1, sizeof *l);
+    l->w.data = l;
+    l->ms = rq->path[1] == 's' ? 300 : (int)(strlen(rq->query) % 3);
+    snprintf(l->query, sizeof l->query, "%s", rq->query);
+    assert_int_equal(uv_queue_work(loop, &l->w, later_work, later_done), 0);
+    l->d = http_defer(rq);
+    return;
+  }
   rs->status = 200;
   rs->content_type = "text/plain";
   if (!strcmp(rq->path, "/big")) {
@@ -68,15 +98,20 @@ static fixture *start(size_t max_conns, size_t max_pipeline, uint64_t idle_ms,
                  .idle_ms = idle_ms,
                  .request_ms = request_ms};
   char err[256];
-  assert_int_equal(http_server_start(&f->srv, &f->loop, &o, echo, NULL, err, sizeof err), 0);
+  assert_int_equal(http_server_start(&f->srv, &f->loop, &o, echo, &f->loop, err, sizeof err), 0);
   f->port = http_server_port(f->srv);
   assert_true(f->port > 0);
   pthread_create(&f->th, NULL, run, f);
   return f;
 }
 
+static void stop_async(fixture *f) {
+  if (!f->stop_sent) uv_async_send(&f->stop);
+  f->stop_sent = 1;
+}
+
 static void finish(fixture *f) {
-  uv_async_send(&f->stop);
+  stop_async(f);
   pthread_join(f->th, NULL);
   assert_true(f->stopped);
   assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -143,6 +178,51 @@ static void test_http_pipelining(void **state) {
   tu_http_resp_free(rs, N);
   free(rs);
   fl_buf_free(&req);
+  close(fd);
+  finish(f);
+}
+
+/* Deferred answers keep request order among pipelined immediate ones; a client that leaves
+ * before its deferred answer is ready costs nothing (ASan: no leak, no use after free); a
+ * stop waits for a deferred answer and sends it with Connection: close. */
+static void test_http_deferred(void **state) {
+  (void)state;
+  fixture *f = start(16, 4, 5000, 5000);
+  int fd = tu_http_connect(f->port), eof;
+  enum { N = 120 };
+  fl_buf req = {0};
+  for (int i = 0; i < N; i++)
+    fl_buf_printf(&req, "GET /%s?i=%d HTTP/1.1\r\n\r\n", i % 2 ? "r" : "defer", i);
+  tu_http_send(fd, req.p, req.n);
+  tu_http_resp *rs = xcalloc(N, sizeof *rs);
+  assert_int_equal(tu_http_read(fd, rs, N, &eof), N);
+  for (int i = 0; i < N; i++) {
+    char want[64];
+    if (i % 2)
+      snprintf(want, sizeof want, "1 /r?i=%d auth=- body=", i);
+    else
+      snprintf(want, sizeof want, "deferred i=%d", i);
+    assert_string_equal(rs[i].body, want);
+  }
+  tu_http_resp_free(rs, N);
+  free(rs);
+  fl_buf_free(&req);
+  close(fd);
+  /* the client goes away while its answer is being computed */
+  fd = tu_http_connect(f->port);
+  tu_http_send(fd, "GET /slow?gone HTTP/1.1\r\n\r\n", 29);
+  fl_sleep_ms(20);
+  close(fd);
+  /* a stop while an answer is due: it arrives, and the connection closes */
+  fd = tu_http_connect(f->port);
+  tu_http_send(fd, "GET /slow?last HTTP/1.1\r\n\r\n", 29);
+  fl_sleep_ms(20);
+  stop_async(f);
+  tu_http_resp r;
+  assert_int_equal(tu_http_read(fd, &r, 1, &eof), 1);
+  assert_string_equal(r.body, "deferred last");
+  assert_true(r.close);
+  tu_http_resp_free(&r, 1);
   close(fd);
   finish(f);
 }
@@ -272,6 +352,7 @@ int test_http(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_http_keepalive_and_fields),
       cmocka_unit_test(test_http_pipelining),
+      cmocka_unit_test(test_http_deferred),
       cmocka_unit_test(test_http_limits),
       cmocka_unit_test(test_http_conn_cap),
       cmocka_unit_test(test_http_timeouts_and_http10),
