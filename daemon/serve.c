@@ -135,7 +135,7 @@ struct serve_ws {
   size_t tok_cap;
   uint32_t *seen; /* sorted copy of the history, for exclusion */
   size_t seen_cap;
-  int8_t *qh; /* the quantized query (C) */
+  int16_t *qh; /* the quantized query (C), widened: int16 x int16 products vectorize best */
   size_t qh_cap;
   float *lo; /* min-heap of the k largest lower bounds */
   size_t lo_cap;
@@ -172,7 +172,7 @@ static void ws_fit(serve_ws *w, const model_sasrec *m, size_t n) {
     w->hp = m->hp;
   }
   fit(&w->tok, &w->tok_cap, m->hp.L, sizeof(int32_t));
-  fit(&w->qh, &w->qh_cap, m->hp.C, 1);
+  fit(&w->qh, &w->qh_cap, m->hp.C, sizeof(int16_t));
   fit(&w->seen, &w->seen_cap, n, sizeof(uint32_t));
 }
 
@@ -271,7 +271,7 @@ typedef struct {
 } qquery;
 
 /* 0, or -1 when h is not finite (nothing can be ranked). */
-static int quantize_query(const float *h, size_t C, int8_t *qh, qquery *q) {
+static int quantize_query(const float *h, size_t C, int16_t *qh, qquery *q) {
   float mx = 0.0f, h1 = 0.0f;
   for (size_t j = 0; j < C; j++) {
     if (!isfinite(h[j])) return -1;
@@ -288,10 +288,27 @@ static int quantize_query(const float *h, size_t C, int8_t *qh, qquery *q) {
   return 0;
 }
 
-static inline int32_t dot_i8(const int8_t *x, const int8_t *y, size_t C) {
-  int32_t acc = 0;
-  for (size_t j = 0; j < C; j++) acc += (int32_t)x[j] * (int32_t)y[j];
-  return acc;
+enum { BLOCK = 256 }; /* rows per scan block: bounds for a block, then the checks */
+
+/* lo, hi (n) = the score interval of rows i0..i0+n (n <= BLOCK): the dot products first, then
+ * the bounds, each a loop the compiler vectorizes. */
+static void scan_block(const serve_model *s, const int16_t *qh, const qquery *q, size_t i0,
+                       size_t n, float *restrict lo, float *restrict hi) {
+  size_t C = s->m.hp.C;
+  const int8_t *restrict rows = s->q8 + i0 * C;
+  const float *restrict scale = s->q8_scale + i0, *restrict l1 = s->q8_l1 + i0;
+  int32_t d[BLOCK];
+  for (size_t i = 0; i < n; i++) {
+    int32_t acc = 0;
+    for (size_t j = 0; j < C; j++) acc += (int16_t)rows[i * C + j] * qh[j];
+    d[i] = acc;
+  }
+  for (size_t i = 0; i < n; i++) {
+    float approx = scale[i] * q->b * (float)d[i];
+    float beta = q->g * l1[i] + q->c * scale[i];
+    lo[i] = approx - beta;
+    hi[i] = approx + beta;
+  }
 }
 
 static inline float dot_f(const float *x, const float *y, size_t C) {
@@ -319,25 +336,26 @@ static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size
   size_t nlo = 0, nc = 0, limit = 4 * k + 256;
   fit(&w->cand, &w->cand_cap, limit, sizeof(serve_hit));
   float t = -INFINITY; /* the k-th largest lower bound so far */
-  for (size_t i = 0; i < NI; i++) {
-    float a = s->q8_scale[i];
-    float approx = a * q.b * (float)dot_i8(s->q8 + i * C, w->qh, C);
-    float beta = q.g * s->q8_l1[i] + q.c * a;
-    float hi = approx + beta;
-    if (!(hi >= t)) continue; /* also skips NaN rows */
-    uint32_t item = (uint32_t)(i + 1);
-    if (nseen && is_seen(seen, nseen, item)) continue;
-    lo_offer(w->lo, &nlo, k, approx - beta);
-    if (nlo == k) t = w->lo[0];
-    if (nc == limit) { /* drop the candidates the risen threshold rules out, or grow */
-      nc = cand_prune(w->cand, nc, t);
-      if (nc > limit / 2) {
-        limit *= 2;
-        w->cand = xrealloc(w->cand, limit * sizeof(serve_hit));
-        w->cand_cap = limit;
+  float lo[BLOCK], hi[BLOCK];
+  for (size_t i0 = 0; i0 < NI; i0 += BLOCK) {
+    size_t nb = NI - i0 < BLOCK ? NI - i0 : BLOCK;
+    scan_block(s, w->qh, &q, i0, nb, lo, hi);
+    for (size_t i = 0; i < nb; i++) {
+      if (!(hi[i] >= t)) continue; /* also skips NaN rows */
+      uint32_t item = (uint32_t)(i0 + i + 1);
+      if (nseen && is_seen(seen, nseen, item)) continue;
+      lo_offer(w->lo, &nlo, k, lo[i]);
+      if (nlo == k) t = w->lo[0];
+      if (nc == limit) { /* drop the candidates the risen threshold rules out, or grow */
+        nc = cand_prune(w->cand, nc, t);
+        if (nc > limit / 2) {
+          limit *= 2;
+          w->cand = xrealloc(w->cand, limit * sizeof(serve_hit));
+          w->cand_cap = limit;
+        }
       }
+      w->cand[nc++] = (serve_hit){item, hi[i]};
     }
-    w->cand[nc++] = (serve_hit){item, hi};
   }
   nc = cand_prune(w->cand, nc, t);
   const float *E = m->p.t[MODEL_T_ITEM];
@@ -358,14 +376,16 @@ static size_t scan_rank(const serve_model *s, serve_ws *w, const float *h, float
   qquery q;
   if (quantize_query(h, C, w->qh, &q) != 0) return SIZE_MAX;
   const float *E = m->p.t[MODEL_T_ITEM] + C;
-  for (size_t i = 0; i < NI; i++) {
-    float a = s->q8_scale[i];
-    float approx = a * q.b * (float)dot_i8(s->q8 + i * C, w->qh, C);
-    float beta = q.g * s->q8_l1[i] + q.c * a;
-    if (approx - beta > t)
-      rank++;
-    else if (approx + beta > t)
-      rank += dot_f(E + i * C, h, C) > t;
+  float lo[BLOCK], hi[BLOCK];
+  for (size_t i0 = 0; i0 < NI; i0 += BLOCK) {
+    size_t nb = NI - i0 < BLOCK ? NI - i0 : BLOCK;
+    scan_block(s, w->qh, &q, i0, nb, lo, hi);
+    for (size_t i = 0; i < nb; i++) {
+      if (lo[i] > t)
+        rank++;
+      else if (hi[i] > t)
+        rank += dot_f(E + (i0 + i) * C, h, C) > t;
+    }
   }
   return rank;
 }
