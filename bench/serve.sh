@@ -7,12 +7,16 @@
 # back on a trickle of new events). Catalogues:
 #   beauty  the released amazon-beauty anchor (12,101 items), amazon-beauty replayed
 #   1m      an untrained anchor of 1,000,000 items (`flame init`), a synthetic clickstream
-#           over those items (training stays paused: a full-softmax round over 1M items is a
-#           different benchmark)
+#           over those items; its rounds are tiny (2 steps of 2 samples, 10 holdout users: one
+#           full-softmax step over 1M items takes seconds), so "training on" means a trainer
+#           thread busy with long steps while wrk runs
 # Prints p50/p99, requests/s and non-2xx counts; appends JSON lines to
 # bench/results/serve.jsonl. Never run by CI.
 #
-# usage: bench/serve.sh [--catalogue beauty|1m|both] [--conns C] [--duration S] [--build DIR]
+# usage: bench/serve.sh [--catalogue beauty|1m|both] [--conns C] [--threads T] [--duration S]
+#                       [--build DIR] [--set section.key=value]...
+#   --threads  wrk's threads (2)
+#   --set      an extra flamed setting, for both catalogues (repeatable)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -20,14 +24,18 @@ shared="$(cd "$root/../shared" && pwd)"
 build="$root/build"
 which=both
 conns=16
+threads=2
 duration=20
+extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --catalogue) which="$2"; shift ;;
     --conns) conns="$2"; shift ;;
     --duration) duration="$2"; shift ;;
+    --threads) threads="$2"; shift ;;
+    --set) extra+=("--$2"); shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench/serve.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -49,26 +57,38 @@ metric() { curl -sf "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}';
 
 measure() { # name, api port, users, training (on|off)
   local out
-  out=$(USERS=$3 wrk --latency -t2 -c"$conns" -d"${duration}s" -s "$work/users.lua" "http://127.0.0.1:$2/")
+  out=$(USERS=$3 wrk --latency -t"$threads" -c"$conns" -d"${duration}s" -s "$work/users.lua" "http://127.0.0.1:$2/")
   local p50 p99 rps bad
   p50=$(awk '$1 == "50%" {print $2}' <<< "$out")
   p99=$(awk '$1 == "99%" {print $2}' <<< "$out")
   rps=$(awk '$1 == "Requests/sec:" {print $2}' <<< "$out")
   bad=$(awk '/Non-2xx/ {print $NF}' <<< "$out"); bad=${bad:-0}
   echo "$1 training $4: p50 $p50 p99 $p99, $rps requests/s, non-2xx $bad"
-  printf '{"catalogue":"%s","training":"%s","conns":%s,"duration_s":%s,"p50":"%s","p99":"%s","rps":%s,"non2xx":%s,"stamp":"%s"}\n' \
-    "$1" "$4" "$conns" "$duration" "$p50" "$p99" "$rps" "$bad" "$(date -u +%FT%TZ)" >> "$here/results/serve.jsonl"
+  printf '{"catalogue":"%s","training":"%s","conns":%s,"threads":%s,"duration_s":%s,"p50":"%s","p99":"%s","rps":%s,"non2xx":%s,"stamp":"%s"}\n' \
+    "$1" "$4" "$conns" "$threads" "$duration" "$p50" "$p99" "$rps" "$bad" "$(date -u +%FT%TZ)" >> "$here/results/serve.jsonl"
 }
 
-run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1)
+trainer_cpu() { # pid -> CPU ticks (1/100 s) of its flamed-trainer thread so far
+  local t
+  for t in /proc/"$1"/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = flamed-trainer ]; then
+      awk '{sub(/^.*\) /, ""); print $12 + $13}' "$t/stat"
+      return
+    fi
+  done
+  echo 0
+}
+
+run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), settings...
   local name=$1 anchor=$2 data=$3 users=$4 train=$5
+  shift 5
   local api admin
   bench_broker
   api=$((port + 1)); admin=$((port + 2))
   bench_flamed "$work/$name.log" --state.dir="$work/$name" --model.anchor="$anchor" \
     --model.anchor_item_ids='item-{}' --api.port=$api --api.admin_port=$admin \
     --api.admin_token_file="$work/token" --train.enabled=false --train.interval_s=1 \
-    --train.min_users=1
+    --train.min_users=1 "$@" ${extra[@]+"${extra[@]}"}
   bench_wait_http "$api"
   local sent
   sent=$("$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" |
@@ -85,7 +105,13 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1)
     local trickle=$!
     pids+=($trickle)
     sleep 3
+    local fpid c0 c1
+    fpid=$(pgrep -f -- "--api.port=$api" | head -n 1)
+    c0=$(trainer_cpu "$fpid")
     measure "$name" "$api" "$users" on
+    c1=$(trainer_cpu "$fpid")
+    echo "$name: the trainer thread used $(awk -v a="$c0" -v b="$c1" -v d="$duration" \
+      'BEGIN {printf "%.0f%%", (b - a) / d}') of a core during the run (train.nice keeps it behind serving)"
     kill "$trickle" 2>/dev/null || true
     grep -cE "round [0-9]+:" "$work/$name.log" | sed "s/^/$name: rounds during the run: /" || true
   fi
@@ -98,5 +124,6 @@ fi
 if [ "$which" = 1m ] || [ "$which" = both ]; then
   "$flame" init --items 1000000 --out "$work/1m.ckpt" > /dev/null
   "$flame" synth --out "$work/1m.txt" --users 20000 --items 1000000 --mean-len 10 > /dev/null
-  run_catalogue 1m "$work/1m.ckpt" "$work/1m.txt" 20000 0
+  run_catalogue 1m "$work/1m.ckpt" "$work/1m.txt" 20000 1 --train.batch=2 --train.steps=2 \
+    --train.replay_users=0 --train.holdout_users=10
 fi

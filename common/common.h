@@ -120,5 +120,13 @@ static inline uint64_t fl_hash64(uint64_t x) {
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
+/* A 64-bit hash of n bytes (FNV-1a, then fl_hash64's mixing), never 0: the same on every
+ * machine, so two daemons pick the same ids by it. */
+static inline uint64_t fl_hash_bytes(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+  return fl_hash64(h) | 1;
+}
 
 #endif

@@ -526,6 +526,10 @@ static const config_setting cfg_table[] = {
   CFG_INT("api", "online_eval_per_s", api.online_eval_per_s, "200", 0, 100000, false,
           "Incoming events per second ranked by the serving model before they are applied, for "
           "the online (prequential) HR@10 and NDCG@10 metrics; 0: none."),
+  CFG_DOUBLE("api", "online_eval_share", api.online_eval_share, "1", 0.0001, 1, false,
+             "Share of the users whose events are ranked for the online metrics, picked by a "
+             "hash of their ids (the same users on every daemon); 1: any user, spread over "
+             "each batch. api.online_eval_per_s still caps the rate."),
   CFG_INT("api", "workers", api.workers, "2", 0, 128, false,
           "Threads that score recommendations for large catalogues (libuv's pool), so that a "
           "long scan never holds the loop; 0: always score on the loop."),

@@ -878,14 +878,20 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   /* at most ONLINE_BATCH_MAX ranked per batch: each is a forward pass on the loop, and finding
    * the history before an event scans the batch */
   size_t budget = a->bucket >= ONLINE_BATCH_MAX ? ONLINE_BATCH_MAX : (size_t)a->bucket;
-  size_t step = n / (budget ? budget : 1) + 1;
+  /* All users: a budget's worth spread over the batch. A share of the users, picked by a hash
+   * of their ids: every event of theirs (within the budget), so that two daemons reading one
+   * stream rank the same events and their online metrics can be compared pairwise. */
+  double share = a->d.cfg->api.online_eval_share;
+  uint64_t cut = share < 1.0 ? (uint64_t)(share * 0x1p64) : UINT64_MAX;
+  size_t step = share < 1.0 ? 1 : n / (budget ? budget : 1) + 1;
   for (size_t i = 0; i < n && a->bucket >= 1 && fl_now() - now < ONLINE_BATCH_S; i += step) {
     /* the history before event i: the stored sequence minus this user's events from i on */
     size_t after = 0;
     for (size_t j = i; j < n; j++) after += ev[j].user == ev[i].user;
     size_t len, m;
     const char *id = state_user_id(a->d.db, ev[i].user, &len);
-    if (!id || user_history(a, id, len, &m) != 0 || m < after + 1) continue;
+    if (!id || (share < 1.0 && fl_hash_bytes(id, len) >= cut)) continue;
+    if (user_history(a, id, len, &m) != 0 || m < after + 1) continue;
     if (!s) s = serve_slot_get(a->d.slot);
     if (!s) return;
     size_t rank = serve_rank(s, a->ws, a->hist, m - after, ev[i].item);

@@ -82,12 +82,6 @@ const char *trainer_outcome_name(int o) {
 
 /* ---- hash set ---- */
 
-static uint64_t id_hash(const char *s, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-  return fl_hash64(h) | 1;
-}
-
 static void hset_add(hset *s, uint64_t h) {
   if (2 * (s->n + 1) > s->cap) {
     hset g = {xcalloc(s->cap ? 2 * s->cap : 1024, sizeof(uint64_t)), s->cap ? 2 * s->cap : 1024, 0};
@@ -395,7 +389,7 @@ static int collect_one(void *ctx, const char *user, size_t ulen, const state_ent
     }
     c->count[it]++;
   }
-  c->is_touched[ds->nusers] = hset_has(c->touched, id_hash(user, ulen));
+  c->is_touched[ds->nusers] = hset_has(c->touched, fl_hash_bytes(user, ulen));
   ds->off[++ds->nusers] = at + n;
   c->events += n;
   return 0;
@@ -778,6 +772,7 @@ static void log_round(uint64_t n, const trainer_round *r) {
 static void *run(void *arg) {
   trainer *t = arg;
   fl_log_set_thread_tag("trainer");
+  pthread_setname_np(pthread_self(), "flamed-trainer"); /* for top -H, and bench/serve.sh */
   model_set_threads(t->threads);
   /* On Linux, niceness is per thread: this one only. */
   if (t->nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), t->nice) != 0)
@@ -854,7 +849,7 @@ static void *run(void *arg) {
 /* ---- the loop's side ---- */
 
 void trainer_touch(trainer *t, const char *user, size_t len, size_t n) {
-  uint64_t h = id_hash(user, len);
+  uint64_t h = fl_hash_bytes(user, len);
   pthread_mutex_lock(&t->mu);
   hset_add(&t->touched, h);
   t->pending += n;
