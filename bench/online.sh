@@ -58,7 +58,7 @@ start() { # name, api port, train.enabled, more settings
   bench_flamed "$work/$name.log" --stream.group="online-$name" --state.dir="$work/$name" \
     --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' --api.port="$api" \
     --train.enabled="$on" --train.interval_s="$interval" --train.min_new_events=1000000000 \
-    --api.online_eval_per_s=100000 "$@"
+    --api.online_eval_per_s=100000 --api.online_eval_share=0.25 "$@"
 }
 pa=$((port + 1)); pb=$((port + 2))
 start tuned "$pa" true "${tuned_args[@]}"
@@ -70,13 +70,17 @@ sleep 4 # partitions assigned
   > "$work/produce.out" 2>&1 &
 prod=$!
 pids+=($prod)
-scrape() { # port -> "events hits ndcg_sum version"
+scrape() { # port -> "events hits ndcg_sum version baseline_events baseline_hits baseline_ndcg_sum"
   curl -sf "127.0.0.1:$1/metrics" | awk '
     /^flamed_online_events_total / {e=$2} /^flamed_online_hits10_total / {h=$2}
     /^flamed_online_ndcg10_sum / {n=$2} /^flamed_model_version / {v=$2}
-    END {print e+0, h+0, n+0, v+0}'
+    /^flamed_online_baseline_events_total / {be=$2} /^flamed_online_baseline_hits10_total / {bh=$2}
+    /^flamed_online_baseline_ndcg10_sum / {bn=$2}
+    END {print e+0, h+0, n+0, v+0, be+0, bh+0, bn+0}'
 }
-echo "t,tuned_events,tuned_hits10,tuned_ndcg10_sum,tuned_version,frozen_events,frozen_hits10,frozen_ndcg10_sum,frozen_version" > "$csv"
+# baseline_*: the tuned daemon ranks every sampled event with the anchor's weights too (the
+# same events, hence a paired comparison); frozen_*: the second daemon, training paused
+echo "t,tuned_events,tuned_hits10,tuned_ndcg10_sum,tuned_version,baseline_events,baseline_hits10,baseline_ndcg10_sum,frozen_events,frozen_hits10,frozen_ndcg10_sum,frozen_version,frozen_baseline_events,frozen_baseline_hits10,frozen_baseline_ndcg10_sum" > "$csv"
 t0=$(date +%s)
 done_at=0
 while :; do

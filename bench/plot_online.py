@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""bench/plot_online.py CSV SVG: the online (prequential) NDCG@10 of the fine-tuned and the
-frozen daemon over events seen, from bench/online.sh's scrape CSV. Writes a self-contained SVG
-(no plotting library needed) with two panels: NDCG@10 per window between scrapes, and
-cumulative; prints the final cumulative values of both."""
+"""bench/plot_online.py CSV SVG: the online (prequential) NDCG@10 over events seen of the
+fine-tuned daemon, of the anchor's weights ranking the same events inside it (the paired
+baseline, when the CSV has it), and of the frozen daemon, from bench/online.sh's scrape CSV.
+Writes a self-contained SVG (no plotting library needed) with two panels: NDCG@10 per window
+between scrapes, and cumulative; prints the final cumulative values."""
 import csv
 import sys
 
@@ -43,25 +44,28 @@ def panel(x0, y0, w, h, title, curves, ymax, xmax):
 
 def main():
     rows = list(csv.DictReader(open(sys.argv[1])))
-    tuned, frozen = series(rows, "tuned"), series(rows, "frozen")
-    if not tuned or not frozen:
+    kinds = (("tuned", "#c0392b", "fine-tuned (FLAME rounds)"),
+             ("baseline", "#27ae60", "anchor weights, same events (paired)"),
+             ("frozen", "#2c3e50", "frozen daemon (training paused)"))
+    curves = [(series(rows, k), c, label) for k, c, label in kinds if rows and f"{k}_events" in rows[0]]
+    curves = [x for x in curves if x[0]]
+    if len(curves) < 2:
         sys.exit("plot_online.py: no online events in " + sys.argv[1])
-    xmax = max(tuned[-1][0], frozen[-1][0])
-    ymax = max(v for s in (tuned, frozen) for _, w, c, _ in s for v in (w or 0, c)) * 1.1 or 1.0
-    colors = (("#c0392b", "fine-tuned (FLAME rounds)"), ("#2c3e50", "frozen (anchor weights only)"))
+    xmax = max(s[-1][0] for s, _, _ in curves)
+    ymax = max(v for s, _, _ in curves for _, w, c, _ in s for v in (w or 0, c)) * 1.1 or 1.0
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="330" font-family="sans-serif">',
            '<rect width="900" height="330" fill="white"/>',
-           panel(60, 40, 360, 220, "online NDCG@10 per window", [([(e, w) for e, w, _, _ in tuned], colors[0][0]), ([(e, w) for e, w, _, _ in frozen], colors[1][0])], ymax, xmax),
-           panel(500, 40, 360, 220, "online NDCG@10, cumulative", [([(e, c) for e, _, c, _ in tuned], colors[0][0]), ([(e, c) for e, _, c, _ in frozen], colors[1][0])], ymax, xmax),
+           panel(60, 40, 360, 220, "online NDCG@10 per window", [([(e, w) for e, w, _, _ in s], c) for s, c, _ in curves], ymax, xmax),
+           panel(500, 40, 360, 220, "online NDCG@10, cumulative", [([(e, cu) for e, _, cu, _ in s], c) for s, c, _ in curves], ymax, xmax),
            '<text x="450" y="292" text-anchor="middle" font-size="11">events ranked (a sample of the replayed stream)</text>']
-    for i, (c, label) in enumerate(colors):
-        svg.append(f'<rect x="{250 + i * 230}" y="305" width="12" height="3" fill="{c}"/>'
-                   f'<text x="{266 + i * 230}" y="310" font-size="11">{label}</text>')
+    for i, (_, c, label) in enumerate(curves):
+        svg.append(f'<rect x="{60 + i * 280}" y="305" width="12" height="3" fill="{c}"/>'
+                   f'<text x="{76 + i * 280}" y="310" font-size="11">{label}</text>')
     svg.append("</svg>")
     open(sys.argv[2], "w").write("\n".join(svg) + "\n")
-    for name, s in (("fine-tuned", tuned), ("frozen", frozen)):
-        e, _, c, h = s[-1]
-        print(f"{name}: {e:.0f} events ranked, online HR@10 {h:.4f}, NDCG@10 {c:.4f}")
+    for s, _, label in curves:
+        e, _, cu, h = s[-1]
+        print(f"{label}: {e:.0f} events ranked, online HR@10 {h:.4f}, NDCG@10 {cu:.4f}")
     print(f"plot: {sys.argv[2]}")
 
 

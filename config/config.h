@@ -157,6 +157,7 @@ typedef struct {
     int64_t max_k;              /* largest k a client may ask for */
     int64_t online_eval_per_s;  /* incoming events ranked per second for the online metrics */
     double online_eval_share;   /* share of users (by id hash) ranked online; 1: all */
+    bool online_eval_baseline;  /* rank them with the anchor's weights too */
     int64_t workers;            /* threads scoring large catalogues (0: on the loop) */
     int64_t offload_items;      /* catalogues this large are scored on those threads */
   } api;

@@ -574,6 +574,26 @@ static void hist_ms(fl_buf *b, const char *name, const char *help, const uint64_
                 total, name, sum, name, total);
 }
 
+/* The five online metrics of one model (prefix "online" or "online_baseline"). */
+static void online_metrics(fl_buf *b, const char *pre, const char *who, uint64_t events,
+                           double hr10, double ndcg10) {
+  double n = events ? (double)events : 1.0;
+  fl_buf_printf(b,
+                "# HELP flamed_%s_events_total Incoming events ranked by %s before being "
+                "applied (prequential evaluation).\n"
+                "# TYPE flamed_%s_events_total counter\nflamed_%s_events_total %" PRIu64 "\n"
+                "# HELP flamed_%s_hits10_total Of those, events whose item ranked in the top "
+                "10.\n# TYPE flamed_%s_hits10_total counter\nflamed_%s_hits10_total %.0f\n"
+                "# HELP flamed_%s_ndcg10_sum Sum of their NDCG@10.\n"
+                "# TYPE flamed_%s_ndcg10_sum counter\nflamed_%s_ndcg10_sum %.6f\n"
+                "# HELP flamed_%s_hr10 Online HR@10 since start.\n"
+                "# TYPE flamed_%s_hr10 gauge\nflamed_%s_hr10 %.6f\n"
+                "# HELP flamed_%s_ndcg10 Online NDCG@10 since start.\n"
+                "# TYPE flamed_%s_ndcg10 gauge\nflamed_%s_ndcg10 %.6f\n",
+                pre, who, pre, pre, events, pre, pre, pre, hr10, pre, pre, pre, ndcg10, pre, pre,
+                pre, hr10 / n, pre, pre, pre, ndcg10 / n);
+}
+
 static void get_metrics(api *a, http_resp *rs) {
   fl_buf *b = &rs->body;
   rs->status = 200;
@@ -653,21 +673,11 @@ static void get_metrics(api *a, http_resp *rs) {
                 "flamed_recommend_fallbacks_total %" PRIu64 "\n",
                 s ? s->version : 0, age, a->d.slot->swaps, a->fallbacks);
   serve_model_unref(s);
-  double n = a->online.events ? (double)a->online.events : 1.0;
-  fl_buf_printf(
-      b,
-      "# HELP flamed_online_events_total Incoming events ranked by the serving model "
-      "before being applied (prequential evaluation).\n"
-      "# TYPE flamed_online_events_total counter\nflamed_online_events_total %" PRIu64 "\n"
-      "# HELP flamed_online_hits10_total Of those, events whose item ranked in the top "
-      "10.\n# TYPE flamed_online_hits10_total counter\nflamed_online_hits10_total %.0f\n"
-      "# HELP flamed_online_ndcg10_sum Sum of their NDCG@10.\n"
-      "# TYPE flamed_online_ndcg10_sum counter\nflamed_online_ndcg10_sum %.6f\n"
-      "# HELP flamed_online_hr10 Online HR@10 since start.\n"
-      "# TYPE flamed_online_hr10 gauge\nflamed_online_hr10 %.6f\n"
-      "# HELP flamed_online_ndcg10 Online NDCG@10 since start.\n"
-      "# TYPE flamed_online_ndcg10 gauge\nflamed_online_ndcg10 %.6f\n",
-      a->online.events, a->online.hr10, a->online.ndcg10, a->online.hr10 / n, a->online.ndcg10 / n);
+  online_metrics(b, "online", "the serving model", a->online.events, a->online.hr10,
+                 a->online.ndcg10);
+  if (a->online.base_events)
+    online_metrics(b, "online_baseline", "the anchor's weights (the baseline)",
+                   a->online.base_events, a->online.base_hr10, a->online.base_ndcg10);
   fl_buf_printf(b, "# HELP flamed_http_requests_total HTTP requests, by route and status.\n"
                    "# TYPE flamed_http_requests_total counter\n");
   for (int r = 0; r < R_COUNT; r++)
@@ -857,6 +867,15 @@ done:
 /* ... and for at most this long (a large catalogue's scan takes milliseconds) */
 #define ONLINE_BATCH_S 0.005
 
+/* One ranked event into the online sums (rank: 0-based, SIZE_MAX = not rankable). */
+static void online_add(uint64_t *events, double *hr10, double *ndcg10, size_t rank) {
+  (*events)++;
+  if (rank < 10) {
+    *hr10 += 1;
+    *ndcg10 += 1.0 / log2((double)rank + 2.0);
+  }
+}
+
 void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   api *a = ctx;
   /* touched users: one note per user run in the batch (a batch is mostly runs per partition) */
@@ -874,7 +893,7 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   a->bucket += (now - a->bucket_t) * rate;
   a->bucket_t = now;
   if (a->bucket > rate) a->bucket = rate; /* at most one second's worth at once */
-  serve_model *s = NULL;
+  serve_model *s = NULL, *base = NULL;
   /* at most ONLINE_BATCH_MAX ranked per batch: each is a forward pass on the loop, and finding
    * the history before an event scans the batch */
   size_t budget = a->bucket >= ONLINE_BATCH_MAX ? ONLINE_BATCH_MAX : (size_t)a->bucket;
@@ -892,15 +911,17 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
     const char *id = state_user_id(a->d.db, ev[i].user, &len);
     if (!id || (share < 1.0 && fl_hash_bytes(id, len) >= cut)) continue;
     if (user_history(a, id, len, &m) != 0 || m < after + 1) continue;
-    if (!s) s = serve_slot_get(a->d.slot);
-    if (!s) return;
-    size_t rank = serve_rank(s, a->ws, a->hist, m - after, ev[i].item);
-    a->bucket -= 1;
-    a->online.events++;
-    if (rank < 10) {
-      a->online.hr10 += 1;
-      a->online.ndcg10 += 1.0 / log2((double)rank + 2.0);
+    if (!s) {
+      if (!(s = serve_slot_get(a->d.slot))) return;
+      base = serve_slot_get_base(a->d.slot);
     }
+    a->bucket -= 1;
+    online_add(&a->online.events, &a->online.hr10, &a->online.ndcg10,
+               serve_rank(s, a->ws, a->hist, m - after, ev[i].item));
+    if (base)
+      online_add(&a->online.base_events, &a->online.base_hr10, &a->online.base_ndcg10,
+                 serve_rank(base, a->ws, a->hist, m - after, ev[i].item));
   }
   serve_model_unref(s);
+  serve_model_unref(base);
 }

@@ -90,6 +90,7 @@ void serve_slot_init(serve_slot *sl) {
 void serve_slot_free(serve_slot *sl) {
   serve_model_unref(sl->cur);
   serve_model_unref(sl->prev);
+  serve_model_unref(sl->base);
   pthread_mutex_destroy(&sl->mu);
 }
 
@@ -108,6 +109,21 @@ void serve_slot_publish(serve_slot *sl, serve_model *s) {
   sl->swaps++;
   pthread_mutex_unlock(&sl->mu);
   serve_model_unref(old); /* outside the lock: freeing a model takes a while */
+}
+
+void serve_slot_set_base(serve_slot *sl, serve_model *s) {
+  pthread_mutex_lock(&sl->mu);
+  serve_model *old = sl->base;
+  sl->base = s;
+  pthread_mutex_unlock(&sl->mu);
+  serve_model_unref(old);
+}
+
+serve_model *serve_slot_get_base(serve_slot *sl) {
+  pthread_mutex_lock(&sl->mu);
+  serve_model *s = sl->base ? serve_model_ref(sl->base) : NULL;
+  pthread_mutex_unlock(&sl->mu);
+  return s;
 }
 
 int serve_slot_rollback(serve_slot *sl, serve_model **rolled_back) {

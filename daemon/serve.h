@@ -57,6 +57,9 @@ typedef struct {
   pthread_mutex_t mu;
   serve_model *cur, *prev;
   uint64_t swaps; /* publications and rollbacks */
+  /* The current anchor's weights, for the online baseline: what would serve without any
+   * fine-tuning (NULL: none, or not asked for). Not served. */
+  serve_model *base;
 } serve_slot;
 
 void serve_slot_init(serve_slot *sl);
@@ -67,6 +70,10 @@ serve_model *serve_slot_get(serve_slot *sl);
 /* Makes s current (taking over the caller's reference); the current one becomes the previous;
  * the old previous is released. */
 void serve_slot_publish(serve_slot *sl, serve_model *s);
+/* Sets the baseline (taking over the caller's reference; NULL clears it). */
+void serve_slot_set_base(serve_slot *sl, serve_model *s);
+/* A new reference to the baseline, or NULL. */
+serve_model *serve_slot_get_base(serve_slot *sl);
 /* Swaps back to the previous snapshot and releases the current one: 0, or FL_EMISSING when
  * there is no previous one. *rolled_back (if not NULL) gets a reference to the snapshot that
  * was current, for the caller to log and release. */

@@ -53,6 +53,7 @@ struct trainer {
   size_t boot_users, boot_events, boot_epochs;
   uint64_t seed;
   int threads, nice;
+  int baseline; /* keep the anchor's weights in the slot for the online baseline */
   /* the anchor (thread-owned after start) */
   model_sasrec anchor;
   int has_anchor;
@@ -223,6 +224,8 @@ static const model_sasrec *anchor_for(trainer *t, const model_sasrec *lrn, model
   return ext;
 }
 
+static void copy_params(model_sasrec *dst, const model_sasrec *src);
+
 static void set_anchor(trainer *t, model_sasrec *m, const uint8_t *known) {
   if (t->has_anchor) model_free(&t->anchor);
   free(t->known);
@@ -235,6 +238,13 @@ static void set_anchor(trainer *t, model_sasrec *m, const uint8_t *known) {
     memset(t->known, 1, t->anchor.NI + 1);
   t->known[0] = 0;
   t->has_anchor = 1;
+  if (t->baseline) { /* the online baseline follows the anchor */
+    model_sasrec b;
+    copy_params(&b, &t->anchor);
+    serve_model *s = serve_model_new(0, &b, NULL, 0);
+    s->anchor_version = t->st.anchor_version;
+    serve_slot_set_base(t->slot, s);
+  }
 }
 
 static int save_anchor(trainer *t, uint64_t version) {
@@ -950,6 +960,7 @@ int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *sl
   trainer *t = xcalloc(1, sizeof *t);
   t->db = db;
   t->slot = slot;
+  t->baseline = cfg->api.online_eval_baseline && cfg->api.online_eval_per_s > 0;
   if (*cfg->model.dir)
     snprintf(t->dir, sizeof t->dir, "%s", cfg->model.dir);
   else

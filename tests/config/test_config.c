@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 67);
+  assert_int_equal(n, 68);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -922,6 +922,7 @@ static void test_dump_round_trip(void **state) {
       {"api.max_k", "7"},
       {"api.online_eval_per_s", "0"},
       {"api.online_eval_share", "0.25"},
+      {"api.online_eval_baseline", "false"},
       {"api.workers", "3"},
       {"api.offload_items", "5000"},
       {"log.level", "error"},

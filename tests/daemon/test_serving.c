@@ -238,7 +238,14 @@ static void test_serving_end_to_end(void **state) {
   assert_non_null(strstr(m.body, "flamed_events_rejected_total{reason=\"bad_json\"} 0"));
   assert_non_null(
       strstr(m.body, "flamed_http_requests_total{route=\"recommend_get\",code=\"400\"}"));
-  assert_non_null(strstr(m.body, "flamed_online_events_total"));
+  /* user-3's new event arrived after the anchor: ranked by the serving model and the
+   * baseline (the anchor's weights) alike */
+  const char *oev = strstr(m.body, "\nflamed_online_events_total ");
+  const char *bev = strstr(m.body, "\nflamed_online_baseline_events_total ");
+  assert_non_null(oev);
+  assert_non_null(bev);
+  assert_true(strtod(bev + 37, NULL) >= 1 && strtod(bev + 37, NULL) <= strtod(oev + 28, NULL));
+  assert_non_null(strstr(m.body, "\nflamed_online_baseline_ndcg10 "));
   tu_http_resp_free(&m, 1);
 
   /* a restart serves the newest promoted version at once, before any round */
