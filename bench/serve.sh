@@ -14,9 +14,12 @@
 # bench/results/serve.jsonl. Never run by CI.
 #
 # usage: bench/serve.sh [--catalogue beauty|1m|both] [--conns C] [--threads T] [--duration S]
-#                       [--build DIR] [--set section.key=value]...
+#                       [--build DIR] [--set section.key=value]... [--swaps]
 #   --threads  wrk's threads (2)
 #   --set      an extra flamed setting, for both catalogues (repeatable)
+#   --swaps    while training is on, ask for a round every second (admin train-now) and
+#              count the model swaps and failed requests (item 3: zero failures across 10+
+#              swaps; pair with --set train.margin=1 so that every round is promoted)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -25,6 +28,7 @@ build="$root/build"
 which=both
 conns=16
 threads=2
+swaps=0
 duration=20
 extra=()
 while [ $# -gt 0 ]; do
@@ -34,8 +38,9 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift ;;
     --threads) threads="$2"; shift ;;
     --set) extra+=("--$2"); shift ;;
+    --swaps) swaps=1 ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench/serve.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -63,9 +68,11 @@ measure() { # name, api port, users, training (on|off)
   p99=$(awk '$1 == "99%" {print $2}' <<< "$out")
   rps=$(awk '$1 == "Requests/sec:" {print $2}' <<< "$out")
   bad=$(awk '/Non-2xx/ {print $NF}' <<< "$out"); bad=${bad:-0}
-  echo "$1 training $4: p50 $p50 p99 $p99, $rps requests/s, non-2xx $bad"
-  printf '{"catalogue":"%s","training":"%s","conns":%s,"threads":%s,"duration_s":%s,"p50":"%s","p99":"%s","rps":%s,"non2xx":%s,"stamp":"%s"}\n' \
-    "$1" "$4" "$conns" "$threads" "$duration" "$p50" "$p99" "$rps" "$bad" "$(date -u +%FT%TZ)" >> "$here/results/serve.jsonl"
+  # "Socket errors: connect 0, read 0, write 0, timeout 0": failed requests too
+  sock=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<< "$out"); sock=${sock:-0}
+  echo "$1 training $4: p50 $p50 p99 $p99, $rps requests/s, non-2xx $bad, socket errors $sock"
+  printf '{"catalogue":"%s","training":"%s","conns":%s,"threads":%s,"duration_s":%s,"p50":"%s","p99":"%s","rps":%s,"non2xx":%s,"socket_errors":%s,"stamp":"%s"}\n' \
+    "$1" "$4" "$conns" "$threads" "$duration" "$p50" "$p99" "$rps" "$bad" "$sock" "$(date -u +%FT%TZ)" >> "$here/results/serve.jsonl"
 }
 
 trainer_cpu() { # pid -> CPU ticks (1/100 s) of its flamed-trainer thread so far
@@ -108,7 +115,19 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
     local fpid c0 c1
     fpid=$(pgrep -f -- "--api.port=$api" | head -n 1)
     c0=$(trainer_cpu "$fpid")
+    local s0 forcer=""
+    s0=$(metric "$api" flamed_model_swaps_total)
+    if [ "$swaps" = 1 ]; then # a round asked for every second (they queue up: one at a time)
+      (while :; do
+        curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$admin/v1/admin/train-now" >/dev/null || true
+        sleep 1
+      done) &
+      forcer=$!
+      pids+=($forcer)
+    fi
     measure "$name" "$api" "$users" on
+    [ -n "$forcer" ] && kill "$forcer" 2>/dev/null
+    echo "$name: $(( $(metric "$api" flamed_model_swaps_total) - s0 )) model swaps during the run"
     c1=$(trainer_cpu "$fpid")
     echo "$name: the trainer thread used $(awk -v a="$c0" -v b="$c1" -v d="$duration" \
       'BEGIN {printf "%.0f%%", (b - a) / d}') of a core during the run (train.nice keeps it behind serving)"

@@ -463,6 +463,10 @@ static const config_setting cfg_table[] = {
   CFG_INT("train", "batch", train.batch, "256", 1, 65536, true, "Samples per optimizer step."),
   CFG_DOUBLE("train", "lr", train.lr, "0.0003", 1e-7, 1, true,
              "Adam learning rate of the rounds (each round starts from the serving weights)."),
+  CFG_BOOL("train", "keep_adam", train.keep_adam, "false", true,
+           "A round that starts from the version the previous round promoted goes on with "
+           "that round's Adam moments instead of fresh ones (fresh moments make the first "
+           "steps full-size whatever the gradient)."),
   CFG_DOUBLE("train", "tau", train.tau, "1", 0.01, 100, true, "FLAME's NT-Xent temperature."),
   CFG_DOUBLE("train", "lambda0", train.lambda0, "1", 0, 100, true,
              "Weight of FLAME's mutual-learning term at a round's first step."),

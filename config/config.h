@@ -137,6 +137,7 @@ typedef struct {
     int64_t threads;              /* BLAS threads of the trainer */
     int64_t nice;                 /* niceness of the trainer thread */
     double duty;                  /* share of one core the trainer may use while training */
+    bool keep_adam;               /* rounds continue the previous round's Adam moments */
     int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */
     int64_t bootstrap_min_events; /* events needed before an anchor is pretrained */
     int64_t bootstrap_epochs;     /* epochs of that pretraining */

@@ -37,6 +37,7 @@ typedef struct {
   uint64_t min_new_events, min_users, reanchor_rounds;
   size_t steps, batch, replay, holdout, keep, popular;
   float lr, tau, lambda0, lambda_r, dropout;
+  int keep_adam;
 } round_cfg;
 
 /* A set of 64-bit hashes (open addressing, 0 = empty). */
@@ -54,6 +55,12 @@ struct trainer {
   uint64_t seed;
   int threads, nice;
   int baseline; /* keep the anchor's weights in the slot for the online baseline */
+  /* Adam's moments after the round that produced version opt_version (train.keep_adam): the
+   * next round from that version goes on with them (item table last: a prefix of a grown
+   * block). */
+  float *opt_m, *opt_v;
+  size_t opt_n;
+  uint64_t opt_step, opt_version;
   /* the anchor (thread-owned after start) */
   model_sasrec anchor;
   int has_anchor;
@@ -134,6 +141,7 @@ static void read_round_cfg(round_cfg *r, const config *c) {
   r->lambda0 = (float)c->train.lambda0;
   r->lambda_r = (float)c->train.lambda_r;
   r->dropout = (float)c->model.dropout;
+  r->keep_adam = c->train.keep_adam;
 }
 
 void trainer_reconfigure(trainer *t, const config *cfg) {
@@ -632,6 +640,12 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   lrn.hp.dropout = rc->dropout;
   lrn.seed = t->seed ^ (0x9e37ull * (t->version + 1));
   model_train_alloc(&lrn);
+  if (rc->keep_adam && t->opt_m && base == &cur->m && cur->version == t->opt_version &&
+      t->opt_n <= lrn.nparams) {
+    memcpy(lrn.adam_m, t->opt_m, t->opt_n * sizeof(float));
+    memcpy(lrn.adam_v, t->opt_v, t->opt_n * sizeof(float));
+    lrn.step = t->opt_step;
+  }
   const model_sasrec *anc = anchor_for(t, &lrn, &ext);
   /* samples: the newest L prefixes of each user, never reaching a held-out item */
   size_t L = lrn.hp.L, ns = 0, cap = 0;
@@ -721,6 +735,15 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
         rr->version = ++t->version;
         serve_slot_publish(t->slot, s);
         outcome = TRAINER_PROMOTED;
+        if (rc->keep_adam) {
+          t->opt_n = lrn.nparams;
+          t->opt_m = xrealloc(t->opt_m, t->opt_n * sizeof(float));
+          t->opt_v = xrealloc(t->opt_v, t->opt_n * sizeof(float));
+          memcpy(t->opt_m, lrn.adam_m, t->opt_n * sizeof(float));
+          memcpy(t->opt_v, lrn.adam_v, t->opt_n * sizeof(float));
+          t->opt_step = lrn.step;
+          t->opt_version = t->version;
+        }
       }
     }
   }
@@ -898,6 +921,8 @@ void trainer_get_stats(trainer *t, trainer_stats *s) {
 static void trainer_free(trainer *t) {
   if (t->has_anchor) model_free(&t->anchor);
   free(t->known);
+  free(t->opt_m);
+  free(t->opt_v);
   hset_free(&t->touched);
   pthread_cond_destroy(&t->cv);
   pthread_mutex_destroy(&t->mu);

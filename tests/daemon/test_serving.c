@@ -335,10 +335,11 @@ static int load_child(int port) {
 static void test_serving_swaps_under_load(void **state) {
   (void)state;
   serving s;
-  /* every candidate is promoted; every 4th promotion re-anchors; every recommendation is
-   * scored on a worker thread (api.offload_items=1) while the versions change under it */
+  /* every candidate is promoted; every 4th promotion re-anchors; rounds carry Adam's moments
+   * on (train.keep_adam); every recommendation is scored on a worker thread
+   * (api.offload_items=1) while the versions change under it */
   const char *extra[] = {"--train.margin=1", "--train.reanchor_rounds=4", "--api.offload_items=1",
-                         NULL};
+                         "--train.keep_adam=true", NULL};
   serving_up(&s, "swaps", 300, extra);
   double v0 = wait_version(&s, 1, WAIT_S);
   assert_true(v0 >= 1);
