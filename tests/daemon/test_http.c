@@ -210,12 +210,14 @@ static void test_http_deferred(void **state) {
   close(fd);
   /* the client goes away while its answer is being computed */
   fd = tu_http_connect(f->port);
-  tu_http_send(fd, "GET /slow?gone HTTP/1.1\r\n\r\n", 29);
+  const char *gone = "GET /slow?gone HTTP/1.1\r\n\r\n";
+  tu_http_send(fd, gone, strlen(gone));
   fl_sleep_ms(20);
   close(fd);
   /* a stop while an answer is due: it arrives, and the connection closes */
   fd = tu_http_connect(f->port);
-  tu_http_send(fd, "GET /slow?last HTTP/1.1\r\n\r\n", 29);
+  const char *last = "GET /slow?last HTTP/1.1\r\n\r\n";
+  tu_http_send(fd, last, strlen(last));
   fl_sleep_ms(20);
   stop_async(f);
   tu_http_resp r;
