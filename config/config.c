@@ -404,6 +404,10 @@ static const config_setting cfg_table[] = {
   CFG_ENUM("stream", "start_offset", stream.start_offset, "earliest", "earliest|latest", false,
            "Where a partition with no offset stored in the state starts reading: earliest keeps "
            "user sequences complete, latest skips the backlog."),
+  CFG_DOUBLE("stream", "close_timeout_s", stream.close_timeout_s, "10", 0, 3600, false,
+             "Longest a shutdown waits for the consumer to leave its group (the broker may be "
+             "gone); then flamed exits anyway. Nothing is lost: the offsets are in the state; "
+             "the group only rebalances later, after its session timeout."),
 
   CFG_STRING("state", "dir", state.dir, "/var/lib/flamed", false,
              "Directory of the RocksDB state: user sequences, item and user dictionaries, Kafka "

@@ -97,6 +97,7 @@ typedef struct {
     int64_t min_ts_ms;          /* ms since the Unix epoch; older timestamps are rejected */
     int64_t max_future_ms;      /* ms; timestamps further ahead of the clock are rejected */
     int start_offset;           /* CONFIG_START_* */
+    double close_timeout_s;     /* a shutdown stops waiting for the group leave after this */
     config_type_weight *types;  /* type_weights parsed: ntypes entries, in written order */
     size_t ntypes;              /* number of entries in types (0 when type_weights is "") */
   } stream;

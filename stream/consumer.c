@@ -67,6 +67,8 @@ struct stream_consumer {
   int dlq_in_batch; /* dead-letter messages produced by this batch */
   int dlq_async;    /* the last flush timed out: deliver asynchronously */
   int started, stopping, closed, finished;
+  int abandoned;   /* the close did not complete in stream.close_timeout_s */
+  double close_by; /* fl_now() deadline of the close */
   void (*done)(void *arg);
   void *done_arg;
   stream_stats st;
@@ -403,7 +405,16 @@ static void on_tick(uv_timer_t *h) {
   if (!c->pending && !c->stopping && c->started && rd_kafka_queue_length(c->q) > 0) drain(c);
   if (c->stopping) {
     drain(c); /* serves the close's rebalance events */
-    if (!c->finished && rd_kafka_consumer_closed(c->rk)) finish_close(c);
+    if (!c->finished && rd_kafka_consumer_closed(c->rk)) {
+      finish_close(c);
+    } else if (!c->finished && fl_now() >= c->close_by) {
+      fl_warn("kafka: the consumer did not leave its group within stream.close_timeout_s "
+              "(%.1f s; is the broker reachable?): exiting without it; the offsets are stored "
+              "in the state, the group rebalances after its session timeout",
+              c->cfg->stream.close_timeout_s);
+      c->abandoned = 1;
+      finish_close(c);
+    }
   }
 }
 
@@ -613,6 +624,7 @@ static void finish_close(stream_consumer *c) {
 void stream_consumer_stop(stream_consumer *c, void (*done)(void *arg), void *arg) {
   if (c->stopping) return;
   c->stopping = 1;
+  c->close_by = fl_now() + c->cfg->stream.close_timeout_s;
   c->done = done, c->done_arg = arg;
   if (c->pending && commit(c) != 0)
     fl_error("stopping with a batch of %zu events the state could not write: they will be "
@@ -634,7 +646,8 @@ void stream_consumer_stop(stream_consumer *c, void (*done)(void *arg), void *arg
 void stream_consumer_free(stream_consumer *c) {
   if (!c) return;
   rd_kafka_queue_destroy(c->q);
-  rd_kafka_destroy(c->rk);
+  /* an abandoned close must not be retried here: that would block on the absent broker */
+  rd_kafka_destroy_flags(c->rk, c->abandoned ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
   if (c->dlq) rd_kafka_destroy(c->dlq);
   close(c->pipefd[0]), close(c->pipefd[1]);
   state_batch_free(c->batch);

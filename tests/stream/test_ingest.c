@@ -482,6 +482,35 @@ static void test_broker_down_at_start(void **state) {
   env_down(&v);
 }
 
+/* The broker goes away while flamed runs; a SIGTERM then cannot leave the consumer group,
+ * and the drain gives up after stream.close_timeout_s: exit 0, everything consumed stored. */
+static void test_broker_gone_at_stop(void **state) {
+  (void)state;
+  env v;
+  env_up(&v, "gone", 0);
+  child d;
+  child_in(&d, &v, "gone");
+  const char *extra[] = {"--stream.close_timeout_s=1", NULL};
+  start_daemon(&d, v.bootstrap, v.group, v.topic, extra);
+  workload w;
+  make_workload(&w, 20, 20, 0);
+  produce_range(v.bootstrap, v.topic, &w, 0, w.n);
+  assert_true(stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100));
+  stream_broker_stop(v.broker);
+  v.broker = NULL;
+  fl_sleep_ms(500);
+  double t0 = fl_now();
+  kill(d.pid, SIGTERM);
+  int st = wait_exit(&d, 20); /* 1 s of close timeout, 2 s of dead-letter flush, slack */
+  if (st != 0) dump_log(&d);
+  assert_int_equal(st, 0);
+  assert_true(fl_now() - t0 < 20);
+  assert_true(log_has(&d, "did not leave its group within stream.close_timeout_s"));
+  check_all_users(d.dir, &w);
+  free_workload(&w);
+  tu_rmtree(v.tmp);
+}
+
 /* An unusable state dir, and a second daemon on the same dir, exit 1 with a clear line. */
 static void test_state_dir_errors(void **state) {
   (void)state;
@@ -553,7 +582,8 @@ int test_ingest(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_and_malformed),   cmocka_unit_test(test_kill9_restart),
       cmocka_unit_test(test_rebalance_eager),      cmocka_unit_test(test_rebalance_cooperative),
-      cmocka_unit_test(test_broker_down_at_start), cmocka_unit_test(test_state_dir_errors),
+      cmocka_unit_test(test_broker_down_at_start),
+      cmocka_unit_test(test_broker_gone_at_stop), cmocka_unit_test(test_state_dir_errors),
       cmocka_unit_test(test_produce_tool),
   };
   return cmocka_run_group_tests_name("stream/ingest", tests, NULL, NULL);
