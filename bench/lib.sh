@@ -13,8 +13,8 @@ pids=()
 bench_start() {
   [ -x "$flame" ] && [ -x "$flamed" ] || { echo "$1: build first (./scripts/dev.sh build)" >&2; exit 2; }
   work="$(mktemp -d)"
-  # newest first: the daemons drain while their broker is still up
-  trap 'for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  # newest first, each waited for: the daemons drain while their broker is still up
+  trap 'for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null && wait "${pids[i]}" 2>/dev/null; done; rm -rf "$work"' EXIT
 }
 
 bench_broker() {
