@@ -14,7 +14,7 @@ bench_start() {
   [ -x "$flame" ] && [ -x "$flamed" ] || { echo "$1: build first (./scripts/dev.sh build)" >&2; exit 2; }
   work="$(mktemp -d)"
   # newest first, each waited for: the daemons drain while their broker is still up
-  trap 'for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null && wait "${pids[i]}" 2>/dev/null; done; rm -rf "$work"' EXIT
+  trap 'for ((i = ${#pids[@]} - 1; i >= 0; i--)); do { kill "${pids[i]}" && wait "${pids[i]}"; } 2>/dev/null || true; done; rm -rf "$work"' EXIT
 }
 
 bench_broker() {
