@@ -139,6 +139,7 @@ typedef struct {
     int64_t nice;                 /* niceness of the trainer thread */
     double duty;                  /* share of one core the trainer may use while training */
     bool keep_adam;               /* rounds continue the previous round's Adam moments */
+    bool new_targets_only;        /* touched users train on their new events only */
     int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */
     int64_t bootstrap_min_events; /* events needed before an anchor is pretrained */
     int64_t bootstrap_epochs;     /* epochs of that pretraining */

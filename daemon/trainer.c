@@ -37,12 +37,14 @@ typedef struct {
   uint64_t min_new_events, min_users, reanchor_rounds;
   size_t steps, batch, replay, holdout, keep, popular;
   float lr, tau, lambda0, lambda_r, dropout;
-  int keep_adam;
+  int keep_adam, new_targets;
 } round_cfg;
 
-/* A set of 64-bit hashes (open addressing, 0 = empty). */
+/* A map from 64-bit hashes to counts (open addressing, 0 = empty): users touched since the
+ * last round and how many of their events are new. */
 typedef struct {
   uint64_t *slot;
+  uint32_t *cnt;
   size_t cap, n;
 } hset;
 
@@ -90,12 +92,14 @@ const char *trainer_outcome_name(int o) {
 
 /* ---- hash set ---- */
 
-static void hset_add(hset *s, uint64_t h) {
+static void hset_add(hset *s, uint64_t h, uint32_t k) {
   if (2 * (s->n + 1) > s->cap) {
-    hset g = {xcalloc(s->cap ? 2 * s->cap : 1024, sizeof(uint64_t)), s->cap ? 2 * s->cap : 1024, 0};
+    size_t cap = s->cap ? 2 * s->cap : 1024;
+    hset g = {xcalloc(cap, sizeof(uint64_t)), xcalloc(cap, sizeof(uint32_t)), cap, 0};
     for (size_t i = 0; i < s->cap; i++)
-      if (s->slot[i]) hset_add(&g, s->slot[i]);
+      if (s->slot[i]) hset_add(&g, s->slot[i], s->cnt[i]);
     free(s->slot);
+    free(s->cnt);
     *s = g;
   }
   size_t i = h & (s->cap - 1);
@@ -104,13 +108,15 @@ static void hset_add(hset *s, uint64_t h) {
     s->slot[i] = h;
     s->n++;
   }
+  s->cnt[i] = s->cnt[i] > UINT32_MAX - k ? UINT32_MAX : s->cnt[i] + k;
 }
 
-static int hset_has(const hset *s, uint64_t h) {
+/* The count of h (0: absent). */
+static uint32_t hset_get(const hset *s, uint64_t h) {
   if (!s->cap) return 0;
   size_t i = h & (s->cap - 1);
   while (s->slot[i]) {
-    if (s->slot[i] == h) return 1;
+    if (s->slot[i] == h) return s->cnt[i];
     i = (i + 1) & (s->cap - 1);
   }
   return 0;
@@ -118,6 +124,7 @@ static int hset_has(const hset *s, uint64_t h) {
 
 static void hset_free(hset *s) {
   free(s->slot);
+  free(s->cnt);
   memset(s, 0, sizeof *s);
 }
 
@@ -142,6 +149,7 @@ static void read_round_cfg(round_cfg *r, const config *c) {
   r->lambda_r = (float)c->train.lambda_r;
   r->dropout = (float)c->model.dropout;
   r->keep_adam = c->train.keep_adam;
+  r->new_targets = c->train.new_targets_only;
 }
 
 void trainer_reconfigure(trainer *t, const config *cfg) {
@@ -375,8 +383,8 @@ typedef struct {
   const hset *touched;
   data_set ds;
   size_t cap_users, cap_items;
-  uint8_t *is_touched;
-  uint64_t *count; /* (cap_count) events per item */
+  uint32_t *is_touched; /* (cap_users) new events per user since the last round (0: none) */
+  uint64_t *count;      /* (cap_count) events per item */
   size_t cap_count;
   uint64_t events;
 } collected;
@@ -387,7 +395,7 @@ static int collect_one(void *ctx, const char *user, size_t ulen, const state_ent
   if (ds->nusers + 1 >= c->cap_users) {
     c->cap_users = c->cap_users ? 2 * c->cap_users : 4096;
     ds->off = xrealloc(ds->off, (c->cap_users + 1) * sizeof *ds->off);
-    c->is_touched = xrealloc(c->is_touched, c->cap_users);
+    c->is_touched = xrealloc(c->is_touched, c->cap_users * sizeof *c->is_touched);
   }
   size_t at = ds->off[ds->nusers];
   if (at + n > c->cap_items) {
@@ -407,7 +415,7 @@ static int collect_one(void *ctx, const char *user, size_t ulen, const state_ent
     }
     c->count[it]++;
   }
-  c->is_touched[ds->nusers] = hset_has(c->touched, fl_hash_bytes(user, ulen));
+  c->is_touched[ds->nusers] = hset_get(c->touched, fl_hash_bytes(user, ulen));
   ds->off[++ds->nusers] = at + n;
   c->events += n;
   return 0;
@@ -418,7 +426,7 @@ static int collect(trainer *t, const hset *touched, collected *c) {
   c->touched = touched;
   c->cap_users = 4096;
   c->ds.off = xcalloc(c->cap_users + 1, sizeof *c->ds.off);
-  c->is_touched = xmalloc(c->cap_users);
+  c->is_touched = xmalloc(c->cap_users * sizeof *c->is_touched);
   int rc = state_seq_foreach(t->db, collect_one, c);
   c->ds.user_id = xcalloc(c->ds.nusers + 1, sizeof *c->ds.user_id); /* data_free frees it */
   return rc;
@@ -653,8 +661,13 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   size_t users = nt + nr;
   for (size_t i = 0; i < users; i++) {
     uint32_t u = i < nt ? tu[i] : ou[i - nt];
-    size_t last = c.ds.off[u + 1] - c.ds.off[u] - held[u];
-    for (size_t end = last > L + 1 ? last - L : 1; end < last; end++) {
+    size_t len = c.ds.off[u + 1] - c.ds.off[u], last = len - held[u];
+    size_t first = last > L + 1 ? last - L : 1;
+    if (rc->new_targets && i < nt) { /* only the prefixes that end at a new event */
+      size_t first_new = len > c.is_touched[u] ? len - c.is_touched[u] : 1;
+      if (first_new > first) first = first_new;
+    }
+    for (size_t end = first; end < last; end++) {
       if (ns == cap) smp = xrealloc(smp, (cap = cap ? 2 * cap : 4096) * sizeof *smp);
       smp[ns++] = (data_sample){u, (uint32_t)end};
     }
@@ -851,7 +864,7 @@ static void *run(void *arg) {
     next = fl_now() + t->rc.interval_s;
     if (o < 0) { /* did not run: keep what was touched for the next try */
       for (size_t i = 0; i < touched.cap; i++)
-        if (touched.slot[i]) hset_add(&t->touched, touched.slot[i]);
+        if (touched.slot[i]) hset_add(&t->touched, touched.slot[i], touched.cnt[i]);
       t->pending += pending;
       t->st.pending_events = t->pending;
       t->st.skipped++;
@@ -884,7 +897,7 @@ static void *run(void *arg) {
 void trainer_touch(trainer *t, const char *user, size_t len, size_t n) {
   uint64_t h = fl_hash_bytes(user, len);
   pthread_mutex_lock(&t->mu);
-  hset_add(&t->touched, h);
+  hset_add(&t->touched, h, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
   t->pending += n;
   t->st.pending_events = t->pending;
   if (t->pending >= t->rc.min_new_events) pthread_cond_signal(&t->cv);

@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 70);
+  assert_int_equal(n, 71);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -905,6 +905,7 @@ static void test_dump_round_trip(void **state) {
       {"train.nice", "5"},
       {"stream.close_timeout_s", "3"},
       {"train.keep_adam", "true"},
+      {"train.new_targets_only", "true"},
       {"train.duty", "0.25"},
       {"train.bootstrap_min_users", "10"},
       {"train.bootstrap_min_events", "100"},

@@ -151,7 +151,7 @@ static void test_serving_end_to_end(void **state) {
   /* Promotion is this test's subject, not quality: a 4-step round on 300 synthetic users can
    * land a hair below the bootstrap on a small holdout, so the gate is opened (the rejection
    * test checks the gate). */
-  const char *extra[] = {"--train.margin=1", NULL};
+  const char *extra[] = {"--train.margin=1", "--train.new_targets_only=true", NULL};
   serving_up(&s, "serve", 300, extra);
   int st;
   /* popularity first or a model at once: either way a cold user is answered */
