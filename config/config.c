@@ -465,9 +465,10 @@ static const config_setting cfg_table[] = {
   CFG_INT("train", "steps", train.steps, "50", 1, 1000000, true,
           "Optimizer steps per round."),
   CFG_INT("train", "batch", train.batch, "256", 1, 65536, true, "Samples per optimizer step."),
-  CFG_DOUBLE("train", "lr", train.lr, "0.0003", 1e-7, 1, true,
-             "Adam learning rate of the rounds (each round starts from the serving weights)."),
-  CFG_BOOL("train", "new_targets_only", train.new_targets_only, "false", true,
+  CFG_DOUBLE("train", "lr", train.lr, "0.00003", 1e-7, 1, true,
+             "Adam learning rate of the rounds (each round starts from the serving weights; "
+             "larger steps lost online NDCG@10 on the Beauty replay, bench/RESULTS.md 8b)."),
+  CFG_BOOL("train", "new_targets_only", train.new_targets_only, "true", true,
            "Users with new events contribute only the prefixes that end at one of them "
            "(otherwise their newest model.maxlen prefixes); replayed users are unchanged."),
   CFG_BOOL("train", "keep_adam", train.keep_adam, "false", true,

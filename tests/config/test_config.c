@@ -905,7 +905,7 @@ static void test_dump_round_trip(void **state) {
       {"train.nice", "5"},
       {"stream.close_timeout_s", "3"},
       {"train.keep_adam", "true"},
-      {"train.new_targets_only", "true"},
+      {"train.new_targets_only", "false"},
       {"train.duty", "0.25"},
       {"train.bootstrap_min_users", "10"},
       {"train.bootstrap_min_events", "100"},
