@@ -542,6 +542,9 @@ static const config_setting cfg_table[] = {
              "Share of the users whose events are ranked for the online metrics, picked by a "
              "hash of their ids (the same users on every daemon); 1: any user, spread over "
              "each batch. api.online_eval_per_s still caps the rate."),
+  CFG_DOUBLE("api", "online_eval_loop_share", api.online_eval_loop_share, "0.05", 0.001, 1, false,
+             "Most of the loop's time the online evaluation may take (it runs between "
+             "requests, so it adds to their latency); the rate drops to fit."),
   CFG_BOOL("api", "online_eval_baseline", api.online_eval_baseline, "true", false,
            "Also rank those events with the anchor's weights (what would serve without "
            "fine-tuning), for the flamed_online_baseline_* metrics: whether training pays. "

@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 71);
+  assert_int_equal(n, 72);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -926,6 +926,7 @@ static void test_dump_round_trip(void **state) {
       {"api.online_eval_per_s", "0"},
       {"api.online_eval_share", "0.25"},
       {"api.online_eval_baseline", "false"},
+      {"api.online_eval_loop_share", "0.5"},
       {"api.workers", "3"},
       {"api.offload_items", "5000"},
       {"log.level", "error"},

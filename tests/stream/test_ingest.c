@@ -582,9 +582,8 @@ int test_ingest(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_and_malformed),   cmocka_unit_test(test_kill9_restart),
       cmocka_unit_test(test_rebalance_eager),      cmocka_unit_test(test_rebalance_cooperative),
-      cmocka_unit_test(test_broker_down_at_start),
-      cmocka_unit_test(test_broker_gone_at_stop), cmocka_unit_test(test_state_dir_errors),
-      cmocka_unit_test(test_produce_tool),
+      cmocka_unit_test(test_broker_down_at_start), cmocka_unit_test(test_broker_gone_at_stop),
+      cmocka_unit_test(test_state_dir_errors),     cmocka_unit_test(test_produce_tool),
   };
   return cmocka_run_group_tests_name("stream/ingest", tests, NULL, NULL);
 }
