@@ -3,6 +3,10 @@
  * One libuv loop owns the Kafka consumer (stream/), the state writes (state/), the HTTP API
  * and admin API (daemon/api.h), signals and the periodic stats line; the trainer
  * (daemon/trainer.h) runs on its own thread and publishes models into the serving slot.
+ * Under systemd (Type=notify) it speaks sd_notify: READY once it serves, a STATUS line and
+ * WATCHDOG (when WatchdogSec is set) from a loop timer, so they stop if the loop stalls,
+ * RELOADING then READY around a SIGHUP reload of the reloadable settings, STOPPING at a drain.
+ * Without NOTIFY_SOCKET these are no-ops.
  * Exit codes: 0 after a clean drain, 1 when the daemon cannot run (state dir or model dir
  * unusable, a bad anchor, a port that cannot be bound, Kafka client cannot be created), 2 for
  * usage and configuration errors. */
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <uv.h>
 
 #define FLAMED_VERSION "0.5.0"
@@ -33,7 +38,8 @@ static void usage(FILE *f) {
       "The flamed daemon: consumes interaction events from Kafka, keeps every user's recent\n"
       "items in RocksDB exactly once, fine-tunes a FLAME model on them on a trainer thread,\n"
       "and serves recommendations over HTTP (api.port; admin API on api.admin_port).\n"
-      "Logs go to stderr; SIGTERM or SIGINT drains and exits.\n"
+      "Logs go to stderr; SIGTERM or SIGINT drains and exits; SIGHUP reloads the settings\n"
+      "that can change while running (log.*, train.*, model.dropout/keep/popular).\n"
       "  --config FILE        settings file (INI); without it, the built-in defaults\n"
       "  --section.key=value  overrides a setting after the file (the last one wins),\n"
       "                       e.g. --state.dir=/tmp/flamed --kafka.bootstrap.servers=host:9092\n"
@@ -54,7 +60,9 @@ typedef struct {
   http_server *http, *admin;
   stream_consumer *consumer;
   uv_signal_t sigterm, sigint, sighup;
-  uv_timer_t stats;
+  uv_timer_t stats, status; /* the stats line; systemd's STATUS and WATCHDOG */
+  int argc;                 /* the command line, read again by a reload */
+  char **argv;
   stream_stats last;
   double last_t;
   int stopping;
@@ -96,6 +104,7 @@ static void on_consumer_closed(void *arg) {
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sighup, NULL);
   uv_close((uv_handle_t *)&d->stats, NULL);
+  uv_close((uv_handle_t *)&d->status, NULL);
 }
 
 static void stop_servers(flamed *d) {
@@ -125,10 +134,73 @@ static int listen_on(flamed *d, const char *host, int64_t port, http_handler h, 
   return 0;
 }
 
+static int load_config(config *cfg, int argc, char **argv, int *test, int *dump);
+
+/* systemd's STATUS line: lag, serving version, the last round. */
+static void status_line(flamed *d, char *buf, size_t n) {
+  stream_stats st;
+  stream_consumer_stats(d->consumer, &st);
+  serve_model *s = serve_slot_get(&d->slot);
+  trainer_stats ts;
+  memset(&ts, 0, sizeof ts);
+  if (d->tr) trainer_get_stats(d->tr, &ts);
+  char lag[32] = "unknown";
+  if (st.lag >= 0) snprintf(lag, sizeof lag, "%" PRId64, st.lag);
+  snprintf(buf, n,
+           "lag %s, %" PRIu64 " events stored, model v%" PRIu64 "%s, %" PRIu64 " rounds%s%s", lag,
+           st.stored, s ? s->version : 0, s && !s->has_net ? " (popularity)" : "", ts.rounds,
+           ts.rounds ? ", last " : "", ts.rounds ? trainer_outcome_name(ts.last.outcome) : "");
+  serve_model_unref(s);
+}
+
+static void on_status(uv_timer_t *t) {
+  flamed *d = t->data;
+  char line[256];
+  status_line(d, line, sizeof line);
+  /* WATCHDOG=1 comes from this timer on the loop: a stalled loop stops it */
+  sd_notifyf(0, "STATUS=%s%s", line, sd_watchdog_enabled(0, NULL) > 0 ? "\nWATCHDOG=1" : "");
+}
+
+/* SIGHUP: the settings are read again from the same file and command line; the reloadable
+ * ones are applied (log level, the rounds' settings); any other change is named and left for
+ * a restart. Kafka, RocksDB and the listeners are not touched. */
+static void reload(flamed *d) {
+  uint64_t now_us = (uint64_t)(fl_now() * 1e6);
+  sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the settings", now_us);
+  config next;
+  config_init(&next);
+  int test = 0, dump = 0;
+  if (load_config(&next, d->argc, d->argv, &test, &dump) != 0) {
+    fl_error("SIGHUP: the settings do not load (above); the running ones stay");
+  } else {
+    char names[1024];
+    size_t n = config_needs_restart(&d->cfg, &next, names, sizeof names);
+    if (n) fl_warn("SIGHUP: %zu changed setting(s) take effect only after a restart: %s", n, names);
+    d->cfg.log = next.log;
+    fl_log_level = d->cfg.log.level;
+    d->cfg.train = next.train;
+    d->cfg.model.dropout = next.model.dropout;
+    d->cfg.model.keep = next.model.keep;
+    d->cfg.model.popular = next.model.popular;
+    if (d->tr) trainer_reconfigure(d->tr, &d->cfg);
+    uv_timer_stop(&d->stats);
+    if (d->cfg.log.stats_interval_s > 0) {
+      uint64_t ms = (uint64_t)d->cfg.log.stats_interval_s * 1000;
+      uv_timer_start(&d->stats, on_stats, ms, ms);
+    }
+    fl_info("SIGHUP: settings reloaded");
+    fl_debug("SIGHUP: debug lines are on (log.level)");
+  }
+  config_free(&next);
+  char line[256];
+  status_line(d, line, sizeof line);
+  sd_notifyf(0, "READY=1\nSTATUS=%s", line);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   flamed *d = h->data;
   if (signum == SIGHUP) {
-    fl_info("SIGHUP: settings reload is not supported yet; restart to apply changes");
+    if (!d->stopping) reload(d);
     return;
   }
   if (d->stopping) {
@@ -136,6 +208,8 @@ static void on_signal(uv_signal_t *h, int signum) {
     return;
   }
   d->stopping = 1;
+  sd_notify(0, "STOPPING=1\nSTATUS=draining");
+  uv_timer_stop(&d->status);
   fl_info("%s: draining (finishing the batch, leaving the consumer group, answering requests "
           "in flight)",
           strsignal(signum));
@@ -198,6 +272,8 @@ static int load_config(config *cfg, int argc, char **argv, int *test, int *dump)
 int main(int argc, char **argv) {
   flamed d;
   memset(&d, 0, sizeof d);
+  d.argc = argc;
+  d.argv = argv;
   int test = 0, dump = 0;
   config_init(&d.cfg);
   if (load_config(&d.cfg, argc, argv, &test, &dump) != 0) {
@@ -263,7 +339,8 @@ int main(int argc, char **argv) {
   uv_signal_init(&d.loop, &d.sigint);
   uv_signal_init(&d.loop, &d.sighup);
   uv_timer_init(&d.loop, &d.stats);
-  d.sigterm.data = d.sigint.data = d.sighup.data = d.stats.data = &d;
+  uv_timer_init(&d.loop, &d.status);
+  d.sigterm.data = d.sigint.data = d.sighup.data = d.stats.data = d.status.data = &d;
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sighup, on_signal, SIGHUP);
@@ -281,6 +358,14 @@ int main(int argc, char **argv) {
     stream_consumer_stop(d.consumer, on_consumer_closed, &d);
   } else {
     rc = 0;
+    /* systemd: serving from here on; STATUS every 2 s, or WATCHDOG at half its interval */
+    uint64_t wd_us = 0, every_ms = 2000;
+    if (sd_watchdog_enabled(0, &wd_us) > 0 && wd_us / 2000 < every_ms)
+      every_ms = wd_us / 2000 > 0 ? wd_us / 2000 : 1;
+    char line[256];
+    status_line(&d, line, sizeof line);
+    sd_notifyf(0, "READY=1\nSTATUS=%s", line);
+    uv_timer_start(&d.status, on_status, every_ms, every_ms);
   }
   uv_run(&d.loop, UV_RUN_DEFAULT);
   if (rc == 0) stats_line(&d);
