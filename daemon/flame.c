@@ -991,7 +991,7 @@ static int cmd_broker(int argc, char **argv) {
 
 static const char produce_help[] =
     "usage: flame produce --brokers B --topic T --data FILE [--rate N] [--format json|csv]\n"
-    "                     [--limit N]\n"
+    "                     [--limit N] [--malformed-every N]\n"
     "Replays a dataset (`user item` or `user item item ...` lines) as a clickstream keyed by\n"
     "user: users interleaved, each user's order preserved, string ids (\"user-7\",\n"
     "\"item-42\") and ts = the produce time in ms. Stops early on SIGINT/SIGTERM. The last\n"
@@ -1001,16 +1001,22 @@ static const char produce_help[] =
     "  --data FILE     the dataset\n"
     "  --rate N        events per second (default: as fast as the broker takes them)\n"
     "  --format F      json (default) | csv\n"
-    "  --limit N       stop after N events\n";
+    "  --limit N       stop after N events\n"
+    "  --malformed-every N  every Nth message is a malformed one (bad JSON, no item, an\n"
+    "                  empty user, a bad ts in turn) followed by the real event: for demos\n";
 
 static int cmd_produce(int argc, char **argv) {
-  stream_produce_opts o = {NULL, NULL, STREAM_PRODUCE_JSON, 0, 0, NULL};
+  stream_produce_opts o = {NULL, NULL, STREAM_PRODUCE_JSON, 0, 0, NULL, 0};
   const char *data = NULL;
-  static const struct option lo[] = {
-      {"brokers", required_argument, 0, 'b'}, {"topic", required_argument, 0, 't'},
-      {"data", required_argument, 0, 'd'},    {"rate", required_argument, 0, 'r'},
-      {"format", required_argument, 0, 'f'},  {"limit", required_argument, 0, 'l'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  static const struct option lo[] = {{"brokers", required_argument, 0, 'b'},
+                                     {"topic", required_argument, 0, 't'},
+                                     {"data", required_argument, 0, 'd'},
+                                     {"rate", required_argument, 0, 'r'},
+                                     {"format", required_argument, 0, 'f'},
+                                     {"limit", required_argument, 0, 'l'},
+                                     {"malformed-every", required_argument, 0, 'm'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
@@ -1036,6 +1042,9 @@ static int cmd_produce(int argc, char **argv) {
       break;
     case 'l':
       o.limit = arg_size("--limit", optarg, 1, SIZE_MAX);
+      break;
+    case 'm':
+      o.malformed_every = arg_size("--malformed-every", optarg, 2, SIZE_MAX);
       break;
     case 'h':
       fputs(produce_help, stdout);

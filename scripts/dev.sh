@@ -3,7 +3,9 @@
 #
 # Usage: ./scripts/dev.sh COMMAND [ARGS]
 #
-#   demo     install what is missing, build (Release) into build/, run the main job
+#   demo     install what is missing, build (Release) into build/, run the daemon demo: the
+#            embedded broker, flamed and a generated clickstream until Ctrl-C
+#            (scripts/demo.sh)
 #   test     install, format check, ASan+UBSan build and all tests (build-asan/),
 #            TSan build and the tests labelled tsan (build-tsan/), bounded fuzzing
 #            when fuzz targets exist (build-fuzz/); exits non-zero on any failure
@@ -35,7 +37,7 @@ die() {
   printf '%sdev.sh: %s%s\n' "$RED" "$*" "$RESET" >&2
   exit 1
 }
-usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 # ---- interruption -------------------------------------------------------------------------
 # Long jobs run in the background with the script waiting on them, so that Ctrl-C (or a TERM
@@ -89,41 +91,8 @@ cmd_build() {
 cmd_demo() {
   setup
   build_release
-  local dir=build/demo
-  mkdir -p "$dir"
-  cat <<EOF
-
-${BOLD}flamed demo${RESET}
-The daemon (Kafka ingest, RocksDB state, online FLAME training, HTTP serving) is planned and
-not built yet, so the demo runs the offline half that exists today with the \`flame\` tool:
-  1. flame synth  writes a synthetic dataset to $dir/data.txt: one line per user,
-                  \`user item item ...\` in time order, where each user mostly walks to the
-                  next item of a topic it likes, so the next item is learnable from the last
-                  ones (the same seed gives the same file)
-  2. flame train  trains a SASRec transformer on it (leave-one-out split, model selection on
-                  validation NDCG@20, early stopping after 3 epochs without improvement) and
-                  writes the best weights to $dir/model.ckpt
-  3. flame eval   loads that checkpoint and reports HR@10/20 and NDCG@10/20 on the held-out
-                  last item of every user, ranked against all items
-Ctrl-C stops it cleanly at any point.
-
-EOF
-  say "1/3 flame synth"
-  run_job build/flame synth --out "$dir/data.txt" --users 1000 --items 400
-  say "2/3 flame train (sasrec, up to 8 epochs, patience 3)"
-  run_job build/flame train --data "$dir/data.txt" --method sasrec --out "$dir/model.ckpt" \
-    --epochs 8 --patience 3
-  say "3/3 flame eval"
-  run_job build/flame eval --data "$dir/data.txt" --checkpoint "$dir/model.ckpt"
-  cat <<EOF
-
-${GREEN}Done.${RESET} What happened:
-  - $dir/data.txt    the synthetic dataset (\`user item item ...\` per line, in time order)
-  - $dir/model.ckpt  the trained SASRec checkpoint, written atomically; \`flame eval\`
-                     above re-read it from disk to score it
-The metrics above are the test split: the last item of each user, which training never saw.
-Try the real data: build/flame train --data ../shared/data/ml-1m.txt --method sasrec --out build/ml1m.ckpt
-EOF
+  say "the flamed demo (scripts/demo.sh): Ctrl-C stops it"
+  run_job "$ROOT/scripts/demo.sh" "$ROOT/build"
 }
 
 cmd_bench() {

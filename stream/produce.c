@@ -26,6 +26,23 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   }
 }
 
+/* One message, waiting while the local queue is full. */
+static void produce_one(rd_kafka_t *rk, const char *topic, const char *key, size_t kl,
+                        const char *v, size_t vl, produce_counts *pc) {
+  for (;;) {
+    rd_kafka_resp_err_t pe =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_KEY(key, kl), RD_KAFKA_V_VALUE((void *)v, vl), RD_KAFKA_V_END);
+    if (pe == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    if (pe != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      pc->failed++;
+      pc->last_err = pe;
+      return;
+    }
+    rd_kafka_poll(rk, 10); /* queue full: let deliveries drain it */
+  }
+}
+
 int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const size_t *off,
                              const int32_t *items, const int64_t *user_ids,
                              stream_produce_result *r, char *err, size_t errlen) {
@@ -86,18 +103,16 @@ int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const 
               : snprintf(payload, sizeof payload,
                          "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key, item,
                          fl_wall_ms());
-      for (;;) {
-        rd_kafka_resp_err_t pe = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(key, (size_t)kl), RD_KAFKA_V_VALUE(payload, (size_t)pl), RD_KAFKA_V_END);
-        if (pe == RD_KAFKA_RESP_ERR_NO_ERROR) break;
-        if (pe != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-          pc.failed++;
-          pc.last_err = pe;
-          break;
-        }
-        rd_kafka_poll(rk, 10); /* queue full: let deliveries drain it */
+      if (o->malformed_every && (n + 1) % o->malformed_every == 0) {
+        /* a malformed message first (counted in n), then the event itself */
+        static const char *const bad[] = {"{\"user\":\"", "{\"user\":\"u\"}",
+                                          "{\"user\":\"\",\"item\":\"i\"}",
+                                          "{\"user\":\"u\",\"item\":\"i\",\"ts\":\"yesterday\"}"};
+        const char *b = bad[(n / o->malformed_every) % 4];
+        produce_one(rk, o->topic, key, (size_t)kl, b, strlen(b), &pc);
+        n++;
       }
+      produce_one(rk, o->topic, key, (size_t)kl, payload, (size_t)pl, &pc);
       n++;
       if (n % 1024 == 0) rd_kafka_poll(rk, 0);
     }

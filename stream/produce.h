@@ -21,10 +21,12 @@ typedef struct {
   double rate;                 /* events per second; 0: as fast as the broker takes them */
   uint64_t limit;              /* stop after this many events; 0: all */
   volatile sig_atomic_t *stop; /* set (e.g. by a signal handler) to stop early; may be NULL */
+  uint64_t malformed_every;    /* every Nth message is a malformed one instead (bad JSON, a
+                                  missing item, an empty user, a bad ts, in turn); 0: none */
 } stream_produce_opts;
 
 typedef struct {
-  uint64_t sent;   /* events acknowledged by the broker */
+  uint64_t sent;   /* events acknowledged by the broker (malformed ones included) */
   uint64_t failed; /* events whose delivery failed */
   double seconds;  /* from the first produce to the last acknowledgement */
 } stream_produce_result;

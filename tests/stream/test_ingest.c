@@ -575,6 +575,29 @@ static void test_produce_tool(void **state) {
   }
   free(m);
   assert_int_equal(k, 4);
+  /* --malformed-every 3 (the demo's bad events): after every 2 events one malformed message,
+   * then the event; the 7 events all still arrive, in each user's order */
+  snprintf(args, sizeof args,
+           "produce --brokers %s --topic %s.dlq --data %s --format json --malformed-every 3",
+           v.bootstrap, v.topic, data);
+  r = tu_run(bin, v.tmp, args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "\"sent\":10")); /* 7 events + floor(6 / 2) malformed */
+  tu_run_free(&r);
+  char dlq[80];
+  snprintf(dlq, sizeof dlq, "%s.dlq", v.topic);
+  n = read_topic(v.bootstrap, dlq, &m);
+  assert_int_equal(n, 10);
+  size_t good = 0;
+  stream_limits lim = {65536, 256, 946684800000LL, 86400000LL};
+  for (size_t i = 0; i < n; i++) {
+    stream_event e;
+    good += stream_event_decode(&e, m[i].payload, strlen(m[i].payload), STREAM_FORMAT_JSON, &lim,
+                                -1, fl_wall_ms()) == STREAM_OK;
+    free(m[i].payload);
+  }
+  free(m);
+  assert_int_equal(good, 7);
   env_down(&v);
 }
 
