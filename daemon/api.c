@@ -865,8 +865,8 @@ done:
 /* ---- the commit hook ---- */
 
 #define ONLINE_BATCH_MAX 64
-/* ... and for at most this long: the loop answers no request meanwhile (what is left waits
- * for the next batch) ... */
+/* ... and for at most max(1 ms, api.online_eval_loop_share x 20 ms): the loop answers no
+ * request meanwhile (what is left waits for the next batch) ... */
 #define ONLINE_BATCH_S 0.001
 /* ... and for at most api.online_eval_loop_share of the loop's time: one ranking over a
  * 1M-item catalogue takes about 9 ms, so there the rate falls to a few events per second */
@@ -911,9 +911,8 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   double share = a->d.cfg->api.online_eval_share;
   uint64_t cut = share < 1.0 ? (uint64_t)(share * 0x1p64) : UINT64_MAX;
   size_t step = share < 1.0 ? 1 : n / (budget ? budget : 1) + 1;
-  double t = now;
-  for (size_t i = 0; i < n && a->bucket >= 1 && a->tbucket > 0 && t - now < ONLINE_BATCH_S;
-       i += step) {
+  double t = now, cap = fmax(ONLINE_BATCH_S, 0.02 * share_t);
+  for (size_t i = 0; i < n && a->bucket >= 1 && a->tbucket > 0 && t - now < cap; i += step) {
     /* the history before event i: the stored sequence minus this user's events from i on */
     size_t after = 0;
     for (size_t j = i; j < n; j++) after += ev[j].user == ev[i].user;
