@@ -17,7 +17,10 @@
 #include <strings.h>
 
 #include "common/common.h"
+#include "daemon/status.h"
 #include "stream/event.h"
+
+enum { STATUS_SAMPLES = 120 };
 
 /* Routes, for the request metrics. */
 enum {
@@ -28,13 +31,14 @@ enum {
   R_HEALTHZ,
   R_READYZ,
   R_METRICS,
+  R_STATUS,
   R_ADMIN,
   R_OTHER,
   R_COUNT
 };
-static const char *const route_names[R_COUNT] = {"recommend_get", "recommend_post", "history",
-                                                 "model",         "healthz",        "readyz",
-                                                 "metrics",       "admin",          "other"};
+static const char *const route_names[R_COUNT] = {
+    "recommend_get", "recommend_post", "history", "model", "healthz",
+    "readyz",        "metrics",        "status",  "admin", "other"};
 
 /* Latency buckets (seconds) of the request histograms. */
 static const double lat_le[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
@@ -57,6 +61,11 @@ struct api {
   pthread_mutex_t wmu;
   serve_ws **wspare;
   size_t nspare, capspare;
+  /* the status page's ingest chart: events stored (counted by the commit hook), sampled at
+   * most once a second, the last STATUS_SAMPLES samples */
+  uint64_t stored;
+  status_sample samples[STATUS_SAMPLES];
+  size_t nsamples;
   double t0;    /* when the request being handled arrived */
   int deferred; /* its answer was deferred: recorded when sent */
   route_stats rs[R_COUNT];
@@ -723,6 +732,43 @@ static void get_metrics(api *a, http_resp *rs) {
                     hs[i].bad_requests);
 }
 
+/* Appends (t, a->stored) to the status page's samples (dropping the oldest when full). */
+static void sample_stored(api *a, double t) {
+  if (a->nsamples == STATUS_SAMPLES) {
+    memmove(a->samples, a->samples + 1, (STATUS_SAMPLES - 1) * sizeof *a->samples);
+    a->nsamples--;
+  }
+  a->samples[a->nsamples++] = (status_sample){t, a->stored};
+}
+
+static void get_status(api *a, http_resp *rs) {
+  serve_model *s = serve_slot_get(a->d.slot);
+  trainer_stats ts;
+  stream_stats st;
+  if (a->d.tr) trainer_get_stats(a->d.tr, &ts);
+  if (a->d.consumer) stream_consumer_stats(a->d.consumer, &st);
+  status_sample smp[STATUS_SAMPLES + 1];
+  memcpy(smp, a->samples, a->nsamples * sizeof *smp);
+  smp[a->nsamples] = (status_sample){fl_now(), a->stored}; /* the rate up to now */
+  status_input in = {
+      .version = s ? s->version : 0,
+      .has_model = s && s->has_net,
+      .age_s = s && s->trained_at_ms ? (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0 : -1,
+      .holdout_ndcg10 = s ? s->holdout.ndcg10 : 0,
+      .items = s && s->has_net ? s->m.NI : 0,
+      .tr = a->d.tr ? &ts : NULL,
+      .st = a->d.consumer ? &st : NULL,
+      .samples = smp,
+      .nsamples = a->nsamples + 1,
+      .online_ndcg10 = a->online.events ? a->online.ndcg10 / (double)a->online.events : -1,
+      .online_base_ndcg10 =
+          a->online.base_events ? a->online.base_ndcg10 / (double)a->online.base_events : -1};
+  serve_model_unref(s);
+  rs->status = 200;
+  rs->content_type = "text/html; charset=utf-8";
+  status_page(&rs->body, &in);
+}
+
 /* ---- dispatch ---- */
 
 static void record(api *a, int route, int status, double sec) {
@@ -792,6 +838,12 @@ void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
   } else if (!strcmp(p, "/metrics")) {
     route = R_METRICS;
     get_metrics(a, rs);
+  } else if (!strcmp(p, "/")) {
+    route = R_STATUS;
+    if (get)
+      get_status(a, rs);
+    else
+      reply_error(rs, 405, "use GET");
   } else {
     reply_error(rs, 404, "no such route");
   }
@@ -882,6 +934,9 @@ static void online_add(uint64_t *events, double *hr10, double *ndcg10, size_t ra
 
 void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   api *a = ctx;
+  a->stored += n;
+  double tnow = fl_now();
+  if (!a->nsamples || tnow - a->samples[a->nsamples - 1].t >= 1.0) sample_stored(a, tnow);
   /* touched users: one note per user run in the batch (a batch is mostly runs per partition) */
   for (size_t i = 0; i < n && a->d.tr; i++) {
     size_t j = i;

@@ -9,6 +9,7 @@
  * - GET /healthz: the loop answers
  * - GET /readyz: a model serves and partitions are assigned
  * - GET /metrics: Prometheus text format 0.0.4
+ * - GET /: the status page, HTML for people (daemon/status.h)
  *
  * Admin routes (the admin listener only; "Authorization: Bearer <token>", else 401):
  * - POST /v1/admin/rollback | train-now | reanchor | pause-training | resume-training

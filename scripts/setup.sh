@@ -21,6 +21,8 @@ PACKAGES=(
   libcjson-dev libinih-dev         # events and API JSON, config files
   libhttp-parser-dev               # HTTP/1.1 parsing
   kcat wrk                         # operations and load tests
+  chromium                         # the status page's test, in a real headless browser
+  systemd                          # systemd-analyze verify of the unit
 )
 BENCH_PACKAGES=(python3-torch python3-numpy hyperfine)
 

@@ -145,6 +145,32 @@ static void admin(const serving *s, const char *what, int want) {
   }
 }
 
+/* The status page (GET /) as Debian's chromium renders it, headless: the serving version,
+ * the rounds, the ingest figures and the charts are in the DOM. */
+static void check_status_page(const serving *s) {
+  int st;
+  cJSON *j = call(s->port, "GET", "/v1/model", NULL, NULL, &st);
+  int version = (int)num(j, "version");
+  cJSON_Delete(j);
+  char args[1024], want[96];
+  snprintf(args, sizeof args,
+           "--headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=%s/chromium "
+           "--virtual-time-budget=2000 --dump-dom http://127.0.0.1:%d/",
+           s->v.tmp, s->port);
+  tu_run_result r = tu_run("chromium", s->v.tmp, args);
+  if (r.status != 0 || !strstr(r.out, "</html>"))
+    fail_msg("chromium (scripts/setup.sh installs it) exited %d: %.2000s", r.status, r.err);
+  snprintf(want, sizeof want, "id=\"model-version\">%d", version);
+  static const char *const must[] = {
+      "id=\"rounds\">",     "id=\"promotions\">",      "id=\"ingest-stored\">",
+      "id=\"ingest-lag\">", "id=\"ingest-rejected\">", "id=\"chart-holdout\"",
+      "<polyline",          "class=\"promoted\"",      "</svg>"};
+  if (!strstr(r.out, want)) fail_msg("the status page lacks %s:\n%.4000s", want, r.out);
+  for (size_t i = 0; i < sizeof must / sizeof *must; i++)
+    if (!strstr(r.out, must[i])) fail_msg("the status page lacks %s:\n%.4000s", must[i], r.out);
+  tu_run_free(&r);
+}
+
 static void test_serving_end_to_end(void **state) {
   (void)state;
   serving s;
@@ -247,6 +273,7 @@ static void test_serving_end_to_end(void **state) {
   assert_true(strtod(bev + 37, NULL) >= 1 && strtod(bev + 37, NULL) <= strtod(oev + 28, NULL));
   assert_non_null(strstr(m.body, "\nflamed_online_baseline_ndcg10 "));
   tu_http_resp_free(&m, 1);
+  check_status_page(&s);
 
   /* a restart serves the newest promoted version at once, before any round */
   j = call(s.port, "GET", "/v1/model", NULL, NULL, &st);
