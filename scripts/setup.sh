@@ -23,6 +23,7 @@ PACKAGES=(
   kcat wrk                         # operations and load tests
   chromium                         # the status page's test, in a real headless browser
   systemd                          # systemd-analyze verify of the unit
+  python3                          # docs/SETTINGS.md from the config table
 )
 BENCH_PACKAGES=(python3-torch python3-numpy hyperfine)
 

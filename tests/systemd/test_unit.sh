@@ -4,7 +4,8 @@
 # an operator must write: the brokers) and names every setting
 # of `flamed --dump-config`; `systemd-analyze verify` finds nothing wrong with the unit (when
 # systemd-analyze is installed; it is checked with ExecStart pointing at the built binary,
-# since verify wants the binary to exist).
+# since verify wants the binary to exist); docs/SETTINGS.md is what scripts/settings-doc.py
+# makes of the daemon's --dump-config.
 set -eu
 build=$1
 flamed=$2
@@ -22,6 +23,12 @@ n_ini=$(grep -cE '^[a-z0-9_.]+ = ' "$ini")
 n_dump=$("$flamed" --dump-config | grep -cE '^[a-z0-9_.]+ = ')
 [ "$n_ini" -eq "$n_dump" ] && [ "$n_ini" -gt 50 ] || fail "the example config has $n_ini settings, the daemon $n_dump"
 grep -q '^# ' "$ini" || fail "the example config has no help text"
+# the settings reference in docs/ is the daemon's own dump, rendered
+here=$(cd "$(dirname "$0")/../.." && pwd)
+"$flamed" --dump-config | python3 "$here/scripts/settings-doc.py" > "$tmp/SETTINGS.md"
+diff -u "$here/docs/SETTINGS.md" "$tmp/SETTINGS.md" > "$tmp/settings.diff" ||
+  fail "docs/SETTINGS.md is stale: build/flamed --dump-config | scripts/settings-doc.py > docs/SETTINGS.md
+$(head -n 40 "$tmp/settings.diff")"
 unit="$tmp/usr/lib/systemd/system/flamed.service"
 grep -q '^Type=notify$' "$unit" || fail "the unit is not Type=notify"
 if command -v systemd-analyze > /dev/null; then
