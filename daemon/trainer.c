@@ -800,10 +800,13 @@ static void reanchor(trainer *t) {
   serve_model_unref(cur);
 }
 
-static void log_round(uint64_t n, const trainer_round *r) {
+static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   const char *what = trainer_outcome_name(r->outcome);
   if (r->outcome == TRAINER_BOOTSTRAPPED) {
     fl_info("round %" PRIu64 ": bootstrapped; serving version %" PRIu64, n, r->version);
+  } else if (r->outcome == TRAINER_FAILED && stopping) {
+    fl_info("round %" PRIu64 ": stopped after %.1f s by the shutdown (the serving version stays)",
+            n, r->sec);
   } else if (r->outcome == TRAINER_FAILED) {
     fl_warn("round %" PRIu64 ": failed after %.1f s (see above)", n, r->sec);
   } else {
@@ -879,7 +882,7 @@ static void *run(void *arg) {
       t->st.history[t->st.nhistory++] = rr;
       uint64_t n = t->st.rounds, every = t->rc.reanchor_rounds;
       pthread_mutex_unlock(&t->mu);
-      log_round(n, &rr);
+      log_round(n, &rr, atomic_load(&t->cancel));
       if (o == TRAINER_PROMOTED && every && ++t->since_anchor >= every) {
         fl_info("re-anchor: scheduled after %" PRIu64 " promotions (train.reanchor_rounds)", every);
         reanchor(t);
