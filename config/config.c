@@ -548,7 +548,8 @@ static const config_setting cfg_table[] = {
   CFG_BOOL("api", "online_eval_baseline", api.online_eval_baseline, "true", false,
            "Also rank those events with the anchor's weights (what would serve without "
            "fine-tuning), for the flamed_online_baseline_* metrics: whether training pays. "
-           "Costs a copy of the anchor in memory and a second ranking per event."),
+           "Both then cover the same events, from the first anchor on. Costs a copy of the "
+           "anchor in memory and a second ranking per event."),
   CFG_INT("api", "workers", api.workers, "2", 0, 128, false,
           "Threads that score recommendations for large catalogues (libuv's pool), so that a "
           "long scan never holds the loop; 0: always score on the loop."),

@@ -978,6 +978,9 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
     if (!s) {
       if (!(s = serve_slot_get(a->d.slot))) return;
       base = serve_slot_get_base(a->d.slot);
+      /* with the baseline on, both sums cover the same events: none before an anchor exists
+       * (popularity serves then, and there is nothing to compare with) */
+      if (!base && a->d.cfg->api.online_eval_baseline && a->d.tr) break;
     }
     a->bucket -= 1;
     online_add(&a->online.events, &a->online.hr10, &a->online.ndcg10,
