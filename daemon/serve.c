@@ -153,7 +153,7 @@ struct serve_ws {
   size_t seen_cap;
   int16_t *qh; /* the quantized query (C), widened: int16 x int16 products vectorize best */
   size_t qh_cap;
-  float *lo; /* min-heap of the k largest lower bounds */
+  serve_hit *lo; /* min-heap of the k largest lower bounds (score = lo) */
   size_t lo_cap;
   serve_hit *cand; /* rows whose upper bound reached the threshold (score = hi until rescored) */
   size_t cand_cap;
@@ -252,34 +252,6 @@ static void heap_sort(serve_hit *out, size_t n) {
   }
 }
 
-/* Min-heap of floats (the k largest lower bounds). */
-static void lo_offer(float *h, size_t *n, size_t k, float v) {
-  size_t i;
-  if (*n < k) {
-    i = (*n)++;
-    h[i] = v;
-    while (i > 0 && h[i] < h[(i - 1) / 2]) {
-      float t = h[i];
-      h[i] = h[(i - 1) / 2];
-      h[(i - 1) / 2] = t;
-      i = (i - 1) / 2;
-    }
-    return;
-  }
-  if (!(v > h[0])) return;
-  h[0] = v;
-  for (i = 0;;) {
-    size_t l = 2 * i + 1, r = l + 1, m = i;
-    if (l < *n && h[l] < h[m]) m = l;
-    if (r < *n && h[r] < h[m]) m = r;
-    if (m == i) return;
-    float t = h[i];
-    h[i] = h[m];
-    h[m] = t;
-    i = m;
-  }
-}
-
 /* The query's quantization: qh = round(h / b), and the terms of the per-row bound
  * beta_i = g * l1_i + c * a_i (see the top of this file). */
 typedef struct {
@@ -348,7 +320,7 @@ static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size
   size_t C = m->hp.C, NI = m->NI;
   qquery q;
   if (quantize_query(h, C, w->qh, &q) != 0) return 0;
-  fit(&w->lo, &w->lo_cap, k, sizeof(float));
+  fit(&w->lo, &w->lo_cap, k, sizeof(serve_hit));
   size_t nlo = 0, nc = 0, limit = 4 * k + 256;
   fit(&w->cand, &w->cand_cap, limit, sizeof(serve_hit));
   float t = -INFINITY; /* the k-th largest lower bound so far */
@@ -360,8 +332,8 @@ static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size
       if (!(hi[i] >= t)) continue; /* also skips NaN rows */
       uint32_t item = (uint32_t)(i0 + i + 1);
       if (nseen && is_seen(seen, nseen, item)) continue;
-      lo_offer(w->lo, &nlo, k, lo[i]);
-      if (nlo == k) t = w->lo[0];
+      heap_offer(w->lo, &nlo, k, (serve_hit){item, lo[i]});
+      if (nlo == k) t = w->lo[0].score;
       if (nc == limit) { /* drop the candidates the risen threshold rules out, or grow */
         nc = cand_prune(w->cand, nc, t);
         if (nc > limit / 2) {

@@ -289,7 +289,7 @@ uint64_t net_key(const model_sasrec *m, uint64_t salt) {
 
 void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores) {
   size_t C = m->hp.C;
-  if (B == 1) { /* serving: a GEMV streams the table once; a GEMM would pack all of it first */
+  if (B == 1) { /* one row: a GEMV streams the table once; a GEMM would pack all of it first */
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m->NI, (int)C, 1.0f, W(m, MODEL_T_ITEM) + C,
                 (int)C, h, 1, 0.0f, scores, 1);
     return;
