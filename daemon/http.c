@@ -155,6 +155,25 @@ static void arm_timer(conn *c) {
 static void parse_input(conn *c);
 static void read_start(conn *c);
 
+/* Stops parsing and reading: too many answers unsent, or one deferred. */
+static void pause_input(conn *c) {
+  c->paused = 1;
+  http_parser_pause(&c->p, 1);
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+}
+
+/* Goes on with the requests pipelined behind, once nothing holds them back any more. */
+static void resume_input(conn *c) {
+  if (!c->paused || c->deferred || c->closing || c->close_after ||
+      c->writes >= c->s->o.max_pipeline)
+    return;
+  c->paused = 0;
+  http_parser_pause(&c->p, 0);
+  parse_input(c);
+  if (!c->paused && !c->closing && !c->close_after) read_start(c);
+}
+
 static void on_written(uv_write_t *w, int status) {
   wreq *r = (wreq *)w;
   conn *c = r->c;
@@ -170,12 +189,7 @@ static void on_written(uv_write_t *w, int status) {
     return;
   }
   arm_timer(c);
-  if (c->paused && !c->deferred && c->writes < c->s->o.max_pipeline) {
-    c->paused = 0;
-    http_parser_pause(&c->p, 0);
-    parse_input(c);
-    if (!c->paused && !c->closing && !c->close_after) read_start(c);
-  }
+  resume_input(c);
 }
 
 /* Queues one response. close: the connection closes once it is sent. */
@@ -306,12 +320,7 @@ static void respond(conn *c, http_resp *rs) {
     return;
   }
   arm_timer(c);
-  if (c->writes >= s->o.max_pipeline) {
-    c->paused = 1;
-    http_parser_pause(&c->p, 1);
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-  }
+  if (c->writes >= s->o.max_pipeline) pause_input(c);
 }
 
 http_deferred *http_defer(const http_req *rq) {
@@ -330,11 +339,7 @@ void http_finish(http_deferred *c, http_resp *rs) {
   }
   c->handles--; /* the handles still hold it */
   respond(c, rs);
-  if (c->closing || c->close_after || c->writes >= c->s->o.max_pipeline) return;
-  c->paused = 0; /* go on with requests pipelined behind this one */
-  http_parser_pause(&c->p, 0);
-  parse_input(c);
-  if (!c->paused && !c->closing && !c->close_after) read_start(c);
+  resume_input(c);
 }
 
 static int on_complete(http_parser *p) {
@@ -357,10 +362,7 @@ static int on_complete(http_parser *p) {
   s->h(s->ctx, &rq, &rs);
   if (c->deferred) { /* parsing stops here until http_finish */
     fl_buf_free(&rs.body);
-    c->paused = 1;
-    http_parser_pause(p, 1);
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
+    pause_input(c);
     uv_timer_stop(&c->timer);
     return 0;
   }
