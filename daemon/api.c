@@ -506,6 +506,11 @@ static cJSON *round_json(const trainer_round *r) {
   return o;
 }
 
+/* Seconds since s's round finished (s->trained_at_ms must be known). */
+static double model_age_s(const serve_model *s) {
+  return (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0;
+}
+
 static void get_model(api *a, http_resp *rs) {
   serve_model *s = serve_slot_get(a->d.slot);
   cJSON *j = cJSON_CreateObject();
@@ -514,8 +519,7 @@ static void get_model(api *a, http_resp *rs) {
   if (s && s->has_net) {
     cJSON_AddNumberToObject(j, "items", (double)s->m.NI);
     cJSON_AddNumberToObject(j, "trained_at_ms", (double)s->trained_at_ms);
-    if (s->trained_at_ms)
-      cJSON_AddNumberToObject(j, "age_s", (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0);
+    if (s->trained_at_ms) cJSON_AddNumberToObject(j, "age_s", model_age_s(s));
     cJSON *h = cJSON_AddObjectToObject(j, "holdout");
     cJSON_AddNumberToObject(h, "users", (double)s->holdout.users);
     cJSON_AddNumberToObject(h, "HR@10", s->holdout.hr10);
@@ -670,7 +674,7 @@ static void get_metrics(api *a, http_resp *rs) {
         st.outcomes[TRAINER_REJECTED_NONFINITE], st.anchor_version);
   }
   serve_model *s = serve_slot_get(a->d.slot);
-  double age = s && s->trained_at_ms ? (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0 : 0;
+  double age = s && s->trained_at_ms ? model_age_s(s) : 0;
   fl_buf_printf(b,
                 "# HELP flamed_model_version Version of the serving model (0: popularity only).\n"
                 "# TYPE flamed_model_version gauge\nflamed_model_version %" PRIu64 "\n"
@@ -753,7 +757,7 @@ static void get_status(api *a, http_resp *rs) {
   status_input in = {
       .version = s ? s->version : 0,
       .has_model = s && s->has_net,
-      .age_s = s && s->trained_at_ms ? (double)(fl_wall_ms() - s->trained_at_ms) / 1000.0 : -1,
+      .age_s = s && s->trained_at_ms ? model_age_s(s) : -1,
       .holdout_ndcg10 = s ? s->holdout.ndcg10 : 0,
       .items = s && s->has_net ? s->m.NI : 0,
       .tr = a->d.tr ? &ts : NULL,
@@ -916,12 +920,14 @@ done:
 
 /* ---- the commit hook ---- */
 
+/* The online evaluation runs on the loop, between requests, so it is bounded three ways: at
+ * most ONLINE_BATCH_MAX events a batch (each is a forward pass, and finding the history before
+ * an event scans the batch); for at most max(ONLINE_BATCH_S, 20 ms x
+ * api.online_eval_loop_share) a batch (what is left waits for the next one); and for at most
+ * api.online_eval_loop_share of the loop's time (one ranking over a 1M-item catalogue takes
+ * about 9 ms, so there the rate falls to a few events per second). */
 #define ONLINE_BATCH_MAX 64
-/* ... and for at most max(1 ms, api.online_eval_loop_share x 20 ms): the loop answers no
- * request meanwhile (what is left waits for the next batch) ... */
 #define ONLINE_BATCH_S 0.001
-/* ... and for at most api.online_eval_loop_share of the loop's time: one ranking over a
- * 1M-item catalogue takes about 9 ms, so there the rate falls to a few events per second */
 
 /* One ranked event into the online sums (rank: 0-based, SIZE_MAX = not rankable). */
 static void online_add(uint64_t *events, double *hr10, double *ndcg10, size_t rank) {
@@ -957,8 +963,6 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   a->tbucket_t = now;
   if (a->tbucket > share_t) a->tbucket = share_t;
   serve_model *s = NULL, *base = NULL;
-  /* at most ONLINE_BATCH_MAX ranked per batch: each is a forward pass on the loop, and finding
-   * the history before an event scans the batch */
   size_t budget = a->bucket >= ONLINE_BATCH_MAX ? ONLINE_BATCH_MAX : (size_t)a->bucket;
   /* All users: a budget's worth spread over the batch. A share of the users, picked by a hash
    * of their ids: every event of theirs (within the budget), so that two daemons reading one

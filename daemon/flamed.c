@@ -153,6 +153,22 @@ static void status_line(flamed *d, char *buf, size_t n) {
   serve_model_unref(s);
 }
 
+/* READY=1 with the STATUS line: at start, and after a reload. */
+static void notify_ready(flamed *d) {
+  char line[256];
+  status_line(d, line, sizeof line);
+  sd_notifyf(0, "READY=1\nSTATUS=%s", line);
+}
+
+/* The periodic stats line, every log.stats_interval_s (0: none). */
+static void start_stats_timer(flamed *d) {
+  uv_timer_stop(&d->stats);
+  if (d->cfg.log.stats_interval_s > 0) {
+    uint64_t ms = (uint64_t)d->cfg.log.stats_interval_s * 1000;
+    uv_timer_start(&d->stats, on_stats, ms, ms);
+  }
+}
+
 static void on_status(uv_timer_t *t) {
   flamed *d = t->data;
   char line[256];
@@ -183,18 +199,12 @@ static void reload(flamed *d) {
     d->cfg.model.keep = next.model.keep;
     d->cfg.model.popular = next.model.popular;
     if (d->tr) trainer_reconfigure(d->tr, &d->cfg);
-    uv_timer_stop(&d->stats);
-    if (d->cfg.log.stats_interval_s > 0) {
-      uint64_t ms = (uint64_t)d->cfg.log.stats_interval_s * 1000;
-      uv_timer_start(&d->stats, on_stats, ms, ms);
-    }
+    start_stats_timer(d);
     fl_info("SIGHUP: settings reloaded");
     fl_debug("SIGHUP: debug lines are on (log.level)");
   }
   config_free(&next);
-  char line[256];
-  status_line(d, line, sizeof line);
-  sd_notifyf(0, "READY=1\nSTATUS=%s", line);
+  notify_ready(d);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -345,10 +355,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sighup, on_signal, SIGHUP);
   d.last_t = fl_now();
-  if (d.cfg.log.stats_interval_s > 0) {
-    uint64_t ms = (uint64_t)d.cfg.log.stats_interval_s * 1000;
-    uv_timer_start(&d.stats, on_stats, ms, ms);
-  }
+  start_stats_timer(&d);
   fl_info("flamed %s: state %s (%" PRIu32 " users, %" PRIu32 " items)", FLAMED_VERSION,
           d.cfg.state.dir, state_user_count(d.db), state_item_count(d.db));
   if (stream_consumer_start(d.consumer, err, sizeof err) != 0) {
@@ -362,9 +369,7 @@ int main(int argc, char **argv) {
     uint64_t wd_us = 0, every_ms = 2000;
     if (sd_watchdog_enabled(0, &wd_us) > 0 && wd_us / 2000 < every_ms)
       every_ms = wd_us / 2000 > 0 ? wd_us / 2000 : 1;
-    char line[256];
-    status_line(&d, line, sizeof line);
-    sd_notifyf(0, "READY=1\nSTATUS=%s", line);
+    notify_ready(&d);
     uv_timer_start(&d.status, on_status, every_ms, every_ms);
   }
   uv_run(&d.loop, UV_RUN_DEFAULT);

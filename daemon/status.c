@@ -137,12 +137,13 @@ void status_page(fl_buf *b, const status_input *in) {
   const stream_stats *st = in->st;
   if (st) {
     fl_buf_puts(b, "<h2>Ingest</h2><table>\n");
-    double rate = 0;
-    if (in->nsamples >= 2) {
-      const status_sample *p = &in->samples[in->nsamples - 2], *q = p + 1;
-      if (q->t > p->t) rate = (double)(q->stored - p->stored) / (q->t - p->t);
+    double rates[128];
+    size_t nr = 0;
+    for (size_t i = 1; i < in->nsamples && nr < 128; i++) {
+      const status_sample *p = &in->samples[i - 1], *q = &in->samples[i];
+      rates[nr++] = q->t > p->t ? (double)(q->stored - p->stored) / (q->t - p->t) : NAN;
     }
-    snprintf(v, sizeof v, "%.0f events/s", rate);
+    snprintf(v, sizeof v, "%.0f events/s", nr && isfinite(rates[nr - 1]) ? rates[nr - 1] : 0.0);
     row(b, "ingest-rate", "rate", v);
     snprintf(v, sizeof v, "%" PRIu64, st->stored);
     row(b, "ingest-stored", "stored", v);
@@ -163,12 +164,6 @@ void status_page(fl_buf *b, const status_input *in) {
     fl_buf_free(&why);
     row(b, "ingest-rejected", "rejected", v);
     fl_buf_puts(b, "</table>\n");
-    double rates[128];
-    size_t nr = 0;
-    for (size_t i = 1; i < in->nsamples && nr < 128; i++) {
-      const status_sample *p = &in->samples[i - 1], *q = &in->samples[i];
-      rates[nr++] = q->t > p->t ? (double)(q->stored - p->stored) / (q->t - p->t) : NAN;
-    }
     chart(b, "chart-ingest", "ingest rate (events/s)", rates, nr, "#bf8700", "%.0f");
   }
   fl_buf_puts(b, "<p><small>JSON: <a href=\"/v1/model\">/v1/model</a>, Prometheus: <a "

@@ -240,7 +240,8 @@ static const model_sasrec *anchor_for(trainer *t, const model_sasrec *lrn, model
   return ext;
 }
 
-static void copy_params(model_sasrec *dst, const model_sasrec *src);
+static serve_model *snapshot_of(trainer *t, const model_sasrec *src, uint64_t version,
+                                const uint32_t *pop, size_t npop);
 
 static void set_anchor(trainer *t, model_sasrec *m, const uint8_t *known) {
   if (t->has_anchor) model_free(&t->anchor);
@@ -254,13 +255,8 @@ static void set_anchor(trainer *t, model_sasrec *m, const uint8_t *known) {
     memset(t->known, 1, t->anchor.NI + 1);
   t->known[0] = 0;
   t->has_anchor = 1;
-  if (t->baseline) { /* the online baseline follows the anchor */
-    model_sasrec b;
-    copy_params(&b, &t->anchor);
-    serve_model *s = serve_model_new(0, &b, NULL, 0);
-    s->anchor_version = t->st.anchor_version;
-    serve_slot_set_base(t->slot, s);
-  }
+  if (t->baseline) /* the online baseline follows the anchor (version 0: never served) */
+    serve_slot_set_base(t->slot, snapshot_of(t, &t->anchor, 0, NULL, 0));
 }
 
 static int save_anchor(trainer *t, uint64_t version) {
