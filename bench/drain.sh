@@ -18,10 +18,8 @@ bench_wait_http $api
 "$flame" produce --brokers 127.0.0.1:$port --topic clicks --data $work/d.txt --rate 5000 > /dev/null 2>&1 &
 pids+=($!)
 for i in $(seq 120); do curl -sf 127.0.0.1:$api/v1/model | grep -q '"has_model":true' && break; sleep 0.5; done
-cat > $work/u.lua <<'LUA'
-request = function() return wrk.format("GET", "/v1/recommend?user=user-" .. math.random(1, 20000) .. "&k=10") end
-LUA
-wrk -t1 -c4 -d20s -s $work/u.lua http://127.0.0.1:$api/ > $work/wrk.txt 2>&1 &
+bench_users_lua
+USERS=20000 wrk -t1 -c4 -d20s -s "$work/users.lua" "http://127.0.0.1:$api/" > "$work/wrk.txt" 2>&1 &
 wpid=$!
 sleep 8
 t0=$(date +%s.%N)

@@ -6,6 +6,8 @@
 #                      clicks.dlq), sets $port
 #   bench_flamed LOG ARGS...  starts flamed on that broker and topic with ARGS
 #   bench_wait_http PORT      waits (60 s at most) until PORT answers /healthz
+#   bench_users_lua           writes $work/users.lua: wrk asks /v1/recommend for user-1 to
+#                             user-$USERS (an environment variable of wrk's run) at random
 flame="$build/flame"
 flamed="$build/flamed"
 pids=()
@@ -37,4 +39,13 @@ bench_wait_http() {
   for _ in $(seq 600); do curl -sf "127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
   echo "bench: nothing answers on port $1" >&2
   return 1
+}
+
+bench_users_lua() {
+  cat > "$work/users.lua" <<'LUA'
+local users = tonumber(os.getenv("USERS") or "1000")
+request = function()
+  return wrk.format("GET", "/v1/recommend?user=user-" .. math.random(1, users) .. "&k=10")
+end
+LUA
 }

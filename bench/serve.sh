@@ -50,12 +50,7 @@ command -v wrk >/dev/null || { echo "bench/serve.sh: wrk missing (scripts/setup.
 . "$here/lib.sh"
 bench_start bench/serve.sh
 mkdir -p "$here/results"
-cat > "$work/users.lua" <<'LUA'
-local users = tonumber(os.getenv("USERS") or "1000")
-request = function()
-  return wrk.format("GET", "/v1/recommend?user=user-" .. math.random(1, users) .. "&k=10")
-end
-LUA
+bench_users_lua
 echo "tok" > "$work/token"
 
 metric() { curl -sf "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
