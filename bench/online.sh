@@ -58,8 +58,7 @@ start() { # name, api port, train.enabled, more settings
   bench_flamed "$work/$name.log" --stream.group="online-$name" --state.dir="$work/$name" \
     --model.anchor="$work/anchor.ckpt" --model.anchor_item_ids='item-{}' --api.port="$api" \
     --train.enabled="$on" --train.interval_s="$interval" --train.min_new_events=1000000000 \
-    --api.online_eval_per_s=100000 --api.online_eval_share=0.25 \
-    --api.online_eval_loop_share=0.5 "$@"
+    --api.online_eval_per_s=100000 --api.online_eval_share=0.25 "$@"
 }
 pa=$((port + 1)); pb=$((port + 2))
 start tuned "$pa" true "${tuned_args[@]}"

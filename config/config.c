@@ -471,6 +471,13 @@ static const config_setting cfg_table[] = {
   CFG_BOOL("train", "new_targets_only", train.new_targets_only, "true", true,
            "Users with new events contribute only the prefixes that end at one of them "
            "(otherwise their newest model.maxlen prefixes); replayed users are unchanged."),
+  CFG_INT("train", "sampled_items", train.sampled_items, "100000", 0, CFG_2_POW_53, true,
+          "Catalogues with more items than this train with a sampled softmax (train.negatives "
+          "candidates per step, and only the item rows a step touches are updated) instead of "
+          "the full softmax, whose cost and memory traffic grow with the catalogue; 0: always."),
+  CFG_INT("train", "negatives", train.negatives, "8192", 16, 1000000, true,
+          "Items drawn uniformly per step as the sampled softmax's candidates (shared by the "
+          "batch)."),
   CFG_BOOL("train", "keep_adam", train.keep_adam, "false", true,
            "A round that starts from the version the previous round promoted goes on with "
            "that round's Adam moments instead of fresh ones (fresh moments make the first "
@@ -495,9 +502,10 @@ static const config_setting cfg_table[] = {
   CFG_INT("train", "threads", train.threads, "1", 1, 256, false,
           "OpenBLAS threads of the trainer."),
   CFG_INT("train", "nice", train.nice, "10", 0, 19, false,
-          "Niceness of the trainer thread (Linux schedules threads one by one): above 0, "
-          "serving and ingest win a contended core and training runs in what is left. With "
-          "train.threads above 1, OpenBLAS's own threads keep the process's niceness."),
+          "Niceness of the trainer thread and of the online evaluation's (Linux schedules "
+          "threads one by one): above 0, serving and ingest win a contended core and training "
+          "runs in what is left. With train.threads above 1, OpenBLAS's own threads keep the "
+          "process's niceness."),
   CFG_DOUBLE("train", "duty", train.duty, "0.8", 0.05, 1, true,
              "Share of one core the trainer may use during a round; it sleeps the rest, which "
              "keeps serving and ingest responsive."),
@@ -537,14 +545,13 @@ static const config_setting cfg_table[] = {
           "Largest number of recommendations a request may ask for."),
   CFG_INT("api", "online_eval_per_s", api.online_eval_per_s, "200", 0, 100000, false,
           "Incoming events per second ranked by the serving model before they are applied, for "
-          "the online (prequential) HR@10 and NDCG@10 metrics; 0: none."),
+          "the online (prequential) HR@10 and NDCG@10 metrics; 0: none. They are ranked on a "
+          "thread of their own at train.nice, behind serving (at most 256 wait; more are "
+          "skipped)."),
   CFG_DOUBLE("api", "online_eval_share", api.online_eval_share, "1", 0.0001, 1, false,
              "Share of the users whose events are ranked for the online metrics, picked by a "
              "hash of their ids (the same users on every daemon); 1: any user, spread over "
              "each batch. api.online_eval_per_s still caps the rate."),
-  CFG_DOUBLE("api", "online_eval_loop_share", api.online_eval_loop_share, "0.05", 0.001, 1, false,
-             "Most of the loop's time the online evaluation may take (it runs between "
-             "requests, so it adds to their latency); the rate drops to fit."),
   CFG_BOOL("api", "online_eval_baseline", api.online_eval_baseline, "true", false,
            "Also rank those events with the anchor's weights (what would serve without "
            "fine-tuning), for the flamed_online_baseline_* metrics: whether training pays. "

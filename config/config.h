@@ -140,30 +140,31 @@ typedef struct {
     double duty;                  /* share of one core the trainer may use while training */
     bool keep_adam;               /* rounds continue the previous round's Adam moments */
     bool new_targets_only;        /* touched users train on their new events only */
+    int64_t sampled_items;        /* catalogues above this train with sampled softmax */
+    int64_t negatives;            /* sampled candidates per step */
     int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */
     int64_t bootstrap_min_events; /* events needed before an anchor is pretrained */
     int64_t bootstrap_epochs;     /* epochs of that pretraining */
     int64_t seed;                 /* initialisation, sampling and dropout */
   } train;
   struct {
-    char *listen;                  /* API address */
-    int64_t port;                  /* API port (0: ephemeral, logged) */
-    char *admin_listen;            /* admin address */
-    int64_t admin_port;            /* admin port (0: ephemeral, logged) */
-    char *admin_token_file;        /* file holding the admin bearer token; "" = admin disabled */
-    int64_t max_conns;             /* open connections per listener */
-    int64_t max_head_bytes;        /* request line + headers */
-    int64_t max_body_bytes;        /* request body */
-    int64_t max_pipeline;          /* queued responses per connection before reading pauses */
-    int64_t idle_timeout_ms;       /* idle keep-alive connections are closed after this */
-    int64_t request_timeout_ms;    /* a request must arrive in full within this */
-    int64_t max_k;                 /* largest k a client may ask for */
-    int64_t online_eval_per_s;     /* incoming events ranked per second for the online metrics */
-    double online_eval_share;      /* share of users (by id hash) ranked online; 1: all */
-    bool online_eval_baseline;     /* rank them with the anchor's weights too */
-    double online_eval_loop_share; /* most of the loop's time the online evaluation takes */
-    int64_t workers;               /* threads scoring large catalogues (0: on the loop) */
-    int64_t offload_items;         /* catalogues this large are scored on those threads */
+    char *listen;               /* API address */
+    int64_t port;               /* API port (0: ephemeral, logged) */
+    char *admin_listen;         /* admin address */
+    int64_t admin_port;         /* admin port (0: ephemeral, logged) */
+    char *admin_token_file;     /* file holding the admin bearer token; "" = admin disabled */
+    int64_t max_conns;          /* open connections per listener */
+    int64_t max_head_bytes;     /* request line + headers */
+    int64_t max_body_bytes;     /* request body */
+    int64_t max_pipeline;       /* queued responses per connection before reading pauses */
+    int64_t idle_timeout_ms;    /* idle keep-alive connections are closed after this */
+    int64_t request_timeout_ms; /* a request must arrive in full within this */
+    int64_t max_k;              /* largest k a client may ask for */
+    int64_t online_eval_per_s;  /* incoming events ranked per second for the online metrics */
+    double online_eval_share;   /* share of users (by id hash) ranked online; 1: all */
+    bool online_eval_baseline;  /* rank them with the anchor's weights too */
+    int64_t workers;            /* threads scoring large catalogues (0: on the loop) */
+    int64_t offload_items;      /* catalogues this large are scored on those threads */
   } api;
   struct {
     int level;                /* FL_LOG_DEBUG..FL_LOG_ERROR (common/common.h) */

@@ -69,10 +69,10 @@ struct api {
   double t0;    /* when the request being handled arrived */
   int deferred; /* its answer was deferred: recorded when sent */
   route_stats rs[R_COUNT];
-  api_online online;
-  double bucket, bucket_t;   /* the online evaluation's token bucket (events) */
-  double tbucket, tbucket_t; /* and its time budget on the loop (seconds) */
-  uint32_t *hist;            /* scratch: a user's history as item indices */
+  oeval *oe;               /* the online evaluation's thread (NULL: api.online_eval_per_s 0) */
+#define ONLINE_QUEUE 256   /* events that may wait for it */
+  double bucket, bucket_t; /* its token bucket (events) */
+  uint32_t *hist;          /* scratch: a user's history as item indices */
   state_entry *ent;
   size_t cap;
   uint64_t fallbacks; /* recommendations answered from popularity */
@@ -81,7 +81,12 @@ struct api {
 
 api_deps *api_deps_of(api *a) { return &a->d; }
 
-void api_get_online(const api *a, api_online *o) { *o = a->online; }
+/* The online sums so far (zero without an evaluation thread). */
+static oeval_sums online_sums(const api *a) {
+  oeval_sums o = {0};
+  if (a->oe) oeval_get(a->oe, &o);
+  return o;
+}
 
 int api_new(api **out, const api_deps *deps, char *err, size_t errlen) {
   api *a = xcalloc(1, sizeof *a);
@@ -112,15 +117,24 @@ int api_new(api **out, const api_deps *deps, char *err, size_t errlen) {
     memcpy(a->token, s, len);
     free(buf);
   }
+  if (deps->cfg->api.online_eval_per_s > 0) {
+    int rc = oeval_new(&a->oe, ONLINE_QUEUE, (int)deps->cfg->train.nice);
+    if (rc != 0) {
+      snprintf(err, errlen, "cannot start the online evaluation thread: %s", fl_strerror(rc));
+      free(a);
+      return rc;
+    }
+  }
   a->ws = serve_ws_new();
   pthread_mutex_init(&a->wmu, NULL);
-  a->bucket_t = a->tbucket_t = fl_now();
+  a->bucket_t = fl_now();
   *out = a;
   return 0;
 }
 
 void api_free(api *a) {
   if (!a) return;
+  oeval_free(a->oe);
   serve_ws_free(a->ws);
   for (size_t i = 0; i < a->nspare; i++) serve_ws_free(a->wspare[i]);
   free(a->wspare);
@@ -687,11 +701,11 @@ static void get_metrics(api *a, http_resp *rs) {
                 "flamed_recommend_fallbacks_total %" PRIu64 "\n",
                 s ? s->version : 0, age, a->d.slot->swaps, a->fallbacks);
   serve_model_unref(s);
-  online_metrics(b, "online", "the serving model", a->online.events, a->online.hr10,
-                 a->online.ndcg10);
-  if (a->online.base_events)
-    online_metrics(b, "online_baseline", "the anchor's weights (the baseline)",
-                   a->online.base_events, a->online.base_hr10, a->online.base_ndcg10);
+  oeval_sums on = online_sums(a);
+  online_metrics(b, "online", "the serving model", on.events, on.hr10, on.ndcg10);
+  if (on.base_events)
+    online_metrics(b, "online_baseline", "the anchor's weights (the baseline)", on.base_events,
+                   on.base_hr10, on.base_ndcg10);
   fl_buf_printf(b, "# HELP flamed_http_requests_total HTTP requests, by route and status.\n"
                    "# TYPE flamed_http_requests_total counter\n");
   for (int r = 0; r < R_COUNT; r++)
@@ -754,19 +768,19 @@ static void get_status(api *a, http_resp *rs) {
   status_sample smp[STATUS_SAMPLES + 1];
   memcpy(smp, a->samples, a->nsamples * sizeof *smp);
   smp[a->nsamples] = (status_sample){fl_now(), a->stored}; /* the rate up to now */
-  status_input in = {
-      .version = s ? s->version : 0,
-      .has_model = s && s->has_net,
-      .age_s = s && s->trained_at_ms ? model_age_s(s) : -1,
-      .holdout_ndcg10 = s ? s->holdout.ndcg10 : 0,
-      .items = s && s->has_net ? s->m.NI : 0,
-      .tr = a->d.tr ? &ts : NULL,
-      .st = a->d.consumer ? &st : NULL,
-      .samples = smp,
-      .nsamples = a->nsamples + 1,
-      .online_ndcg10 = a->online.events ? a->online.ndcg10 / (double)a->online.events : -1,
-      .online_base_ndcg10 =
-          a->online.base_events ? a->online.base_ndcg10 / (double)a->online.base_events : -1};
+  oeval_sums on = online_sums(a);
+  status_input in = {.version = s ? s->version : 0,
+                     .has_model = s && s->has_net,
+                     .age_s = s && s->trained_at_ms ? model_age_s(s) : -1,
+                     .holdout_ndcg10 = s ? s->holdout.ndcg10 : 0,
+                     .items = s && s->has_net ? s->m.NI : 0,
+                     .tr = a->d.tr ? &ts : NULL,
+                     .st = a->d.consumer ? &st : NULL,
+                     .samples = smp,
+                     .nsamples = a->nsamples + 1,
+                     .online_ndcg10 = on.events ? on.ndcg10 / (double)on.events : -1,
+                     .online_base_ndcg10 =
+                         on.base_events ? on.base_ndcg10 / (double)on.base_events : -1};
   serve_model_unref(s);
   rs->status = 200;
   rs->content_type = "text/html; charset=utf-8";
@@ -920,23 +934,10 @@ done:
 
 /* ---- the commit hook ---- */
 
-/* The online evaluation runs on the loop, between requests, so it is bounded three ways: at
- * most ONLINE_BATCH_MAX events a batch (each is a forward pass, and finding the history before
- * an event scans the batch); for at most max(ONLINE_BATCH_S, 20 ms x
- * api.online_eval_loop_share) a batch (what is left waits for the next one); and for at most
- * api.online_eval_loop_share of the loop's time (one ranking over a 1M-item catalogue takes
- * about 9 ms, so there the rate falls to a few events per second). */
+/* The online evaluation: the loop picks the events (a token bucket of api.online_eval_per_s,
+ * at most ONLINE_BATCH_MAX a batch, since finding the history before an event scans the
+ * batch) and hands them to the evaluation thread (oeval.h), which ranks them. */
 #define ONLINE_BATCH_MAX 64
-#define ONLINE_BATCH_S 0.001
-
-/* One ranked event into the online sums (rank: 0-based, SIZE_MAX = not rankable). */
-static void online_add(uint64_t *events, double *hr10, double *ndcg10, size_t rank) {
-  (*events)++;
-  if (rank < 10) {
-    *hr10 += 1;
-    *ndcg10 += 1.0 / log2((double)rank + 2.0);
-  }
-}
 
 void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   api *a = ctx;
@@ -954,14 +955,10 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   }
   /* online evaluation: a token bucket of api.online_eval_per_s */
   double rate = (double)a->d.cfg->api.online_eval_per_s, now = fl_now();
-  if (rate <= 0) return;
+  if (rate <= 0 || !a->oe) return;
   a->bucket += (now - a->bucket_t) * rate;
   a->bucket_t = now;
   if (a->bucket > rate) a->bucket = rate; /* at most one second's worth at once */
-  double share_t = a->d.cfg->api.online_eval_loop_share;
-  a->tbucket += (now - a->tbucket_t) * share_t;
-  a->tbucket_t = now;
-  if (a->tbucket > share_t) a->tbucket = share_t;
   serve_model *s = NULL, *base = NULL;
   size_t budget = a->bucket >= ONLINE_BATCH_MAX ? ONLINE_BATCH_MAX : (size_t)a->bucket;
   /* All users: a budget's worth spread over the batch. A share of the users, picked by a hash
@@ -970,8 +967,8 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
   double share = a->d.cfg->api.online_eval_share;
   uint64_t cut = share < 1.0 ? (uint64_t)(share * 0x1p64) : UINT64_MAX;
   size_t step = share < 1.0 ? 1 : n / (budget ? budget : 1) + 1;
-  double t = now, cap = fmax(ONLINE_BATCH_S, 0.02 * share_t);
-  for (size_t i = 0; i < n && a->bucket >= 1 && a->tbucket > 0 && t - now < cap; i += step) {
+  size_t queued = 0;
+  for (size_t i = 0; i < n && a->bucket >= 1 && queued < ONLINE_BATCH_MAX; i += step) {
     /* the history before event i: the stored sequence minus this user's events from i on */
     size_t after = 0;
     for (size_t j = i; j < n; j++) after += ev[j].user == ev[i].user;
@@ -987,14 +984,9 @@ void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
       if (!base && a->d.cfg->api.online_eval_baseline && a->d.tr) break;
     }
     a->bucket -= 1;
-    online_add(&a->online.events, &a->online.hr10, &a->online.ndcg10,
-               serve_rank(s, a->ws, a->hist, m - after, ev[i].item));
-    if (base)
-      online_add(&a->online.base_events, &a->online.base_hr10, &a->online.base_ndcg10,
-                 serve_rank(base, a->ws, a->hist, m - after, ev[i].item));
-    double t1 = fl_now();
-    a->tbucket -= t1 - t;
-    t = t1;
+    queued++;
+    oeval_push(a->oe, serve_model_ref(s), base ? serve_model_ref(base) : NULL, a->hist, m - after,
+               ev[i].item);
   }
   serve_model_unref(s);
   serve_model_unref(base);

@@ -24,6 +24,7 @@
 
 #include "config/config.h"
 #include "daemon/http.h"
+#include "daemon/oeval.h"
 #include "daemon/serve.h"
 #include "daemon/trainer.h"
 #include "state/state.h"
@@ -58,11 +59,4 @@ void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs);
  * evaluation of a rate-limited sample of the new events against the serving model. */
 void api_on_commit(void *ctx, const stream_stored *ev, size_t n);
 
-/* Online evaluation so far: events ranked, and their HR@10 and NDCG@10 sums, by the serving
- * model and (base_*) by the baseline, the anchor's weights, on the same events. */
-typedef struct {
-  uint64_t events, base_events;
-  double hr10, ndcg10, base_hr10, base_ndcg10;
-} api_online;
-void api_get_online(const api *a, api_online *o);
 #endif

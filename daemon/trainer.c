@@ -35,7 +35,7 @@
 typedef struct {
   double interval_s, margin, duty;
   uint64_t min_new_events, min_users, reanchor_rounds;
-  size_t steps, batch, replay, holdout, keep, popular;
+  size_t steps, batch, replay, holdout, keep, popular, sampled_items, negatives;
   float lr, tau, lambda0, lambda_r, dropout;
   int keep_adam, new_targets;
 } round_cfg;
@@ -150,6 +150,8 @@ static void read_round_cfg(round_cfg *r, const config *c) {
   r->dropout = (float)c->model.dropout;
   r->keep_adam = c->train.keep_adam;
   r->new_targets = c->train.new_targets_only;
+  r->sampled_items = (size_t)c->train.sampled_items;
+  r->negatives = (size_t)c->train.negatives;
 }
 
 void trainer_reconfigure(trainer *t, const config *cfg) {
@@ -463,18 +465,17 @@ static eval_metrics holdout_eval(const model_sasrec *m, const data_set *ds, cons
   eval_metrics r = {0};
   size_t B = 128, L = m->hp.L;
   model_acts *a = model_acts_new(&m->hp, B, B * L);
-  float *scores = xmalloc(B * m->NI * sizeof(float));
-  int32_t *tok = xmalloc(B * L * sizeof(int32_t));
-  size_t *off = xmalloc((B + 1) * sizeof(size_t));
+  float *scores = xmalloc(B * EVAL_CHUNK * sizeof(float));
+  int32_t *tok = xmalloc(B * L * sizeof(int32_t)), tgt[128];
+  size_t *off = xmalloc((B + 1) * sizeof(size_t)), rank[128];
   for (size_t i = 0; i < n; i += B) {
     size_t nb = n - i < B ? n - i : B, T = 0, b = 0;
-    uint32_t who[128];
     off[0] = 0;
     for (size_t j = 0; j < nb; j++) {
       const int32_t *s = ds->items + ds->off[users[i + j]];
       size_t len = ds->off[users[i + j] + 1] - ds->off[users[i + j]], k = 0;
       for (size_t x = len - 1; x > 0 && k < L; x--) k += (size_t)s[x - 1] <= m->NI;
-      if (k == 0) { /* nothing the model knows: a miss */
+      if (k == 0 || (size_t)s[len - 1] > m->NI) { /* nothing the model knows: a miss */
         eval_add_rank(&r, m->NI);
         continue;
       }
@@ -482,24 +483,14 @@ static eval_metrics holdout_eval(const model_sasrec *m, const data_set *ds, cons
       for (size_t x = len - 1; x > 0 && w > T; x--)
         if ((size_t)s[x - 1] <= m->NI) tok[--w] = s[x - 1];
       T += k;
+      tgt[b] = s[len - 1];
       off[++b] = T;
-      who[b - 1] = users[i + j];
     }
     if (b == 0) continue;
     model_batch bt = {.B = b, .T = T, .tok = tok, .off = off, .tgt = NULL};
     model_forward(m, a, &bt, 0);
-    model_scores(m, model_acts_h(a), b, scores);
-    for (size_t j = 0; j < b; j++) {
-      const int32_t *s = ds->items + ds->off[who[j]];
-      size_t len = ds->off[who[j] + 1] - ds->off[who[j]];
-      int32_t target = s[len - 1];
-      if ((size_t)target > m->NI) {
-        eval_add_rank(&r, m->NI);
-        continue;
-      }
-      eval_add_rank(&r, eval_rank(scores + j * m->NI, m->NI, target, tok + off[j],
-                                  off[j + 1] - off[j], EVAL_PROTOCOL_DEFAULT));
-    }
+    eval_ranks_chunked(m, model_acts_h(a), b, tgt, tok, off, scores, rank);
+    for (size_t j = 0; j < b; j++) eval_add_rank(&r, rank[j]);
   }
   eval_finish(&r);
   free(off);
@@ -682,6 +673,11 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   flame_ws *ws = flame_ws_new(&lrn.hp, B, 0);
   int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
+  /* a big catalogue: sampled softmax, and only the rows a step touches are zeroed and moved */
+  size_t K = NI > rc->sampled_items ? rc->negatives : 0;
+  int32_t *neg = K ? xmalloc(K * sizeof(int32_t)) : NULL;
+  int32_t *rows = K ? xmalloc((B * L + B + K) * sizeof(int32_t)) : NULL;
+  uint8_t *mark = K ? xcalloc(NI + 1, 1) : NULL;
   double loss = 0, rec = 0;
   size_t steps = 0, at = ns;
   for (size_t s = 0; s < rc->steps && ns > 0 && !atomic_load(&t->cancel); s++) {
@@ -695,11 +691,21 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
     data_pack(&c.ds, smp + at, nb, L, 0, tok, off, tgt, &bt);
     at += nb;
     float lambda = rc->lambda0 > 0 ? flame_lambda(&fo, (double)s) : 0.0f;
-    model_zero_grad(&lrn);
     flame_parts parts;
-    loss += flame_step(&lrn, anc, ws, &bt, &fo, lambda, 1, &parts);
+    if (K) {
+      for (size_t k = 0; k < K; k++) neg[k] = (int32_t)(1 + fl_rng_below(&t->rng, NI));
+      bt.neg = neg;
+      bt.nneg = K;
+      size_t nrows = model_batch_rows(&bt, mark, rows);
+      model_zero_grad_rows(&lrn, rows, nrows);
+      loss += flame_step(&lrn, anc, ws, &bt, &fo, lambda, 1, &parts);
+      model_adam_step_rows(&lrn, rc->lr, rows, nrows);
+    } else {
+      model_zero_grad(&lrn);
+      loss += flame_step(&lrn, anc, ws, &bt, &fo, lambda, 1, &parts);
+      model_adam_step(&lrn, rc->lr);
+    }
     rec += parts.rec;
-    model_adam_step(&lrn, rc->lr);
     steps++;
     duty_sleep(t, fl_now() - ts, rc->duty);
   }
@@ -707,6 +713,10 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   rr->rec = steps ? (float)(rec / (double)steps) : 0.0f;
   rr->users = users;
   rr->holdout = nh;
+  rr->negatives = K;
+  free(mark);
+  free(rows);
+  free(neg);
   free(off);
   free(tgt);
   free(tok);
@@ -806,10 +816,13 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   } else if (r->outcome == TRAINER_FAILED) {
     fl_warn("round %" PRIu64 ": failed after %.1f s (see above)", n, r->sec);
   } else {
-    fl_info("round %" PRIu64 ": %" PRIu64 " users, loss %.4f (rec %.4f), %.1f s; holdout %" PRIu64
+    char sampled[64] = "";
+    if (r->negatives)
+      snprintf(sampled, sizeof sampled, ", sampled softmax over %" PRIu64 " items", r->negatives);
+    fl_info("round %" PRIu64 ": %" PRIu64 " users, loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
             " users NDCG@10 candidate %.4f serving %.4f (HR@10 %.4f / %.4f): %s%s",
-            n, r->users, r->loss, r->rec, r->sec, r->holdout, r->cand_ndcg10, r->serv_ndcg10,
-            r->cand_hr10, r->serv_hr10, what,
+            n, r->users, r->loss, r->rec, sampled, r->sec, r->holdout, r->cand_ndcg10,
+            r->serv_ndcg10, r->cand_hr10, r->serv_hr10, what,
             r->outcome == TRAINER_PROMOTED ? " as a new version" : "");
   }
 }

@@ -57,6 +57,7 @@ typedef struct {
   float loss, rec; /* mean FLAME loss and its cross-entropy part */
   double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10;
   uint64_t holdout, users; /* holdout users; users trained on */
+  uint64_t negatives;      /* sampled-softmax candidates per step (0: the full softmax) */
   int outcome;             /* TRAINER_PROMOTED, TRAINER_REJECTED_*, ... */
   uint64_t version;        /* the version promoted (0 if none) */
 } trainer_round;

@@ -325,4 +325,6 @@ void data_pack(const data_set *ds, const data_sample *s, size_t B, size_t L, int
   out->tok = tok;
   out->off = off;
   out->tgt = tgt;
+  out->neg = NULL;
+  out->nneg = 0;
 }

@@ -39,6 +39,44 @@ size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, 
   return rank;
 }
 
+void eval_ranks_chunked(const model_sasrec *m, const float *h, size_t B, const int32_t *tgt,
+                        const int32_t *tok, const size_t *off, float *scratch, size_t *rank) {
+  size_t C = m->hp.C, NI = m->NI;
+  const float *E = m->p.t[MODEL_T_ITEM];
+  float *t = xmalloc((B ? B : 1) * sizeof(float)); /* the targets' scores */
+  for (size_t b = 0; b < B; b++) {
+    assert(tgt[b] >= 1 && (size_t)tgt[b] <= NI);
+    const float *hb = h + b * C, *et = E + (size_t)tgt[b] * C;
+    float dot = 0.0f;
+    for (size_t c = 0; c < C; c++) dot += hb[c] * et[c];
+    t[b] = dot;
+    rank[b] = 0;
+    for (size_t x = off[b]; x < off[b + 1]; x++)
+      if (tok[x] == tgt[b]) t[b] = -INFINITY;
+  }
+  for (size_t i0 = 1; i0 <= NI; i0 += EVAL_CHUNK) { /* items i0 .. i0 + w - 1 */
+    size_t w = NI + 1 - i0 < EVAL_CHUNK ? NI + 1 - i0 : EVAL_CHUNK;
+    model_matmul(scratch, w, h, C, 0, E + i0 * C, C, 1, B, w, C, 1.0f, 0.0f);
+    for (size_t b = 0; b < B; b++) {
+      const float *s = scratch + b * w;
+      size_t above = 0;
+      for (size_t i = 0; i < w; i++) above += s[i] > t[b];
+      /* the target and each distinct history item are not ranked: take back their counts */
+      for (size_t x = off[b]; x <= off[b + 1]; x++) {
+        int32_t it = x < off[b + 1] ? tok[x] : tgt[b];
+        if ((size_t)it < i0 || (size_t)it >= i0 + w) continue;
+        size_t y = off[b];
+        while (y < x && tok[y] != it) y++; /* y < x <= off[b + 1]: a history item */
+        if (y == x) above -= s[(size_t)it - i0] > t[b];
+      }
+      rank[b] += above;
+    }
+  }
+  for (size_t b = 0; b < B; b++)
+    if (isnan(t[b])) rank[b] = NI;
+  free(t);
+}
+
 void eval_add_rank(eval_metrics *m, size_t rank) {
   double gain = 1.0 / log2((double)rank + 2.0);
   if (rank < 10) {

@@ -72,6 +72,14 @@ typedef struct {
   const int32_t *tok; /* (T) item ids; 0 only as explicit padding */
   const size_t *off;  /* (B + 1) sample offsets into tok, off[0] = 0 */
   const int32_t *tgt; /* (B) next item of each sample (1..NI), or NULL when not training */
+  /* Sampled softmax (big catalogues): when neg is set, each target's cross-entropy is taken
+   * against these nneg candidates (1..NI, drawn uniformly with replacement by the caller,
+   * shared by the batch) instead of the whole catalogue. A candidate's logit is shifted by
+   * log((NI - 1) / nneg), so that the exponentials estimate the sum over every other item;
+   * a candidate equal to the row's target is masked. Gradients then reach only the item
+   * rows of tok, tgt and neg (model_batch_rows). */
+  const int32_t *neg;
+  size_t nneg;
 } model_batch;
 
 /* Activations of one pass, preallocated for up to Bmax samples and Tmax tokens. Opaque to
@@ -116,7 +124,8 @@ size_t model_acts_bytes(const model_acts *a);
 
 /* Forward pass over a packed batch: fills the representations h (B, C). train = 1 applies
  * dropout (masks from m->seed and m->step). If b->tgt is given, returns the mean
- * cross-entropy over the full catalogue (and keeps what backward needs); otherwise 0.
+ * cross-entropy over the full catalogue, or over b->neg (sampled), and keeps what backward
+ * needs; otherwise 0.
  * Requires b->B <= Bmax and b->T <= Tmax of a. */
 float model_forward(const model_sasrec *m, model_acts *a, const model_batch *b, int train);
 /* Backward of the last model_forward (with targets, train as given then): ACCUMULATES
@@ -127,6 +136,16 @@ void model_zero_grad(model_sasrec *m);
 /* Adam (beta1 0.9, beta2 0.999, eps 1e-8, no weight decay, PyTorch's bias correction);
  * increments m->step. Row 0 of the item table never moves. */
 void model_adam_step(model_sasrec *m, float lr);
+
+/* Sparse rows for sampled-softmax steps, where a step's gradient reaches few item rows:
+ * model_batch_rows lists the distinct item rows of b's tok, tgt and neg into rows (room for
+ * T + B + nneg) and returns their count; mark (NI + 1 bytes, zero) is scratch, left zero.
+ * model_adam_step_rows is Adam on every tensor but the item table and on the listed rows of
+ * the table only ("lazy" Adam: a row's moments and weights move only in the steps that
+ * touch it); model_zero_grad_rows zeroes the same. Their cost no longer grows with NI. */
+size_t model_batch_rows(const model_batch *b, uint8_t *mark, int32_t *rows);
+void model_adam_step_rows(model_sasrec *m, float lr, const int32_t *rows, size_t n);
+void model_zero_grad_rows(model_sasrec *m, const int32_t *rows, size_t n);
 
 /* scores (B, NI) = h (B, C) . item[1..NI]^T: score of item i is at column i - 1. */
 void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores);
@@ -225,6 +244,16 @@ typedef struct {
  * after that treatment (as the reference does); a NaN target ranks NI. Modifies scores. */
 size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, size_t nhist,
                  eval_protocol proto);
+/* Items eval_ranks_chunked scores at a time. */
+#define EVAL_CHUNK 4096
+
+/* The ranks eval_rank gives with the default protocol, for B representations h (B, C) of
+ * m with targets tgt[b] (1..NI) and histories tok[off[b] .. off[b+1]) (1..NI), without a
+ * whole score row per sample: the catalogue is scored EVAL_CHUNK items at a time, so the
+ * scores stay in cache however big it is (a row is 4 MB at 1M items). The target's score is
+ * its own dot product (-inf if it is in the history). scratch holds B * EVAL_CHUNK floats. */
+void eval_ranks_chunked(const model_sasrec *m, const float *h, size_t B, const int32_t *tgt,
+                        const int32_t *tok, const size_t *off, float *scratch, size_t *rank);
 /* Adds one rank to running sums (m->users counts). */
 void eval_add_rank(eval_metrics *m, size_t rank);
 /* Turns sums into means. */

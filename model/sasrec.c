@@ -163,8 +163,11 @@ struct model_acts {
   float *xq;                  /* (Bq, C) last-only block: inputs at the last positions */
   float *qlast;               /* (Bq, C) last-only block: queries */
   float *h;                   /* (Bq, C) outputs at the last positions */
-  float *logits;              /* (Bmax, NI) logits, then probabilities, then dlogits */
+  float *logits;              /* (Bmax, NI or 1 + nneg) logits, probabilities, dlogits */
   size_t logits_cap;          /* floats allocated in logits */
+  int32_t *col1;              /* (Bmax) all 1: a sampled row's target is its column 0 */
+  float *negE;                /* (nneg, C) the sampled candidates' rows, then their gradient */
+  size_t negE_cap;            /* floats allocated in negE */
   float *losses;              /* (Bmax) */
   /* backward scratch */
   float *dA, *dB, *dr, *dx1, *dproj, *datty; /* (Tmax, C) */
@@ -227,6 +230,8 @@ model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size
   a->qlast = falloc(a, Bq * C);
   a->h = falloc(a, Bq * C);
   a->losses = falloc(a, Bmax);
+  a->col1 = acts_xmalloc(a, Bmax * sizeof(int32_t));
+  for (size_t b = 0; b < Bmax; b++) a->col1[b] = 1;
   a->dA = falloc(a, Tmax * C);
   a->dB = falloc(a, Tmax * C);
   a->dr = falloc(a, Tmax * C);
@@ -256,11 +261,11 @@ void model_acts_free(model_acts *a) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   }
   free(a->layer);
-  void *bufs[] = {a->posidx,   a->last_row, a->qoff_last, a->emb,   a->lne_mean,
-                  a->lne_rstd, a->x0,       a->xq,        a->qlast, a->h,
-                  a->logits,   a->losses,   a->dA,        a->dB,    a->dr,
-                  a->dx1,      a->dproj,    a->datty,     a->dff1,  a->dff2,
-                  a->dqkv,     a->dqlast,   a->dxq,       a->dh,    a->scratch};
+  void *bufs[] = {a->posidx,  a->last_row, a->qoff_last, a->emb,    a->lne_mean, a->lne_rstd,
+                  a->x0,      a->xq,       a->qlast,     a->h,      a->logits,   a->losses,
+                  a->dA,      a->dB,       a->dr,        a->dx1,    a->dproj,    a->datty,
+                  a->dff1,    a->dff2,     a->dqkv,      a->dqlast, a->dxq,      a->dh,
+                  a->scratch, a->col1,     a->negE};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   free(a);
 }
@@ -515,6 +520,66 @@ static net_layout plain_layout(const model_batch *bt) {
   return lay;
 }
 
+/* Grows a buffer of acts to at least need floats (once per shape, not per step). */
+static float *acts_grow(model_acts *a, float **buf, size_t *cap, size_t need) {
+  if (*cap < need) {
+    free(*buf);
+    a->bytes -= *cap * sizeof(float);
+    *buf = falloc(a, need);
+    *cap = need;
+  }
+  return *buf;
+}
+
+/* The sampled loss (model_batch): logits (B, 1 + K), column 0 the target, columns 1..K the
+ * candidates, whose rows are gathered into negE (K, C) so that one GEMM scores them. */
+static float sampled_forward(const model_sasrec *m, model_acts *a, const model_batch *bt) {
+  size_t C = m->hp.C, B = bt->B, K = bt->nneg, N = K + 1;
+  const float *E = W(m, MODEL_T_ITEM);
+  acts_grow(a, &a->negE, &a->negE_cap, K * C);
+  for (size_t k = 0; k < K; k++) {
+    assert(bt->neg[k] >= 1 && (size_t)bt->neg[k] <= m->NI);
+    memcpy(a->negE + k * C, E + (size_t)bt->neg[k] * C, C * sizeof(float));
+  }
+  model_matmul(a->logits + 1, N, a->h, C, 0, a->negE, C, 1, B, K, C, 1.0f, 0.0f);
+  float shift = m->NI > 1 ? logf((float)(m->NI - 1) / (float)K) : 0.0f;
+  for (size_t b = 0; b < B; b++) {
+    float *row = a->logits + b * N;
+    const float *h = a->h + b * C, *et = E + (size_t)bt->tgt[b] * C;
+    float dot = 0.0f;
+    for (size_t c = 0; c < C; c++) dot += h[c] * et[c];
+    row[0] = dot;
+    for (size_t k = 0; k < K; k++)
+      row[1 + k] = bt->neg[k] == bt->tgt[b] ? -1e30f : row[1 + k] + shift;
+  }
+  return crossentropy_forward(a->logits, a->losses, a->col1, B, N);
+}
+
+/* Its backward: dh = dlogits . [item[tgt]; negE], and the same rows' gradients. */
+static void sampled_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
+  size_t C = m->hp.C, B = a->B, K = bt->nneg, N = K + 1;
+  const float *E = W(m, MODEL_T_ITEM);
+  float *gE = m->g.t[MODEL_T_ITEM];
+  crossentropy_backward(a->logits, a->col1, B, N, 1.0f / (float)B);
+  model_matmul(a->dh, C, a->logits + 1, N, 0, a->negE, C, 0, B, C, K, 1.0f, 0.0f);
+  for (size_t b = 0; b < B; b++) {
+    float d = a->logits[b * N];
+    const float *h = a->h + b * C, *et = E + (size_t)bt->tgt[b] * C;
+    float *dh = a->dh + b * C, *gt = gE + (size_t)bt->tgt[b] * C;
+    for (size_t c = 0; c < C; c++) {
+      dh[c] += d * et[c];
+      gt[c] += d * h[c];
+    }
+  }
+  /* negE's rows are no longer needed: it takes their gradient (K, C) = dlogits^T . h */
+  model_matmul(a->negE, C, a->logits + 1, N, 1, a->h, C, 0, K, C, B, 1.0f, 0.0f);
+  for (size_t k = 0; k < K; k++) {
+    float *g = gE + (size_t)bt->neg[k] * C;
+    const float *d = a->negE + k * C;
+    for (size_t c = 0; c < C; c++) g[c] += d[c];
+  }
+}
+
 float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt, int train) {
   uint64_t key = net_key(m, 0);
   const float *x0 = net_embed_forward(m, a, bt, train, key);
@@ -522,13 +587,8 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
   net_blocks_forward(m, a, x0, &lay, train, key, 0, m->hp.NL);
   a->has_loss = bt->tgt != NULL;
   if (!a->has_loss) return 0.0f;
-  size_t need = a->Bmax * m->NI;
-  if (a->logits_cap < need) { /* once per catalogue size, not per step */
-    free(a->logits);
-    a->bytes -= a->logits_cap * sizeof(float);
-    a->logits = falloc(a, need);
-    a->logits_cap = need;
-  }
+  acts_grow(a, &a->logits, &a->logits_cap, a->Bmax * (bt->neg ? 1 + bt->nneg : m->NI));
+  if (bt->neg) return sampled_forward(m, a, bt);
   model_scores(m, a->h, bt->B, a->logits);
   return crossentropy_forward(a->logits, a->losses, bt->tgt, bt->B, m->NI);
 }
@@ -536,30 +596,81 @@ float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
 void model_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
   size_t C = m->hp.C, B = a->B, NI = m->NI;
   assert(a->has_loss && m->grads && B == bt->B && a->T == bt->T);
-  /* tied output: dh = dlogits . item[1..];  ditem[1..] += dlogits^T . h */
-  crossentropy_backward(a->logits, bt->tgt, B, NI, 1.0f / (float)B);
-  model_matmul(a->dh, C, a->logits, NI, 0, W(m, MODEL_T_ITEM) + C, C, 0, B, C, NI, 1.0f, 0.0f);
-  model_matmul(m->g.t[MODEL_T_ITEM] + C, C, a->logits, NI, 1, a->h, C, 0, NI, C, B, 1.0f, 1.0f);
+  if (bt->neg) {
+    sampled_backward(m, a, bt);
+  } else { /* tied output: dh = dlogits . item[1..];  ditem[1..] += dlogits^T . h */
+    crossentropy_backward(a->logits, bt->tgt, B, NI, 1.0f / (float)B);
+    model_matmul(a->dh, C, a->logits, NI, 0, W(m, MODEL_T_ITEM) + C, C, 0, B, C, NI, 1.0f, 0.0f);
+    model_matmul(m->g.t[MODEL_T_ITEM] + C, C, a->logits, NI, 1, a->h, C, 0, NI, C, B, 1.0f, 1.0f);
+  }
   const float *dx0 = net_blocks_backward(m, &m->g, a, a->dh);
   net_embed_backward(m, &m->g, a, dx0, bt);
 }
 
 void model_zero_grad(model_sasrec *m) { zero(m->grads, m->nparams); }
 
-void model_adam_step(model_sasrec *m, float lr) {
-  const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+/* Floats before the item table (the block's last tensor): the dense part. */
+static size_t dense_floats(const model_sasrec *m) {
+  return (size_t)(m->p.t[MODEL_T_ITEM] - m->params);
+}
+
+typedef struct {
+  float step_size, rbc2;
+} adam_k;
+
+static adam_k adam_begin(model_sasrec *m, float lr) {
   m->step++;
-  double bc1 = 1.0 - pow(b1, (double)m->step), bc2 = 1.0 - pow(b2, (double)m->step);
-  float step_size = (float)(lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
+  double bc1 = 1.0 - pow(0.9, (double)m->step), bc2 = 1.0 - pow(0.999, (double)m->step);
+  adam_k k = {(float)(lr / bc1), (float)(1.0 / sqrt(bc2))};
+  return k;
+}
+
+/* Adam on floats [i0, i1) of the block. */
+static void adam_range(model_sasrec *m, adam_k k, size_t i0, size_t i1) {
+  const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
   float *p = m->params, *g = m->grads, *mm = m->adam_m, *vv = m->adam_v;
-  /* Flat over the block. The padding row's gradient is always 0 (embedding_backward skips
-   * it, the output uses rows 1..NI), so its moments stay 0 and it never moves. */
-  for (size_t i = 0; i < m->nparams; i++) {
+  for (size_t i = i0; i < i1; i++) {
     float gi = g[i];
     mm[i] = b1 * mm[i] + (1.0f - b1) * gi;
     vv[i] = b2 * vv[i] + (1.0f - b2) * gi * gi;
-    p[i] -= step_size * mm[i] / (sqrtf(vv[i]) * rbc2 + eps);
+    p[i] -= k.step_size * mm[i] / (sqrtf(vv[i]) * k.rbc2 + eps);
   }
+}
+
+void model_adam_step(model_sasrec *m, float lr) {
+  /* Flat over the block. The padding row's gradient is always 0 (embedding_backward skips
+   * it, the output uses rows 1..NI), so its moments stay 0 and it never moves. */
+  adam_range(m, adam_begin(m, lr), 0, m->nparams);
+}
+
+size_t model_batch_rows(const model_batch *b, uint8_t *mark, int32_t *rows) {
+  size_t n = 0;
+  const int32_t *lists[3] = {b->tok, b->tgt, b->neg};
+  size_t lens[3] = {b->T, b->tgt ? b->B : 0, b->neg ? b->nneg : 0};
+  for (int l = 0; l < 3; l++)
+    for (size_t i = 0; i < lens[l]; i++) {
+      int32_t r = lists[l][i];
+      if (r > 0 && !mark[r]) {
+        mark[r] = 1;
+        rows[n++] = r;
+      }
+    }
+  for (size_t i = 0; i < n; i++) mark[rows[i]] = 0;
+  return n;
+}
+
+void model_adam_step_rows(model_sasrec *m, float lr, const int32_t *rows, size_t n) {
+  adam_k k = adam_begin(m, lr);
+  size_t d = dense_floats(m), C = m->hp.C;
+  adam_range(m, k, 0, d);
+  for (size_t i = 0; i < n; i++)
+    adam_range(m, k, d + (size_t)rows[i] * C, d + (size_t)(rows[i] + 1) * C);
+}
+
+void model_zero_grad_rows(model_sasrec *m, const int32_t *rows, size_t n) {
+  size_t d = dense_floats(m), C = m->hp.C;
+  zero(m->grads, d);
+  for (size_t i = 0; i < n; i++) zero(m->grads + d + (size_t)rows[i] * C, C);
 }
 
 double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag,
@@ -591,6 +702,7 @@ double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nse
 
 double model_step_flops(const model_sasrec *m, const model_batch *b) {
   double fwd = net_encoder_flops(m, b, 1, 0, 0, m->hp.NL);
-  fwd += 2.0 * (double)b->B * m->hp.C * (double)m->NI; /* tied output */
+  double cols = b->neg ? (double)b->nneg + 1.0 : (double)m->NI;
+  fwd += 2.0 * (double)b->B * m->hp.C * cols; /* tied output */
   return 3.0 * fwd; /* backward = input and weight gradients = 2x forward */
 }

@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 72);
+  assert_int_equal(n, 73);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -907,6 +907,8 @@ static void test_dump_round_trip(void **state) {
       {"train.keep_adam", "true"},
       {"train.new_targets_only", "false"},
       {"train.duty", "0.25"},
+      {"train.sampled_items", "5000"},
+      {"train.negatives", "1000"},
       {"train.bootstrap_min_users", "10"},
       {"train.bootstrap_min_events", "100"},
       {"train.bootstrap_epochs", "3"},
@@ -926,7 +928,6 @@ static void test_dump_round_trip(void **state) {
       {"api.online_eval_per_s", "0"},
       {"api.online_eval_share", "0.25"},
       {"api.online_eval_baseline", "false"},
-      {"api.online_eval_loop_share", "0.5"},
       {"api.workers", "3"},
       {"api.offload_items", "5000"},
       {"log.level", "error"},

@@ -11,24 +11,14 @@
 #include "common/common.h"
 #include "daemon/serve.h"
 #include "testutil.h"
+#include "tiny_serve.h"
 
 enum { NI = 40 };
 /* Serving rescores its candidates with its own dot product; the engine's GEMV sums in another
  * order. They agree to float rounding (scores here are O(1)). */
 #define TOL 1e-5f
 
-static serve_model *tiny_snapshot(void) {
-  model_hparams hp;
-  model_hparams_default(&hp);
-  hp.C = 16;
-  hp.NL = 1;
-  hp.FF = 32;
-  hp.L = 6;
-  model_sasrec m;
-  assert_int_equal(model_init(&m, &hp, NI, 7), 0);
-  uint32_t pop[] = {5, 9, 1, 2, 3, 4, 6, 7};
-  return serve_model_new(3, &m, pop, 8);
-}
+static serve_model *tiny_snapshot(void) { return tiny_snapshot_of(NI, 7); }
 
 /* Reference: the engine's scores for window w (oldest first), all items. */
 static void ref_scores(const model_sasrec *m, const int32_t *w, size_t T, float *scores) {

@@ -171,6 +171,17 @@ static void check_status_page(const serving *s) {
   tu_run_free(&r);
 }
 
+static uint64_t metric(int port, const char *name) {
+  tu_http_resp m;
+  if (tu_http_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &m) != 200) return 0;
+  char line[256]; /* at a line start: "# HELP name ..." must not match */
+  snprintf(line, sizeof line, "\n%s", name);
+  const char *p = strstr(m.body, line);
+  uint64_t v = p ? strtoull(p + strlen(line), NULL, 10) : 0;
+  tu_http_resp_free(&m, 1);
+  return v;
+}
+
 static void test_serving_end_to_end(void **state) {
   (void)state;
   serving s;
@@ -257,6 +268,10 @@ static void test_serving_end_to_end(void **state) {
   assert_int_equal(st, 404); /* the admin routes live on the admin listener only */
   cJSON_Delete(call(s.port, "GET", "/readyz", NULL, NULL, &st));
   assert_int_equal(st, 200);
+  /* the online evaluation ranks on its own thread: wait for user-3's event to be counted */
+  for (double end = fl_now() + WAIT_S;
+       fl_now() < end && metric(s.port, "flamed_online_baseline_events_total ") < 1;)
+    fl_sleep_ms(50);
   tu_http_resp m;
   assert_int_equal(tu_http_request(s.port, "GET /metrics HTTP/1.1\r\n\r\n", &m), 200);
   assert_non_null(strstr(m.body, "flamed_model_version "));
@@ -289,17 +304,6 @@ static void test_serving_end_to_end(void **state) {
   cJSON_Delete(j);
   assert_true(log_has(&s.d, "anchor: "));
   serving_down(&s);
-}
-
-static uint64_t metric(int port, const char *name) {
-  tu_http_resp m;
-  if (tu_http_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &m) != 200) return 0;
-  char line[256]; /* at a line start: "# HELP name ..." must not match */
-  snprintf(line, sizeof line, "\n%s", name);
-  const char *p = strstr(m.body, line);
-  uint64_t v = p ? strtoull(p + strlen(line), NULL, 10) : 0;
-  tu_http_resp_free(&m, 1);
-  return v;
 }
 
 static void test_serving_rejects_bad_candidates(void **state) {
@@ -364,10 +368,16 @@ static void test_serving_swaps_under_load(void **state) {
   (void)state;
   serving s;
   /* every candidate is promoted; every 4th promotion re-anchors; rounds carry Adam's moments
-   * on (train.keep_adam); every recommendation is scored on a worker thread
+   * on (train.keep_adam) and train with the sampled softmax and sparse rows of big catalogues
+   * (train.sampled_items=0); every recommendation is scored on a worker thread
    * (api.offload_items=1) while the versions change under it */
-  const char *extra[] = {"--train.margin=1", "--train.reanchor_rounds=4", "--api.offload_items=1",
-                         "--train.keep_adam=true", NULL};
+  const char *extra[] = {"--train.margin=1",
+                         "--train.reanchor_rounds=4",
+                         "--api.offload_items=1",
+                         "--train.keep_adam=true",
+                         "--train.sampled_items=0",
+                         "--train.negatives=64",
+                         NULL};
   serving_up(&s, "swaps", 300, extra);
   double v0 = wait_version(&s, 1, WAIT_S);
   assert_true(v0 >= 1);
@@ -401,6 +411,7 @@ static void test_serving_swaps_under_load(void **state) {
   /* bootstrapped anchor 1, re-anchored after promotions 4 and 8 */
   assert_int_equal(metric(s.port, "flamed_anchor_version "), 3);
   assert_true(log_has(&s.d, "re-anchor: scheduled after 4 promotions"));
+  assert_true(log_has(&s.d, "sampled softmax over 64 items"));
   serving_down(&s);
 }
 

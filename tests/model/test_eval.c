@@ -280,6 +280,60 @@ static void test_run_errors(void **state) {
   assert_true(m.hr10 == 0 && m.ndcg20 == 0);
 }
 
+/* eval_ranks_chunked gives eval_rank's default-protocol ranks: a catalogue of three chunks
+ * (the last one partial), histories with repeats, a target inside its history, targets and
+ * history items on both sides of a chunk border, a NaN target. */
+static void test_ranks_chunked(void **state) {
+  (void)state;
+  enum { NI = 2 * EVAL_CHUNK + 123, B = 6 };
+  model_hparams hp;
+  tiny_hparams(&hp, 1, 0.0f);
+  model_sasrec m;
+  assert_int_equal(model_init(&m, &hp, NI, 5), 0);
+  for (size_t i = hp.C; i < (size_t)(NI + 1) * hp.C; i++) m.p.t[MODEL_T_ITEM][i] *= 50.0f;
+  float h[B * 16];
+  fl_rng r;
+  fl_rng_seed(&r, 6);
+  for (size_t i = 0; i < B * 16; i++) h[i] = fl_rng_normal(&r);
+  static const int32_t tok[] = {/* 0 */ 5,
+                                EVAL_CHUNK,
+                                EVAL_CHUNK - 1,
+                                5,
+                                /* 1 */ 9,
+                                /* 2 */ 77,
+                                NI,
+                                77,
+                                EVAL_CHUNK,
+                                /* 3 */ 300,
+                                301,
+                                /* 4 */ 1,
+                                2,
+                                3,
+                                /* 5 */ 4000,
+                                4001};
+  static const size_t off[B + 1] = {0, 4, 5, 9, 11, 14, 16};
+  const int32_t tgt[B] = {EVAL_CHUNK + 1, NI, 77, 2 * EVAL_CHUNK + 1, 4, 2};
+  /* row 2's target is in its history; row 5's is NaN through its item row */
+  m.p.t[MODEL_T_ITEM][2 * hp.C + 3] = NAN;
+  float *scratch = xmalloc(B * EVAL_CHUNK * sizeof(float)), *sc = xmalloc(B * NI * sizeof(float));
+  size_t rank[B];
+  eval_ranks_chunked(&m, h, B, tgt, tok, off, scratch, rank);
+  model_scores(&m, h, B, sc);
+  int spread = 0;
+  for (size_t b = 0; b < B; b++) {
+    size_t want = eval_rank(sc + b * NI, NI, tgt[b], tok + off[b], off[b + 1] - off[b],
+                            EVAL_PROTOCOL_DEFAULT);
+    assert_int_equal(rank[b], want);
+    spread += want > 10 && want < NI - 10;
+  }
+  assert_int_equal(rank[5], NI);     /* NaN target */
+  assert_int_equal(rank[2], NI - 4); /* in its history: -inf, below all but item 2 (NaN) */
+  assert_true(spread >= 4);          /* the other ranks are not trivial */
+  free(sc);
+  free(scratch);
+  model_free(&m);
+}
+
 int test_eval(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rank_no_history),
@@ -289,6 +343,7 @@ int test_eval(void) {
       cmocka_unit_test(test_metrics),
       cmocka_unit_test(test_rank_to_metrics),
       cmocka_unit_test(test_protocol_parse),
+      cmocka_unit_test(test_ranks_chunked),
       cmocka_unit_test_setup_teardown(test_run_matches_direct, run_setup, run_teardown),
       cmocka_unit_test_setup_teardown(test_run_protocols_differ, run_setup, run_teardown),
       cmocka_unit_test_setup_teardown(test_run_errors, run_setup, run_teardown),

@@ -164,7 +164,7 @@ static void test_identical_networks_uniform_weights(void **state) {
   flame_ws *ws = flame_ws_new(&lrn.hp, 3, 0);
   flame_opts o;
   flame_opts_default(&o);
-  model_batch b = {3, 14, tok3, off3, tgt3};
+  model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
   flame_parts parts;
   float loss = flame_step(&lrn, &anc, ws, &b, &o, 0.5f, 0, &parts);
   double total = parts.rec;
@@ -195,7 +195,7 @@ static void test_anchor_frozen(void **state) {
   flame_ws *ws = flame_ws_new(&hp, 3, 0);
   flame_opts o;
   flame_opts_default(&o);
-  model_batch b = {3, 14, tok3, off3, tgt3};
+  model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
   for (int i = 0; i < 4; i++) {
     model_zero_grad(&lrn);
     float loss = flame_step(&lrn, &anc, ws, &b, &o, flame_lambda(&o, i), 1, NULL);

@@ -9,6 +9,7 @@
 #include "testutil.h"
 #include "tiny.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,12 +24,12 @@ static const size_t off_padded[] = {0, 8, 16, 24};
 static const int32_t tgt3[] = {7, 13, 1};
 
 static model_batch packed_batch(void) {
-  model_batch b = {3, 14, tok_packed, off_packed, tgt3};
+  model_batch b = {3, 14, tok_packed, off_packed, tgt3, NULL, 0};
   return b;
 }
 
 static model_batch padded_batch(void) {
-  model_batch b = {3, 24, tok_padded, off_padded, tgt3};
+  model_batch b = {3, 24, tok_padded, off_padded, tgt3, NULL, 0};
   return b;
 }
 
@@ -213,7 +214,7 @@ static void test_learns_a_rule(void **state) {
       tgt[b] = it;
       off[b + 1] = off[b] + n;
     }
-    model_batch bt = {B, off[B], tok, off, tgt};
+    model_batch bt = {B, off[B], tok, off, tgt, NULL, 0};
     model_zero_grad(&m);
     float loss = model_forward(&m, a, &bt, 1);
     model_backward(&m, a, &bt);
@@ -281,6 +282,121 @@ static void test_scores_tied(void **state) {
   model_free(&m);
 }
 
+/* The sampled softmax: central differences of the whole loss through every tensor; with the
+ * whole catalogue as candidates it is the full softmax with the other items' mass scaled by
+ * (NI - 1) / NI (the shift), the target's own candidate masked. */
+static const int32_t neg5[] = {3, 13, 17, 13, 1}; /* 13 and 1 are targets; 13 twice */
+
+static void test_sampled_gradcheck(void **state) {
+  (void)state;
+  model_hparams hp;
+  tiny_hparams(&hp, 2, 0.0f);
+  model_sasrec m;
+  assert_int_equal(model_init(&m, &hp, NI_TINY, 7), 0);
+  fl_rng r;
+  fl_rng_seed(&r, 8);
+  for (size_t i = 0; i < m.nparams; i++) m.params[i] += 0.3f * fl_rng_normal(&r);
+  memset(m.p.t[MODEL_T_ITEM], 0, hp.C * sizeof(float));
+  model_train_alloc(&m);
+  model_batch b = packed_batch();
+  b.neg = neg5;
+  b.nneg = 5;
+  loss_ctx c = {&m, model_acts_new(&hp, 3, 24), b, 0};
+  assert_int_equal(check_all_tensors(&c), 0);
+  /* only the rows of tok, tgt and neg have gradient, and model_batch_rows lists exactly them */
+  uint8_t mark[NI_TINY + 1] = {0};
+  int32_t rows[14 + 3 + 5];
+  size_t n = model_batch_rows(&b, mark, rows);
+  static const int32_t want[] = {4, 1, 2, 3, 9, 5, 6, 7, 8, 10, 11, 12, 20, 13, 17};
+  assert_int_equal(n, sizeof want / sizeof *want);
+  assert_memory_equal(rows, want, sizeof want);
+  for (size_t i = 0; i <= NI_TINY; i++) assert_int_equal(mark[i], 0);
+  for (int32_t it = 0; it <= NI_TINY; it++) {
+    int listed = 0;
+    for (size_t i = 0; i < n; i++) listed |= rows[i] == it;
+    float sq = 0.0f;
+    for (size_t k = 0; k < hp.C; k++) sq += fabsf(m.g.t[MODEL_T_ITEM][(size_t)it * hp.C + k]);
+    if (!listed) assert_true(sq == 0.0f);
+  }
+  model_acts_free(c.a);
+  model_free(&m);
+}
+
+static void test_sampled_whole_catalogue(void **state) {
+  (void)state;
+  model_hparams hp;
+  tiny_hparams(&hp, 2, 0.0f);
+  model_sasrec m;
+  assert_int_equal(model_init(&m, &hp, NI_TINY, 3), 0);
+  for (size_t i = hp.C; i < (NI_TINY + 1) * hp.C; i++) m.p.t[MODEL_T_ITEM][i] *= 40.0f;
+  int32_t all[NI_TINY];
+  for (int32_t i = 0; i < NI_TINY; i++) all[i] = i + 1;
+  model_batch b = packed_batch();
+  b.neg = all;
+  b.nneg = NI_TINY;
+  model_acts *a = model_acts_new(&hp, 3, 24);
+  double got = model_forward(&m, a, &b, 0);
+  float sc[3 * NI_TINY];
+  model_scores(&m, model_acts_h(a), 3, sc);
+  double want = 0.0, scale = (NI_TINY - 1.0) / NI_TINY;
+  for (size_t r = 0; r < 3; r++) {
+    double st = sc[r * NI_TINY + tgt3[r] - 1], z = exp(st);
+    for (int32_t i = 1; i <= NI_TINY; i++)
+      if (i != tgt3[r]) z += scale * exp(sc[r * NI_TINY + i - 1]);
+    want += (log(z) - st) / 3.0;
+  }
+  assert_true(want > 0.5); /* the 40x table makes the scores spread */
+  assert_float_equal(got, want, 1e-4);
+  model_acts_free(a);
+  model_free(&m);
+}
+
+/* Adam on listed rows: with every row listed it is model_adam_step bit for bit; unlisted
+ * rows (and their moments) do not move; model_zero_grad_rows clears the same floats. */
+static void test_adam_rows(void **state) {
+  (void)state;
+  model_hparams hp;
+  tiny_hparams(&hp, 2, 0.0f);
+  model_sasrec a, b;
+  assert_int_equal(model_init(&a, &hp, NI_TINY, 9), 0);
+  assert_int_equal(model_init(&b, &hp, NI_TINY, 9), 0);
+  model_train_alloc(&a);
+  model_train_alloc(&b);
+  int32_t all[NI_TINY], some[] = {2, 7, 19};
+  for (int32_t i = 0; i < NI_TINY; i++) all[i] = i + 1;
+  for (int step = 0; step < 3; step++) {
+    for (size_t i = 0; i < a.nparams; i++)
+      a.grads[i] = b.grads[i] = (float)((i * 7919 + (size_t)step) % 13) / 13.0f - 0.4f;
+    memset(a.g.t[MODEL_T_ITEM], 0, hp.C * sizeof(float));
+    memset(b.g.t[MODEL_T_ITEM], 0, hp.C * sizeof(float));
+    model_adam_step(&a, 1e-2f);
+    model_adam_step_rows(&b, 1e-2f, all, NI_TINY);
+  }
+  assert_memory_equal(a.params, b.params, a.nparams * sizeof(float));
+  assert_memory_equal(a.adam_v, b.adam_v, a.nparams * sizeof(float));
+  /* now three rows only */
+  float *before = xmalloc(b.nparams * sizeof(float));
+  memcpy(before, b.params, b.nparams * sizeof(float));
+  model_adam_step_rows(&b, 1e-2f, some, 3);
+  size_t dense = (size_t)(b.p.t[MODEL_T_ITEM] - b.params);
+  for (size_t i = 0; i < b.nparams; i++) {
+    size_t row = i < dense ? 0 : (i - dense) / hp.C;
+    int moved = before[i] != b.params[i];
+    int listed = i < dense || row == 2 || row == 7 || row == 19;
+    if (!listed) assert_false(moved);
+    if (listed && b.grads[i] != 0.0f) assert_true(moved);
+  }
+  model_zero_grad_rows(&b, some, 3);
+  for (size_t i = 0; i < b.nparams; i++) {
+    size_t row = i < dense ? 0 : (i - dense) / hp.C;
+    int listed = i < dense || row == 2 || row == 7 || row == 19;
+    assert_true(listed ? b.grads[i] == 0.0f : b.grads[i] == a.grads[i]);
+  }
+  free(before);
+  model_free(&a);
+  model_free(&b);
+}
+
 int test_sasrec(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gradcheck_last_only), cmocka_unit_test(test_gradcheck_full),
@@ -288,6 +404,8 @@ int test_sasrec(void) {
       cmocka_unit_test(test_shortcuts_exact),     cmocka_unit_test(test_init_and_seed),
       cmocka_unit_test(test_adam_first_step),     cmocka_unit_test(test_learns_a_rule),
       cmocka_unit_test(test_scores_tied),         cmocka_unit_test(test_seed_reproducible),
+      cmocka_unit_test(test_sampled_gradcheck),   cmocka_unit_test(test_sampled_whole_catalogue),
+      cmocka_unit_test(test_adam_rows),
   };
   return cmocka_run_group_tests_name("model/sasrec", tests, NULL, NULL);
 }
