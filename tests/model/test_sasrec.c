@@ -67,19 +67,24 @@ static int check_all_tensors(loss_ctx *c) {
   return bad;
 }
 
+/* A model for gradient checks, with training state: larger weights than the 0.02 init so
+ * that every path carries a visible gradient. */
+static void gradcheck_model(model_sasrec *m, const model_hparams *hp) {
+  assert_int_equal(model_init(m, hp, NI_TINY, 7), 0);
+  fl_rng r;
+  fl_rng_seed(&r, 8);
+  for (size_t i = 0; i < m->nparams; i++) m->params[i] += 0.3f * fl_rng_normal(&r);
+  memset(m->p.t[MODEL_T_ITEM], 0, hp->C * sizeof(float));
+  model_train_alloc(m);
+}
+
 static void run_whole_loss(int last_only, int padded, int train) {
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
   if (train) hp.dropout = 0.3f; /* masks are a function of (seed, step): fixed here */
   model_sasrec m;
-  assert_int_equal(model_init(&m, &hp, NI_TINY, 7), 0);
-  /* larger weights than the 0.02 init so every path carries a visible gradient */
-  fl_rng r;
-  fl_rng_seed(&r, 8);
-  for (size_t i = 0; i < m.nparams; i++) m.params[i] += 0.3f * fl_rng_normal(&r);
-  memset(m.p.t[MODEL_T_ITEM], 0, hp.C * sizeof(float));
+  gradcheck_model(&m, &hp);
   m.last_only = last_only;
-  model_train_alloc(&m);
   loss_ctx c = {&m, model_acts_new(&hp, 3, 24), padded ? padded_batch() : packed_batch(), train};
   assert_int_equal(check_all_tensors(&c), 0);
   /* the padding row never receives gradient */
@@ -292,12 +297,7 @@ static void test_sampled_gradcheck(void **state) {
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
   model_sasrec m;
-  assert_int_equal(model_init(&m, &hp, NI_TINY, 7), 0);
-  fl_rng r;
-  fl_rng_seed(&r, 8);
-  for (size_t i = 0; i < m.nparams; i++) m.params[i] += 0.3f * fl_rng_normal(&r);
-  memset(m.p.t[MODEL_T_ITEM], 0, hp.C * sizeof(float));
-  model_train_alloc(&m);
+  gradcheck_model(&m, &hp);
   model_batch b = packed_batch();
   b.neg = neg5;
   b.nneg = 5;
