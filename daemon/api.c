@@ -53,6 +53,9 @@ typedef struct {
   uint64_t lat_n;
 } route_stats;
 
+/* Events that may wait for the online evaluation's thread (oeval.h). */
+#define ONLINE_QUEUE 256
+
 struct api {
   api_deps d;
   char token[512]; /* admin bearer token ("" = admin off) */
@@ -70,7 +73,6 @@ struct api {
   int deferred; /* its answer was deferred: recorded when sent */
   route_stats rs[R_COUNT];
   oeval *oe;               /* the online evaluation's thread (NULL: api.online_eval_per_s 0) */
-#define ONLINE_QUEUE 256   /* events that may wait for it */
   double bucket, bucket_t; /* its token bucket (events) */
   uint32_t *hist;          /* scratch: a user's history as item indices */
   state_entry *ent;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "model/kernels.h"
 #include "model/model.h"
 
 /* Contract (see model.h): target and every history id must be in 1..NI (programmer error
@@ -46,10 +47,7 @@ void eval_ranks_chunked(const model_sasrec *m, const float *h, size_t B, const i
   float *t = xmalloc((B ? B : 1) * sizeof(float)); /* the targets' scores */
   for (size_t b = 0; b < B; b++) {
     assert(tgt[b] >= 1 && (size_t)tgt[b] <= NI);
-    const float *hb = h + b * C, *et = E + (size_t)tgt[b] * C;
-    float dot = 0.0f;
-    for (size_t c = 0; c < C; c++) dot += hb[c] * et[c];
-    t[b] = dot;
+    t[b] = kern_dot(h + b * C, E + (size_t)tgt[b] * C, C);
     rank[b] = 0;
     for (size_t x = off[b]; x < off[b + 1]; x++)
       if (tok[x] == tgt[b]) t[b] = -INFINITY;

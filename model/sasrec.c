@@ -545,10 +545,7 @@ static float sampled_forward(const model_sasrec *m, model_acts *a, const model_b
   float shift = m->NI > 1 ? logf((float)(m->NI - 1) / (float)K) : 0.0f;
   for (size_t b = 0; b < B; b++) {
     float *row = a->logits + b * N;
-    const float *h = a->h + b * C, *et = E + (size_t)bt->tgt[b] * C;
-    float dot = 0.0f;
-    for (size_t c = 0; c < C; c++) dot += h[c] * et[c];
-    row[0] = dot;
+    row[0] = kern_dot(a->h + b * C, E + (size_t)bt->tgt[b] * C, C);
     for (size_t k = 0; k < K; k++)
       row[1 + k] = bt->neg[k] == bt->tgt[b] ? -1e30f : row[1 + k] + shift;
   }
