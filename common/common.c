@@ -8,10 +8,12 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +35,16 @@ int fl_log_level = FL_LOG_INFO;
 static _Thread_local const char *fl_thread_tag = "main";
 
 void fl_log_set_thread_tag(const char *tag) { fl_thread_tag = tag; }
+
+void fl_thread_setup(const char *tag, int nice) {
+  fl_log_set_thread_tag(tag);
+  char name[16]; /* the kernel's limit, with the terminator */
+  snprintf(name, sizeof name, "flamed-%s", tag);
+  pthread_setname_np(pthread_self(), name);
+  if (nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), nice) != 0)
+    fl_warn("cannot renice the %s thread to %d: %s (it keeps the process's niceness)", tag, nice,
+            strerror(errno));
+}
 
 void fl_log_write(int level, const char *fmt, ...) {
   static const char *const names[] = {"debug", "info", "warn", "error"};

@@ -43,6 +43,10 @@ const char *fl_strerror(int err);
 enum { FL_LOG_DEBUG, FL_LOG_INFO, FL_LOG_WARN, FL_LOG_ERROR };
 extern int fl_log_level;
 void fl_log_set_thread_tag(const char *tag); /* tag must outlive the thread */
+/* A background thread's first call: the log tag, the name "flamed-<tag>" (top -H, perf,
+ * bench/serve.sh), and, for nice > 0, the niceness of this thread only (Linux schedules
+ * threads one by one); a renice that fails is a warning, the thread keeps the process's. */
+void fl_thread_setup(const char *tag, int nice);
 void fl_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define fl_log(level, ...)                                                                         \
   do {                                                                                             \

@@ -8,8 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 typedef struct {
   serve_model *s, *base;
@@ -45,11 +43,7 @@ static void job_free(job *j) {
 
 static void *run(void *arg) {
   oeval *e = arg;
-  fl_log_set_thread_tag("eval");
-  pthread_setname_np(pthread_self(), "flamed-eval");
-  if (e->nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), e->nice) != 0)
-    fl_warn("train.nice: cannot renice the online evaluation thread to %d: %s", e->nice,
-            strerror(errno));
+  fl_thread_setup("eval", e->nice);
   serve_ws *ws = serve_ws_new();
   pthread_mutex_lock(&e->mu);
   for (;;) {

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -219,7 +218,11 @@ static int same_shape(const model_hparams *a, const model_hparams *b) {
   return a->C == b->C && a->NL == b->NL && a->NH == b->NH && a->FF == b->FF && a->L == b->L;
 }
 
-/* dst = src with NI rows (NI >= src->NI): the same parameters, new rows N(0, 0.02^2). */
+/* dst = src with NI rows (NI >= src->NI): the same parameters, new rows N(0, 0.02^2).
+ * Each round grows into a fresh model of exactly the catalogue's size. Tables kept with
+ * headroom across rounds would save only the allocation: the round's weights must be a copy
+ * anyway (the serving snapshot they start from is immutable and stays in service), and its
+ * gradients and fresh Adam moments must be cleared either way. */
 static void grow_copy(model_sasrec *dst, const model_sasrec *src, size_t NI, uint64_t seed) {
   if (model_init(dst, &src->hp, NI, seed) != 0) {
     fl_error("cannot allocate a model of %zu items", NI);
@@ -829,13 +832,8 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
 
 static void *run(void *arg) {
   trainer *t = arg;
-  fl_log_set_thread_tag("trainer");
-  pthread_setname_np(pthread_self(), "flamed-trainer"); /* for top -H, and bench/serve.sh */
+  fl_thread_setup("trainer", t->nice);
   model_set_threads(t->threads);
-  /* On Linux, niceness is per thread: this one only. */
-  if (t->nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), t->nice) != 0)
-    fl_warn("train.nice: cannot renice the trainer thread to %d: %s (it keeps the process's)",
-            t->nice, strerror(errno));
   pthread_mutex_lock(&t->mu);
   double next = fl_now() + t->rc.interval_s;
   while (!t->stop) {

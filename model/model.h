@@ -36,7 +36,8 @@ void model_hparams_default(model_hparams *hp);
 int model_hparams_check(const model_hparams *hp);
 
 /* The parameter tensors, views into one contiguous block, in block order. The item table
- * comes last so that the catalogue can grow into headroom at the block's end. */
+ * comes last, so a model with more items has the smaller one's block as its prefix: growing
+ * the catalogue is one copy (the daemon's trainer), and so is carrying Adam's moments over. */
 enum {
   MODEL_T_POS,      /* (L, C) position table */
   MODEL_T_LNE_W,    /* (C) LN_emb gamma */

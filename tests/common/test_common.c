@@ -1,5 +1,5 @@
-/* tests/common/test_common.c: error text, atomic files, file reading, CRC-32 and the random
- * number generators of common/.
+/* tests/common/test_common.c: error text, atomic files, file reading, CRC-32, the random
+ * number generators and the thread set-up of common/.
  *
  * File tests run in a fresh temp dir each and remove it; the statistical tests use fixed seeds
  * and bounds several standard errors wide, so they are deterministic and never flaky. */
@@ -13,9 +13,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* ---- fl_strerror ---- */
@@ -272,6 +274,31 @@ static void test_alloc_aligned(void **state) {
   free(q);
 }
 
+/* ---- threads ---- */
+
+static void *thread_setup_main(void *arg) {
+  int *out = arg; /* [niceness before, niceness after, name ok] */
+  out[0] = getpriority(PRIO_PROCESS, (id_t)gettid());
+  fl_thread_setup("unit", 3);
+  out[1] = getpriority(PRIO_PROCESS, (id_t)gettid());
+  char name[16] = "";
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  out[2] = !strcmp(name, "flamed-unit");
+  return NULL;
+}
+
+/* fl_thread_setup names the calling thread and renices it alone, not the process. */
+static void test_thread_setup(void **state) {
+  (void)state;
+  int before = getpriority(PRIO_PROCESS, 0), out[3] = {0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, thread_setup_main, out), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_true(out[2]);
+  assert_int_equal(out[1], out[0] + 3 > 19 ? 19 : out[0] + 3);
+  assert_int_equal(getpriority(PRIO_PROCESS, 0), before);
+}
+
 int test_common(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_strerror_codes),
@@ -289,6 +316,7 @@ int test_common(void) {
       cmocka_unit_test(test_shuffle),
       cmocka_unit_test(test_buf),
       cmocka_unit_test(test_alloc_aligned),
+      cmocka_unit_test(test_thread_setup),
   };
   return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
