@@ -11,8 +11,18 @@
 # windows of events seen, and cumulative) next to the CSV in bench/results/. Never run by CI.
 #
 # usage: bench/online.sh [--data FILE] [--anchor FILE.pt] [--rate N] [--interval S] [--every S]
-#                        [--build DIR]
+#                        [--align start|end] [--train-from N|tail] [--build DIR]
 #   --anchor  default: ../shared/data/flame-anchors/<data's name>.pt
+#   --align   the replay's interleaving (`flame produce --align`). Default end: every user's
+#             last event comes in the last round, the time the leave-last-out protocol (and
+#             so the anchor's training split) assumes: the anchor was trained on the rounds
+#             before the last two and has never seen those. start: every user's first
+#             event, then every user's second, ...; the events the anchor never saw then
+#             come early, mostly before any round has run.
+#   --train-from  the fine-tuned daemon starts with training paused and resumes it (admin
+#             API) once it has stored N events; tail: once the tail starts (--align end
+#             only), so that rounds learn only from events the anchor never saw. Default 0:
+#             training on from the first event.
 #   --set section.key=value   a setting for the fine-tuned daemon (repeatable), e.g.
 #             --set train.lr=0.0001
 set -euo pipefail
@@ -24,6 +34,8 @@ data="$shared/data/amazon-beauty.txt"
 rate=1000
 interval=20
 every=5
+align=end
+train_from=0
 pt=""
 tuned_args=()
 while [ $# -gt 0 ]; do
@@ -34,8 +46,10 @@ while [ $# -gt 0 ]; do
     --set) tuned_args+=("--$2"); shift ;;
     --interval) interval="$2"; shift ;;
     --every) every="$2"; shift ;;
+    --align) align="$2"; shift ;;
+    --train-from) train_from="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench/online.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -50,6 +64,16 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 csv="$here/results/online-$stamp.csv"
 svg="$here/results/online-$stamp.svg"
 
+# aligned at the end, the last two rounds are every user's last two events: the ones the
+# anchor never trained on (the leave-last-out split), reported on their own as the tail
+tail_from=0
+if [ "$align" = end ]; then
+  tail_from=$(awk '{u[$1] = 1; n += NF - 1} END {print n - 2 * length(u)}' "$data")
+fi
+if [ "$train_from" = tail ]; then
+  [ "$tail_from" -gt 0 ] || { echo "bench/online.sh: --train-from tail needs --align end" >&2; exit 2; }
+  train_from=$tail_from
+fi
 "$flame" import-pt --in "$pt" --out "$work/anchor.ckpt" >/dev/null 2>&1
 bench_broker
 start() { # name, api port, train.enabled, more settings
@@ -60,27 +84,49 @@ start() { # name, api port, train.enabled, more settings
     --train.enabled="$on" --train.interval_s="$interval" --train.min_new_events=1000000000 \
     --api.online_eval_per_s=100000 --api.online_eval_share=0.25 "$@"
 }
-pa=$((port + 1)); pb=$((port + 2))
-start tuned "$pa" true "${tuned_args[@]}"
+pa=$((port + 1)); pb=$((port + 2)); padm=$((port + 3))
+if [ "$train_from" -gt 0 ]; then
+  echo tok > "$work/token"
+  start tuned "$pa" false --api.admin_port="$padm" --api.admin_token_file="$work/token" \
+    "${tuned_args[@]}"
+else
+  start tuned "$pa" true "${tuned_args[@]}"
+fi
 start frozen "$pb" false
 bench_wait_http "$pa"
 bench_wait_http "$pb"
 sleep 4 # partitions assigned
-"$flame" produce --brokers "127.0.0.1:$port" --topic clicks --data "$data" --rate "$rate" \
+"$flame" produce --brokers "127.0.0.1:$port" --topic clicks --data "$data" --rate "$rate" --align "$align" \
   > "$work/produce.out" 2>&1 &
 prod=$!
 pids+=($prod)
-scrape() { # port -> "events hits ndcg_sum version baseline_events baseline_hits baseline_ndcg_sum"
+if [ "$train_from" -gt 0 ]; then
+  # resume the tuned daemon's training once it has stored train_from events (within 0.2 s)
+  (
+    while :; do
+      st=$(curl -sf "127.0.0.1:$pa/metrics" | awk '$1 == "flamed_events_stored_total" {print $2}')
+      if [ "${st:-0}" -ge "$train_from" ]; then
+        curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$padm/v1/admin/resume-training" >/dev/null
+        echo "training resumed at $st events stored" >&2
+        break
+      fi
+      kill -0 "$prod" 2>/dev/null || break
+      sleep 0.2
+    done
+  ) &
+  pids+=($!)
+fi
+scrape() { # port -> "events hits ndcg_sum version baseline_events baseline_hits baseline_ndcg_sum stored"
   curl -sf "127.0.0.1:$1/metrics" | awk '
     /^flamed_online_events_total / {e=$2} /^flamed_online_hits10_total / {h=$2}
     /^flamed_online_ndcg10_sum / {n=$2} /^flamed_model_version / {v=$2}
     /^flamed_online_baseline_events_total / {be=$2} /^flamed_online_baseline_hits10_total / {bh=$2}
-    /^flamed_online_baseline_ndcg10_sum / {bn=$2}
-    END {print e+0, h+0, n+0, v+0, be+0, bh+0, bn+0}'
+    /^flamed_online_baseline_ndcg10_sum / {bn=$2} /^flamed_events_stored_total / {st=$2}
+    END {print e+0, h+0, n+0, v+0, be+0, bh+0, bn+0, st+0}'
 }
 # baseline_*: the tuned daemon ranks every sampled event with the anchor's weights too (the
 # same events, hence a paired comparison); frozen_*: the second daemon, training paused
-echo "t,tuned_events,tuned_hits10,tuned_ndcg10_sum,tuned_version,baseline_events,baseline_hits10,baseline_ndcg10_sum,frozen_events,frozen_hits10,frozen_ndcg10_sum,frozen_version,frozen_baseline_events,frozen_baseline_hits10,frozen_baseline_ndcg10_sum" > "$csv"
+echo "t,tuned_events,tuned_hits10,tuned_ndcg10_sum,tuned_version,baseline_events,baseline_hits10,baseline_ndcg10_sum,tuned_stored,frozen_events,frozen_hits10,frozen_ndcg10_sum,frozen_version,frozen_baseline_events,frozen_baseline_hits10,frozen_baseline_ndcg10_sum,frozen_stored" > "$csv"
 t0=$(date +%s)
 done_at=0
 while :; do
@@ -98,5 +144,7 @@ while :; do
   fi
 done
 cat "$work/produce.out" | tail -n 1
-grep -E "round [0-9]+:" "$work/tuned.log" | tail -n 3 || true
-/usr/bin/python3 "$here/plot_online.py" "$csv" "$svg"
+# every round's line (loss, holdout figures, promoted or rejected) beside the CSV
+grep -E "round [0-9]+:|training (paused|resumed)" "$work/tuned.log" > "${csv%.csv}.rounds.txt" || true
+tail -n 3 "${csv%.csv}.rounds.txt"
+/usr/bin/python3 "$here/plot_online.py" "$csv" "$svg" "$tail_from"

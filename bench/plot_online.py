@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-"""bench/plot_online.py CSV SVG: the online (prequential) NDCG@10 over events seen of the
+"""bench/plot_online.py CSV SVG [TAIL]: the online (prequential) NDCG@10 over events seen of the
 fine-tuned daemon, of the anchor's weights ranking the same events inside it (the paired
 baseline, when the CSV has it), and of the frozen daemon, from bench/online.sh's scrape CSV.
 Writes a self-contained SVG (no plotting library needed) with two panels: NDCG@10 per window
-between scrapes, and cumulative; prints the final cumulative values."""
+between scrapes, and cumulative; prints the final cumulative values. TAIL > 0: also the
+figures over the events ranked once a daemon had stored more than TAIL events (from the
+last scrape at or below it, so a few events before the boundary count too)."""
 import csv
 import sys
 
@@ -66,6 +68,20 @@ def main():
     for s, _, label in curves:
         e, _, cu, h = s[-1]
         print(f"{label}: {e:.0f} events ranked, online HR@10 {h:.4f}, NDCG@10 {cu:.4f}")
+    tail = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    if tail > 0:
+        for k, _, label in kinds:
+            st = "frozen_stored" if k == "frozen" else "tuned_stored"
+            if not rows or f"{k}_events" not in rows[0] or st not in rows[0]:
+                continue
+            base = [r for r in rows if float(r[st]) <= tail]
+            b, f = (base[-1] if base else None), rows[-1]
+            get = lambda r, c: float(r[f"{k}_{c}"]) if r else 0.0
+            e = get(f, "events") - get(b, "events")
+            if e > 0:
+                print(f"{label}, after {tail} events stored: {e:.0f} events ranked, online HR@10 "
+                      f"{(get(f, 'hits10') - get(b, 'hits10')) / e:.4f}, NDCG@10 "
+                      f"{(get(f, 'ndcg10_sum') - get(b, 'ndcg10_sum')) / e:.4f}")
     print(f"plot: {sys.argv[2]}")
 
 

@@ -991,7 +991,7 @@ static int cmd_broker(int argc, char **argv) {
 
 static const char produce_help[] =
     "usage: flame produce --brokers B --topic T --data FILE [--rate N] [--format json|csv]\n"
-    "                     [--limit N] [--malformed-every N]\n"
+    "                     [--limit N] [--malformed-every N] [--align start|end]\n"
     "Replays a dataset (`user item` or `user item item ...` lines) as a clickstream keyed by\n"
     "user: users interleaved, each user's order preserved, string ids (\"user-7\",\n"
     "\"item-42\") and ts = the produce time in ms. Stops early on SIGINT/SIGTERM. The last\n"
@@ -1002,11 +1002,16 @@ static const char produce_help[] =
     "  --rate N        events per second (default: as fast as the broker takes them)\n"
     "  --format F      json (default) | csv\n"
     "  --limit N       stop after N events\n"
+    "  --align A       start (default): every user's first event, then every user's second,\n"
+    "                  ...; end: aligned at the ends of the sequences, so that every user's\n"
+    "                  last event comes in the last round (the time order the leave-last-out\n"
+    "                  protocol assumes: the items a model was validated and tested on are\n"
+    "                  the newest)\n"
     "  --malformed-every N  every Nth message is a malformed one (bad JSON, no item, an\n"
     "                  empty user, a bad ts in turn) followed by the real event: for demos\n";
 
 static int cmd_produce(int argc, char **argv) {
-  stream_produce_opts o = {NULL, NULL, STREAM_PRODUCE_JSON, 0, 0, NULL, 0};
+  stream_produce_opts o = {NULL, NULL, STREAM_PRODUCE_JSON, 0, 0, NULL, 0, 0};
   const char *data = NULL;
   static const struct option lo[] = {{"brokers", required_argument, 0, 'b'},
                                      {"topic", required_argument, 0, 't'},
@@ -1015,6 +1020,7 @@ static int cmd_produce(int argc, char **argv) {
                                      {"format", required_argument, 0, 'f'},
                                      {"limit", required_argument, 0, 'l'},
                                      {"malformed-every", required_argument, 0, 'm'},
+                                     {"align", required_argument, 0, 'a'},
                                      {"help", no_argument, 0, 'h'},
                                      {0, 0, 0, 0}};
   int c;
@@ -1045,6 +1051,14 @@ static int cmd_produce(int argc, char **argv) {
       break;
     case 'm':
       o.malformed_every = arg_size("--malformed-every", optarg, 2, SIZE_MAX);
+      break;
+    case 'a':
+      if (!strcmp(optarg, "start"))
+        o.align_end = 0;
+      else if (!strcmp(optarg, "end"))
+        o.align_end = 1;
+      else
+        die("--align: expected start or end, got '%s'", optarg);
       break;
     case 'h':
       fputs(produce_help, stdout);

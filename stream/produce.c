@@ -43,6 +43,19 @@ static void produce_one(rd_kafka_t *rk, const char *topic, const char *key, size
   }
 }
 
+void stream_replay_order(size_t nusers, const size_t *off, int align_end, size_t *order) {
+  size_t maxlen = 0, n = 0;
+  for (size_t u = 0; u < nusers; u++)
+    if (off[u + 1] - off[u] > maxlen) maxlen = off[u + 1] - off[u];
+  for (size_t round = 0; round < maxlen; round++)
+    for (size_t u = 0; u < nusers; u++) {
+      size_t len = off[u + 1] - off[u];
+      /* user u takes part in rounds [0, len) from the start, [maxlen - len, maxlen) from
+       * the end */
+      if (align_end ? round >= maxlen - len : round < len) order[n++] = u;
+    }
+}
+
 int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const size_t *off,
                              const int32_t *items, const int64_t *user_ids,
                              stream_produce_result *r, char *err, size_t errlen) {
@@ -76,48 +89,46 @@ int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const 
     rd_kafka_conf_destroy(conf);
     return FL_ERANGE;
   }
-  size_t maxlen = 0;
-  for (size_t u = 0; u < nusers; u++)
-    if (off[u + 1] - off[u] > maxlen) maxlen = off[u + 1] - off[u];
+  size_t total = off[nusers];
+  size_t *order = xmalloc((total ? total : 1) * sizeof *order);
+  size_t *next = xcalloc(nusers ? nusers : 1, sizeof *next); /* each user's next item */
+  stream_replay_order(nusers, off, o->align_end, order);
   double t0 = fl_now();
   uint64_t n = 0;
   char key[32], payload[160];
-  for (size_t round = 0; round < maxlen; round++) {
-    for (size_t u = 0; u < nusers; u++) {
-      if (off[u] + round >= off[u + 1]) continue;
-      if ((o->limit && n >= o->limit) || (o->stop && *o->stop)) goto done;
-      if (o->rate > 0 && n % 64 == 0) {
-        /* pace to the rate: sleep until event n is due */
-        double due = t0 + (double)n / o->rate, now = fl_now();
-        if (due > now) {
-          struct timespec ts = {(time_t)(due - now),
-                                (long)((due - now - (time_t)(due - now)) * 1e9)};
-          nanosleep(&ts, NULL);
-        }
+  for (size_t k = 0; k < total; k++) {
+    size_t u = order[k];
+    if ((o->limit && n >= o->limit) || (o->stop && *o->stop)) break;
+    if (o->rate > 0 && n % 64 == 0) {
+      /* pace to the rate: sleep until event n is due */
+      double due = t0 + (double)n / o->rate, now = fl_now();
+      if (due > now) {
+        struct timespec ts = {(time_t)(due - now), (long)((due - now - (time_t)(due - now)) * 1e9)};
+        nanosleep(&ts, NULL);
       }
-      int kl = snprintf(key, sizeof key, "user-%" PRId64, user_ids[u]);
-      int item = items[off[u] + round];
-      int pl =
-          o->format == STREAM_PRODUCE_CSV
-              ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, fl_wall_ms())
-              : snprintf(payload, sizeof payload,
-                         "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key, item,
-                         fl_wall_ms());
-      if (o->malformed_every && (n + 1) % o->malformed_every == 0) {
-        /* a malformed message first (counted in n), then the event itself */
-        static const char *const bad[] = {"{\"user\":\"", "{\"user\":\"u\"}",
-                                          "{\"user\":\"\",\"item\":\"i\"}",
-                                          "{\"user\":\"u\",\"item\":\"i\",\"ts\":\"yesterday\"}"};
-        const char *b = bad[(n / o->malformed_every) % 4];
-        produce_one(rk, o->topic, key, (size_t)kl, b, strlen(b), &pc);
-        n++;
-      }
-      produce_one(rk, o->topic, key, (size_t)kl, payload, (size_t)pl, &pc);
-      n++;
-      if (n % 1024 == 0) rd_kafka_poll(rk, 0);
     }
+    int kl = snprintf(key, sizeof key, "user-%" PRId64, user_ids[u]);
+    int item = items[off[u] + next[u]++];
+    int pl = o->format == STREAM_PRODUCE_CSV
+                 ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, fl_wall_ms())
+                 : snprintf(payload, sizeof payload,
+                            "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key, item,
+                            fl_wall_ms());
+    if (o->malformed_every && (n + 1) % o->malformed_every == 0) {
+      /* a malformed message first (counted in n), then the event itself */
+      static const char *const bad[] = {"{\"user\":\"", "{\"user\":\"u\"}",
+                                        "{\"user\":\"\",\"item\":\"i\"}",
+                                        "{\"user\":\"u\",\"item\":\"i\",\"ts\":\"yesterday\"}"};
+      const char *b = bad[(n / o->malformed_every) % 4];
+      produce_one(rk, o->topic, key, (size_t)kl, b, strlen(b), &pc);
+      n++;
+    }
+    produce_one(rk, o->topic, key, (size_t)kl, payload, (size_t)pl, &pc);
+    n++;
+    if (n % 1024 == 0) rd_kafka_poll(rk, 0);
   }
-done:
+  free(order);
+  free(next);
   rd_kafka_flush(rk, 60000);
   r->seconds = fl_now() - t0;
   r->sent = pc.acked;

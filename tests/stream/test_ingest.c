@@ -15,6 +15,7 @@
 #include "state/state.h"
 #include "stream/broker.h"
 #include "stream/event.h"
+#include "stream/produce.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -540,6 +541,20 @@ static void test_state_dir_errors(void **state) {
   env_down(&v);
 }
 
+/* The replay order, from the start and from the end, on users of lengths 3, 1, 2 and an
+ * empty one: each user appears once per item, and aligned at the end every user's last
+ * event is in the last round. */
+static void test_replay_order(void **state) {
+  (void)state;
+  const size_t off[] = {0, 3, 4, 6, 6};
+  size_t order[6];
+  const size_t start[] = {0, 1, 2, 0, 2, 0}, end[] = {0, 0, 2, 0, 1, 2};
+  stream_replay_order(4, off, 0, order);
+  for (size_t i = 0; i < 6; i++) assert_int_equal(order[i], start[i]);
+  stream_replay_order(4, off, 1, order);
+  for (size_t i = 0; i < 6; i++) assert_int_equal(order[i], end[i]);
+}
+
 /* `flame produce` replays a dataset: every event once, string ids, each user's order kept
  * (read back per partition, which is the order a consumer sees). */
 static void test_produce_tool(void **state) {
@@ -598,6 +613,35 @@ static void test_produce_tool(void **state) {
   }
   free(m);
   assert_int_equal(good, 7);
+  /* --align end: still every event once, each user's order kept; a bad value is refused */
+  snprintf(args, sizeof args, "produce --brokers %s --topic %s.end --data %s --align end",
+           v.bootstrap, v.topic, data);
+  r = tu_run(bin, v.tmp, args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "\"sent\":7"));
+  tu_run_free(&r);
+  char end[80];
+  snprintf(end, sizeof end, "%s.end", v.topic);
+  n = read_topic(v.bootstrap, end, &m);
+  assert_int_equal(n, 7);
+  k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (strstr(m[i].payload, "\"user\":\"user-1\"")) {
+      assert_true(k < 4);
+      char item[32];
+      snprintf(item, sizeof item, "\"item\":\"%s\"", want[k++]);
+      assert_non_null(strstr(m[i].payload, item));
+    }
+    free(m[i].payload);
+  }
+  free(m);
+  assert_int_equal(k, 4);
+  snprintf(args, sizeof args, "produce --brokers %s --topic %s --data %s --align middle",
+           v.bootstrap, v.topic, data);
+  r = tu_run(bin, v.tmp, args);
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "--align"));
+  tu_run_free(&r);
   env_down(&v);
 }
 
@@ -607,6 +651,7 @@ int test_ingest(void) {
       cmocka_unit_test(test_rebalance_eager),      cmocka_unit_test(test_rebalance_cooperative),
       cmocka_unit_test(test_broker_down_at_start), cmocka_unit_test(test_broker_gone_at_stop),
       cmocka_unit_test(test_state_dir_errors),     cmocka_unit_test(test_produce_tool),
+      cmocka_unit_test(test_replay_order),
   };
   return cmocka_run_group_tests_name("stream/ingest", tests, NULL, NULL);
 }
