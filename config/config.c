@@ -493,9 +493,14 @@ static const config_setting cfg_table[] = {
   CFG_INT("train", "holdout_users", train.holdout_users, "2000", 10, 100000000, true,
           "At most this many users with new events have their newest event held out of the "
           "round and used to validate the candidate."),
+  CFG_INT("train", "retain_users", train.retain_users, "1000", 0, 100000000, true,
+          "Up to this many users the round neither learned from nor replayed also validate the "
+          "candidate, on their newest event: it must not lose more than train.margin there "
+          "either. This catches a round that forgets what the serving model knew about everyone "
+          "else, which the holdout of touched users cannot see; 0: off."),
   CFG_DOUBLE("train", "margin", train.margin, "0.002", 0, 1, true,
              "Holdout NDCG@10 a candidate may lose against the serving model and still be "
-             "promoted."),
+             "promoted (on the touched users' holdout and on the retained users' alike)."),
   CFG_INT("train", "reanchor_rounds", train.reanchor_rounds, "0", 0, 1000000, true,
           "Re-anchor on a schedule: after this many promotions the serving network becomes the "
           "frozen anchor (as POST /v1/admin/reanchor does); 0: only when asked."),

@@ -34,7 +34,7 @@
 typedef struct {
   double interval_s, margin, duty;
   uint64_t min_new_events, min_users, reanchor_rounds;
-  size_t steps, batch, replay, holdout, keep, popular, sampled_items, negatives;
+  size_t steps, batch, replay, holdout, retain, keep, popular, sampled_items, negatives;
   float lr, tau, lambda0, lambda_r, dropout;
   int keep_adam, new_targets;
 } round_cfg;
@@ -140,6 +140,7 @@ static void read_round_cfg(round_cfg *r, const config *c) {
   r->batch = (size_t)c->train.batch;
   r->replay = (size_t)c->train.replay_users;
   r->holdout = (size_t)c->train.holdout_users;
+  r->retain = (size_t)c->train.retain_users;
   r->keep = (size_t)c->model.keep;
   r->popular = (size_t)c->model.popular;
   r->lr = (float)c->train.lr;
@@ -628,6 +629,12 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
         held[ou[i]] = 1;
         hu[nh++] = ou[i];
       }
+  /* retained users: neither touched nor replayed, so the round never sees their events; their
+   * newest event shows what the candidate forgot (shuffled, so a different sample each round) */
+  const uint32_t *ru = ou + nr;
+  size_t nret = 0;
+  for (size_t i = nr; i < no && nret < rc->retain; i++)
+    if (c.ds.off[ou[i] + 1] - c.ds.off[ou[i]] >= 3) ou[nr + nret++] = ou[i];
   /* the learnable network: the serving weights (or the anchor's), rows for new items */
   const model_sasrec *base =
       cur && cur->has_net && same_shape(&cur->m.hp, &t->anchor.hp) ? &cur->m : &t->anchor;
@@ -742,7 +749,12 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
     rr->cand_hr10 = mc.hr10;
     rr->serv_ndcg10 = ms.ndcg10;
     rr->serv_hr10 = ms.hr10;
-    if (serving && mc.ndcg10 < ms.ndcg10 - rc->margin) {
+    if (serving && nret) { /* without a serving model there is nothing to forget */
+      rr->retain = nret;
+      rr->cand_retain_ndcg10 = holdout_eval(&lrn, &c.ds, ru, nret).ndcg10;
+      rr->serv_retain_ndcg10 = holdout_eval(serving, &c.ds, ru, nret).ndcg10;
+    }
+    if (!trainer_round_passes(rr, rc->margin)) {
       outcome = TRAINER_REJECTED_WORSE;
     } else {
       serve_model *s = snapshot_of(t, &lrn, t->version + 1, pop, npop);
@@ -809,6 +821,11 @@ static void reanchor(trainer *t) {
   serve_model_unref(cur);
 }
 
+int trainer_round_passes(const trainer_round *r, double margin) {
+  return r->cand_ndcg10 >= r->serv_ndcg10 - margin &&
+         (!r->retain || r->cand_retain_ndcg10 >= r->serv_retain_ndcg10 - margin);
+}
+
 static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   const char *what = trainer_outcome_name(r->outcome);
   if (r->outcome == TRAINER_BOOTSTRAPPED) {
@@ -819,13 +836,16 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   } else if (r->outcome == TRAINER_FAILED) {
     fl_warn("round %" PRIu64 ": failed after %.1f s (see above)", n, r->sec);
   } else {
-    char sampled[64] = "";
+    char sampled[64] = "", retained[96] = "";
     if (r->negatives)
       snprintf(sampled, sizeof sampled, ", sampled softmax over %" PRIu64 " items", r->negatives);
+    if (r->retain)
+      snprintf(retained, sizeof retained, "; %" PRIu64 " retained users %.4f / %.4f", r->retain,
+               r->cand_retain_ndcg10, r->serv_retain_ndcg10);
     fl_info("round %" PRIu64 ": %" PRIu64 " users, loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
-            " users NDCG@10 candidate %.4f serving %.4f (HR@10 %.4f / %.4f): %s%s",
+            " users NDCG@10 candidate %.4f serving %.4f (HR@10 %.4f / %.4f)%s: %s%s",
             n, r->users, r->loss, r->rec, sampled, r->sec, r->holdout, r->cand_ndcg10,
-            r->serv_ndcg10, r->cand_hr10, r->serv_hr10, what,
+            r->serv_ndcg10, r->cand_hr10, r->serv_hr10, retained, what,
             r->outcome == TRAINER_PROMOTED ? " as a new version" : "");
   }
 }

@@ -14,8 +14,10 @@
  * touched users is held out. train.steps FLAME steps (lambda from train.lambda0 to
  * train.lambda_r over the round) start from the serving weights, with rows for new items.
  * The candidate is promoted only if every weight is finite and its holdout NDCG@10 is at most
- * train.margin below the serving model's on the same holdout; either way the round is logged
- * and counted. A promoted version is written atomically to <model dir>/model-<version>.ckpt
+ * train.margin below the serving model's on the same holdout, and the same holds on the
+ * newest event of up to train.retain_users users the round neither learned from nor replayed
+ * (what it forgot, which the touched users' holdout cannot show); either way the round is
+ * logged and counted. A promoted version is written atomically to <model dir>/model-<version>.ckpt
  * (the last model.keep kept) and published.
  *
  * Re-anchoring (the serving network becomes the frozen anchor, a new anchor version, logged)
@@ -57,9 +59,11 @@ typedef struct {
   float loss, rec; /* mean FLAME loss and its cross-entropy part */
   double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10;
   uint64_t holdout, users; /* holdout users; users trained on */
-  uint64_t negatives;      /* sampled-softmax candidates per step (0: the full softmax) */
-  int outcome;             /* TRAINER_PROMOTED, TRAINER_REJECTED_*, ... */
-  uint64_t version;        /* the version promoted (0 if none) */
+  uint64_t retain;         /* retained users checked for forgetting (0: none) */
+  double cand_retain_ndcg10, serv_retain_ndcg10;
+  uint64_t negatives; /* sampled-softmax candidates per step (0: the full softmax) */
+  int outcome;        /* TRAINER_PROMOTED, TRAINER_REJECTED_*, ... */
+  uint64_t version;   /* the version promoted (0 if none) */
 } trainer_round;
 
 enum {
@@ -101,4 +105,8 @@ void trainer_stop(trainer *t);
 
 /* "promoted", "rejected_worse", ...: the metrics label of an outcome. */
 const char *trainer_outcome_name(int outcome);
+
+/* The validation gate on a round's figures: 1 if the candidate's holdout NDCG@10 is at most
+ * margin below the serving model's, and so is its NDCG@10 on the retained users (if any). */
+int trainer_round_passes(const trainer_round *r, double margin);
 #endif

@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 73);
+  assert_int_equal(n, 74);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -899,6 +899,7 @@ static void test_dump_round_trip(void **state) {
       {"train.lambda_r", "0.001"},
       {"train.replay_users", "0"},
       {"train.holdout_users", "10"},
+      {"train.retain_users", "7"},
       {"train.margin", "0"},
       {"train.reanchor_rounds", "12"},
       {"train.threads", "2"},

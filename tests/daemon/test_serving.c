@@ -188,7 +188,8 @@ static void test_serving_end_to_end(void **state) {
   /* Promotion is this test's subject, not quality: a 4-step round on 300 synthetic users can
    * land a hair below the bootstrap on a small holdout, so the gate is opened (the rejection
    * test checks the gate). */
-  const char *extra[] = {"--train.margin=1", "--train.new_targets_only=true", NULL};
+  const char *extra[] = {"--train.margin=1", "--train.new_targets_only=true",
+                         "--train.replay_users=100", NULL};
   serving_up(&s, "serve", 300, extra);
   int st;
   /* popularity first or a model at once: either way a cold user is answered */
@@ -244,6 +245,29 @@ static void test_serving_end_to_end(void **state) {
   assert_true(v2 > v1);
   j = call(s.port, "GET", "/v1/recommend?user=user-3", NULL, NULL, &st);
   assert_true(num(j, "model_version") >= v2);
+  cJSON_Delete(j);
+  /* that round also checked what it forgot, on users it neither learned from nor replayed:
+   * of the 300 users (all with 3+ items), those neither touched (user-3) nor among the 100
+   * replayed. The round's record may land just after its version is published. */
+  const cJSON *round = NULL;
+  j = NULL;
+  for (double end = fl_now() + WAIT_S; !round && fl_now() < end;) {
+    cJSON_Delete(j);
+    j = call(s.port, "GET", "/v1/model", NULL, NULL, &st);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
+                               cJSON_GetObjectItemCaseSensitive(j, "training"), "recent_rounds")) {
+      if (num(it, "version") == v2) round = it;
+    }
+    if (!round) fl_sleep_ms(100);
+  }
+  assert_non_null(round);
+  assert_true(num(round, "retained_users") >= 100);
+  assert_true(num(round, "retained_users") + num(round, "users") == 300);
+  assert_true(num(round, "serving_retained_ndcg10") >= 0 &&
+              num(round, "serving_retained_ndcg10") <= 1);
+  assert_true(num(round, "candidate_retained_ndcg10") >= 0 &&
+              num(round, "candidate_retained_ndcg10") <= 1);
   cJSON_Delete(j);
 
   /* anonymous sessions, errors, the admin token, readiness, metrics */
