@@ -630,11 +630,10 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
         hu[nh++] = ou[i];
       }
   /* retained users: neither touched nor replayed, so the round never sees their events; their
-   * newest event shows what the candidate forgot (shuffled, so a different sample each round) */
+   * newest event (after at least one other: ou holds users with 2+ items) shows what the
+   * candidate forgot. ou is shuffled, so each round checks a different sample. */
   const uint32_t *ru = ou + nr;
-  size_t nret = 0;
-  for (size_t i = nr; i < no && nret < rc->retain; i++)
-    if (c.ds.off[ou[i] + 1] - c.ds.off[ou[i]] >= 3) ou[nr + nret++] = ou[i];
+  size_t nret = no - nr < rc->retain ? no - nr : rc->retain;
   /* the learnable network: the serving weights (or the anchor's), rows for new items */
   const model_sasrec *base =
       cur && cur->has_net && same_shape(&cur->m.hp, &t->anchor.hp) ? &cur->m : &t->anchor;

@@ -247,7 +247,7 @@ static void test_serving_end_to_end(void **state) {
   assert_true(num(j, "model_version") >= v2);
   cJSON_Delete(j);
   /* that round also checked what it forgot, on users it neither learned from nor replayed:
-   * of the 300 users (all with 3+ items), those neither touched (user-3) nor among the 100
+   * of the 300 users (all with 2+ items), those neither touched (user-3) nor among the 100
    * replayed. The round's record may land just after its version is published. */
   const cJSON *round = NULL;
   j = NULL;
