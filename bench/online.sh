@@ -17,8 +17,8 @@
 #             last event comes in the last round, the time the leave-last-out protocol (and
 #             so the anchor's training split) assumes: the anchor was trained on the rounds
 #             before the last two and has never seen those. start: every user's first
-#             event, then every user's second, ...; the events the anchor never saw then
-#             come early, mostly before any round has run.
+#             event, then every user's second, ...; the events the anchor never saw are
+#             then interleaved with those it trained on, over the last two thirds.
 #   --train-from  the fine-tuned daemon starts with training paused and resumes it (admin
 #             API) once it has stored N events; tail: once the tail starts (--align end
 #             only), so that rounds learn only from events the anchor never saw. Default 0:
