@@ -38,7 +38,9 @@ stop_all() { # newest first, each waited for: flamed drains while its broker is 
     { kill "${pids[i]}" && wait "${pids[i]}"; } 2>/dev/null || true
   done
 }
-trap 'echo; echo "demo: stopping (flamed drains: batch, offsets, group, requests)"; stop_all;
+# the first INT or TERM stops everything; more of them (timeout(1) signals the script and its
+# process group, a second Ctrl-C) must not re-enter the trap and exit before the broker is down
+trap 'trap "" INT TERM; echo; echo "demo: stopping (flamed drains: batch, offsets, group, requests)"; stop_all;
       echo "${G}demo: stopped cleanly${R}; logs and state in $dir"; exit 0' INT TERM
 trap stop_all EXIT
 
