@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,6 +51,8 @@ void start_daemon(child *d, const char *bootstrap, const char *group, const char
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    /* a failed assertion leaves the test without stopping its daemon: it goes with us */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
     execv(argv[0], argv);
