@@ -38,7 +38,7 @@ bench_wait_http "$api"
 sent=$("$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$shared/data/amazon-beauty.txt" |
   sed -nE 's/.*"sent":([0-9]+).*/\1/p')
 for _ in $(seq 1200); do
-  [ "$(curl -sf 127.0.0.1:$api/metrics | awk '$1 == "flamed_events_stored_total" {print $2}')" = "$sent" ] && break
+  [ "$(bench_metric "$api" flamed_events_stored_total)" = "$sent" ] && break
   sleep 0.5
 done
 /usr/bin/python3 "$here/fresh.py" "127.0.0.1:$port" clicks "$api" "$admin" tok "$events" |

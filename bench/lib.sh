@@ -6,6 +6,7 @@
 #                      clicks.dlq), sets $port
 #   bench_flamed LOG ARGS...  starts flamed on that broker and topic with ARGS
 #   bench_wait_http PORT      waits (60 s at most) until PORT answers /healthz
+#   bench_metric PORT NAME    prints the value of metric NAME (no labels) from PORT's /metrics
 #   bench_users_lua           writes $work/users.lua: wrk asks /v1/recommend for user-1 to
 #                             user-$USERS (an environment variable of wrk's run) at random
 flame="$build/flame"
@@ -40,6 +41,8 @@ bench_wait_http() {
   echo "bench: nothing answers on port $1" >&2
   return 1
 }
+
+bench_metric() { curl -sf "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 
 bench_users_lua() {
   cat > "$work/users.lua" <<'LUA'

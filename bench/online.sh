@@ -104,7 +104,7 @@ if [ "$train_from" -gt 0 ]; then
   # resume the tuned daemon's training once it has stored train_from events (within 0.2 s)
   (
     while :; do
-      st=$(curl -sf "127.0.0.1:$pa/metrics" | awk '$1 == "flamed_events_stored_total" {print $2}')
+      st=$(bench_metric "$pa" flamed_events_stored_total)
       if [ "${st:-0}" -ge "$train_from" ]; then
         curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$padm/v1/admin/resume-training" >/dev/null
         echo "training resumed at $st events stored" >&2
@@ -137,8 +137,8 @@ while :; do
     # the replay is over: stop once both daemons have stored everything (10 minutes at most)
     [ "$done_at" = 0 ] && done_at=$(date +%s)
     sent=$(sed -nE 's/.*"sent":([0-9]+).*/\1/p' "$work/produce.out")
-    sa=$(curl -sf "127.0.0.1:$pa/metrics" | awk '$1 == "flamed_events_stored_total" {print $2}')
-    sb=$(curl -sf "127.0.0.1:$pb/metrics" | awk '$1 == "flamed_events_stored_total" {print $2}')
+    sa=$(bench_metric "$pa" flamed_events_stored_total)
+    sb=$(bench_metric "$pb" flamed_events_stored_total)
     [ "$sa" = "$sent" ] && [ "$sb" = "$sent" ] && break
     [ $(( $(date +%s) - done_at )) -ge 600 ] && { echo "bench/online.sh: daemons still behind" >&2; break; }
   fi

@@ -52,8 +52,6 @@ mkdir -p "$here/results"
 bench_users_lua
 echo "tok" > "$work/token"
 
-metric() { curl -sf "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
-
 measure() { # name, api port, users, training (on|off)
   local out
   out=$(USERS=$3 wrk --latency -t"$threads" -c"$conns" -d"${duration}s" -s "$work/users.lua" "http://127.0.0.1:$2/")
@@ -95,7 +93,7 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
   sent=$("$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" |
     sed -nE 's/.*"sent":([0-9]+).*/\1/p')
   for _ in $(seq 1200); do
-    [ "$(metric $api flamed_events_stored_total)" = "$sent" ] && break
+    [ "$(bench_metric $api flamed_events_stored_total)" = "$sent" ] && break
     sleep 0.5
   done
   echo "$name: $sent events stored; $(curl -s 127.0.0.1:$api/v1/model | head -c 120)"
@@ -110,7 +108,7 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
     fpid=$(pgrep -f -- "--api.port=$api" | head -n 1)
     c0=$(trainer_cpu "$fpid")
     local s0 forcer=""
-    s0=$(metric "$api" flamed_model_swaps_total)
+    s0=$(bench_metric "$api" flamed_model_swaps_total)
     if [ "$swaps" = 1 ]; then # a round asked for every second (they queue up: one at a time)
       (while :; do
         curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$admin/v1/admin/train-now" >/dev/null || true
@@ -121,7 +119,7 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
     fi
     measure "$name" "$api" "$users" on
     [ -n "$forcer" ] && kill "$forcer" 2>/dev/null
-    echo "$name: $(( $(metric "$api" flamed_model_swaps_total) - s0 )) model swaps during the run"
+    echo "$name: $(( $(bench_metric "$api" flamed_model_swaps_total) - s0 )) model swaps during the run"
     c1=$(trainer_cpu "$fpid")
     echo "$name: the trainer thread used $(awk -v a="$c0" -v b="$c1" -v d="$duration" \
       'BEGIN {printf "%.0f%%", (b - a) / d}') of a core during the run (train.nice keeps it behind serving)"
