@@ -492,7 +492,7 @@ static const config_setting cfg_table[] = {
           "Users without new events replayed in each round, at random, against forgetting."),
   CFG_INT("train", "holdout_users", train.holdout_users, "2000", 10, 100000000, true,
           "At most this many users with new events have their newest event held out of the "
-          "round and used to validate the candidate."),
+          "round and used to validate the candidate; the next round learns it."),
   CFG_INT("train", "retain_users", train.retain_users, "1000", 0, 100000000, true,
           "Up to this many users the round neither learned from nor replayed also validate the "
           "candidate, on their newest event: it must not lose more than train.margin there "

@@ -991,7 +991,7 @@ static int cmd_broker(int argc, char **argv) {
 
 static const char produce_help[] =
     "usage: flame produce --brokers B --topic T --data FILE [--rate N] [--format json|csv]\n"
-    "                     [--limit N] [--malformed-every N] [--align start|end]\n"
+    "                     [--skip N] [--limit N] [--malformed-every N] [--align start|end]\n"
     "Replays a dataset (`user item` or `user item item ...` lines) as a clickstream keyed by\n"
     "user: users interleaved, each user's order preserved, string ids (\"user-7\",\n"
     "\"item-42\") and ts = the produce time in ms. Stops early on SIGINT/SIGTERM. The last\n"
@@ -1001,6 +1001,8 @@ static const char produce_help[] =
     "  --data FILE     the dataset\n"
     "  --rate N        events per second (default: as fast as the broker takes them)\n"
     "  --format F      json (default) | csv\n"
+    "  --skip N        leave out the first N events of the replay (with --limit N, a\n"
+    "                  replay in two parts, e.g. at two rates)\n"
     "  --limit N       stop after N events\n"
     "  --align A       start (default): every user's first event, then every user's second,\n"
     "                  ...; end: aligned at the ends of the sequences, so that every user's\n"
@@ -1011,13 +1013,14 @@ static const char produce_help[] =
     "                  empty user, a bad ts in turn) followed by the real event: for demos\n";
 
 static int cmd_produce(int argc, char **argv) {
-  stream_produce_opts o = {NULL, NULL, STREAM_PRODUCE_JSON, 0, 0, NULL, 0, 0};
+  stream_produce_opts o = {.format = STREAM_PRODUCE_JSON};
   const char *data = NULL;
   static const struct option lo[] = {{"brokers", required_argument, 0, 'b'},
                                      {"topic", required_argument, 0, 't'},
                                      {"data", required_argument, 0, 'd'},
                                      {"rate", required_argument, 0, 'r'},
                                      {"format", required_argument, 0, 'f'},
+                                     {"skip", required_argument, 0, 's'},
                                      {"limit", required_argument, 0, 'l'},
                                      {"malformed-every", required_argument, 0, 'm'},
                                      {"align", required_argument, 0, 'a'},
@@ -1045,6 +1048,9 @@ static int cmd_produce(int argc, char **argv) {
         o.format = STREAM_PRODUCE_CSV;
       else
         die("--format: expected json or csv, got '%s'", optarg);
+      break;
+    case 's':
+      o.skip = arg_size("--skip", optarg, 0, SIZE_MAX);
       break;
     case 'l':
       o.limit = arg_size("--limit", optarg, 1, SIZE_MAX);

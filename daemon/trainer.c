@@ -74,6 +74,7 @@ struct trainer {
   pthread_cond_t cv;
   round_cfg rc;
   hset touched;
+  hset carried; /* users whose newest event the last round held out: the next round learns it */
   uint64_t pending;
   int now, reanchor, stop, paused;
   trainer_stats st;
@@ -382,10 +383,13 @@ static serve_model *load_newest(trainer *t) {
 /* ---- a round's data ---- */
 
 typedef struct {
-  const hset *touched;
+  const hset *touched, *carried;
   data_set ds;
   size_t cap_users, cap_items;
-  uint32_t *is_touched; /* (cap_users) new events per user since the last round (0: none) */
+  uint32_t *is_touched; /* (cap_users) events per user to learn as targets: new since the last
+                         * round, plus the one the last round held out (0: none) */
+  uint32_t *is_new;     /* (cap_users) of those, the new ones (only these can be held out) */
+  uint64_t *hash;       /* (cap_users) fl_hash_bytes of the user id, the touched sets' key */
   uint64_t *count;      /* (cap_count) events per item */
   size_t cap_count;
   uint64_t events;
@@ -398,6 +402,8 @@ static int collect_one(void *ctx, const char *user, size_t ulen, const state_ent
     c->cap_users = c->cap_users ? 2 * c->cap_users : 4096;
     ds->off = xrealloc(ds->off, (c->cap_users + 1) * sizeof *ds->off);
     c->is_touched = xrealloc(c->is_touched, c->cap_users * sizeof *c->is_touched);
+    c->is_new = xrealloc(c->is_new, c->cap_users * sizeof *c->is_new);
+    c->hash = xrealloc(c->hash, c->cap_users * sizeof *c->hash);
   }
   size_t at = ds->off[ds->nusers];
   if (at + n > c->cap_items) {
@@ -417,18 +423,25 @@ static int collect_one(void *ctx, const char *user, size_t ulen, const state_ent
     }
     c->count[it]++;
   }
-  c->is_touched[ds->nusers] = hset_get(c->touched, fl_hash_bytes(user, ulen));
+  uint64_t h = fl_hash_bytes(user, ulen);
+  uint32_t fresh = hset_get(c->touched, h), held = hset_get(c->carried, h);
+  c->hash[ds->nusers] = h;
+  c->is_new[ds->nusers] = fresh;
+  c->is_touched[ds->nusers] = fresh > UINT32_MAX - held ? UINT32_MAX : fresh + held;
   ds->off[++ds->nusers] = at + n;
   c->events += n;
   return 0;
 }
 
-static int collect(trainer *t, const hset *touched, collected *c) {
+static int collect(trainer *t, const hset *touched, const hset *carried, collected *c) {
   memset(c, 0, sizeof *c);
   c->touched = touched;
+  c->carried = carried;
   c->cap_users = 4096;
   c->ds.off = xcalloc(c->cap_users + 1, sizeof *c->ds.off);
   c->is_touched = xmalloc(c->cap_users * sizeof *c->is_touched);
+  c->is_new = xmalloc(c->cap_users * sizeof *c->is_new);
+  c->hash = xmalloc(c->cap_users * sizeof *c->hash);
   int rc = state_seq_foreach(t->db, collect_one, c);
   c->ds.user_id = xcalloc(c->ds.nusers + 1, sizeof *c->ds.user_id); /* data_free frees it */
   return rc;
@@ -437,6 +450,8 @@ static int collect(trainer *t, const hset *touched, collected *c) {
 static void collected_free(collected *c) {
   data_free(&c->ds);
   free(c->is_touched);
+  free(c->is_new);
+  free(c->hash);
   free(c->count);
 }
 
@@ -556,14 +571,16 @@ static int bootstrap(trainer *t, collected *c, trainer_round *rr) {
   return 0;
 }
 
-/* One round; returns its outcome, or -EAGAIN when it did not run (too few users, or no anchor
- * and not enough history to bootstrap one). */
-static int round_run(trainer *t, const hset *touched, int forced, const round_cfg *rc,
-                     trainer_round *rr) {
+/* One round on the users touched since the last one and those carried from it; returns its
+ * outcome, or -EAGAIN when it did not run (too few users with new events, or no anchor and not
+ * enough history to bootstrap one). The users whose newest event it held out are added to
+ * held (once each): the next round learns those events. */
+static int round_run(trainer *t, const hset *touched, const hset *carried, int forced,
+                     const round_cfg *rc, trainer_round *rr, hset *held_out) {
   double t0 = fl_now();
   memset(rr, 0, sizeof *rr);
   collected c;
-  int err = collect(t, touched, &c);
+  int err = collect(t, touched, carried, &c);
   if (err != 0) {
     fl_error("round: cannot read the stored sequences: %s", fl_strerror(err));
     collected_free(&c);
@@ -595,18 +612,21 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
     goto out;
   }
   /* users: touched ones (holdout candidates), then a replay sample of the others */
-  size_t nt = 0, no = 0;
+  size_t nt = 0, no = 0, nnew = 0, ncarried = 0;
   uint32_t *tu = xmalloc((c.ds.nusers + 1) * sizeof *tu),
            *ou = xmalloc((c.ds.nusers + 1) * sizeof *ou);
   for (size_t u = 0; u < c.ds.nusers; u++) {
     size_t len = c.ds.off[u + 1] - c.ds.off[u];
     if (len < 2) continue;
-    if (c.is_touched[u])
+    if (c.is_touched[u]) {
       tu[nt++] = (uint32_t)u;
-    else
+      nnew += c.is_new[u] > 0;
+      ncarried += c.is_touched[u] > c.is_new[u];
+    } else {
       ou[no++] = (uint32_t)u;
+    }
   }
-  if (nt < rc->min_users && !forced) {
+  if (nnew < rc->min_users && !forced) { /* carried events alone never start a round */
     free(tu);
     free(ou);
     goto out;
@@ -614,14 +634,18 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   fl_shuffle(tu, nt, sizeof *tu, &t->rng);
   fl_shuffle(ou, no, sizeof *ou, &t->rng);
   size_t nr = no < rc->replay ? no : rc->replay;
-  /* holdout: touched users with 3+ items, their newest event */
+  /* holdout: users with new events and 3+ items, their newest event (not an event carried
+   * from the last round's holdout: that one is learned now). The round never learns it, so it
+   * is carried to the next: without that, each round would withhold up to
+   * train.holdout_users new events from training for good. */
   uint8_t *held = xcalloc(c.ds.nusers, 1);
   uint32_t *hu = xmalloc((nt + nr + 1) * sizeof *hu);
   size_t nh = 0;
   for (size_t i = 0; i < nt && nh < rc->holdout; i++)
-    if (c.ds.off[tu[i] + 1] - c.ds.off[tu[i]] >= 3) {
+    if (c.is_new[tu[i]] && c.ds.off[tu[i] + 1] - c.ds.off[tu[i]] >= 3) {
       held[tu[i]] = 1;
       hu[nh++] = tu[i];
+      hset_add(held_out, c.hash[tu[i]], 1);
     }
   if (nh == 0) /* a forced round without new events: validate on replayed users instead */
     for (size_t i = 0; i < nr && nh < rc->holdout; i++)
@@ -721,6 +745,7 @@ static int round_run(trainer *t, const hset *touched, int forced, const round_cf
   rr->loss = steps ? (float)(loss / (double)steps) : 0.0f;
   rr->rec = steps ? (float)(rec / (double)steps) : 0.0f;
   rr->users = users;
+  rr->carried = ncarried;
   rr->holdout = nh;
   rr->negatives = K;
   free(mark);
@@ -835,15 +860,18 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   } else if (r->outcome == TRAINER_FAILED) {
     fl_warn("round %" PRIu64 ": failed after %.1f s (see above)", n, r->sec);
   } else {
-    char sampled[64] = "", retained[96] = "";
+    char sampled[64] = "", retained[96] = "", carried[64] = "";
+    if (r->carried)
+      snprintf(carried, sizeof carried, " (%" PRIu64 " with last round's holdout)", r->carried);
     if (r->negatives)
       snprintf(sampled, sizeof sampled, ", sampled softmax over %" PRIu64 " items", r->negatives);
     if (r->retain)
       snprintf(retained, sizeof retained, "; %" PRIu64 " retained users %.4f / %.4f", r->retain,
                r->cand_retain_ndcg10, r->serv_retain_ndcg10);
-    fl_info("round %" PRIu64 ": %" PRIu64 " users, loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
+    fl_info("round %" PRIu64 ": %" PRIu64
+            " users%s, loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
             " users NDCG@10 candidate %.4f serving %.4f (HR@10 %.4f / %.4f)%s: %s%s",
-            n, r->users, r->loss, r->rec, sampled, r->sec, r->holdout, r->cand_ndcg10,
+            n, r->users, carried, r->loss, r->rec, sampled, r->sec, r->holdout, r->cand_ndcg10,
             r->serv_ndcg10, r->cand_hr10, r->serv_hr10, retained, what,
             r->outcome == TRAINER_PROMOTED ? " as a new version" : "");
   }
@@ -887,11 +915,18 @@ static void *run(void *arg) {
     round_cfg rc = t->rc;
     pthread_mutex_unlock(&t->mu);
     trainer_round rr;
-    int o = round_run(t, &touched, forced, &rc, &rr);
+    hset carried = t->carried, held_out = {0};
+    memset(&t->carried, 0, sizeof t->carried);
+    int o = round_run(t, &touched, &carried, forced, &rc, &rr, &held_out);
     pthread_mutex_lock(&t->mu);
     t->st.running = 0;
     next = fl_now() + t->rc.interval_s;
-    if (o < 0) { /* did not run: keep what was touched for the next try */
+    /* did not run: keep what was touched and carried for the next try; ran: carry what it
+     * held out */
+    hset *keep = o < 0 ? &carried : &held_out;
+    for (size_t i = 0; i < keep->cap; i++)
+      if (keep->slot[i]) hset_add(&t->carried, keep->slot[i], keep->cnt[i]);
+    if (o < 0) {
       for (size_t i = 0; i < touched.cap; i++)
         if (touched.slot[i]) hset_add(&t->touched, touched.slot[i], touched.cnt[i]);
       t->pending += pending;
@@ -916,6 +951,8 @@ static void *run(void *arg) {
       pthread_mutex_lock(&t->mu);
     }
     hset_free(&touched);
+    hset_free(&carried);
+    hset_free(&held_out);
   }
   pthread_mutex_unlock(&t->mu);
   return NULL;
@@ -966,6 +1003,7 @@ static void trainer_free(trainer *t) {
   free(t->opt_m);
   free(t->opt_v);
   hset_free(&t->touched);
+  hset_free(&t->carried);
   pthread_cond_destroy(&t->cv);
   pthread_mutex_destroy(&t->mu);
   free(t);

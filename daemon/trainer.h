@@ -11,14 +11,14 @@
  * A round, every train.interval_s (earlier after train.min_new_events events; at once on
  * trainer_command TRAIN_NOW): the stored sequences of the users touched since the last round
  * plus train.replay_users others at random; the newest event of up to train.holdout_users
- * touched users is held out. train.steps FLAME steps (lambda from train.lambda0 to
- * train.lambda_r over the round) start from the serving weights, with rows for new items.
- * The candidate is promoted only if every weight is finite and its holdout NDCG@10 is at most
- * train.margin below the serving model's on the same holdout, and the same holds on the
- * newest event of up to train.retain_users users the round neither learned from nor replayed
- * (what it forgot, which the touched users' holdout cannot show); either way the round is
- * logged and counted. A promoted version is written atomically to <model dir>/model-<version>.ckpt
- * (the last model.keep kept) and published.
+ * users with new events is held out (and learned in the next round that runs). train.steps FLAME
+ * steps (lambda from train.lambda0 to train.lambda_r over the round) start from the serving
+ * weights, with rows for new items. The candidate is promoted only if every weight is finite and
+ * its holdout NDCG@10 is at most train.margin below the serving model's on the same holdout, and
+ * the same holds on the newest event of up to train.retain_users users the round neither learned
+ * from nor replayed (what it forgot, which the touched users' holdout cannot show); either way the
+ * round is logged and counted. A promoted version is written atomically to <model
+ * dir>/model-<version>.ckpt (the last model.keep kept) and published.
  *
  * Re-anchoring (the serving network becomes the frozen anchor, a new anchor version, logged)
  * happens on TRAINER_REANCHOR and, with train.reanchor_rounds, after that many promotions.
@@ -59,6 +59,7 @@ typedef struct {
   float loss, rec; /* mean FLAME loss and its cross-entropy part */
   double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10;
   uint64_t holdout, users; /* holdout users; users trained on */
+  uint64_t carried;        /* of those, users whose event the last round held out */
   uint64_t retain;         /* retained users checked for forgetting (0: none) */
   double cand_retain_ndcg10, serv_retain_ndcg10;
   uint64_t negatives; /* sampled-softmax candidates per step (0: the full softmax) */

@@ -182,6 +182,26 @@ static uint64_t metric(int port, const char *name) {
   return v;
 }
 
+/* The /v1/model document (the caller frees it) and in *round its record of the round that
+ * promoted `version`, or NULL after WAIT_S: the record may land just after the version is
+ * published. */
+static cJSON *round_of(int port, double version, const cJSON **round) {
+  cJSON *j = NULL;
+  int st;
+  *round = NULL;
+  for (double end = fl_now() + WAIT_S; !*round && fl_now() < end;) {
+    cJSON_Delete(j);
+    j = call(port, "GET", "/v1/model", NULL, NULL, &st);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
+                               cJSON_GetObjectItemCaseSensitive(j, "training"), "recent_rounds")) {
+      if (num(it, "version") == version) *round = it;
+    }
+    if (!*round) fl_sleep_ms(100);
+  }
+  return j;
+}
+
 static void test_serving_end_to_end(void **state) {
   (void)state;
   serving s;
@@ -248,26 +268,28 @@ static void test_serving_end_to_end(void **state) {
   cJSON_Delete(j);
   /* that round also checked what it forgot, on users it neither learned from nor replayed:
    * of the 300 users (all with 2+ items), those neither touched (user-3) nor among the 100
-   * replayed. The round's record may land just after its version is published. */
-  const cJSON *round = NULL;
-  j = NULL;
-  for (double end = fl_now() + WAIT_S; !round && fl_now() < end;) {
-    cJSON_Delete(j);
-    j = call(s.port, "GET", "/v1/model", NULL, NULL, &st);
-    const cJSON *it;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
-                               cJSON_GetObjectItemCaseSensitive(j, "training"), "recent_rounds")) {
-      if (num(it, "version") == v2) round = it;
-    }
-    if (!round) fl_sleep_ms(100);
-  }
+   * replayed */
+  const cJSON *round;
+  j = round_of(s.port, v2, &round);
   assert_non_null(round);
+  /* user-3's new event was its one holdout, so it was never learned: carried to the next */
+  assert_int_equal(num(round, "holdout_users"), 1);
+  assert_int_equal(num(round, "carried_users"), 0);
   assert_true(num(round, "retained_users") >= 100);
   assert_true(num(round, "retained_users") + num(round, "users") == 300);
   assert_true(num(round, "serving_retained_ndcg10") >= 0 &&
               num(round, "serving_retained_ndcg10") <= 1);
   assert_true(num(round, "candidate_retained_ndcg10") >= 0 &&
               num(round, "candidate_retained_ndcg10") <= 1);
+  cJSON_Delete(j);
+  /* the next round, with no new events, learns user-3's held-out event */
+  admin(&s, "train-now", 202);
+  double v3 = wait_version(&s, v2 + 1, WAIT_S);
+  assert_true(v3 > v2);
+  j = round_of(s.port, v3, &round);
+  assert_non_null(round);
+  assert_int_equal(num(round, "carried_users"), 1);
+  assert_int_equal(num(round, "users"), 101); /* user-3 and the 100 replayed */
   cJSON_Delete(j);
 
   /* anonymous sessions, errors, the admin token, readiness, metrics */
