@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
   const char *bootstrap = stream_broker_bootstraps(b);
 
   /* phase 1: throughput */
-  stream_produce_opts po = {bootstrap, "tput", STREAM_PRODUCE_JSON, 0, 0, NULL, 0, 0};
+  stream_produce_opts po = {.brokers = bootstrap, .topic = "tput", .format = STREAM_PRODUCE_JSON};
   stream_produce_result pr;
   if (stream_produce_sequences(&po, ds.nusers, ds.off, ds.items, ds.user_id, &pr, err, sizeof err))
     die(err);
@@ -189,7 +189,8 @@ int main(int argc, char **argv) {
   pid_t pid2;
   start_flamed(&pid2, flamed, bootstrap, dir2, "lat", log2);
   for (int i = 0; i < 6000 && !fl_file_contains(log2, "kafka: assigned"); i++) fl_sleep_ms(2);
-  stream_produce_opts po2 = {bootstrap, "lat", STREAM_PRODUCE_JSON, rate, 0, NULL, 0, 0};
+  stream_produce_opts po2 = {
+      .brokers = bootstrap, .topic = "lat", .format = STREAM_PRODUCE_JSON, .rate = rate};
   stream_produce_result pr2;
   if (stream_produce_sequences(&po2, ds.nusers, ds.off, ds.items, ds.user_id, &pr2, err,
                                sizeof err))

@@ -11,7 +11,7 @@
 # windows of events seen, and cumulative) next to the CSV in bench/results/. Never run by CI.
 #
 # usage: bench/online.sh [--data FILE] [--anchor FILE.pt] [--rate N] [--interval S] [--every S]
-#                        [--align start|end] [--train-from N|tail] [--build DIR]
+#                        [--align start|end] [--train-from N|tail] [--head-rate N] [--build DIR]
 #   --anchor  default: ../shared/data/flame-anchors/<data's name>.pt
 #   --align   the replay's interleaving (`flame produce --align`). Default end: every user's
 #             last event comes in the last round, the time the leave-last-out protocol (and
@@ -23,6 +23,10 @@
 #             API) once it has stored N events; tail: once the tail starts (--align end
 #             only), so that rounds learn only from events the anchor never saw. Default 0:
 #             training on from the first event.
+#   --head-rate  replay the head (the events before the tail, --align end only) at this rate
+#             and only the tail at --rate: with --train-from tail the head is only history
+#             to store, and a slow tail gives the rounds time between the validation and the
+#             test events.
 #   --set section.key=value   a setting for the fine-tuned daemon (repeatable), e.g.
 #             --set train.lr=0.0001
 set -euo pipefail
@@ -36,6 +40,7 @@ interval=20
 every=5
 align=end
 train_from=0
+head_rate=""
 pt=""
 tuned_args=()
 while [ $# -gt 0 ]; do
@@ -48,8 +53,9 @@ while [ $# -gt 0 ]; do
     --every) every="$2"; shift ;;
     --align) align="$2"; shift ;;
     --train-from) train_from="$2"; shift ;;
+    --head-rate) head_rate="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "bench/online.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -69,6 +75,9 @@ svg="$here/results/online-$stamp.svg"
 tail_from=0
 if [ "$align" = end ]; then
   tail_from=$(awk '{u[$1] = 1; n += NF - 1} END {print n - 2 * length(u)}' "$data")
+fi
+if [ -n "$head_rate" ] && [ "$tail_from" -eq 0 ]; then
+  echo "bench/online.sh: --head-rate needs --align end" >&2; exit 2
 fi
 if [ "$train_from" = tail ]; then
   [ "$tail_from" -gt 0 ] || { echo "bench/online.sh: --train-from tail needs --align end" >&2; exit 2; }
@@ -96,8 +105,15 @@ start frozen "$pb" false
 bench_wait_http "$pa"
 bench_wait_http "$pb"
 sleep 4 # partitions assigned
-"$flame" produce --brokers "127.0.0.1:$port" --topic clicks --data "$data" --rate "$rate" --align "$align" \
-  > "$work/produce.out" 2>&1 &
+replay() { # extra produce arguments
+  "$flame" produce --brokers "127.0.0.1:$port" --topic clicks --data "$data" --align "$align" "$@" \
+    >> "$work/produce.out" 2>&1
+}
+if [ -n "$head_rate" ]; then
+  (replay --rate "$head_rate" --limit "$tail_from" && replay --rate "$rate" --skip "$tail_from") &
+else
+  replay --rate "$rate" &
+fi
 prod=$!
 pids+=($prod)
 if [ "$train_from" -gt 0 ]; then
@@ -136,7 +152,7 @@ while :; do
   if ! kill -0 "$prod" 2>/dev/null; then
     # the replay is over: stop once both daemons have stored everything (10 minutes at most)
     [ "$done_at" = 0 ] && done_at=$(date +%s)
-    sent=$(sed -nE 's/.*"sent":([0-9]+).*/\1/p' "$work/produce.out")
+    sent=$(sed -nE 's/.*"sent":([0-9]+).*/\1/p' "$work/produce.out" | awk '{n += $1} END {print n}')
     sa=$(bench_metric "$pa" flamed_events_stored_total)
     sb=$(bench_metric "$pb" flamed_events_stored_total)
     [ "$sa" = "$sent" ] && [ "$sb" = "$sent" ] && break

@@ -5,7 +5,9 @@ baseline, when the CSV has it), and of the frozen daemon, from bench/online.sh's
 Writes a self-contained SVG (no plotting library needed) with two panels: NDCG@10 per window
 between scrapes, and cumulative; prints the final cumulative values. TAIL > 0: also the
 figures over the events ranked once a daemon had stored more than TAIL events (from the
-last scrape at or below it, so a few events before the boundary count too)."""
+last scrape at or below it, so a few events before the boundary count too). With the paired
+baseline: the mean paired difference (fine-tuned minus anchor's weights on the same events)
+and its standard error, the windows between scrapes taken as independent clusters."""
 import csv
 import sys
 
@@ -21,6 +23,33 @@ def series(rows, who):
         out.append((e, win, n / e, h / e))
         pe, pn = e, n
     return out
+
+
+def paired(rows):
+    """(events, mean of fine-tuned minus baseline NDCG@10, its standard error, windows) over
+    the windows between consecutive rows; both rank the same events, so the counts agree."""
+    ws = []
+    for a, b in zip(rows, rows[1:]):
+        n = float(b["tuned_events"]) - float(a["tuned_events"])
+        d = (float(b["tuned_ndcg10_sum"]) - float(a["tuned_ndcg10_sum"])) - (
+            float(b["baseline_ndcg10_sum"]) - float(a["baseline_ndcg10_sum"]))
+        if n > 0:
+            ws.append((n, d))
+    e = sum(n for n, _ in ws)
+    if len(ws) < 2 or e <= 0:
+        return None
+    m = sum(d for _, d in ws) / e
+    var = sum((d - m * n) ** 2 for n, d in ws) * len(ws) / (len(ws) - 1) / e / e
+    return e, m, var ** 0.5, len(ws)
+
+
+def print_paired(rows, what):
+    if rows and "baseline_events" in rows[-1]:
+        p = paired(rows)
+        if p:
+            e, m, se, k = p
+            print(f"fine-tuned minus anchor's weights (paired), {what}: NDCG@10 {m:+.5f}, standard "
+                  f"error {se:.5f} ({m / se if se > 0 else 0:+.1f} SE; {e:.0f} events in {k} windows)")
 
 
 def panel(x0, y0, w, h, title, curves, ymax, xmax):
@@ -68,6 +97,8 @@ def main():
     for s, _, label in curves:
         e, _, cu, h = s[-1]
         print(f"{label}: {e:.0f} events ranked, online HR@10 {h:.4f}, NDCG@10 {cu:.4f}")
+    print_paired([{"tuned_events": 0, "tuned_ndcg10_sum": 0, "baseline_ndcg10_sum": 0}] + rows,
+                 "whole replay")
     tail = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     if tail > 0:
         for k, _, label in kinds:
@@ -82,6 +113,9 @@ def main():
                 print(f"{label}, after {tail} events stored: {e:.0f} events ranked, online HR@10 "
                       f"{(get(f, 'hits10') - get(b, 'hits10')) / e:.4f}, NDCG@10 "
                       f"{(get(f, 'ndcg10_sum') - get(b, 'ndcg10_sum')) / e:.4f}")
+        at = max((i for i, r in enumerate(rows) if float(r["tuned_stored"]) <= tail), default=None)
+        if at is not None:
+            print_paired(rows[at:], f"after {tail} events stored")
     print(f"plot: {sys.argv[2]}")
 
 

@@ -98,6 +98,10 @@ int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const 
   char key[32], payload[160];
   for (size_t k = 0; k < total; k++) {
     size_t u = order[k];
+    if (k < o->skip) {
+      next[u]++;
+      continue;
+    }
     if ((o->limit && n >= o->limit) || (o->stop && *o->stop)) break;
     if (o->rate > 0 && n % 64 == 0) {
       /* pace to the rate: sleep until event n is due */

@@ -19,7 +19,8 @@ typedef struct {
   const char *topic;
   int format;                  /* STREAM_PRODUCE_JSON | STREAM_PRODUCE_CSV */
   double rate;                 /* events per second; 0: as fast as the broker takes them */
-  uint64_t limit;              /* stop after this many events; 0: all */
+  uint64_t skip;               /* the first `skip` events of the replay order are not sent */
+  uint64_t limit;              /* stop after this many events (sent ones); 0: all */
   volatile sig_atomic_t *stop; /* set (e.g. by a signal handler) to stop early; may be NULL */
   uint64_t malformed_every;    /* every Nth message is a malformed one instead (bad JSON, a
                                   missing item, an empty user, a bad ts, in turn); 0: none */

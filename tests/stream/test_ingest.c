@@ -556,17 +556,18 @@ static void test_replay_order(void **state) {
 }
 
 /* Runs `flame produce` with args (a printf format taking the brokers, the topic and the
- * data file, in that order) into topic, then checks that the 7 events of test_produce_tool's
+ * data file, in that order) into topic, checks its output reports `sent` (e.g. "\"sent\":7"),
+ * then checks that the 7 events of test_produce_tool's
  * data all arrived and user-1's in file order (read back per partition, which is the order a
  * consumer sees). */
 static void produce_checked(const char *bin, const env *v, const char *topic, const char *data,
-                            const char *args_fmt) {
+                            const char *args_fmt, const char *sent) {
   char args[1024];
   snprintf(args, sizeof args, args_fmt, v->bootstrap, topic, data);
   tu_run_result r = tu_run(bin, v->tmp, args);
   if (r.status != 0) fprintf(stderr, "flame %s: %d\n%s", args, r.status, r.err);
   assert_int_equal(r.status, 0);
-  assert_non_null(strstr(r.out, "\"sent\":7"));
+  assert_non_null(strstr(r.out, sent));
   tu_run_free(&r);
   dlq_msg *m;
   size_t n = read_topic(v->bootstrap, topic, &m);
@@ -587,7 +588,7 @@ static void produce_checked(const char *bin, const env *v, const char *topic, co
 }
 
 /* `flame produce` replays a dataset: every event once, string ids, each user's order kept,
- * interleaved from the start of the sequences or from their ends. */
+ * interleaved from the start of the sequences or from their ends, whole or in two parts. */
 static void test_produce_tool(void **state) {
   (void)state;
   const char *bin = getenv("FLAME_BIN");
@@ -598,14 +599,26 @@ static void test_produce_tool(void **state) {
   snprintf(data, sizeof data, "%s/data.txt", v.tmp);
   /* user-1's items in file order: 5 6 7 11 */
   tu_write_file(data, "1 5 6 7\n2 8 9\n3 10\n1 11\n");
-  produce_checked(bin, &v, v.topic, data,
-                  "produce --brokers %s --topic %s --data %s --format json");
+  produce_checked(bin, &v, v.topic, data, "produce --brokers %s --topic %s --data %s --format json",
+                  "\"sent\":7");
   char end[80];
   snprintf(end, sizeof end, "%s.end", v.topic);
-  produce_checked(bin, &v, end, data, "produce --brokers %s --topic %s --data %s --align end");
+  produce_checked(bin, &v, end, data, "produce --brokers %s --topic %s --data %s --align end",
+                  "\"sent\":7");
+  /* the same replay in two parts (--limit, then --skip) sends the same events in order */
+  char split[80];
+  snprintf(split, sizeof split, "%s.split", v.topic);
+  snprintf(args, sizeof args, "produce --brokers %s --topic %s --data %s --align end --limit 3",
+           v.bootstrap, split, data);
+  tu_run_result r = tu_run(bin, v.tmp, args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "\"sent\":3"));
+  tu_run_free(&r);
+  produce_checked(bin, &v, split, data,
+                  "produce --brokers %s --topic %s --data %s --align end --skip 3", "\"sent\":4");
   snprintf(args, sizeof args, "produce --brokers %s --topic %s --data %s --align middle",
            v.bootstrap, v.topic, data);
-  tu_run_result r = tu_run(bin, v.tmp, args);
+  r = tu_run(bin, v.tmp, args);
   assert_int_equal(r.status, 2);
   assert_non_null(strstr(r.err, "--align"));
   tu_run_free(&r);
