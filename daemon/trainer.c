@@ -574,7 +574,7 @@ static int bootstrap(trainer *t, collected *c, trainer_round *rr) {
 /* One round on the users touched since the last one and those carried from it; returns its
  * outcome, or -EAGAIN when it did not run (too few users with new events, or no anchor and not
  * enough history to bootstrap one). The users whose newest event it held out are added to
- * held (once each): the next round learns those events. */
+ * held_out (once each): the next round learns those events. */
 static int round_run(trainer *t, const hset *touched, const hset *carried, int forced,
                      const round_cfg *rc, trainer_round *rr, hset *held_out) {
   double t0 = fl_now();
