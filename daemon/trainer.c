@@ -92,12 +92,13 @@ const char *trainer_outcome_name(int o) {
 
 /* ---- hash set ---- */
 
+static void hset_merge(hset *dst, const hset *src);
+
 static void hset_add(hset *s, uint64_t h, uint32_t k) {
   if (2 * (s->n + 1) > s->cap) {
     size_t cap = s->cap ? 2 * s->cap : 1024;
     hset g = {xcalloc(cap, sizeof(uint64_t)), xcalloc(cap, sizeof(uint32_t)), cap, 0};
-    for (size_t i = 0; i < s->cap; i++)
-      if (s->slot[i]) hset_add(&g, s->slot[i], s->cnt[i]);
+    hset_merge(&g, s);
     free(s->slot);
     free(s->cnt);
     *s = g;
@@ -109,6 +110,12 @@ static void hset_add(hset *s, uint64_t h, uint32_t k) {
     s->n++;
   }
   s->cnt[i] = s->cnt[i] > UINT32_MAX - k ? UINT32_MAX : s->cnt[i] + k;
+}
+
+/* Adds every entry of src to dst (counts of a hash in both add up). */
+static void hset_merge(hset *dst, const hset *src) {
+  for (size_t i = 0; i < src->cap; i++)
+    if (src->slot[i]) hset_add(dst, src->slot[i], src->cnt[i]);
 }
 
 /* The count of h (0: absent). */
@@ -912,23 +919,20 @@ static void *run(void *arg) {
     t->pending = 0;
     t->st.pending_events = 0;
     t->st.running = 1;
+    hset carried = t->carried, held_out = {0};
+    memset(&t->carried, 0, sizeof t->carried);
     round_cfg rc = t->rc;
     pthread_mutex_unlock(&t->mu);
     trainer_round rr;
-    hset carried = t->carried, held_out = {0};
-    memset(&t->carried, 0, sizeof t->carried);
     int o = round_run(t, &touched, &carried, forced, &rc, &rr, &held_out);
     pthread_mutex_lock(&t->mu);
     t->st.running = 0;
     next = fl_now() + t->rc.interval_s;
     /* did not run: keep what was touched and carried for the next try; ran: carry what it
      * held out */
-    hset *keep = o < 0 ? &carried : &held_out;
-    for (size_t i = 0; i < keep->cap; i++)
-      if (keep->slot[i]) hset_add(&t->carried, keep->slot[i], keep->cnt[i]);
+    hset_merge(&t->carried, o < 0 ? &carried : &held_out);
     if (o < 0) {
-      for (size_t i = 0; i < touched.cap; i++)
-        if (touched.slot[i]) hset_add(&t->touched, touched.slot[i], touched.cnt[i]);
+      hset_merge(&t->touched, &touched);
       t->pending += pending;
       t->st.pending_events = t->pending;
       t->st.skipped++;
