@@ -21,6 +21,7 @@
 #include "stream/consumer.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,6 +301,16 @@ int main(int argc, char **argv) {
   fl_log_set_thread_tag("loop");
   /* a reader that went away must not kill the daemon: writes then fail with EPIPE */
   signal(SIGPIPE, SIG_IGN);
+  /* A stop or reload signal that arrives while the daemon starts (opening the state, loading
+   * the anchor) waits until the loop's handlers are in place, instead of killing the process
+   * with the default action: every start then ends in a drain and exit 0. The threads started
+   * meanwhile inherit the mask, so the signals go to the loop's thread. */
+  sigset_t stops;
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGTERM);
+  sigaddset(&stops, SIGINT);
+  sigaddset(&stops, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stops, NULL);
 
   char err[1024];
   int rc = EXIT_RUNTIME;
@@ -354,6 +365,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sighup, on_signal, SIGHUP);
+  pthread_sigmask(SIG_UNBLOCK, &stops, NULL); /* a signal held since the start arrives now */
   d.last_t = fl_now();
   start_stats_timer(&d);
   fl_info("flamed %s: state %s (%" PRIu32 " users, %" PRIu32 " items)", FLAMED_VERSION,

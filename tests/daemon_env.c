@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +49,8 @@ void start_daemon(child *d, const char *bootstrap, const char *group, const char
     argv[k++] = (char *)extra[i];
   }
   argv[k] = NULL;
+  struct stat sb;
+  d->log_at = stat(d->log, &sb) == 0 ? (long)sb.st_size : 0;
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
@@ -140,12 +143,32 @@ void child_in(child *d, const env *v, const char *name) {
   snprintf(d->log, sizeof d->log, "%s/%s.log", v->tmp, name);
 }
 
-/* Waits until d has made everything in v's topic durable, then stops it: it must exit 0. */
+int wait_started(const child *d) {
+  for (int i = 0; i < WAIT_S * 20; i++) {
+    void *buf;
+    size_t n;
+    int found = 0;
+    if (fl_read_file(d->log, &buf, &n) == 0) {
+      size_t at = (size_t)d->log_at < n ? (size_t)d->log_at : n;
+      found = memmem((char *)buf + at, n - at, "[loop] flamed ", 14) != NULL;
+      free(buf);
+    }
+    if (found) return 1;
+    fl_sleep_ms(50);
+  }
+  return 0;
+}
+
+/* Waits until d has made everything in v's topic durable and has started (the events may all
+ * be durable before a restarted instance is up: a stop signal before its handlers exist would
+ * kill it), then stops it: it must exit 0. */
 void finish(child *d, const env *v) {
   int caught = stream_group_caught_up(v->bootstrap, v->group, v->topic, NPART, WAIT_S, 100);
+  int started = wait_started(d);
   int st = stop_daemon(d);
-  if (!caught || st != 0) dump_log(d);
+  if (!caught || !started || st != 0) dump_log(d);
   assert_true(caught);
+  assert_true(started);
   assert_int_equal(st, 0);
 }
 

@@ -14,7 +14,8 @@ const char *flamed_bin(void);
 
 typedef struct {
   char dir[320]; /* state dir */
-  char log[320]; /* its stderr */
+  char log[320]; /* its stderr, appended to by every start */
+  long log_at;   /* the log's size when the running instance was started */
   pid_t pid;
 } child;
 
@@ -43,7 +44,11 @@ void kill9(child *d);
 int log_has(const child *d, const char *needle);
 /* The last 3000 bytes of the child's log, on stderr (for failures). */
 void dump_log(const child *d);
-/* Waits until d has made everything in v's topic durable, then stops it: it must exit 0. */
+/* Waits (bounded) until the instance last started logs its start line, which it writes once
+ * its signal handlers are in place; 1 if it did. */
+int wait_started(const child *d);
+/* Waits until d has made everything in v's topic durable and has started, then stops it: it
+ * must exit 0. */
 void finish(child *d, const env *v);
 /* A loopback TCP port that was free a moment ago. */
 int free_port(void);

@@ -905,7 +905,7 @@ static void test_dump_round_trip(void **state) {
       {"train.threads", "2"},
       {"train.nice", "5"},
       {"stream.close_timeout_s", "3"},
-      {"train.keep_adam", "true"},
+      {"train.keep_adam", "false"},
       {"train.new_targets_only", "false"},
       {"train.duty", "0.25"},
       {"train.sampled_items", "5000"},

@@ -248,7 +248,7 @@ static void test_serving_end_to_end(void **state) {
    * land a hair below the bootstrap on a small holdout, so the gate is opened (the rejection
    * test checks the gate). */
   const char *extra[] = {"--train.margin=1", "--train.new_targets_only=true",
-                         "--train.replay_users=100", NULL};
+                         "--train.replay_users=100", "--train.retain_users=1000", NULL};
   serving_up(&s, "serve", 300, extra);
   int st;
   /* popularity first or a model at once: either way a cold user is answered */
