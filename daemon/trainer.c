@@ -233,11 +233,19 @@ static int same_shape(const model_hparams *a, const model_hparams *b) {
  * anyway (the serving snapshot they start from is immutable and stays in service), and its
  * gradients and fresh Adam moments must be cleared either way. */
 static void grow_copy(model_sasrec *dst, const model_sasrec *src, size_t NI, uint64_t seed) {
-  if (model_init(dst, &src->hp, NI, seed) != 0) {
+  if (model_alloc(dst, &src->hp, NI) != 0) {
     fl_error("cannot allocate a model of %zu items", NI);
     abort();
   } /* shapes come from a valid model */
+  dst->seed = seed;
   memcpy(dst->params, src->params, src->nparams * sizeof(float)); /* the item table is last */
+  /* Only the new rows are drawn: drawing the whole model first (model_init) cost a 1M-item
+   * catalogue 64M normal draws, about 2 s of the trainer's CPU, every round. */
+  fl_rng r;
+  fl_rng_seed(&r, seed);
+  float *item = dst->p.t[MODEL_T_ITEM];
+  for (size_t j = (src->NI + 1) * src->hp.C; j < (NI + 1) * src->hp.C; j++)
+    item[j] = 0.02f * fl_rng_normal(&r);
 }
 
 /* The anchor as the round sees it: NI rows; rows the anchor never trained come from lrn. */
@@ -341,14 +349,20 @@ static void copy_params(model_sasrec *dst, const model_sasrec *src) {
   memcpy(dst->params, src->params, src->nparams * sizeof(float));
 }
 
+/* A snapshot of *m's parameters, which it takes over (*m is left empty). */
+static serve_model *snapshot_take(trainer *t, model_sasrec *m, uint64_t version,
+                                  const uint32_t *pop, size_t npop) {
+  serve_model *s = serve_model_new(version, m, pop, npop);
+  s->anchor_version = t->st.anchor_version;
+  s->trained_at_ms = fl_wall_ms();
+  return s;
+}
+
 static serve_model *snapshot_of(trainer *t, const model_sasrec *src, uint64_t version,
                                 const uint32_t *pop, size_t npop) {
   model_sasrec m;
   copy_params(&m, src);
-  serve_model *s = serve_model_new(version, &m, pop, npop);
-  s->anchor_version = t->st.anchor_version;
-  s->trained_at_ms = fl_wall_ms();
-  return s;
+  return snapshot_take(t, &m, version, pop, npop);
 }
 
 static int save_snapshot(trainer *t, const serve_model *s, size_t keep) {
@@ -674,13 +688,19 @@ static int round_run(trainer *t, const hset *touched, const hset *carried, int f
   grow_copy(&lrn, base, NI, t->seed ^ (t->version + 1));
   lrn.hp.dropout = rc->dropout;
   lrn.seed = t->seed ^ (0x9e37ull * (t->version + 1));
-  model_train_alloc(&lrn);
+  /* every step clears the gradients it uses; the moments are the kept ones or zero (new
+   * rows' too), each written once */
+  model_train_alloc_uninit(&lrn);
+  size_t kept = 0;
   if (rc->keep_adam && t->opt_m && base == &cur->m && cur->version == t->opt_version &&
       t->opt_n <= lrn.nparams) {
-    memcpy(lrn.adam_m, t->opt_m, t->opt_n * sizeof(float));
-    memcpy(lrn.adam_v, t->opt_v, t->opt_n * sizeof(float));
+    kept = t->opt_n;
+    memcpy(lrn.adam_m, t->opt_m, kept * sizeof(float));
+    memcpy(lrn.adam_v, t->opt_v, kept * sizeof(float));
     lrn.step = t->opt_step;
   }
+  memset(lrn.adam_m + kept, 0, (lrn.nparams - kept) * sizeof(float));
+  memset(lrn.adam_v + kept, 0, (lrn.nparams - kept) * sizeof(float));
   const model_sasrec *anc = anchor_for(t, &lrn, &ext);
   /* samples: the newest L prefixes of each user, never reaching a held-out item */
   size_t L = lrn.hp.L, ns = 0, cap = 0;
@@ -788,7 +808,13 @@ static int round_run(trainer *t, const hset *touched, const hset *carried, int f
     if (!trainer_round_passes(rr, rc->margin)) {
       outcome = TRAINER_REJECTED_WORSE;
     } else {
-      serve_model *s = snapshot_of(t, &lrn, t->version + 1, pop, npop);
+      /* the round's weights move into the snapshot (lrn is freed below): a copy would cost
+       * a big catalogue's table again in memory bandwidth, which serving shares */
+      model_sasrec w = lrn;
+      w.grads = w.adam_m = w.adam_v = NULL;
+      memset(&w.g, 0, sizeof w.g);
+      lrn.params = NULL;
+      serve_model *s = snapshot_take(t, &w, t->version + 1, pop, npop);
       s->holdout = (serve_holdout){mc.hr10, mc.ndcg10, nh};
       if ((err = save_snapshot(t, s, rc->keep)) != 0) {
         fl_error("cannot write snapshot version %" PRIu64 " to %s: %s (the serving version "
@@ -800,12 +826,13 @@ static int round_run(trainer *t, const hset *touched, const hset *carried, int f
         rr->version = ++t->version;
         serve_slot_publish(t->slot, s);
         outcome = TRAINER_PROMOTED;
-        if (rc->keep_adam) {
+        if (rc->keep_adam) { /* the round's moments are kept: a swap, not a copy */
+          float *m = t->opt_m, *v = t->opt_v;
+          t->opt_m = lrn.adam_m;
+          t->opt_v = lrn.adam_v;
+          lrn.adam_m = m; /* the old ones go with lrn */
+          lrn.adam_v = v;
           t->opt_n = lrn.nparams;
-          t->opt_m = xrealloc(t->opt_m, t->opt_n * sizeof(float));
-          t->opt_v = xrealloc(t->opt_v, t->opt_n * sizeof(float));
-          memcpy(t->opt_m, lrn.adam_m, t->opt_n * sizeof(float));
-          memcpy(t->opt_v, lrn.adam_v, t->opt_n * sizeof(float));
           t->opt_step = lrn.step;
           t->opt_version = t->version;
         }

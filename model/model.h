@@ -112,6 +112,11 @@ int model_init(model_sasrec *m, const model_hparams *hp, size_t NI, uint64_t see
 int model_alloc(model_sasrec *m, const model_hparams *hp, size_t NI);
 /* Adds zeroed gradients and Adam state. */
 void model_train_alloc(model_sasrec *m);
+/* Adds gradients and Adam state with undefined contents, for a caller that clears the
+ * gradients before every step (model_zero_grad or model_zero_grad_rows) and sets every Adam
+ * moment itself: zeroing a big catalogue's blocks only to overwrite them costs the memory
+ * bandwidth that serving needs. */
+void model_train_alloc_uninit(model_sasrec *m);
 void model_free(model_sasrec *m);
 
 /* Activations for up to Bmax samples and Tmax tokens (Tmax <= Bmax * L). */

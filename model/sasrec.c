@@ -106,13 +106,18 @@ int model_init(model_sasrec *m, const model_hparams *hp, size_t NI, uint64_t see
   return 0;
 }
 
-void model_train_alloc(model_sasrec *m) {
+static void train_alloc(model_sasrec *m, int zero) {
   if (m->grads) return;
-  m->grads = xalloc_aligned(m->nparams * sizeof(float));
-  m->adam_m = xalloc_aligned(m->nparams * sizeof(float));
-  m->adam_v = xalloc_aligned(m->nparams * sizeof(float));
+  size_t n = m->nparams * sizeof(float);
+  m->grads = fl_xalloc_aligned_at(n, zero, __FILE__, __LINE__);
+  m->adam_m = fl_xalloc_aligned_at(n, zero, __FILE__, __LINE__);
+  m->adam_v = fl_xalloc_aligned_at(n, zero, __FILE__, __LINE__);
   model_views(&m->g, m->grads, &m->hp, m->NI);
 }
+
+void model_train_alloc(model_sasrec *m) { train_alloc(m, 1); }
+
+void model_train_alloc_uninit(model_sasrec *m) { train_alloc(m, 0); }
 
 void model_free(model_sasrec *m) {
   free(m->params);
