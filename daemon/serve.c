@@ -278,19 +278,31 @@ static int quantize_query(const float *h, size_t C, int16_t *qh, qquery *q) {
 
 enum { BLOCK = 256 }; /* rows per scan block: bounds for a block, then the checks */
 
-/* lo, hi (n) = the score interval of rows i0..i0+n (n <= BLOCK): the dot products first, then
- * the bounds, each a loop the compiler vectorizes. */
-static void scan_block(const serve_model *s, const int16_t *qh, const qquery *q, size_t i0,
-                       size_t n, float *restrict lo, float *restrict hi) {
-  size_t C = s->m.hp.C;
-  const int8_t *restrict rows = s->q8 + i0 * C;
-  const float *restrict scale = s->q8_scale + i0, *restrict l1 = s->q8_l1 + i0;
-  int32_t d[BLOCK];
+/* d[i] = <row i, qh> over n rows of C. Inlined where C is a constant, so that a row is a
+ * fixed sequence of vector instructions: with a run-time C each row also pays the loop's
+ * set-up and remainder handling (RESULTS 15: 12% of a 1M-item request at C = 64). */
+static inline __attribute__((always_inline)) void scan_dots(const int8_t *restrict rows,
+                                                            const int16_t *restrict qh, size_t C,
+                                                            size_t n, int32_t *restrict d) {
   for (size_t i = 0; i < n; i++) {
     int32_t acc = 0;
     for (size_t j = 0; j < C; j++) acc += (int16_t)rows[i * C + j] * qh[j];
     d[i] = acc;
   }
+}
+
+/* lo, hi (n) = the score interval of rows i0..i0+n (n <= BLOCK): the dot products first, then
+ * the bounds, each a loop the compiler vectorizes. */
+static void scan_block(const serve_model *s, const int16_t *qh, const qquery *q, size_t i0,
+                       size_t n, float *restrict lo, float *restrict hi) {
+  size_t C = s->m.hp.C;
+  const int8_t *rows = s->q8 + i0 * C;
+  const float *restrict scale = s->q8_scale + i0, *restrict l1 = s->q8_l1 + i0;
+  int32_t d[BLOCK];
+  if (C == 64) /* the default width (model_hparams_default) and the released anchors' */
+    scan_dots(rows, qh, 64, n, d);
+  else
+    scan_dots(rows, qh, C, n, d);
   for (size_t i = 0; i < n; i++) {
     float approx = scale[i] * q->b * (float)d[i];
     float beta = q->g * l1[i] + q->c * scale[i];

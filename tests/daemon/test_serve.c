@@ -86,10 +86,10 @@ static void test_serve_rank(void **state) {
  * query direction of history 0 (differing by 0.1%, well below the int8 step of 0.8% but
  * above float rounding), so they are its top 24 and their order is decided by the float
  * rescoring alone; a zero row and a NaN row (never returned) in a 3,000-item table. top-k for
- * k = 1, 10, 100 equals the full sort of the engine's scores, and serve_rank counts exactly. */
-static void test_serve_scan_exact_on_near_ties(void **state) {
-  (void)state;
-  enum { N = 3000, C = 32 };
+ * k = 1, 10, 100 equals the full sort of the engine's scores, and serve_rank counts exactly.
+ * Run at C = 32 (the scan's loop over a run-time width) and C = 64 (its constant-width path). */
+static void check_scan_exact_on_near_ties(size_t C) {
+  enum { N = 3000 };
   model_hparams hp;
   model_hparams_default(&hp);
   hp.C = C;
@@ -99,14 +99,15 @@ static void test_serve_scan_exact_on_near_ties(void **state) {
   model_sasrec m;
   assert_int_equal(model_init(&m, &hp, N, 11), 0);
   uint32_t hists[3][4] = {{2000, 7, 9, 11}, {2000, 5, 42, 100}, {250, 260, 270, 280}};
-  float h[C], top = 0.0f, hn = 0.0f;
+  float h[64], top = 0.0f, hn = 0.0f;
+  assert_true(C <= 64);
   {
     model_acts *a = model_acts_new(&m.hp, 1, m.hp.L);
     int32_t win[4] = {2000, 7, 9, 11};
     size_t off[2] = {0, 4};
     model_batch b = {.B = 1, .T = 4, .tok = win, .off = off, .tgt = NULL};
     model_forward(&m, a, &b, 0);
-    memcpy(h, model_acts_h(a), sizeof h);
+    memcpy(h, model_acts_h(a), C * sizeof(float));
     model_acts_free(a);
   }
   float *E = m.p.t[MODEL_T_ITEM];
@@ -162,6 +163,16 @@ static void test_serve_scan_exact_on_near_ties(void **state) {
   serve_model_unref(s);
 }
 
+static void test_serve_scan_exact_on_near_ties(void **state) {
+  (void)state;
+  check_scan_exact_on_near_ties(32);
+}
+
+static void test_serve_scan_exact_on_near_ties_c64(void **state) {
+  (void)state;
+  check_scan_exact_on_near_ties(64);
+}
+
 static void test_serve_fallbacks(void **state) {
   (void)state;
   serve_model *s = tiny_snapshot();
@@ -207,8 +218,11 @@ static void test_serve_refs_and_finite(void **state) {
 
 int test_serve(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_serve_topk_matches_full_sort),  cmocka_unit_test(test_serve_rank),
-      cmocka_unit_test(test_serve_scan_exact_on_near_ties), cmocka_unit_test(test_serve_fallbacks),
+      cmocka_unit_test(test_serve_topk_matches_full_sort),
+      cmocka_unit_test(test_serve_rank),
+      cmocka_unit_test(test_serve_scan_exact_on_near_ties),
+      cmocka_unit_test(test_serve_scan_exact_on_near_ties_c64),
+      cmocka_unit_test(test_serve_fallbacks),
       cmocka_unit_test(test_serve_refs_and_finite),
   };
   return cmocka_run_group_tests_name("daemon/serve", tests, NULL, NULL);
