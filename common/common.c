@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -94,10 +95,16 @@ void *fl_xrealloc_at(void *p, size_t n, const char *file, int line) {
   return q;
 }
 
+enum { HUGE_PAGE = 2 << 20 };
+
 void *fl_xalloc_aligned_at(size_t n, int zero, const char *file, int line) {
   void *p = NULL;
   size_t rounded = (n + 63) & ~(size_t)63;
-  if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) fl_oom(n, file, line);
+  int huge = rounded >= HUGE_PAGE;
+  if (posix_memalign(&p, huge ? HUGE_PAGE : 64, rounded ? rounded : 64) != 0) fl_oom(n, file, line);
+  /* before the first touch, so that the first fault of each 2 MB takes a huge page; only
+   * whole huge pages; refused (THP off, an old kernel): 4 KB pages, as without it */
+  if (huge) (void)madvise(p, rounded & ~(size_t)(HUGE_PAGE - 1), MADV_HUGEPAGE);
   if (zero) memset(p, 0, rounded);
   return p;
 }

@@ -67,7 +67,10 @@ void *fl_xrealloc_at(void *p, size_t n, const char *file, int line);
 #define xrealloc(p, n) fl_xrealloc_at((p), (n), __FILE__, __LINE__)
 /* 64-byte aligned; free with free(). zero = 1 clears it (parameter blocks); zero = 0 leaves
  * pages untouched until first written (activation buffers sized for the largest batch stay
- * out of the resident set until a batch that large arrives). */
+ * out of the resident set until a batch that large arrives). Blocks of 2 MB and more are
+ * 2 MB-aligned and backed by transparent huge pages where the kernel allows (a hint): on a
+ * paravirtualized host every 4 KB page the daemon maps lengthens the serving tail, and a
+ * 1M-item model is hundreds of MB (bench/RESULTS.md section 15). */
 void *fl_xalloc_aligned_at(size_t n, int zero, const char *file, int line);
 #define xalloc_aligned(n) fl_xalloc_aligned_at((n), 1, __FILE__, __LINE__)
 #define xalloc_aligned_uninit(n) fl_xalloc_aligned_at((n), 0, __FILE__, __LINE__)

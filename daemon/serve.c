@@ -32,9 +32,9 @@ static void quantize_items(serve_model *s) {
   const model_sasrec *m = &s->m;
   size_t C = m->hp.C, NI = m->NI;
   const float *E = m->p.t[MODEL_T_ITEM] + C; /* row 0 is padding */
-  s->q8 = xmalloc(NI * C);
-  s->q8_scale = xmalloc(NI * sizeof(float));
-  s->q8_l1 = xmalloc(NI * sizeof(float));
+  s->q8 = xalloc_aligned_uninit(NI * C);     /* huge pages for a big table: see common.h */
+  s->q8_scale = xalloc_aligned_uninit(NI * sizeof(float));
+  s->q8_l1 = xalloc_aligned_uninit(NI * sizeof(float));
   for (size_t i = 0; i < NI; i++) {
     const float *e = E + i * C;
     float mx = 0.0f, l1 = 0.0f;
