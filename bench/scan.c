@@ -17,11 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv) {
   size_t items = 1000000, calls = 200;
   uint64_t seed = 42;
@@ -74,7 +69,7 @@ int main(int argc, char **argv) {
     }
     if (c > 0) t[c - 1] = (fl_now() - t0) * 1e3;
   }
-  qsort(t, calls, sizeof *t, cmp_double);
+  fl_sort_doubles(t, calls);
   double p50 = t[calls / 2], p90 = t[calls * 9 / 10], mx = t[calls - 1];
   printf("%zu items, C %u: serve_recommend p50 %.2f ms, p90 %.2f ms, max %.2f ms over %zu calls\n",
          items, (unsigned)hp.C, p50, p90, mx, calls);

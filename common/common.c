@@ -115,6 +115,13 @@ double fl_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+void fl_sort_doubles(double *v, size_t n) { qsort(v, n, sizeof *v, cmp_double); }
+
 int64_t fl_wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -88,6 +88,8 @@ void fl_buf_free(fl_buf *b);
 
 /* Monotonic clock in seconds. */
 double fl_now(void);
+/* Sorts v[0..n) ascending (benchmark timings). */
+void fl_sort_doubles(double *v, size_t n);
 /* Wall clock in ms since the Unix epoch (Kafka's timestamps). */
 int64_t fl_wall_ms(void);
 /* Sleeps ms milliseconds (interrupted sleeps are not resumed). */

@@ -581,13 +581,8 @@ static const char bench_help[] =
     "                   stands in (speed does not depend on its weights)\n"
     "  --mask M, --detach-weights, --init I, --modules M, --paths K   (flame) as for train\n";
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 static double median(double *v, size_t n) {
-  qsort(v, n, sizeof *v, cmp_double);
+  fl_sort_doubles(v, n);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 

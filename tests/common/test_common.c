@@ -267,11 +267,31 @@ static void test_alloc_aligned(void **state) {
     for (size_t i = 0; i < n; i++) assert_int_equal(p[i], 0);
     free(p);
   }
+  /* a big block: 2 MB-aligned (the huge-page hint needs it), cleared to its last byte */
+  size_t big = (5u << 20) + 100;
+  unsigned char *b = xalloc_aligned(big);
+  assert_int_equal((uintptr_t)b % (2u << 20), 0);
+  for (size_t i = 0; i < big; i += 4093) assert_int_equal(b[i], 0);
+  assert_int_equal(b[big - 1], 0);
+  free(b);
+  b = xalloc_aligned_uninit(big);
+  assert_int_equal((uintptr_t)b % (2u << 20), 0);
+  b[0] = b[big - 1] = 7;
+  free(b);
   int *q = xcalloc(10, sizeof *q);
   for (int i = 0; i < 10; i++) assert_int_equal(q[i], 0);
   q = xrealloc(q, 20 * sizeof *q);
   assert_int_equal(q[9], 0);
   free(q);
+}
+
+static void test_sort_doubles(void **state) {
+  (void)state;
+  double v[] = {3.5, -1.0, 2.0, 2.0, -7.25, 0.0};
+  fl_sort_doubles(v, 6);
+  double want[] = {-7.25, -1.0, 0.0, 2.0, 2.0, 3.5};
+  for (int i = 0; i < 6; i++) assert_true(v[i] == want[i]);
+  fl_sort_doubles(v, 0); /* nothing to sort */
 }
 
 /* ---- threads ---- */
@@ -316,6 +336,7 @@ int test_common(void) {
       cmocka_unit_test(test_shuffle),
       cmocka_unit_test(test_buf),
       cmocka_unit_test(test_alloc_aligned),
+      cmocka_unit_test(test_sort_doubles),
       cmocka_unit_test(test_thread_setup),
   };
   return cmocka_run_group_tests_name("common", tests, NULL, NULL);
