@@ -30,7 +30,7 @@ int net_batch_padded(const model_batch *bt);
 model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size_t nseg);
 
 /* Dropout key of a pass from the model's seed, its step and a salt (different salts give
- * independent masks in the same step). */
+ * independent masks in the same step: keys far apart, as a pass's sites are key + site). */
 uint64_t net_key(const model_sasrec *m, uint64_t salt);
 
 /* (T, C) = dropout(LN_emb(item[tok] + pos[position])) for a packed batch (nseg = 1);

@@ -294,7 +294,9 @@ static float *gp(const model_tensors *g, int i, size_t off) { return g ? g->t[i]
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
 uint64_t net_key(const model_sasrec *m, uint64_t salt) {
-  return fl_hash64(m->seed ^ fl_hash64(m->step + 0x5eed)) ^ salt;
+  /* the salt is mixed in, not XORed on: a pass keys its sites key + s (site()), so keys of
+   * one step that differed in low bits only would share sites' mask streams */
+  return fl_hash64(fl_hash64(m->seed ^ fl_hash64(m->step + 0x5eed)) ^ salt);
 }
 
 void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores) {

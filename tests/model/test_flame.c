@@ -5,6 +5,7 @@
 #include "common/common.h"
 #include "gradcheck.h"
 #include "model/model.h"
+#include "model/net.h"
 #include "testutil.h"
 #include "tiny.h"
 
@@ -211,6 +212,31 @@ static void test_anchor_frozen(void **state) {
   model_free(&anc);
 }
 
+/* A pass's dropout sites are keyed key + s for s < 1 + 3 blocks (sasrec.c), so the passes of
+ * one step (FLAME's salts 0-4, the paths' 99) have independent masks only if their keys lie
+ * further apart than a pass has sites. Keys that differed only in the salt's low bits gave
+ * two passes the same mask stream in half the steps. */
+static void test_pass_keys_apart(void **state) {
+  (void)state;
+  model_sasrec m;
+  model_hparams hp;
+  tiny_hparams(&hp, 2, 0.5f);
+  assert_int_equal(model_init(&m, &hp, NI_TINY, 42), 0);
+  const uint64_t salts[] = {0, 1, 2, 3, 4, 5, 6, 99};
+  const size_t ns = sizeof salts / sizeof salts[0];
+  for (uint64_t step = 0; step < 2000; step++) {
+    m.step = step;
+    for (size_t i = 0; i < ns; i++) {
+      for (size_t j = i + 1; j < ns; j++) {
+        uint64_t a = net_key(&m, salts[i]), b = net_key(&m, salts[j]);
+        uint64_t d = a > b ? a - b : b - a;
+        assert_true(d > 1024);
+      }
+    }
+  }
+  model_free(&m);
+}
+
 /* The schedule: lambda_0 at e = 0, lambda_R at e = R, geometric in between. */
 static void test_lambda_schedule(void **state) {
   (void)state;
@@ -233,6 +259,7 @@ int test_flame(void) {
       cmocka_unit_test(test_identical_networks_uniform_weights),
       cmocka_unit_test(test_anchor_frozen),
       cmocka_unit_test(test_lambda_schedule),
+      cmocka_unit_test(test_pass_keys_apart),
   };
   return cmocka_run_group_tests_name("model/flame", tests, NULL, NULL);
 }
