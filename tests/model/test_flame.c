@@ -213,9 +213,10 @@ static void test_anchor_frozen(void **state) {
 }
 
 /* A pass's dropout sites are keyed key + s for s < 1 + 3 blocks (sasrec.c), so the passes of
- * one step (FLAME's salts 0-4, the paths' 99) have independent masks only if their keys lie
- * further apart than a pass has sites. Keys that differed only in the salt's low bits gave
- * two passes the same mask stream in half the steps. */
+ * one step (FLAME's salts 0-4, up to 6 with per-block modules of two blocks, the paths' 99)
+ * have independent masks only if their keys lie further apart, modulo 2^64, than a pass has
+ * sites. Keys that differed only in the salt's low bits gave two passes the same mask stream
+ * in half the steps. */
 static void test_pass_keys_apart(void **state) {
   (void)state;
   model_sasrec m;
@@ -229,7 +230,7 @@ static void test_pass_keys_apart(void **state) {
     for (size_t i = 0; i < ns; i++) {
       for (size_t j = i + 1; j < ns; j++) {
         uint64_t a = net_key(&m, salts[i]), b = net_key(&m, salts[j]);
-        uint64_t d = a > b ? a - b : b - a;
+        uint64_t d = a - b < b - a ? a - b : b - a; /* the distance modulo 2^64 */
         assert_true(d > 1024);
       }
     }
