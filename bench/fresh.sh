@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
     *) echo "bench/fresh.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift

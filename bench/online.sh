@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
     --train-from) train_from="$2"; shift ;;
     --head-rate) head_rate="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
     *) echo "bench/online.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift

@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift ;;
     --seeds) seeds="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
     *) echo "bench/quality.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift

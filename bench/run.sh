@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --method) method="$2"; shift ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift

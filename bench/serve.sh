@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --set) extra+=("--$2"); shift ;;
     --swaps) swaps=1 ;;
     --build) build="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
     *) echo "bench/serve.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
