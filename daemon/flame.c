@@ -186,7 +186,8 @@ static int flame_option(int c, const char *arg, flame_cli *f) {
 #define FLAME_HELP                                                                                 \
   "FLAME (--method flame):\n"                                                                      \
   "  --anchor FILE    the frozen anchor (a flame checkpoint); the learnable network takes\n"       \
-  "                   its shape and item table size\n"                                             \
+  "                   its shape and item table size, --dropout applies to the learnable\n"         \
+  "                   network only (the anchor keeps its checkpoint's rate)\n"                     \
   "  --tau X          NT-Xent temperature (1)\n"                                                   \
   "  --lambda0 X      lambda at the start of the schedule (1)\n"                                   \
   "  --lambda-r X     lambda at its end (1e-5)\n"                                                  \
@@ -426,6 +427,9 @@ static int cmd_train(int argc, char **argv) {
   cJSON_AddNumberToObject(j, "last_loss", r.last_loss);
   cJSON_AddNumberToObject(j, "threads", threads);
   cJSON_AddNumberToObject(j, "seed", (double)o.seed);
+  cJSON_AddNumberToObject(j, "lr", o.lr);
+  cJSON_AddNumberToObject(j, "batch", (double)o.batch);
+  add_model_json(cJSON_AddObjectToObject(j, "model"), &m); /* the trained (learnable) network */
   if (is_flame) {
     cJSON *fj = cJSON_AddObjectToObject(j, "flame");
     cJSON_AddStringToObject(fj, "anchor", f.anchor);

@@ -141,13 +141,21 @@ static void test_offline_path(void **state) {
   assert_int_equal(r.status, 0);
   tu_run_free(&r);
   expect_usage_error("init --out v.ckpt", "flame init: --items is required");
-  /* FLAME against the model just trained, one epoch */
-  r = run(
-      "train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64");
+  /* FLAME against the model just trained, one epoch; --dropout is the learnable network's */
+  r = run("train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64 "
+          "--dropout 0.25");
   assert_int_equal(r.status, 0);
   j = last_json(&r);
   assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "mask")->valuestring,
                       "tiled");
+  assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "dropout")->valuedouble,
+                     0.25, 1e-6);
+  cJSON_Delete(j);
+  tu_run_free(&r);
+  r = run("inspect --checkpoint f.ckpt");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_float_equal(cJSON_GetObjectItem(j, "dropout")->valuedouble, 0.25, 1e-6);
   cJSON_Delete(j);
   tu_run_free(&r);
   /* per-block modules with a random subset of paths; more paths than exist are refused */
