@@ -21,7 +21,8 @@
   X(EEMPTY, "no usable data")                                                                      \
   X(ELOCKED, "locked by another process")                                                          \
   X(ECORRUPT, "data corrupted")                                                                    \
-  X(ESTORAGE, "storage error")
+  X(ESTORAGE, "storage error")                                                                     \
+  X(ESETTINGS, "written under other settings")
 
 /* clang-format cannot see that FL_ERRORS(FL_X) expands to a list ending in a comma. */
 /* clang-format off */

@@ -304,6 +304,11 @@ static const char train_help[] =
     "  --data FILE      dataset: `user item` or `user item item ...` per line\n"
     "  --method M       sasrec | flame (needs --anchor)\n"
     "  --out FILE       best checkpoint, written atomically at every improvement\n"
+    "  --state FILE     training state (weights, Adam, best so far, place in the order),\n"
+    "                   written atomically after every epoch; a run that finds FILE\n"
+    "                   continues from it and ends as the uninterrupted run would. Data and\n"
+    "                   settings must be the same; --epochs and --patience may grow (FLAME:\n"
+    "                   give --schedule to keep R, which defaults to --epochs)\n"
     "  --epochs N       maximum epochs (200)\n"
     "  --patience N     stop after N epochs without improvement (20)\n"
     "  --epoch-samples N  an epoch is the next N samples of the shuffled order (default: all\n"
@@ -315,7 +320,7 @@ static const char train_help[] =
     "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP FLAME_HELP;
 
 static int cmd_train(int argc, char **argv) {
-  const char *data = NULL, *method = NULL, *out = NULL;
+  const char *data = NULL, *method = NULL, *out = NULL, *state = NULL;
   model_hparams hp;
   model_hparams_default(&hp);
   train_opts o;
@@ -326,6 +331,7 @@ static int cmd_train(int argc, char **argv) {
   static const struct option lo[] = {{"data", required_argument, 0, 'd'},
                                      {"method", required_argument, 0, 'm'},
                                      {"out", required_argument, 0, 'o'},
+                                     {"state", required_argument, 0, 'S'},
                                      {"epochs", required_argument, 0, 'e'},
                                      {"patience", required_argument, 0, 'p'},
                                      {"epoch-samples", required_argument, 0, 'E'},
@@ -349,6 +355,9 @@ static int cmd_train(int argc, char **argv) {
       break;
     case 'o':
       out = optarg;
+      break;
+    case 'S':
+      state = optarg;
       break;
     case 'e':
       o.epochs = arg_size("--epochs", optarg, 1, 100000);
@@ -409,17 +418,19 @@ static int cmd_train(int argc, char **argv) {
   }
   if (o.proto == EVAL_PROTOCOL_FLAME) data_truncate(&ds, m.hp.L + 3);
   o.out = out;
+  o.state = state;
   fprintf(stderr, "flame train: %zu users, %zu items, %zu parameters, threads %d\n", ds.nusers,
           ds.NI, m.nparams, threads);
   train_result r;
   int err = train_model(&m, is_flame ? &anc : NULL, &f.fo, &ds, &o, &r);
-  if (err) die("%s", fl_strerror(err));
+  if (err) die("%s", r.why[0] ? r.why : fl_strerror(err));
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "method", method);
   cJSON_AddStringToObject(j, "data", data);
   cJSON_AddStringToObject(j, "protocol", o.proto == EVAL_PROTOCOL_FLAME ? "flame" : "default");
   cJSON_AddNumberToObject(j, "best_epoch", (double)r.best_epoch);
   cJSON_AddNumberToObject(j, "epochs", (double)r.epochs_run);
+  if (state) cJSON_AddNumberToObject(j, "resumed_epoch", (double)r.resumed_epoch);
   cJSON_AddItemToObject(j, "val", metrics_json(&r.val));
   cJSON_AddItemToObject(j, "test", metrics_json(&r.test));
   cJSON_AddNumberToObject(j, "wall_sec", r.wall_sec);

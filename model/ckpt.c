@@ -1,4 +1,6 @@
-/* model/ckpt.c: checkpoints of the parameter block (ckpt_save, ckpt_load).
+/* model/ckpt.c: checkpoints of the parameter block (ckpt_save, ckpt_load), and training
+ * states, which add what a run needs to continue (ckpt_state_save, ckpt_state_load; at the
+ * end of the file).
  *
  * File format, version 1. Every field little-endian, serialised field by field (never a
  * struct dump, so padding and host byte order never reach the disk):
@@ -21,8 +23,9 @@
  *       72    4  u32 CRC-32 of header bytes [0, 72)
  *       76       payload: the parameter block, nparams float32, in model_tensor_sizes order
  *
- * Only parameters are stored: gradients and Adam moments are not, so a resumed run restarts
- * Adam's moments from zero (step is kept for the bias correction and the dropout masks).
+ * Only parameters are stored: gradients and Adam moments are not, so a run started from a
+ * checkpoint restarts Adam's moments from zero (step is kept for the bias correction and the
+ * dropout masks); a training state keeps them.
  * The dropout seed is not stored either: it is configuration, set by the caller after a load.
  *
  * A load reads the whole file, then validates in an order where every check only relies on
@@ -285,5 +288,233 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
 
 fail_buf:
   free(buf);
+  return rc;
+}
+
+/* ---- training state (`flame train --state`) ----
+ *
+ * File format, version 1, little-endian, field by field like the checkpoint:
+ *
+ *   offset        size  field
+ *        0           8  magic "FLAMETRS"
+ *        8           4  u32 version (1)
+ *       12           4  u32 K: settings stored (TRAIN_NKEYS)
+ *       16         8 K  u64 settings, in TRAIN_KEY_* order
+ *   16 + 8K         64  u64 epoch, since_best, best_epoch, best_step, step, shuffles,
+ *                       cursor, val.users
+ *   80 + 8K         64  f64 val.hr10, val.ndcg10, val.hr20, val.ndcg20, best_ndcg, best_sec,
+ *                       elapsed_sec, last_loss
+ *  144 + 8K          8  u64 nparams
+ *  152 + 8K  16 nparams four float32 blocks: parameters, Adam's first and second moments,
+ *                       the best weights
+ *   end - 4          4  u32 CRC-32 of every byte before it
+ */
+#define TRS_MAGIC "FLAMETRS"
+#define TRS_VERSION 1u
+#define TRS_NU64 8u
+#define TRS_NF64 8u
+#define TRS_FIXED(K) (16u + 8u * (size_t)(K) + 8u * (TRS_NU64 + TRS_NF64) + 8u)
+
+static void ckpt_put_f64(unsigned char *p, double d) {
+  uint64_t v;
+  memcpy(&v, &d, sizeof v);
+  ckpt_put_u64(p, v);
+}
+
+static double ckpt_get_f64(const unsigned char *p) {
+  uint64_t v = ckpt_get_u64(p);
+  double d;
+  memcpy(&d, &v, sizeof d);
+  return d;
+}
+
+/* Names of the TRAIN_KEY_* settings (for a refused resume) and which hold float32 bits. */
+static const char *const trs_key_names[TRAIN_NKEYS] = {
+    [TRAIN_KEY_NI] = "items",
+    [TRAIN_KEY_C] = "dim",
+    [TRAIN_KEY_NL] = "blocks",
+    [TRAIN_KEY_NH] = "heads",
+    [TRAIN_KEY_FF] = "ffn width",
+    [TRAIN_KEY_L] = "maxlen",
+    [TRAIN_KEY_DROPOUT] = "dropout",
+    [TRAIN_KEY_LN_EPS] = "LayerNorm eps",
+    [TRAIN_KEY_SAMPLES] = "training samples",
+    [TRAIN_KEY_DATA_CRC] = "data checksum",
+    [TRAIN_KEY_ANCHOR_CRC] = "anchor",
+    [TRAIN_KEY_ANCHOR_DROPOUT] = "anchor dropout",
+    [TRAIN_KEY_LR] = "lr",
+    [TRAIN_KEY_BATCH] = "batch",
+    [TRAIN_KEY_SEED] = "seed",
+    [TRAIN_KEY_DROPOUT_SEED] = "dropout seed",
+    [TRAIN_KEY_EPOCH_SAMPLES] = "epoch-samples",
+    [TRAIN_KEY_PROTOCOL] = "protocol",
+    [TRAIN_KEY_TAU] = "tau",
+    [TRAIN_KEY_LAMBDA0] = "lambda0",
+    [TRAIN_KEY_LAMBDAR] = "lambda-r",
+    [TRAIN_KEY_SCHEDULE] = "schedule",
+    [TRAIN_KEY_BLOCKDIAG] = "blockdiag mask",
+    [TRAIN_KEY_DETACH] = "detach-weights",
+    [TRAIN_KEY_WARM] = "init anchor",
+    [TRAIN_KEY_PER_BLOCK] = "per-block modules",
+    [TRAIN_KEY_PATHS] = "paths",
+};
+
+static int trs_key_is_float(int k) {
+  return k == TRAIN_KEY_DROPOUT || k == TRAIN_KEY_LN_EPS || k == TRAIN_KEY_ANCHOR_DROPOUT ||
+         k == TRAIN_KEY_LR || k == TRAIN_KEY_TAU || k == TRAIN_KEY_LAMBDA0 ||
+         k == TRAIN_KEY_LAMBDAR;
+}
+
+/* Formats one setting's value. */
+static void trs_key_str(char *buf, size_t n, int k, uint64_t v) {
+  if (k == TRAIN_KEY_ANCHOR_CRC) {
+    if (v == 0)
+      snprintf(buf, n, "none (SASRec)");
+    else
+      snprintf(buf, n, "of checksum %08x", (unsigned)(uint32_t)v);
+  } else if (k == TRAIN_KEY_DATA_CRC) {
+    snprintf(buf, n, "%08x", (unsigned)v);
+  } else if (trs_key_is_float(k)) {
+    uint32_t b = (uint32_t)v;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    for (int digits = 6; digits <= 9; digits++) { /* the shortest that reads back exactly */
+      snprintf(buf, n, "%.*g", digits, (double)f);
+      if (strtof(buf, NULL) == f) break;
+    }
+  } else {
+    snprintf(buf, n, "%llu", (unsigned long long)v);
+  }
+}
+
+/* 0 if the stored settings are the run's; else FL_ESETTINGS naming the first that differs. */
+static int trs_key_check(const char *path, const uint64_t *have, const uint64_t *want, char *err,
+                         size_t errlen) {
+  for (int k = 0; k < TRAIN_NKEYS; k++) {
+    if (have[k] == want[k]) continue;
+    char a[32], b[32];
+    trs_key_str(a, sizeof a, k, have[k]);
+    trs_key_str(b, sizeof b, k, want[k]);
+    return ckpt_fail(err, errlen, FL_ESETTINGS, path,
+                     "the run it holds has %s %s, this one %s; a resumed run keeps its data and "
+                     "settings (only --epochs and --patience may change)",
+                     trs_key_names[k], a, b);
+  }
+  return 0;
+}
+
+int ckpt_state_save(const char *path, const train_state *s, const model_sasrec *m,
+                    const float *best) {
+  size_t np = m->nparams, fixed = TRS_FIXED(TRAIN_NKEYS);
+  if (!m->params || !m->adam_m || !m->adam_v || np > (SIZE_MAX - fixed - 4) / 16) return FL_ESHAPE;
+  size_t total = fixed + 16 * np + 4;
+  unsigned char *buf = xmalloc(total), *p = buf;
+  memcpy(p, TRS_MAGIC, CKPT_MAGIC_LEN);
+  ckpt_put_u32(p + 8, TRS_VERSION);
+  ckpt_put_u32(p + 12, TRAIN_NKEYS);
+  p += 16;
+  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) ckpt_put_u64(p, s->key[k]);
+  const uint64_t u[TRS_NU64] = {s->epoch, s->since_best, s->best_epoch, s->best_step,
+                                m->step,  s->shuffles,   s->cursor,     (uint64_t)s->val.users};
+  for (size_t i = 0; i < TRS_NU64; i++, p += 8) ckpt_put_u64(p, u[i]);
+  const double d[TRS_NF64] = {s->val.hr10,  s->val.ndcg10, s->val.hr20,    s->val.ndcg20,
+                              s->best_ndcg, s->best_sec,   s->elapsed_sec, s->last_loss};
+  for (size_t i = 0; i < TRS_NF64; i++, p += 8) ckpt_put_f64(p, d[i]);
+  ckpt_put_u64(p, (uint64_t)np);
+  p += 8;
+  const float *blocks[4] = {m->params, m->adam_m, m->adam_v, best};
+  for (int b = 0; b < 4; b++, p += 4 * np) ckpt_floats_to_le(p, blocks[b], np);
+  ckpt_put_u32(p, fl_crc32(0, buf, total - 4));
+  int err = fl_write_atomic(path, buf, total);
+  free(buf);
+  return err;
+}
+
+int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, model_sasrec *m,
+                    float *best, char *err, size_t errlen) {
+  void *file = NULL;
+  size_t n = 0;
+  int rc = fl_read_file(path, &file, &n);
+  if (rc != 0) return ckpt_fail(err, errlen, rc, path, "cannot read: %s", fl_strerror(rc));
+  const unsigned char *buf = file, *p;
+  size_t mlen = n < CKPT_MAGIC_LEN ? n : CKPT_MAGIC_LEN, fixed = TRS_FIXED(TRAIN_NKEYS);
+  size_t np = m->nparams, expect = fixed + 16 * np + 4;
+  if (memcmp(buf, TRS_MAGIC, mlen) != 0) {
+    rc = ckpt_fail(err, errlen, FL_EMAGIC, path, "not a flame training state (bad magic number)");
+    goto out;
+  }
+  if (n < 16) {
+    rc = ckpt_fail(err, errlen, FL_ETRUNC, path, "file truncated (%zu bytes)", n);
+    goto out;
+  }
+  uint32_t version = ckpt_get_u32(buf + 8), nkeys = ckpt_get_u32(buf + 12);
+  if (version != TRS_VERSION) {
+    rc = ckpt_fail(err, errlen, FL_EVERSION, path,
+                   "unsupported training state version %u (this build reads version %u)", version,
+                   TRS_VERSION);
+    goto out;
+  }
+  if (nkeys != TRAIN_NKEYS) {
+    rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "%u settings stored, version %u has %d", nkeys,
+                   version, TRAIN_NKEYS);
+    goto out;
+  }
+  if (n < fixed) {
+    rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
+                   "file truncated (expected at least %zu header bytes, found %zu)", fixed, n);
+    goto out;
+  }
+  uint64_t fnp = ckpt_get_u64(buf + fixed - 8);
+  if (fnp != (uint64_t)np) {
+    rc =
+        ckpt_fail(err, errlen, FL_ESHAPE, path, "holds %llu parameters, this run's network has %zu",
+                  (unsigned long long)fnp, np);
+    goto out;
+  }
+  if (n != expect) {
+    rc = ckpt_fail(err, errlen, n < expect ? FL_ETRUNC : FL_EFORMAT, path,
+                   n < expect ? "file truncated (expected %zu bytes, found %zu)"
+                              : "trailing bytes (expected %zu bytes, found %zu)",
+                   expect, n);
+    goto out;
+  }
+  uint32_t crc = ckpt_get_u32(buf + n - 4), crc_got = fl_crc32(0, buf, n - 4);
+  if (crc != crc_got) {
+    rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
+                   "checksum mismatch (stored %08x, computed %08x): file corrupted", crc, crc_got);
+    goto out;
+  }
+  p = buf + 16;
+  uint64_t have[TRAIN_NKEYS];
+  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) have[k] = ckpt_get_u64(p);
+  if ((rc = trs_key_check(path, have, want, err, errlen)) != 0) goto out;
+  /* Everything checked: fill the caller's state. */
+  memcpy(s->key, have, sizeof have);
+  uint64_t u[TRS_NU64];
+  double d[TRS_NF64];
+  for (size_t i = 0; i < TRS_NU64; i++, p += 8) u[i] = ckpt_get_u64(p);
+  for (size_t i = 0; i < TRS_NF64; i++, p += 8) d[i] = ckpt_get_f64(p);
+  s->epoch = u[0];
+  s->since_best = u[1];
+  s->best_epoch = u[2];
+  s->best_step = u[3];
+  m->step = u[4];
+  s->shuffles = u[5];
+  s->cursor = u[6];
+  s->val.users = (size_t)u[7];
+  s->val.hr10 = d[0];
+  s->val.ndcg10 = d[1];
+  s->val.hr20 = d[2];
+  s->val.ndcg20 = d[3];
+  s->best_ndcg = d[4];
+  s->best_sec = d[5];
+  s->elapsed_sec = d[6];
+  s->last_loss = d[7];
+  p += 8;
+  float *blocks[4] = {m->params, m->adam_m, m->adam_v, best};
+  for (int b = 0; b < 4; b++, p += 4 * np) ckpt_floats_from_le(blocks[b], p, np);
+  rc = 0;
+out:
+  free(file);
   return rc;
 }

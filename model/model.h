@@ -293,6 +293,9 @@ typedef struct {
   eval_protocol proto;  /* evaluation protocol (the caller truncates data for flame) */
   uint64_t seed;        /* shuffling and dropout */
   const char *out;      /* the best checkpoint is written here (atomically) at each improvement */
+  const char *state;    /* not NULL: the training state is written here after every epoch, and
+                           a run that finds it continues from it (settings must match; the
+                           epoch budget and the patience may grow) */
   int progress;         /* 1: one line per epoch on stderr */
   const atomic_int *cancel; /* not NULL: checked before every step; nonzero stops the run with
                                -ECANCELED (the daemon's shutdown) */
@@ -302,23 +305,96 @@ void train_opts_default(train_opts *o);
 
 typedef struct {
   size_t best_epoch;      /* 1-based epoch with the best val NDCG@20 (0 if none ran) */
-  size_t epochs_run;      /* epochs trained */
+  size_t epochs_run;      /* epochs trained (counting those before a resume) */
+  size_t resumed_epoch;   /* epochs already done in the state the run continued from (0) */
   eval_metrics val;       /* validation metrics of the best epoch */
   eval_metrics test;      /* test metrics of the best epoch's weights */
-  double wall_sec;        /* whole run including evaluation */
+  double wall_sec;        /* whole run including evaluation (and before a resume) */
   double best_sec;        /* wall seconds until the best epoch finished */
   float last_loss;        /* mean training loss of the last epoch */
   size_t param_bytes;     /* one block; gradients and each Adam moment are the same size */
   size_t train_act_bytes; /* training activations (model_acts_bytes) */
   size_t eval_act_bytes;  /* evaluation activations and score rows */
+  char why[512];          /* after a failure: one line saying what failed ("" if nothing to add) */
 } train_result;
+
+/* ---- training state (model/ckpt.c; `flame train --state`) ----
+ * Everything a training run needs to continue bit for bit where it stopped: the parameters,
+ * Adam's moments and step, the best weights so far and their bookkeeping, the position in
+ * the shuffled sample order, and the settings the run was started with (train_state.key,
+ * filled by train_model). File: magic "FLAMETRS", version, key count, the keys, the
+ * progress fields, nparams, then four float32 blocks (parameters, first and second moments,
+ * best weights), then a CRC-32 of every byte before it. Written atomically. */
+
+/* The settings that decide a run's course, in file order. Floats are stored as their
+ * float32 bits, so a resumed run compares them exactly. Append only: the file's version
+ * changes with the list. */
+enum {
+  TRAIN_KEY_NI,             /* items */
+  TRAIN_KEY_C,              /* network shape ... */
+  TRAIN_KEY_NL,             /* */
+  TRAIN_KEY_NH,             /* */
+  TRAIN_KEY_FF,             /* */
+  TRAIN_KEY_L,              /* */
+  TRAIN_KEY_DROPOUT,        /* (float) */
+  TRAIN_KEY_LN_EPS,         /* (float) ... */
+  TRAIN_KEY_SAMPLES,        /* training samples of the data */
+  TRAIN_KEY_DATA_CRC,       /* CRC-32 of the data's sequences (after any truncation) */
+  TRAIN_KEY_ANCHOR_CRC,     /* 0: SASRec; else 2^32 + CRC-32 of the anchor's parameters */
+  TRAIN_KEY_ANCHOR_DROPOUT, /* (float) */
+  TRAIN_KEY_LR,             /* (float) */
+  TRAIN_KEY_BATCH,          /* */
+  TRAIN_KEY_SEED,           /* shuffling */
+  TRAIN_KEY_DROPOUT_SEED,   /* the model's seed (dropout masks) */
+  TRAIN_KEY_EPOCH_SAMPLES,  /* */
+  TRAIN_KEY_PROTOCOL,       /* evaluation protocol (decides the best epoch) */
+  TRAIN_KEY_TAU,            /* FLAME's settings (float) ... */
+  TRAIN_KEY_LAMBDA0,        /* (float) */
+  TRAIN_KEY_LAMBDAR,        /* (float) */
+  TRAIN_KEY_SCHEDULE,       /* */
+  TRAIN_KEY_BLOCKDIAG,      /* */
+  TRAIN_KEY_DETACH,         /* */
+  TRAIN_KEY_WARM,           /* */
+  TRAIN_KEY_PER_BLOCK,      /* */
+  TRAIN_KEY_PATHS,          /* ... */
+  TRAIN_NKEYS
+};
+
+typedef struct {
+  uint64_t key[TRAIN_NKEYS]; /* the run's settings */
+  uint64_t epoch;            /* epochs completed */
+  uint64_t since_best;       /* epochs since the best one */
+  uint64_t best_epoch;       /* 0: none yet */
+  uint64_t best_step;        /* Adam step of the best weights */
+  uint64_t shuffles;         /* shuffles of the sample order so far (a resume replays them:
+                                each permutes the order the last one left) */
+  uint64_t cursor;           /* next sample of that order */
+  eval_metrics val;          /* validation metrics of the best epoch */
+  double best_ndcg;          /* their NDCG@20 (-1 before any epoch) */
+  double best_sec;           /* wall seconds of the run until the best epoch */
+  double elapsed_sec;        /* wall seconds of the run so far */
+  double last_loss;          /* mean training loss of the last epoch */
+} train_state;
+
+/* Writes s, m's parameters, Adam moments (m train-allocated) and step, and best (nparams
+ * floats) to path atomically. Returns 0 or -errno. */
+int ckpt_state_save(const char *path, const train_state *s, const model_sasrec *m,
+                    const float *best);
+/* Reads a state written by ckpt_state_save into s, m (train-allocated; its parameters,
+ * moments and step) and best (m->nparams floats), if its settings are want (TRAIN_NKEYS).
+ * Every byte is validated before any is used; on failure nothing is written and err holds
+ * one line "path: what". Returns 0, -errno (-ENOENT: no such file, a fresh run), FL_ETRUNC,
+ * FL_EMAGIC, FL_EVERSION, FL_EFORMAT, FL_ECHECKSUM, FL_ESHAPE (another parameter count) or
+ * FL_ESETTINGS (err names the first setting that differs). */
+int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, model_sasrec *m,
+                    float *best, char *err, size_t errlen);
 
 /* Trains m (already initialised, training state allocated here) on ds's leave-one-out
  * training samples with early stopping on validation NDCG@20; on return m holds the best
  * epoch's weights. With an anchor (anc, fo not NULL; declared below) every step is a
  * flame_step with lambda following fo's schedule over epochs (e = 1, 2, ...); anc is only
- * read. Returns 0 or a negative code (a failed checkpoint write). train_model is declared
- * after the FLAME section. */
+ * read. Returns 0 or a negative code: a failed checkpoint or state write, or a state it cannot
+ * continue from (r->why says which). train_model is declared after the FLAME section. */
 
 /* ---- FLAME training (model/flame.c, FLAME.md section 2) ----
  * A frozen anchor network and the learnable one (both SASRec, same hyper-parameters). A

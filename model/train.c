@@ -5,6 +5,12 @@
  * batches (or the next o->epoch_samples of that order); after each epoch the validation metrics
  * decide whether this is the best model so far (then it is checkpointed) and whether patience has
  * run out. The best weights are kept in memory too, so the final test evaluation needs no reload.
+ *
+ * With o->state the whole run is written after every epoch (ckpt_state_save), and a run that
+ * finds the file continues from it: same weights, moments, best so far and place in the
+ * shuffled order, so an interrupted run that is resumed ends exactly where an uninterrupted
+ * one would (same binary and thread count). Dropout masks need nothing stored: they come from
+ * the model's seed and step.
  */
 #include "common/common.h"
 #include "model.h"
@@ -23,6 +29,48 @@ void train_opts_default(train_opts *o) {
   o->proto = EVAL_PROTOCOL_DEFAULT;
   o->seed = 42;
   o->progress = 1;
+}
+
+static uint64_t train_fbits(float f) {
+  uint32_t v;
+  memcpy(&v, &f, sizeof v);
+  return v;
+}
+
+/* The settings of this run, as a state file records them. */
+static void train_key(uint64_t *key, const model_sasrec *m, const model_sasrec *anc,
+                      const flame_opts *fo, const data_set *ds, size_t ns, const train_opts *o) {
+  memset(key, 0, TRAIN_NKEYS * sizeof *key);
+  key[TRAIN_KEY_NI] = m->NI;
+  key[TRAIN_KEY_C] = m->hp.C;
+  key[TRAIN_KEY_NL] = m->hp.NL;
+  key[TRAIN_KEY_NH] = m->hp.NH;
+  key[TRAIN_KEY_FF] = m->hp.FF;
+  key[TRAIN_KEY_L] = m->hp.L;
+  key[TRAIN_KEY_DROPOUT] = train_fbits(m->hp.dropout);
+  key[TRAIN_KEY_LN_EPS] = train_fbits(m->hp.ln_eps);
+  key[TRAIN_KEY_SAMPLES] = ns;
+  uint32_t crc = fl_crc32(0, ds->off, (ds->nusers + 1) * sizeof *ds->off);
+  key[TRAIN_KEY_DATA_CRC] = fl_crc32(crc, ds->items, ds->off[ds->nusers] * sizeof *ds->items);
+  key[TRAIN_KEY_LR] = train_fbits(o->lr);
+  key[TRAIN_KEY_BATCH] = o->batch;
+  key[TRAIN_KEY_SEED] = o->seed;
+  key[TRAIN_KEY_DROPOUT_SEED] = m->seed;
+  key[TRAIN_KEY_EPOCH_SAMPLES] = o->epoch_samples;
+  key[TRAIN_KEY_PROTOCOL] = (uint64_t)o->proto;
+  if (!anc) return;
+  key[TRAIN_KEY_ANCHOR_CRC] =
+      (1ull << 32) | fl_crc32(0, anc->params, anc->nparams * sizeof *anc->params);
+  key[TRAIN_KEY_ANCHOR_DROPOUT] = train_fbits(anc->hp.dropout);
+  key[TRAIN_KEY_TAU] = train_fbits(fo->tau);
+  key[TRAIN_KEY_LAMBDA0] = train_fbits(fo->lambda0);
+  key[TRAIN_KEY_LAMBDAR] = train_fbits(fo->lambdaR);
+  key[TRAIN_KEY_SCHEDULE] = fo->R;
+  key[TRAIN_KEY_BLOCKDIAG] = (uint64_t)fo->blockdiag;
+  key[TRAIN_KEY_DETACH] = (uint64_t)fo->detach_w;
+  key[TRAIN_KEY_WARM] = (uint64_t)fo->warm_start;
+  key[TRAIN_KEY_PER_BLOCK] = (uint64_t)fo->per_block;
+  key[TRAIN_KEY_PATHS] = fo->paths;
 }
 
 int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
@@ -50,9 +98,48 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   int err = 0;
   fl_rng rng;
   fl_rng_seed(&rng, o->seed ^ 0x7261696eull);
+  uint64_t shuffles = 0; /* of the sample order, each permuting the last one */
   size_t per_epoch = o->epoch_samples && o->epoch_samples < ns ? o->epoch_samples : ns;
   size_t cursor = ns; /* next sample of the shuffled order; ns: reshuffle first */
-  for (size_t ep = 1; ep <= o->epochs; ep++) {
+  size_t ep0 = 0;     /* epochs done before this call (a resumed run) */
+  train_state st;
+  memset(&st, 0, sizeof st);
+  if (o->state) {
+    train_key(st.key, m, anc, fo, ds, ns, o);
+    train_state got;
+    int rc = ckpt_state_load(o->state, st.key, &got, m, best, r->why, sizeof r->why);
+    if (rc == -ENOENT) {
+      r->why[0] = 0;
+      if (o->progress) fprintf(stderr, "no training state at %s yet: a fresh run\n", o->state);
+    } else if (rc != 0) {
+      err = rc;
+    } else {
+      ep0 = r->epochs_run = got.epoch;
+      r->resumed_epoch = ep0;
+      since_best = got.since_best;
+      r->best_epoch = got.best_epoch;
+      best_step = got.best_step;
+      best_ndcg = got.best_ndcg;
+      r->val = got.val;
+      r->best_sec = got.best_sec;
+      r->last_loss = (float)got.last_loss;
+      t0 -= got.elapsed_sec;
+      for (shuffles = 0; shuffles < got.shuffles; shuffles++)
+        fl_shuffle(samples, ns, sizeof *samples, &rng);
+      cursor = got.cursor;
+      /* The best checkpoint may be missing or newer than the state (a stop between the two
+       * writes): rewrite it from the state's best weights. */
+      model_sasrec bm = *m;
+      bm.params = best;
+      bm.step = best_step;
+      if (r->best_epoch > 0 && o->out && (err = ckpt_save(o->out, &bm)) != 0)
+        snprintf(r->why, sizeof r->why, "cannot write checkpoint %s: %s", o->out, fl_strerror(err));
+      if (o->progress)
+        fprintf(stderr, "resuming %s after epoch %zu (best epoch %zu, val NDCG@20 %.4f)\n",
+                o->state, ep0, r->best_epoch, best_ndcg);
+    }
+  }
+  for (size_t ep = ep0 + 1; !err && ep <= o->epochs && since_best < o->patience; ep++) {
     double te = fl_now();
     double loss_sum = 0.0, rec_sum = 0.0; /* FLAME: the cross-entropy part of the loss */
     size_t steps = 0;
@@ -64,6 +151,7 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
         break;
       }
       if (cursor == ns) {
+        shuffles++;
         fl_shuffle(samples, ns, sizeof *samples, &rng);
         cursor = 0;
       }
@@ -101,7 +189,7 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
       best_step = m->step;
       since_best = 0;
       if (o->out && (err = ckpt_save(o->out, m)) != 0) {
-        fl_error("cannot write checkpoint %s: %s", o->out, fl_strerror(err));
+        snprintf(r->why, sizeof r->why, "cannot write checkpoint %s: %s", o->out, fl_strerror(err));
         break;
       }
     } else {
@@ -117,7 +205,24 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
               ep, r->last_loss, flame, val.hr10, val.ndcg10, val.hr20, val.ndcg20, fl_now() - te,
               tt, improved ? "  *best" : "");
     }
-    if (since_best >= o->patience) break;
+    if (o->state) {
+      st.epoch = ep;
+      st.since_best = since_best;
+      st.best_epoch = r->best_epoch;
+      st.best_step = best_step;
+      st.shuffles = shuffles;
+      st.cursor = cursor;
+      st.val = r->val;
+      st.best_ndcg = best_ndcg;
+      st.best_sec = r->best_sec;
+      st.elapsed_sec = fl_now() - t0;
+      st.last_loss = r->last_loss;
+      if ((err = ckpt_state_save(o->state, &st, m, best)) != 0) {
+        snprintf(r->why, sizeof r->why, "cannot write the training state %s: %s", o->state,
+                 fl_strerror(err));
+        break;
+      }
+    }
   }
   if (!err && r->best_epoch > 0) {
     memcpy(m->params, best, m->nparams * sizeof(float));

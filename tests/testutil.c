@@ -36,6 +36,16 @@ void tu_write_file(const char *path, const char *text) {
   assert_int_equal(fclose(f), 0);
 }
 
+int tu_same_file(const char *a, const char *b) {
+  void *pa = NULL, *pb = NULL;
+  size_t na = 0, nb = 0;
+  int same = fl_read_file(a, &pa, &na) == 0 && fl_read_file(b, &pb, &nb) == 0 && na == nb &&
+             memcmp(pa, pb, na) == 0;
+  free(pa);
+  free(pb);
+  return same;
+}
+
 static char *tu_slurp(const char *path) {
   void *buf = NULL;
   size_t n = 0;

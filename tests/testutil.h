@@ -16,6 +16,8 @@ int tu_mkdtemp(char *buf, size_t n);
 void tu_rmtree(const char *path);
 /* Writes a text file. */
 void tu_write_file(const char *path, const char *text);
+/* 1 if both files are readable and hold the same bytes. */
+int tu_same_file(const char *a, const char *b);
 
 /* A cmocka fixture: a fresh temp dir and a file path in it (not created), removed after. */
 typedef struct {

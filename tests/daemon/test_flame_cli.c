@@ -119,6 +119,29 @@ static void test_offline_path(void **state) {
   assert_non_null(cJSON_GetObjectItem(j, "val"));
   cJSON_Delete(j);
   tu_run_free(&r);
+  /* --state: 1 epoch, then resumed to 2, ends as the 2-epoch run did; other settings refused */
+  const char *st = "train --data data.txt --method sasrec --out s.ckpt --state s.state --maxlen 8 "
+                   "--dim 16 --batch 64 --epochs";
+  char args[300];
+  for (int e = 1; e <= 2; e++) {
+    snprintf(args, sizeof args, "%s %d", st, e);
+    r = run(args);
+    assert_int_equal(r.status, 0);
+    j = last_json(&r);
+    assert_int_equal(cJSON_GetObjectItem(j, "resumed_epoch")->valueint, e - 1);
+    assert_int_equal(cJSON_GetObjectItem(j, "epochs")->valueint, e);
+    if (e == 2)
+      assert_true(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test"), "NDCG@20")->valuedouble ==
+                  ndcg);
+    cJSON_Delete(j);
+    tu_run_free(&r);
+  }
+  snprintf(args, sizeof args, "%s 3 --lr 0.002", st);
+  r = run(args);
+  assert_int_equal(r.status, 2);
+  const char *want = "flame train: s.state: the run it holds has lr 0.001, this one 0.002;";
+  if (!strstr(r.err, want)) fail_msg("stderr: %s", r.err);
+  tu_run_free(&r);
   r = run("inspect --checkpoint m.ckpt");
   assert_int_equal(r.status, 0);
   j = last_json(&r);

@@ -297,6 +297,95 @@ static void test_save_unwritable(void **state) {
   assert_int_equal(ckpt_save(p, &f->m), -ENOENT);
 }
 
+/* A training state round-trips every field and block, and a damaged, foreign or mismatched
+ * file is refused before a byte of the caller's model is written. */
+static void test_state(void **state) {
+  ckpt_fix *f = *state;
+  model_sasrec *m = &f->m;
+  model_train_alloc(m);
+  size_t np = m->nparams;
+  for (size_t i = 0; i < np; i++) {
+    m->adam_m[i] = (float)i * 1e-3f;
+    m->adam_v[i] = (float)i * 1e-5f;
+  }
+  float *best = xmalloc(np * sizeof *best);
+  for (size_t i = 0; i < np; i++) best[i] = -(float)i;
+  train_state s = {.epoch = 7,
+                   .since_best = 2,
+                   .best_epoch = 5,
+                   .best_step = 0x100000002ull,
+                   .shuffles = 0xfedcba9876543210ull,
+                   .cursor = 33,
+                   .best_ndcg = 0.25,
+                   .best_sec = 1.5,
+                   .elapsed_sec = 2.5,
+                   .last_loss = 3.25};
+  s.val = (eval_metrics){.hr10 = 0.5, .ndcg10 = 0.125, .hr20 = 0.75, .ndcg20 = 0.25, .users = 9};
+  for (int k = 0; k < TRAIN_NKEYS; k++) s.key[k] = 1000u + (uint64_t)k;
+  s.key[TRAIN_KEY_LR] = 0x3a03126fu; /* 0.0005f */
+  char p[300], err[512];
+  snprintf(p, sizeof p, "%s/run.state", f->dir);
+  assert_int_equal(ckpt_state_save(p, &s, m, best), 0);
+
+  model_sasrec n;
+  model_hparams hp = m->hp;
+  assert_int_equal(model_init(&n, &hp, m->NI, 99), 0);
+  model_train_alloc(&n);
+  float *nb = xcalloc(np, sizeof *nb);
+  train_state t;
+  memset(&t, 0, sizeof t);
+  assert_int_equal(ckpt_state_load(p, s.key, &t, &n, nb, err, sizeof err), 0);
+  assert_memory_equal(n.params, m->params, np * sizeof(float));
+  assert_memory_equal(n.adam_m, m->adam_m, np * sizeof(float));
+  assert_memory_equal(n.adam_v, m->adam_v, np * sizeof(float));
+  assert_memory_equal(nb, best, np * sizeof(float));
+  assert_memory_equal(&t, &s, sizeof s); /* every field (and no padding: the same memset) */
+  assert_true(n.step == m->step);
+
+  /* Refusals leave the model as it was: reinitialise it and compare after each. */
+  float *before = xmalloc(np * sizeof *before);
+  memset(n.params, 0, np * sizeof(float));
+  memcpy(before, n.params, np * sizeof(float));
+  uint64_t want[TRAIN_NKEYS];
+  memcpy(want, s.key, sizeof want);
+  want[TRAIN_KEY_LR] = 0x3a83126fu; /* 0.001f */
+  assert_int_equal(ckpt_state_load(p, want, &t, &n, nb, err, sizeof err), FL_ESETTINGS);
+  if (!strstr(err, "has lr 0.0005") || !strstr(err, "this one 0.001")) fail_msg("message: %s", err);
+  assert_memory_equal(n.params, before, np * sizeof(float));
+
+  void *b;
+  size_t len;
+  assert_int_equal(fl_read_file(p, &b, &len), 0);
+  unsigned char *bytes = b;
+  bytes[len / 2] ^= 0x10; /* a payload bit */
+  write_bytes(f->bad, bytes, len);
+  assert_int_equal(ckpt_state_load(f->bad, s.key, &t, &n, nb, err, sizeof err), FL_ECHECKSUM);
+  bytes[len / 2] ^= 0x10;
+  write_bytes(f->bad, bytes, len - 1);
+  assert_int_equal(ckpt_state_load(f->bad, s.key, &t, &n, nb, err, sizeof err), FL_ETRUNC);
+  assert_int_equal(ckpt_state_load(f->path, s.key, &t, &n, nb, err, sizeof err), FL_EMAGIC);
+  put_u32(bytes + 8, 2);
+  write_bytes(f->bad, bytes, len);
+  assert_int_equal(ckpt_state_load(f->bad, s.key, &t, &n, nb, err, sizeof err), FL_EVERSION);
+  assert_memory_equal(n.params, before, np * sizeof(float));
+  free(b);
+
+  /* Another network (more items): refused on the parameter count. */
+  model_sasrec big;
+  assert_int_equal(model_init(&big, &hp, m->NI + 1, 1), 0);
+  model_train_alloc(&big);
+  float *bb = xmalloc(big.nparams * sizeof *bb);
+  assert_int_equal(ckpt_state_load(p, s.key, &t, &big, bb, err, sizeof err), FL_ESHAPE);
+  snprintf(p, sizeof p, "%s/missing.state", f->dir);
+  assert_int_equal(ckpt_state_load(p, s.key, &t, &n, nb, err, sizeof err), -ENOENT);
+  free(bb);
+  model_free(&big);
+  free(before);
+  free(nb);
+  model_free(&n);
+  free(best);
+}
+
 int test_ckpt(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -311,6 +400,7 @@ int test_ckpt(void) {
       cmocka_unit_test_setup_teardown(test_nan_param, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unreadable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_save_unwritable, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state, setup, teardown),
   };
   return cmocka_run_group_tests_name("model/ckpt", tests, NULL, NULL);
 }

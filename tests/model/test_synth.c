@@ -36,30 +36,13 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void load(const char *path, data_set *ds) {
-  char err[512];
-  int rc = data_load(path, ds, err, sizeof err);
-  if (rc != 0) fail_msg("data_load: %d %s", rc, err);
-}
-
-static int same_file(const char *a, const char *b) {
-  void *pa, *pb;
-  size_t na, nb;
-  assert_int_equal(fl_read_file(a, &pa, &na), 0);
-  assert_int_equal(fl_read_file(b, &pb, &nb), 0);
-  int same = na == nb && memcmp(pa, pb, na) == 0;
-  free(pa);
-  free(pb);
-  return same;
-}
-
 static void test_synth_deterministic(void **state) {
   synth_fixture *f = *state;
   assert_int_equal(synth_write(f->a, 200, 150, 15, 3), 0);
   assert_int_equal(synth_write(f->b, 200, 150, 15, 3), 0);
-  assert_true(same_file(f->a, f->b));
+  assert_true(tu_same_file(f->a, f->b));
   assert_int_equal(synth_write(f->b, 200, 150, 15, 4), 0);
-  assert_false(same_file(f->a, f->b));
+  assert_false(tu_same_file(f->a, f->b));
 }
 
 /* Users 1..users in order, items within 1..items, at least 5 and at most 10 x mean items
@@ -69,7 +52,7 @@ static void test_synth_shape(void **state) {
   size_t users = 500, items = 300, mean = 20;
   assert_int_equal(synth_write(f->a, users, items, mean, 11), 0);
   data_set ds;
-  load(f->a, &ds);
+  tiny_load(f->a, &ds);
   assert_int_equal(ds.nusers, users);
   assert_true(ds.NI <= items && ds.NI > items * 9 / 10);
   unsigned char *seen = xcalloc(items + 1, 1);
@@ -90,11 +73,11 @@ static void test_synth_shape(void **state) {
 
   /* Tiny catalogues and short means still give 5 distinct items per user. */
   assert_int_equal(synth_write(f->a, 50, 5, 40, 1), 0);
-  load(f->a, &ds);
+  tiny_load(f->a, &ds);
   for (size_t u = 0; u < ds.nusers; u++) assert_int_equal(ds.off[u + 1] - ds.off[u], 5);
   data_free(&ds);
   assert_int_equal(synth_write(f->a, 50, 100, 1, 1), 0);
-  load(f->a, &ds);
+  tiny_load(f->a, &ds);
   for (size_t u = 0; u < ds.nusers; u++) assert_int_equal(ds.off[u + 1] - ds.off[u], 5);
   data_free(&ds);
 }
@@ -133,7 +116,7 @@ static void test_synth_learnable(void **state) {
   synth_fixture *f = *state;
   assert_int_equal(synth_write(f->a, 1000, 400, 30, 5), 0);
   data_set ds;
-  load(f->a, &ds);
+  tiny_load(f->a, &ds);
   size_t NI = ds.NI;
   uint32_t *pop = xcalloc(NI, sizeof *pop), *trans = xcalloc(NI * NI, sizeof *trans);
   for (size_t u = 0; u < ds.nusers; u++) {
@@ -159,7 +142,7 @@ static void test_synth_sasrec_beats_popularity(void **state) {
   synth_fixture *f = *state;
   assert_int_equal(synth_write(f->a, 400, 120, 15, 1), 0);
   data_set ds;
-  load(f->a, &ds);
+  tiny_load(f->a, &ds);
   size_t NI = ds.NI, L = 10;
 
   /* Popularity over the training parts, ranked on the test split like eval_run does. */
@@ -196,51 +179,6 @@ static void test_synth_sasrec_beats_popularity(void **state) {
   data_free(&ds);
 }
 
-/* --epoch-samples: at least the whole set is the default epoch, bit for bit; a smaller epoch
- * runs every epoch asked for, walks on through the shuffled order (64 samples an epoch still
- * learn the sequential signal after a few passes), and validates each time. */
-static void test_train_epoch_samples(void **state) {
-  synth_fixture *f = *state;
-  assert_int_equal(synth_write(f->a, 200, 60, 12, 3), 0);
-  data_set ds;
-  load(f->a, &ds);
-  model_hparams hp;
-  tiny_hparams(&hp, 1, 0.5f);
-  hp.L = 10;
-  train_opts o;
-  train_opts_default(&o);
-  o.epochs = 2;
-  o.batch = 32;
-  o.progress = 0;
-  model_sasrec a, b;
-  train_result ra, rb;
-  assert_int_equal(model_init(&a, &hp, ds.NI, 1), 0);
-  assert_int_equal(model_init(&b, &hp, ds.NI, 1), 0);
-  assert_int_equal(train_model(&a, NULL, NULL, &ds, &o, &ra), 0);
-  o.epoch_samples = 1u << 30;
-  assert_int_equal(train_model(&b, NULL, NULL, &ds, &o, &rb), 0);
-  assert_int_equal(memcmp(a.params, b.params, a.nparams * sizeof(float)), 0);
-  assert_true(ra.test.ndcg20 == rb.test.ndcg20);
-  model_free(&b);
-
-  data_sample *smp = NULL;
-  size_t ns = data_train_samples(&ds, &smp);
-  free(smp);
-  assert_true(ns > 640);
-  assert_int_equal(model_init(&b, &hp, ds.NI, 1), 0);
-  o.epoch_samples = 64;
-  o.epochs = 3 * ns / 64;
-  o.patience = o.epochs;
-  assert_int_equal(train_model(&b, NULL, NULL, &ds, &o, &rb), 0);
-  assert_int_equal(rb.epochs_run, o.epochs);
-  assert_true(rb.best_epoch > 1);
-  if (!(rb.test.hr10 > 2 * ra.test.hr10 / 3))
-    fail_msg("64-sample epochs: test HR@10 %.3f, 2 full epochs %.3f", rb.test.hr10, ra.test.hr10);
-  model_free(&a);
-  model_free(&b);
-  data_free(&ds);
-}
-
 int test_synth(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_synth_deterministic, setup, teardown),
@@ -248,7 +186,6 @@ int test_synth(void) {
       cmocka_unit_test_setup_teardown(test_synth_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_learnable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synth_sasrec_beats_popularity, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_train_epoch_samples, setup, teardown),
   };
   return cmocka_run_group_tests_name("model/synth", tests, NULL, NULL);
 }
