@@ -8,7 +8,7 @@
 # of the same seed, with the mean gain over the seeds and its standard error.
 #
 # usage: bench/quality.sh [--data FILE] [--maxlen L] [--epochs N] [--jobs LIST]
-#                         [--seeds LIST] [--build DIR]
+#                         [--seeds LIST] [--build DIR] [--resume DIR]
 #   --jobs    comma list of: sasrec (from scratch; also the anchor of flame-own),
 #             flame-released (anchor = the imported flame-anchors/<data>.pt),
 #             flame-released-d03 (the same with the learnable network's dropout at 0.3;
@@ -18,6 +18,9 @@
 #             default: sasrec,flame-released,flame-own
 #   --seeds   comma list of training seeds, every job run once per seed (default 42)
 #   --data    default ../shared/data/amazon-beauty.txt; --protocol flame throughout
+#   --resume  continue an interrupted run in its results DIR, with the same arguments: every
+#             job keeps a training state (`flame train --state`), so a finished job is
+#             skipped and an unfinished one continues from its last epoch
 # Job names carry their seed: sasrec-s42.json, flame-released-s42.log, ...
 # Hours of CPU: never run by CI.
 set -euo pipefail
@@ -30,6 +33,7 @@ maxlen=50
 epochs=200
 jobs="sasrec,flame-released,flame-own"
 seeds=42
+resume=
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data="$2"; shift ;;
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift ;;
     --seeds) seeds="$2"; shift ;;
     --build) build="$2"; shift ;;
+    --resume) resume="$2"; shift ;;
     -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
     *) echo "bench/quality.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -45,17 +50,23 @@ while [ $# -gt 0 ]; do
 done
 flame="$build/flame"
 [ -x "$flame" ] || { echo "bench/quality.sh: $flame not built" >&2; exit 2; }
-out="$here/results/quality-$(date -u +%Y%m%dT%H%M%SZ)"
-mkdir -p "$out"
+if [ -n "$resume" ]; then
+  [ -d "$resume" ] || { echo "bench/quality.sh: --resume $resume: no such directory" >&2; exit 2; }
+  out="$(cd "$resume" && pwd)"
+else
+  out="$here/results/quality-$(date -u +%Y%m%dT%H%M%SZ)"
+  mkdir -p "$out"
+fi
 echo "# writing $out" >&2
 common=(--data "$data" --protocol flame --threads 1 --epochs "$epochs")
 pt="$shared/data/flame-anchors/$(basename "${data%.txt}").pt"
 has() { [[ ",$jobs," == *",$1,"* ]]; }
 
-run() { # name, seed, then flame train arguments
+run() { # name, seed, then flame train arguments; a job with a result already is skipped
   local name="$1-s$2" seed="$2"; shift 2
-  nice -n 19 "$flame" train "${common[@]}" --seed "$seed" --out "$out/$name.ckpt" "$@" \
-    > "$out/$name.json" 2> "$out/$name.log"
+  grep -qs '^{' "$out/$name.json" && return 0
+  nice -n 19 "$flame" train "${common[@]}" --seed "$seed" --out "$out/$name.ckpt" \
+    --state "$out/$name.state" "$@" >> "$out/$name.json" 2>> "$out/$name.log"
 }
 
 if has flame-released || has flame-released-d03 || has flame-blocks || has flame-warm; then
@@ -94,7 +105,7 @@ if has flame-own; then
   done
 fi
 wait
-rm -f "$out"/*.ckpt
+rm -f "$out"/*.ckpt "$out"/*.state
 /usr/bin/python3 - "$out" <<'PY'
 import glob, json, os, re, statistics, sys
 out = sys.argv[1]
