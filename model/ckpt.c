@@ -328,7 +328,7 @@ static double ckpt_get_f64(const unsigned char *p) {
   return d;
 }
 
-/* Names of the TRAIN_KEY_* settings (for a refused resume) and which hold float32 bits. */
+/* Names of the TRAIN_KEY_* settings, for a refused resume. */
 static const char *const trs_key_names[TRAIN_NKEYS] = {
     [TRAIN_KEY_NI] = "items",
     [TRAIN_KEY_C] = "dim",
@@ -359,6 +359,7 @@ static const char *const trs_key_names[TRAIN_NKEYS] = {
     [TRAIN_KEY_PATHS] = "paths",
 };
 
+/* 1 for the settings stored as float32 bits. */
 static int trs_key_is_float(int k) {
   return k == TRAIN_KEY_DROPOUT || k == TRAIN_KEY_LN_EPS || k == TRAIN_KEY_ANCHOR_DROPOUT ||
          k == TRAIN_KEY_LR || k == TRAIN_KEY_TAU || k == TRAIN_KEY_LAMBDA0 ||

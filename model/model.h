@@ -326,37 +326,41 @@ typedef struct {
  * progress fields, nparams, then four float32 blocks (parameters, first and second moments,
  * best weights), then a CRC-32 of every byte before it. Written atomically. */
 
-/* The settings that decide a run's course, in file order. Floats are stored as their
- * float32 bits, so a resumed run compares them exactly. Append only: the file's version
- * changes with the list. */
+/* The settings that decide a run's course, in file order: the network's shape (NI .. LN_EPS),
+ * the data (SAMPLES: training samples; DATA_CRC: CRC-32 of the sequences after any
+ * truncation), the anchor (ANCHOR_CRC: 0 for SASRec, else 2^32 + CRC-32 of its parameters),
+ * the optimiser and order (LR .. EPOCH_SAMPLES; DROPOUT_SEED is the model's), the protocol
+ * (it picks the best epoch) and FLAME's knobs (TAU .. PATHS, 0 for SASRec). Floats (dropouts,
+ * LN_EPS, LR, TAU, LAMBDA0, LAMBDAR) are stored as their float32 bits and so compared
+ * exactly. Append only: the file's version changes with the list. */
 enum {
-  TRAIN_KEY_NI,             /* items */
-  TRAIN_KEY_C,              /* network shape ... */
-  TRAIN_KEY_NL,             /* */
-  TRAIN_KEY_NH,             /* */
-  TRAIN_KEY_FF,             /* */
-  TRAIN_KEY_L,              /* */
-  TRAIN_KEY_DROPOUT,        /* (float) */
-  TRAIN_KEY_LN_EPS,         /* (float) ... */
-  TRAIN_KEY_SAMPLES,        /* training samples of the data */
-  TRAIN_KEY_DATA_CRC,       /* CRC-32 of the data's sequences (after any truncation) */
-  TRAIN_KEY_ANCHOR_CRC,     /* 0: SASRec; else 2^32 + CRC-32 of the anchor's parameters */
-  TRAIN_KEY_ANCHOR_DROPOUT, /* (float) */
-  TRAIN_KEY_LR,             /* (float) */
-  TRAIN_KEY_BATCH,          /* */
-  TRAIN_KEY_SEED,           /* shuffling */
-  TRAIN_KEY_DROPOUT_SEED,   /* the model's seed (dropout masks) */
-  TRAIN_KEY_EPOCH_SAMPLES,  /* */
-  TRAIN_KEY_PROTOCOL,       /* evaluation protocol (decides the best epoch) */
-  TRAIN_KEY_TAU,            /* FLAME's settings (float) ... */
-  TRAIN_KEY_LAMBDA0,        /* (float) */
-  TRAIN_KEY_LAMBDAR,        /* (float) */
-  TRAIN_KEY_SCHEDULE,       /* */
-  TRAIN_KEY_BLOCKDIAG,      /* */
-  TRAIN_KEY_DETACH,         /* */
-  TRAIN_KEY_WARM,           /* */
-  TRAIN_KEY_PER_BLOCK,      /* */
-  TRAIN_KEY_PATHS,          /* ... */
+  TRAIN_KEY_NI,
+  TRAIN_KEY_C,
+  TRAIN_KEY_NL,
+  TRAIN_KEY_NH,
+  TRAIN_KEY_FF,
+  TRAIN_KEY_L,
+  TRAIN_KEY_DROPOUT,
+  TRAIN_KEY_LN_EPS,
+  TRAIN_KEY_SAMPLES,
+  TRAIN_KEY_DATA_CRC,
+  TRAIN_KEY_ANCHOR_CRC,
+  TRAIN_KEY_ANCHOR_DROPOUT,
+  TRAIN_KEY_LR,
+  TRAIN_KEY_BATCH,
+  TRAIN_KEY_SEED,
+  TRAIN_KEY_DROPOUT_SEED,
+  TRAIN_KEY_EPOCH_SAMPLES,
+  TRAIN_KEY_PROTOCOL,
+  TRAIN_KEY_TAU,
+  TRAIN_KEY_LAMBDA0,
+  TRAIN_KEY_LAMBDAR,
+  TRAIN_KEY_SCHEDULE,
+  TRAIN_KEY_BLOCKDIAG,
+  TRAIN_KEY_DETACH,
+  TRAIN_KEY_WARM,
+  TRAIN_KEY_PER_BLOCK,
+  TRAIN_KEY_PATHS,
   TRAIN_NKEYS
 };
 
