@@ -73,6 +73,19 @@ static void train_key(uint64_t *key, const model_sasrec *m, const model_sasrec *
   key[TRAIN_KEY_PATHS] = fo->paths;
 }
 
+/* Writes the best weights (params at Adam step step, m's shape) to o->out, if set. On failure
+ * r->why says so. */
+static int train_save_best(const train_opts *o, const model_sasrec *m, float *params, uint64_t step,
+                           train_result *r) {
+  model_sasrec bm = *m;
+  bm.params = params;
+  bm.step = step;
+  int err = o->out ? ckpt_save(o->out, &bm) : 0;
+  if (err)
+    snprintf(r->why, sizeof r->why, "cannot write checkpoint %s: %s", o->out, fl_strerror(err));
+  return err;
+}
+
 int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
                 const train_opts *o, train_result *r) {
   memset(r, 0, sizeof *r);
@@ -92,54 +105,38 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   size_t *off = xmalloc((B + 1) * sizeof(size_t));
   float *best = xmalloc(m->nparams * sizeof(float));
   memcpy(best, m->params, m->nparams * sizeof(float));
-  uint64_t best_step = m->step;
-  double best_ndcg = -1.0;
-  size_t since_best = 0;
+  /* The run's progress, all of it in st: what a state file holds is what the loop uses. */
+  train_state st;
+  memset(&st, 0, sizeof st);
+  st.best_step = m->step;
+  st.best_ndcg = -1.0;
+  st.cursor = ns; /* next sample of the shuffled order; ns: reshuffle first */
   int err = 0;
   fl_rng rng;
   fl_rng_seed(&rng, o->seed ^ 0x7261696eull);
-  uint64_t shuffles = 0; /* of the sample order, each permuting the last one */
   size_t per_epoch = o->epoch_samples && o->epoch_samples < ns ? o->epoch_samples : ns;
-  size_t cursor = ns; /* next sample of the shuffled order; ns: reshuffle first */
-  size_t ep0 = 0;     /* epochs done before this call (a resumed run) */
-  train_state st;
-  memset(&st, 0, sizeof st);
   if (o->state) {
     train_key(st.key, m, anc, fo, ds, ns, o);
-    train_state got;
-    int rc = ckpt_state_load(o->state, st.key, &got, m, best, r->why, sizeof r->why);
+    int rc = ckpt_state_load(o->state, st.key, &st, m, best, r->why, sizeof r->why);
     if (rc == -ENOENT) {
       r->why[0] = 0;
       if (o->progress) fprintf(stderr, "no training state at %s yet: a fresh run\n", o->state);
     } else if (rc != 0) {
       err = rc;
     } else {
-      ep0 = r->epochs_run = got.epoch;
-      r->resumed_epoch = ep0;
-      since_best = got.since_best;
-      r->best_epoch = got.best_epoch;
-      best_step = got.best_step;
-      best_ndcg = got.best_ndcg;
-      r->val = got.val;
-      r->best_sec = got.best_sec;
-      r->last_loss = (float)got.last_loss;
-      t0 -= got.elapsed_sec;
-      for (shuffles = 0; shuffles < got.shuffles; shuffles++)
+      r->resumed_epoch = st.epoch;
+      t0 -= st.elapsed_sec;
+      for (uint64_t i = 0; i < st.shuffles; i++) /* each permutes the order the last one left */
         fl_shuffle(samples, ns, sizeof *samples, &rng);
-      cursor = got.cursor;
       /* The best checkpoint may be missing or newer than the state (a stop between the two
        * writes): rewrite it from the state's best weights. */
-      model_sasrec bm = *m;
-      bm.params = best;
-      bm.step = best_step;
-      if (r->best_epoch > 0 && o->out && (err = ckpt_save(o->out, &bm)) != 0)
-        snprintf(r->why, sizeof r->why, "cannot write checkpoint %s: %s", o->out, fl_strerror(err));
+      if (st.best_epoch > 0) err = train_save_best(o, m, best, st.best_step, r);
       if (o->progress)
         fprintf(stderr, "resuming %s after epoch %zu (best epoch %zu, val NDCG@20 %.4f)\n",
-                o->state, ep0, r->best_epoch, best_ndcg);
+                o->state, (size_t)st.epoch, (size_t)st.best_epoch, st.best_ndcg);
     }
   }
-  for (size_t ep = ep0 + 1; !err && ep <= o->epochs && since_best < o->patience; ep++) {
+  for (size_t ep = st.epoch + 1; !err && ep <= o->epochs && st.since_best < o->patience; ep++) {
     double te = fl_now();
     double loss_sum = 0.0, rec_sum = 0.0; /* FLAME: the cross-entropy part of the loss */
     size_t steps = 0;
@@ -150,16 +147,16 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
         err = -ECANCELED;
         break;
       }
-      if (cursor == ns) {
-        shuffles++;
+      if (st.cursor == ns) {
+        st.shuffles++;
         fl_shuffle(samples, ns, sizeof *samples, &rng);
-        cursor = 0;
+        st.cursor = 0;
       }
       size_t nb = per_epoch - done < B ? per_epoch - done : B;
-      if (nb > ns - cursor) nb = ns - cursor;
+      if (nb > ns - st.cursor) nb = ns - st.cursor;
       model_batch bt;
-      data_pack(ds, samples + cursor, nb, L, 0, tok, off, tgt, &bt);
-      cursor += nb;
+      data_pack(ds, samples + st.cursor, nb, L, 0, tok, off, tgt, &bt);
+      st.cursor += nb;
       done += nb;
       model_zero_grad(m);
       if (anc) {
@@ -177,23 +174,20 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
     double tt = fl_now() - te;
     eval_metrics val;
     if ((err = eval_run(m, ds, o->proto, EVAL_VAL, &val)) != 0) break;
-    r->epochs_run = ep;
-    r->last_loss = (float)(loss_sum / (double)steps);
-    int improved = val.ndcg20 > best_ndcg;
+    st.epoch = ep;
+    st.last_loss = loss_sum / (double)steps;
+    int improved = val.ndcg20 > st.best_ndcg;
     if (improved) {
-      best_ndcg = val.ndcg20;
-      r->best_epoch = ep;
-      r->val = val;
-      r->best_sec = fl_now() - t0;
+      st.best_ndcg = val.ndcg20;
+      st.best_epoch = ep;
+      st.val = val;
+      st.best_sec = fl_now() - t0;
       memcpy(best, m->params, m->nparams * sizeof(float));
-      best_step = m->step;
-      since_best = 0;
-      if (o->out && (err = ckpt_save(o->out, m)) != 0) {
-        snprintf(r->why, sizeof r->why, "cannot write checkpoint %s: %s", o->out, fl_strerror(err));
-        break;
-      }
+      st.best_step = m->step;
+      st.since_best = 0;
+      if ((err = train_save_best(o, m, best, st.best_step, r)) != 0) break;
     } else {
-      since_best++;
+      st.since_best++;
     }
     if (o->progress) {
       char flame[96] = "";
@@ -202,21 +196,11 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
       fprintf(stderr,
               "epoch %zu: loss %.4f%s  val HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f  "
               "%.1f s (train %.1f s)%s\n",
-              ep, r->last_loss, flame, val.hr10, val.ndcg10, val.hr20, val.ndcg20, fl_now() - te,
-              tt, improved ? "  *best" : "");
+              ep, (float)st.last_loss, flame, val.hr10, val.ndcg10, val.hr20, val.ndcg20,
+              fl_now() - te, tt, improved ? "  *best" : "");
     }
     if (o->state) {
-      st.epoch = ep;
-      st.since_best = since_best;
-      st.best_epoch = r->best_epoch;
-      st.best_step = best_step;
-      st.shuffles = shuffles;
-      st.cursor = cursor;
-      st.val = r->val;
-      st.best_ndcg = best_ndcg;
-      st.best_sec = r->best_sec;
       st.elapsed_sec = fl_now() - t0;
-      st.last_loss = r->last_loss;
       if ((err = ckpt_state_save(o->state, &st, m, best)) != 0) {
         snprintf(r->why, sizeof r->why, "cannot write the training state %s: %s", o->state,
                  fl_strerror(err));
@@ -224,9 +208,14 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
       }
     }
   }
+  r->epochs_run = st.epoch;
+  r->best_epoch = st.best_epoch;
+  r->val = st.val;
+  r->best_sec = st.best_sec;
+  r->last_loss = (float)st.last_loss;
   if (!err && r->best_epoch > 0) {
     memcpy(m->params, best, m->nparams * sizeof(float));
-    m->step = best_step;
+    m->step = st.best_step;
     err = eval_run(m, ds, o->proto, EVAL_TEST, &r->test);
   }
   r->wall_sec = fl_now() - t0;

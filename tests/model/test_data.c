@@ -8,6 +8,7 @@
 #include "common/common.h"
 #include "model/model.h"
 #include "testutil.h"
+#include "tiny.h"
 
 typedef struct {
   char dir[256];
@@ -34,10 +35,8 @@ static int teardown(void **state) {
 
 /* Writes text to the fixture's file and loads it; asserts success. */
 static void load_text(data_fixture *f, const char *text, data_set *ds) {
-  char err[512];
   tu_write_file(f->path, text);
-  int rc = data_load(f->path, ds, err, sizeof err);
-  if (rc != 0) fail_msg("data_load: %d %s", rc, err);
+  tiny_load(f->path, ds);
 }
 
 static void assert_same_set(const data_set *a, const data_set *b) {
