@@ -1,9 +1,12 @@
 #!/usr/bin/python3
-"""Summarise a bench/run.sh results file as markdown: per case, the median step time of each
-implementation and thread setting, the best of each side and their ratio, useful GFLOP/s
-against the measured sgemm throughput, and what packing / last-position buy."""
+"""Summarise a bench/run.sh or bench/ratio.sh results file as markdown: per case, the median
+step time of each implementation and thread setting, the best of each side and their ratio,
+useful GFLOP/s against the measured sgemm throughput, and what packing / last-position buy;
+where the file has both methods of flame bench on one thread, the FLAME step against the
+SASRec step (medians over the runs: time ratio, FLOP ratio, time / FLOP)."""
 import json, os, sys
 from collections import defaultdict
+from statistics import median
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 sgemm = {r["threads"]: r["gflops"] for r in rows if r.get("impl") == "openblas-sgemm"}
@@ -44,4 +47,27 @@ for (data, L, method), rs in cases.items():
             if v and f1:
                 print(f"- {name}: {1000*v[0]['sec_per_step']:.1f} ms/step, "
                       f"{v[0]['sec_per_step']/f1[0]['sec_per_step']:.2f}x the time of both on (1 thread)")
+    print()
+
+# The FLAME step against the SASRec step (issue 3, item 3): flame's own runs, one thread, both
+# shortcuts on; medians over the runs of each method, and the spread of the runs' step times.
+steps = defaultdict(lambda: defaultdict(list))
+for r in rows:
+    if r.get("impl") == "flame" and r["threads"] == 1 and r.get("packed") and r.get("last_only"):
+        steps[(os.path.basename(r["data"]), r["maxlen"])][r["method"]].append(r)
+both = {k: v for k, v in steps.items() if v["sasrec"] and v["flame"]}
+if both:
+    print("### FLAME step against the SASRec step (flame bench, 1 thread, medians)\n")
+    print("| data, L | runs | SASRec ms/step (range) | FLAME ms/step (range) | time ratio "
+          "| FLOP ratio (useful GFLOP per step) | time / FLOP ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for (data, L), m in both.items():
+        t = {k: [1000 * r["sec_per_step"] for r in m[k]] for k in ("sasrec", "flame")}
+        g = {k: median(r["useful_gflop_per_step"] for r in m[k]) for k in ("sasrec", "flame")}
+        tr = median(t["flame"]) / median(t["sasrec"])
+        fr = g["flame"] / g["sasrec"]
+        print(f"| {data}, {L} | {len(t['sasrec'])} / {len(t['flame'])} "
+              f"| {median(t['sasrec']):.2f} ({min(t['sasrec']):.1f}-{max(t['sasrec']):.1f}) "
+              f"| {median(t['flame']):.2f} ({min(t['flame']):.1f}-{max(t['flame']):.1f}) "
+              f"| {tr:.2f} | {fr:.2f} ({g['flame']:.3f} / {g['sasrec']:.3f}) | **{tr / fr:.2f}** |")
     print()
