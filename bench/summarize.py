@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Summarise a bench/run.sh or bench/ratio.sh results file as markdown: per case, the median
+"""Summarise a bench/run.sh results file (also --ratio's) as markdown: per case, the median
 step time of each implementation and thread setting, the best of each side and their ratio,
 useful GFLOP/s against the measured sgemm throughput, and what packing / last-position buy;
 where the file has both methods of flame bench on one thread, the FLAME step against the
