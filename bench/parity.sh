@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# bench/parity.sh: flame's FLAME loss and gradient against the PyTorch reference's
+# (../shared/bench/torch_ref.py flame_loss), on the same weights and samples.
+#
+# On a small synthetic dataset (every training sample in one batch, dropout off on both
+# networks): a SASRec anchor trained by flame, a learnable network at flame's random start;
+# `flame train --method flame` for one step at lr 1e-9 reports the loss at the start and
+# writes the learnable network, and bench/parity.py computes torch_ref's loss on those
+# weights. Cases: L=8 (windows cut to L) at tau 1, L=50 at tau 2 and 5. For the L=50 tau-2 case
+# it also takes one Adam step at lr 1e-3: Adam's first step moves each parameter by
+# lr g / (|g| + 1e-8), so the step must agree with the sign of the reference's gradient g
+# everywhere |g| > 1e-5 (through the frozen anchor encoder and the pair weights).
+# Fails (exit 1) on a loss more than 1e-5 apart (relative) or a step that disagrees.
+#
+# usage: bench/parity.sh [--build DIR]
+# Needs python3-torch (scripts/setup.sh --bench). Never run by CI; seconds of CPU.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build="$(dirname "$here")/build"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build="$2"; shift ;;
+    -h|--help) sed -n '/^set -/q; 2,$p' "$0"; exit 0 ;;
+    *) echo "bench/parity.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+flame="$build/flame"
+[ -x "$flame" ] || { echo "bench/parity.sh: $flame not built (./scripts/dev.sh build)" >&2; exit 2; }
+python=/usr/bin/python3
+"$python" -c 'import torch' 2>/dev/null || { echo "bench/parity.sh: python3-torch missing (scripts/setup.sh --bench)" >&2; exit 2; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+"$flame" synth --out d.txt --users 60 --items 40 --mean-len 12 --seed 3 > /dev/null
+common=(--data d.txt --dropout 0 --batch 1024 --epochs 1)
+flame_step() { # L TAU LR OUT: one FLAME step against anchor-L.ckpt; prints flame's loss
+  "$flame" train "${common[@]}" --method flame --anchor "anchor-$1.ckpt" --tau "$2" --lr "$3" \
+    --lambda0 1 --lambda-r 1 --seed 2 --out "$4" 2> /dev/null | tail -n 1 |
+    "$python" -c 'import json, sys; print(json.load(sys.stdin)["last_loss"])'
+}
+fail=0
+for c in "8 1" "50 2" "50 5"; do
+  set -- $c
+  [ -f "anchor-$1.ckpt" ] || "$flame" train "${common[@]}" --method sasrec --epochs 3 --lr 0.01 \
+    --maxlen "$1" --seed 1 --out "anchor-$1.ckpt" > /dev/null 2>&1
+  ours=$(flame_step "$1" "$2" 1e-9 "start-$1-$2.ckpt")
+  args=(d.txt "anchor-$1.ckpt" "start-$1-$2.ckpt" 1 "$2")
+  if [ "$c" = "50 2" ]; then
+    flame_step "$1" "$2" 1e-3 "step-$1-$2.ckpt" > /dev/null
+    args+=("step-$1-$2.ckpt" 1e-3)
+  fi
+  ref=$("$python" "$here/parity.py" "${args[@]}")
+  "$python" - "$1" "$2" "$ours" "$ref" <<'PY' || fail=1
+import json, sys
+L, tau, ours, ref = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
+rel = abs(ours - ref["loss"]) / abs(ref["loss"])
+ok = rel <= 1e-5
+line = (f"L={L} tau={tau}: {ref['samples']} samples, loss flame {ours:.7g} torch_ref "
+        f"{ref['loss']:.7g} (relative difference {rel:.1e})")
+if "params" in ref:
+    step_ok = (ref["sign_disagree"] == 0 and ref["max_abs_diff"] <= 1e-3
+               and ref["moved_without_gradient"] == 0)
+    ok = ok and step_ok
+    line += (f"; Adam step against the reference gradient: {ref['compared']} of {ref['params']}"
+             f" parameters compared, {ref['sign_disagree']} signs disagree, largest difference"
+             f" {ref['max_abs_diff']:.1e}, {ref['moved_without_gradient']} moved without gradient")
+print(("ok   " if ok else "FAIL ") + line)
+sys.exit(0 if ok else 1)
+PY
+done
+exit "$fail"
