@@ -1,5 +1,7 @@
-# bench/lib.sh: what the daemon benchmarks share (sourced by bench/online.sh, bench/serve.sh).
-# Needs $build set. Defines:
+# bench/lib.sh: what the benchmarks share (sourced by bench/online.sh, bench/serve.sh and
+# the others). Needs $build set. Defines:
+#   bench_need NAME [torch]   exits 2, naming NAME, unless $flame is built (and, with torch,
+#                      $python can import torch); sets $python
 #   bench_start NAME   checks the binaries, makes $work (a temp dir) and the cleanup that kills
 #                      every pid in $pids and removes $work on exit
 #   bench_broker       starts `flame broker` on a random loopback port with topic clicks (and
@@ -11,7 +13,14 @@
 #                             user-$USERS (an environment variable of wrk's run) at random
 flame="$build/flame"
 flamed="$build/flamed"
+python=/usr/bin/python3
 pids=()
+
+bench_need() {
+  [ -x "$flame" ] || { echo "$1: $flame not built (./scripts/dev.sh build)" >&2; exit 2; }
+  [ "${2:-}" != torch ] || "$python" -c 'import torch' 2>/dev/null ||
+    { echo "$1: python3-torch missing (scripts/setup.sh --bench)" >&2; exit 2; }
+}
 
 bench_start() {
   [ -x "$flame" ] && [ -x "$flamed" ] || { echo "$1: build first (./scripts/dev.sh build)" >&2; exit 2; }

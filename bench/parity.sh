@@ -25,10 +25,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-flame="$build/flame"
-[ -x "$flame" ] || { echo "bench/parity.sh: $flame not built (./scripts/dev.sh build)" >&2; exit 2; }
-python=/usr/bin/python3
-"$python" -c 'import torch' 2>/dev/null || { echo "bench/parity.sh: python3-torch missing (scripts/setup.sh --bench)" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_need bench/parity.sh torch
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"

@@ -38,12 +38,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-flame="$build/flame"
-[ -x "$flame" ] || { echo "bench/run.sh: $flame not built (./scripts/dev.sh build)" >&2; exit 2; }
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench/run.sh: --rounds takes a positive integer" >&2; exit 2; }
-python=/usr/bin/python3
-[ "$ratio" = 1 ] || "$python" -c 'import torch' 2>/dev/null ||
-  { echo "bench/run.sh: python3-torch missing (scripts/setup.sh --bench)" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+if [ "$ratio" = 1 ]; then bench_need bench/run.sh; else bench_need bench/run.sh torch; fi
 
 mkdir -p "$here/results"
 kind=$method; [ "$ratio" = 0 ] || kind=ratio
