@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """The FLAME loss of flame against torch_ref.py's flame_loss on the same weights and samples
 (bench/parity.sh drives it). Reads flame checkpoints (model/ckpt.c's format) into
-torch_ref.SASRec, dropout off (eval mode), every training sample of DATA in one batch.
+torch_ref.SASRec, dropout off (eval mode), every training sample of DATA in one batch, lambda 1.
 
-usage: parity.py DATA ANCHOR.ckpt LEARNABLE.ckpt LAMBDA TAU [AFTER.ckpt LR]
-  prints JSON: the reference's cross-entropy part and whole loss. With AFTER.ckpt (the
-  learnable network after one Adam step at LR from LEARNABLE.ckpt, on the same batch) it also
-  compares that step with the reference's gradient g: Adam's first step moves every
-  parameter by LR g / (|g| + 1e-8)."""
+usage: parity.py DATA ANCHOR.ckpt START.ckpt FLAME.json TAU [AFTER.ckpt LR]
+  FLAME.json is the last stdout line of the `flame train --method flame` step that started
+  from the learnable network in START.ckpt: its last_loss must be the reference's loss to
+  1e-5 (relative). With AFTER.ckpt (the learnable network after one Adam step at LR from the
+  same start, on the same batch) the step is also compared with the reference's gradient g:
+  Adam's first step moves every parameter by LR g / (|g| + 1e-8), so wherever |g| > 1e-5 the
+  signs must agree (and within 1e-3), and no parameter with g = 0 may move.
+  Prints one line, "ok ..." or "FAIL ...", and exits 1 on a failure."""
 import json, os, struct, sys
 import numpy as np
 import torch
@@ -53,27 +56,33 @@ def to_torch(ck):
 
 
 def main():
-    data, anc, lrn, lam, tau = sys.argv[1:4] + [float(x) for x in sys.argv[4:6]]
+    data, anc, start, flame_json, tau = sys.argv[1:5] + [float(sys.argv[5])]
+    ours = json.loads(open(flame_json).read().strip().splitlines()[-1])["last_loss"]
     seqs, _ = R.load(data)
-    a, ck = to_torch(load_ckpt(anc)), load_ckpt(lrn)
+    a, ck = to_torch(load_ckpt(anc)), load_ckpt(start)
     l = to_torch(ck)
     X, Y = R.train_samples(seqs, ck["L"])
-    with torch.no_grad():
-        rec = torch.nn.functional.cross_entropy(l.logits(l(X)), Y - 1).item()
-    loss = R.flame_loss(l, a, X, Y, lam, tau)
-    out = {"samples": len(Y), "rec": rec, "loss": loss.item()}
+    loss = R.flame_loss(l, a, X, Y, 1.0, tau)
+    rel = abs(ours - loss.item()) / abs(loss.item())
+    ok = rel <= 1e-5
+    line = (f"L={ck['L']} tau={tau:g}: {len(Y)} samples, loss flame {ours:.7g} torch_ref "
+            f"{loss.item():.7g} (relative difference {rel:.1e})")
     if len(sys.argv) > 6:
         loss.backward()
         g = torch.cat([t.grad.reshape(-1) for grp in tensors(l) for t in grp]).double().numpy()
         step = (ck["p"].astype(np.float64) - load_ckpt(sys.argv[6])["p"]) / float(sys.argv[7])
         want = g / (np.abs(g) + 1e-8)
         big = np.abs(g) > 1e-5  # where Adam's eps does not blur the direction
-        out |= {"params": len(g), "compared": int(big.sum()),
-                "max_abs_diff": float(np.abs(step[big] - want[big]).max()),
-                "sign_disagree": int((np.sign(step[big]) != np.sign(want[big])).sum()),
-                "moved_without_gradient": int((np.abs(step[g == 0]) > 1e-3).sum())}
-    print(json.dumps(out))
+        disagree = int((np.sign(step[big]) != np.sign(want[big])).sum())
+        diff = float(np.abs(step[big] - want[big]).max())
+        moved = int((np.abs(step[g == 0]) > 1e-3).sum())
+        ok = ok and disagree == 0 and diff <= 1e-3 and moved == 0
+        line += (f"; Adam step against the reference gradient: {int(big.sum())} of {len(g)}"
+                 f" parameters compared, {disagree} signs disagree, largest difference"
+                 f" {diff:.1e}, {moved} moved without gradient")
+    print(("ok   " if ok else "FAIL ") + line)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
