@@ -4,7 +4,7 @@ pat = re.compile(r"^epoch (\d+):.*val .*NDCG@20 ([0-9.]+)\s+([0-9.]+) s \(train 
 runs = {}
 for p in sys.argv[1:]:
     runs[p] = {int(m[1]): (float(m[2]), float(m[3]), float(m[4])) for m in map(pat.search, open(p)) if m}
-eps = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 72, 92]
+eps = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 63, 70, 72, 77, 80, 83, 90, 92, 97]
 print("| epoch | " + " | ".join(runs) + " |")
 for e in eps:
     if not any(e in r for r in runs.values()): continue
