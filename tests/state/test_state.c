@@ -1094,6 +1094,10 @@ static int crash_child(const char *dir, int fd) {
     }
     if (write(fd, &n, sizeof n) != (ssize_t)sizeof n) return 4;
   }
+  /* Hold the store, and so its lock, until the parent's SIGKILL: the parent checks the lock
+   * after the first report, and on a loaded machine a child that closed after its last commit
+   * could outrun it (seen under ASan in CI). Bounded, so an orphan ends by itself. */
+  sleep(30);
   state_batch_free(b);
   state_close(db);
   return 0;
