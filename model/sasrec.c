@@ -151,7 +151,9 @@ struct model_acts {
   size_t Bmax, Tmax, nseg_max;
   /* the current passes */
   size_t B, T;               /* embedding pass: samples, tokens */
-  int train_emb, train_enc;  /* dropout on in the embedding / encoder pass */
+  float p_emb, p_enc;        /* dropout rate of the embedding / encoder pass: its network's
+                                rate when training, else 0 (the acts may serve two networks
+                                of different rates, as FLAME's anchor and learnable do) */
   uint64_t key_emb, key_enc; /* their dropout keys */
   int has_loss, last_only;
   size_t l0, l1;     /* its blocks: l0 .. l1 - 1 */
@@ -282,8 +284,7 @@ size_t model_acts_bytes(const model_acts *a) { return a->bytes; }
 /* Dropout sites: 0 = embedding, then 3 per block (attention probabilities, attention
  * output, FFN output), each keyed by its pass's key. */
 static kern_dropout site(const model_acts *a, int enc, size_t s) {
-  int train = enc ? a->train_enc : a->train_emb;
-  return kern_dropout_make(train ? a->hp.dropout : 0.0f, (enc ? a->key_enc : a->key_emb) + s);
+  return kern_dropout_make(enc ? a->p_enc : a->p_emb, (enc ? a->key_enc : a->key_emb) + s);
 }
 
 #define W(m, i) ((m)->p.t[(i)])
@@ -317,7 +318,7 @@ const float *net_embed_forward(const model_sasrec *m, model_acts *a, const model
   assert(B <= a->Bmax && T <= a->Tmax && bt->off[B] == T);
   a->B = B;
   a->T = T;
-  a->train_emb = train;
+  a->p_emb = train ? m->hp.dropout : 0.0f;
   a->key_emb = key;
   for (size_t b = 0; b < B; b++) {
     size_t n = bt->off[b + 1] - bt->off[b];
@@ -357,7 +358,7 @@ const float *net_blocks_forward(const model_sasrec *m, model_acts *a, const floa
   assert(B <= a->Bmax && T <= a->Tmax && nseg <= a->nseg_max);
   a->lay = *lay;
   a->X0 = X0;
-  a->train_enc = train;
+  a->p_enc = train ? hp->dropout : 0.0f;
   a->key_enc = key;
   a->l0 = l0;
   a->l1 = l1;

@@ -212,6 +212,39 @@ static void test_anchor_frozen(void **state) {
   model_free(&anc);
 }
 
+/* Each network's passes drop at its own rate: the workspace is made from the learnable
+ * network's hyper-parameters, but the anchor keeps its checkpoint's dropout (FLAME.md: "dropout
+ * still active in training mode"). With the learnable network at 0, a training step's
+ * cross-entropy equals evaluation mode's, and the pair losses differ only if the anchor drops;
+ * with both at 0 everything equals evaluation mode. */
+static void test_each_network_its_own_dropout(void **state) {
+  (void)state;
+  model_sasrec lrn, anc;
+  perturbed_model(&lrn, 5); /* dropout 0 */
+  perturbed_model(&anc, 6);
+  model_train_alloc(&lrn);
+  flame_ws *ws = flame_ws_new(&lrn.hp, 3, 0);
+  flame_opts o;
+  flame_opts_default(&o);
+  model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
+  for (int anchor_drops = 0; anchor_drops < 2; anchor_drops++) {
+    anc.hp.dropout = anchor_drops ? 0.5f : 0.0f;
+    flame_parts ev, tr;
+    model_zero_grad(&lrn);
+    flame_step(&lrn, &anc, ws, &b, &o, 1.0f, 0, &ev);
+    model_zero_grad(&lrn);
+    flame_step(&lrn, &anc, ws, &b, &o, 1.0f, 1, &tr);
+    assert_true(tr.rec == ev.rec);
+    assert_int_equal(tr.npairs, 6);
+    size_t differ = 0;
+    for (size_t q = 0; q < tr.npairs; q++) differ += tr.pair[q] != ev.pair[q];
+    assert_int_equal(differ, anchor_drops ? 6 : 0);
+  }
+  flame_ws_free(ws);
+  model_free(&lrn);
+  model_free(&anc);
+}
+
 /* A pass's dropout sites are keyed key + s for s < 1 + 3 blocks (sasrec.c), so the passes of
  * one step (FLAME's salts 0-4, up to 6 with per-block modules of two blocks, the paths' 99)
  * have independent masks only if their keys lie further apart, modulo 2^64, than a pass has
@@ -259,6 +292,7 @@ int test_flame(void) {
       cmocka_unit_test(test_ntxent_gradient),
       cmocka_unit_test(test_identical_networks_uniform_weights),
       cmocka_unit_test(test_anchor_frozen),
+      cmocka_unit_test(test_each_network_its_own_dropout),
       cmocka_unit_test(test_lambda_schedule),
       cmocka_unit_test(test_pass_keys_apart),
   };
