@@ -12,8 +12,9 @@
 #   --jobs    comma list of: sasrec (from scratch; also the anchor of flame-own),
 #             flame-released (anchor = the imported flame-anchors/<data>.pt),
 #             flame-released-d03 (the same with the learnable network's dropout at 0.3;
-#             the anchor keeps 0.5), flame-own (anchor = this run's sasrec of the same
-#             seed), flame-blocks (per-block modules, 4 random paths, released anchor),
+#             the anchor keeps 0.5), flame-released-a0 (the same with the anchor's
+#             dropout off: --anchor-dropout 0), flame-own (anchor = this run's sasrec of
+#             the same seed), flame-blocks (per-block modules, 4 random paths, released anchor),
 #             flame-warm (released anchor, warm start)
 #             default: sasrec,flame-released,flame-own
 #   --seeds   comma list of training seeds, every job run once per seed (default 42)
@@ -69,7 +70,8 @@ run() { # name, seed, then flame train arguments; a job with a result already is
     --state "$out/$name.state" "$@" >> "$out/$name.json" 2>> "$out/$name.log"
 }
 
-if has flame-released || has flame-released-d03 || has flame-blocks || has flame-warm; then
+if has flame-released || has flame-released-d03 || has flame-released-a0 || has flame-blocks ||
+  has flame-warm; then
   [ -f "$pt" ] || { echo "bench/quality.sh: no released anchor $pt" >&2; exit 2; }
   "$flame" import-pt --in "$pt" --out "$out/released.ckpt" > /dev/null
 fi
@@ -88,6 +90,10 @@ for s in "${seed_list[@]}"; do
   if has flame-released-d03; then
     wait_slot
     run flame-released-d03 "$s" --method flame --anchor "$out/released.ckpt" --dropout 0.3 &
+  fi
+  if has flame-released-a0; then
+    wait_slot
+    run flame-released-a0 "$s" --method flame --anchor "$out/released.ckpt" --anchor-dropout 0 &
   fi
   if has flame-blocks; then
     wait_slot

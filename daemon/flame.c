@@ -129,13 +129,15 @@ enum {
   OPT_INIT,
   OPT_MODULES,
   OPT_PATHS,
+  OPT_ANCHOR_DROPOUT,
 };
 
 /* The FLAME settings shared by train and bench. */
 typedef struct {
   flame_opts fo;
-  const char *anchor; /* --anchor FILE or NULL */
-  int schedule_set;   /* --schedule given (else R = --epochs) */
+  const char *anchor;   /* --anchor FILE or NULL */
+  int schedule_set;     /* --schedule given (else R = --epochs) */
+  float anchor_dropout; /* --anchor-dropout P, or < 0: the anchor's checkpoint's rate */
 } flame_cli;
 
 static int flame_option(int c, const char *arg, flame_cli *f) {
@@ -177,6 +179,9 @@ static int flame_option(int c, const char *arg, flame_cli *f) {
   case OPT_PATHS:
     f->fo.paths = arg_size("--paths", arg, 2, 256);
     break;
+  case OPT_ANCHOR_DROPOUT:
+    f->anchor_dropout = (float)arg_double("--anchor-dropout", arg, 0.0, 0.95);
+    break;
   default:
     return 0;
   }
@@ -187,7 +192,9 @@ static int flame_option(int c, const char *arg, flame_cli *f) {
   "FLAME (--method flame):\n"                                                                      \
   "  --anchor FILE    the frozen anchor (a flame checkpoint); the learnable network takes\n"       \
   "                   its shape and item table size, --dropout applies to the learnable\n"         \
-  "                   network only (the anchor keeps its checkpoint's rate)\n"                     \
+  "                   network only\n"                                                              \
+  "  --anchor-dropout P  the anchor's dropout in training (default: its checkpoint's\n"            \
+  "                   rate, as in the paper; 0 runs it as in evaluation)\n"                        \
   "  --tau X          NT-Xent temperature (1)\n"                                                   \
   "  --lambda0 X      lambda at the start of the schedule (1)\n"                                   \
   "  --lambda-r X     lambda at its end (1e-5)\n"                                                  \
@@ -211,7 +218,8 @@ static int flame_option(int c, const char *arg, flame_cli *f) {
   {"detach-weights", no_argument, 0, OPT_DETACH},         \
   {"init", required_argument, 0, OPT_INIT},               \
   {"modules", required_argument, 0, OPT_MODULES},         \
-  {"paths", required_argument, 0, OPT_PATHS}
+  {"paths", required_argument, 0, OPT_PATHS},             \
+  {"anchor-dropout", required_argument, 0, OPT_ANCHOR_DROPOUT}
 // clang-format on
 
 static int hparams_option(int c, const char *arg, model_hparams *hp) {
@@ -271,11 +279,20 @@ static int parse_method(const char *method) {
   die("--method: expected sasrec or flame, got '%s'", method);
 }
 
-/* Loads the anchor for a dataset with items up to NI. */
-static void load_anchor(const char *path, model_sasrec *anc, size_t NI) {
-  load_ckpt(path, anc);
+/* Loads the anchor for a dataset with items up to NI, at --anchor-dropout if given. */
+static void load_anchor(const flame_cli *f, model_sasrec *anc, size_t NI) {
+  load_ckpt(f->anchor, anc);
   if (NI > anc->NI)
-    die("%s: the data has item ids up to %zu but the anchor knows %zu items", path, NI, anc->NI);
+    die("%s: the data has item ids up to %zu but the anchor knows %zu items", f->anchor, NI,
+        anc->NI);
+  if (f->anchor_dropout >= 0.0f) anc->hp.dropout = f->anchor_dropout;
+}
+
+/* The FLAME-only options given without --method flame are refused. */
+static void check_flame_only(const flame_cli *f, int is_flame) {
+  if (is_flame) return;
+  if (f->anchor) die("--anchor goes with --method flame");
+  if (f->anchor_dropout >= 0.0f) die("--anchor-dropout goes with --method flame");
 }
 
 /* The learnable network of a FLAME run: the anchor's shape (dropout as given), random
@@ -325,7 +342,7 @@ static int cmd_train(int argc, char **argv) {
   model_hparams_default(&hp);
   train_opts o;
   train_opts_default(&o);
-  flame_cli f = {.anchor = NULL, .schedule_set = 0};
+  flame_cli f = {.anchor = NULL, .schedule_set = 0, .anchor_dropout = -1.0f};
   flame_opts_default(&f.fo);
   int threads = DEFAULT_THREADS, shape_set = 0;
   static const struct option lo[] = {{"data", required_argument, 0, 'd'},
@@ -401,7 +418,7 @@ static int cmd_train(int argc, char **argv) {
   need("--out", out);
   int is_flame = parse_method(method);
   if (is_flame) need("--anchor", f.anchor);
-  if (!is_flame && f.anchor) die("--anchor goes with --method flame");
+  check_flame_only(&f, is_flame);
   if (is_flame && shape_set) die("with --method flame the network takes the anchor's shape");
   hparams_finish(&hp);
   model_set_threads(threads);
@@ -409,7 +426,7 @@ static int cmd_train(int argc, char **argv) {
   load_data(data, &ds);
   model_sasrec m, anc;
   if (is_flame) {
-    load_anchor(f.anchor, &anc, ds.NI);
+    load_anchor(&f, &anc, ds.NI);
     learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, o.seed);
     check_paths(&f, &m.hp);
     if (!f.schedule_set) f.fo.R = o.epochs;
@@ -444,6 +461,7 @@ static int cmd_train(int argc, char **argv) {
   if (is_flame) {
     cJSON *fj = cJSON_AddObjectToObject(j, "flame");
     cJSON_AddStringToObject(fj, "anchor", f.anchor);
+    cJSON_AddNumberToObject(fj, "anchor_dropout", anc.hp.dropout);
     cJSON_AddNumberToObject(fj, "tau", f.fo.tau);
     cJSON_AddNumberToObject(fj, "lambda0", f.fo.lambda0);
     cJSON_AddNumberToObject(fj, "lambda_r", f.fo.lambdaR);
@@ -594,7 +612,8 @@ static const char bench_help[] =
     "  --sgemm          measure the machine's sgemm throughput instead (1024^3)\n"
     "  --anchor FILE    (flame) the frozen anchor; without it a random frozen network\n"
     "                   stands in (speed does not depend on its weights)\n"
-    "  --mask M, --detach-weights, --init I, --modules M, --paths K   (flame) as for train\n";
+    "  --mask M, --detach-weights, --init I, --modules M, --paths K, --anchor-dropout P\n"
+    "                   (flame) as for train\n";
 
 static double median(double *v, size_t n) {
   fl_sort_doubles(v, n);
@@ -644,7 +663,7 @@ static int cmd_bench(int argc, char **argv) {
                                      HPARAMS_LONGOPTS,
                                      FLAME_LONGOPTS,
                                      {0, 0, 0, 0}};
-  flame_cli f = {.anchor = NULL, .schedule_set = 0};
+  flame_cli f = {.anchor = NULL, .schedule_set = 0, .anchor_dropout = -1.0f};
   flame_opts_default(&f.fo);
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -689,7 +708,7 @@ static int cmd_bench(int argc, char **argv) {
   need("--data", data);
   need("--method", method);
   int is_flame = parse_method(method);
-  if (!is_flame && f.anchor) die("--anchor goes with --method flame");
+  check_flame_only(&f, is_flame);
   hparams_finish(&hp);
   data_set ds;
   load_data(data, &ds);
@@ -698,11 +717,12 @@ static int cmd_bench(int argc, char **argv) {
   if (ns == 0) die("%s has no training samples", data);
   model_sasrec m, anc;
   if (f.anchor) {
-    load_anchor(f.anchor, &anc, ds.NI);
+    load_anchor(&f, &anc, ds.NI);
     learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, seed);
   } else {
     if (model_init(&m, &hp, ds.NI, seed) != 0) die("cannot build a model for %zu items", ds.NI);
     if (is_flame && model_init(&anc, &hp, ds.NI, seed + 1) != 0) die("cannot build the anchor");
+    if (is_flame && f.anchor_dropout >= 0.0f) anc.hp.dropout = f.anchor_dropout;
   }
   if (is_flame) check_paths(&f, &m.hp);
   m.last_only = last_only;

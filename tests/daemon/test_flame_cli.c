@@ -87,6 +87,10 @@ static void test_bad_arguments(void **state) {
   expect_usage_error("eval --data x.txt", "flame eval: --checkpoint is required");
   expect_usage_error("train --data x.txt --method flame --modules 3 --out y",
                      "flame train: --modules: expected 2 or blocks");
+  expect_usage_error("train --data x.txt --method sasrec --anchor-dropout 0 --out y",
+                     "flame train: --anchor-dropout goes with --method flame");
+  expect_usage_error("train --data x.txt --method flame --anchor-dropout 1 --out y",
+                     "flame train: --anchor-dropout: expected a number in [0, 0.95], got '1'");
   expect_usage_error("bench --bogus", "flame bench: unknown or incomplete option '--bogus'");
   expect_usage_error("bench --threads 0 --sgemm", "flame bench: --threads: expected an integer");
   expect_usage_error("synth --out s.txt --users -3", "flame synth: --users: expected an integer");
@@ -164,7 +168,8 @@ static void test_offline_path(void **state) {
   assert_int_equal(r.status, 0);
   tu_run_free(&r);
   expect_usage_error("init --out v.ckpt", "flame init: --items is required");
-  /* FLAME against the model just trained, one epoch; --dropout is the learnable network's */
+  /* FLAME against the model just trained, one epoch; --dropout is the learnable network's,
+   * the anchor keeps its checkpoint's 0.5 */
   r = run("train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64 "
           "--dropout 0.25");
   assert_int_equal(r.status, 0);
@@ -173,6 +178,21 @@ static void test_offline_path(void **state) {
                       "tiled");
   assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "dropout")->valuedouble,
                      0.25, 1e-6);
+  assert_float_equal(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "anchor_dropout")->valuedouble, 0.5,
+      1e-6);
+  double loss = cJSON_GetObjectItem(j, "last_loss")->valuedouble;
+  cJSON_Delete(j);
+  tu_run_free(&r);
+  /* --anchor-dropout 0: the anchor runs as in evaluation, so the training loss differs */
+  r = run("train --data data.txt --method flame --anchor m.ckpt --out f0.ckpt --epochs 1 "
+          "--batch 64 --dropout 0.25 --anchor-dropout 0");
+  assert_int_equal(r.status, 0);
+  j = last_json(&r);
+  assert_float_equal(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "anchor_dropout")->valuedouble, 0.0,
+      1e-9);
+  assert_true(cJSON_GetObjectItem(j, "last_loss")->valuedouble != loss);
   cJSON_Delete(j);
   tu_run_free(&r);
   r = run("inspect --checkpoint f.ckpt");
