@@ -447,7 +447,8 @@ static const config_setting cfg_table[] = {
   CFG_INT("model", "maxlen", model.maxlen, "50", 2, 4096, false,
           "Longest input history of a bootstrapped anchor, in items (the newest ones)."),
   CFG_DOUBLE("model", "dropout", model.dropout, "0.5", 0, 0.95, false,
-             "Dropout probability while training (never applied when serving)."),
+             "Dropout probability of the trained network and of a bootstrapped anchor (an "
+             "anchor keeps its checkpoint's rate); never applied when serving."),
   CFG_INT("model", "keep", model.keep, "3", 1, 1000, false,
           "Promoted snapshots kept on disk; older ones are deleted."),
   CFG_INT("model", "popular", model.popular, "1000", 10, 1000000, false,
