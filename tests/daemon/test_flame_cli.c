@@ -42,6 +42,16 @@ static cJSON *last_json(const tu_run_result *r) {
   return j;
 }
 
+/* Runs args, expects exit 0, returns the last stdout line as JSON (caller deletes). */
+static cJSON *run_json(const char *args) {
+  tu_run_result r = run(args);
+  if (r.status != 0) fprintf(stderr, "flame %s: status %d, stderr:\n%s", args, r.status, r.err);
+  assert_int_equal(r.status, 0);
+  cJSON *j = last_json(&r);
+  tu_run_free(&r);
+  return j;
+}
+
 static int setup(void **state) {
   (void)state;
   return tu_mkdtemp(dir, sizeof dir);
@@ -170,10 +180,8 @@ static void test_offline_path(void **state) {
   expect_usage_error("init --out v.ckpt", "flame init: --items is required");
   /* FLAME against the model just trained, one epoch; --dropout is the learnable network's,
    * the anchor keeps its checkpoint's 0.5 */
-  r = run("train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 --batch 64 "
-          "--dropout 0.25");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("train --data data.txt --method flame --anchor m.ckpt --out f.ckpt --epochs 1 "
+               "--batch 64 --dropout 0.25");
   assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "mask")->valuestring,
                       "tiled");
   assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "dropout")->valuedouble,
@@ -183,32 +191,22 @@ static void test_offline_path(void **state) {
       1e-6);
   double loss = cJSON_GetObjectItem(j, "last_loss")->valuedouble;
   cJSON_Delete(j);
-  tu_run_free(&r);
   /* --anchor-dropout 0: the anchor runs as in evaluation, so the training loss differs */
-  r = run("train --data data.txt --method flame --anchor m.ckpt --out f0.ckpt --epochs 1 "
-          "--batch 64 --dropout 0.25 --anchor-dropout 0");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("train --data data.txt --method flame --anchor m.ckpt --out f0.ckpt --epochs 1 "
+               "--batch 64 --dropout 0.25 --anchor-dropout 0");
   assert_float_equal(
       cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "anchor_dropout")->valuedouble, 0.0,
       1e-9);
   assert_true(cJSON_GetObjectItem(j, "last_loss")->valuedouble != loss);
   cJSON_Delete(j);
-  tu_run_free(&r);
-  r = run("inspect --checkpoint f.ckpt");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("inspect --checkpoint f.ckpt");
   assert_float_equal(cJSON_GetObjectItem(j, "dropout")->valuedouble, 0.25, 1e-6);
   cJSON_Delete(j);
-  tu_run_free(&r);
   /* per-block modules with a random subset of paths; more paths than exist are refused */
-  r = run("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --epochs 1 --batch 64 "
-          "--modules blocks --paths 3");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --epochs 1 "
+               "--batch 64 --modules blocks --paths 3");
   assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "flame"), "paths")->valueint, 3);
   cJSON_Delete(j);
-  tu_run_free(&r);
   expect_usage_error("train --data data.txt --method flame --anchor m.ckpt --out g.ckpt --paths 5",
                      "flame train: --paths 5: 2 modules give only 4 paths");
   /* a truncated checkpoint and a non-zip .pt are refused with one line */

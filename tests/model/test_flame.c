@@ -154,17 +154,24 @@ static void test_ntxent_gradient(void **state) {
   free(c.a), free(c.b), free(c.scr), free(da), free(db);
 }
 
+/* A learnable network (seed 5) and an anchor (anc_seed), both perturbed and without dropout,
+ * the paper's options and a workspace for the three samples of tok3. */
+static flame_ws *perturbed_pair(model_sasrec *lrn, model_sasrec *anc, uint64_t anc_seed,
+                                flame_opts *o) {
+  perturbed_model(lrn, 5);
+  perturbed_model(anc, anc_seed);
+  model_train_alloc(lrn);
+  flame_opts_default(o);
+  return flame_ws_new(&lrn->hp, 3, 0);
+}
+
 /* Identical networks without dropout make the four paths equal: equal similarities, so
  * uniform weights 1/6 and six equal pair losses. */
 static void test_identical_networks_uniform_weights(void **state) {
   (void)state;
   model_sasrec lrn, anc;
-  perturbed_model(&lrn, 5);
-  perturbed_model(&anc, 5);
-  model_train_alloc(&lrn);
-  flame_ws *ws = flame_ws_new(&lrn.hp, 3, 0);
   flame_opts o;
-  flame_opts_default(&o);
+  flame_ws *ws = perturbed_pair(&lrn, &anc, 5, &o);
   model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
   flame_parts parts;
   float loss = flame_step(&lrn, &anc, ws, &b, &o, 0.5f, 0, &parts);
@@ -220,12 +227,8 @@ static void test_anchor_frozen(void **state) {
 static void test_each_network_its_own_dropout(void **state) {
   (void)state;
   model_sasrec lrn, anc;
-  perturbed_model(&lrn, 5); /* dropout 0 */
-  perturbed_model(&anc, 6);
-  model_train_alloc(&lrn);
-  flame_ws *ws = flame_ws_new(&lrn.hp, 3, 0);
   flame_opts o;
-  flame_opts_default(&o);
+  flame_ws *ws = perturbed_pair(&lrn, &anc, 6, &o); /* the learnable network: dropout 0 */
   model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
   for (int anchor_drops = 0; anchor_drops < 2; anchor_drops++) {
     anc.hp.dropout = anchor_drops ? 0.5f : 0.0f;
