@@ -279,13 +279,18 @@ static int parse_method(const char *method) {
   die("--method: expected sasrec or flame, got '%s'", method);
 }
 
+/* The anchor's dropout in training: --anchor-dropout if given, else its own rate. */
+static void set_anchor_dropout(const flame_cli *f, model_sasrec *anc) {
+  if (f->anchor_dropout >= 0.0f) anc->hp.dropout = f->anchor_dropout;
+}
+
 /* Loads the anchor for a dataset with items up to NI, at --anchor-dropout if given. */
 static void load_anchor(const flame_cli *f, model_sasrec *anc, size_t NI) {
   load_ckpt(f->anchor, anc);
   if (NI > anc->NI)
     die("%s: the data has item ids up to %zu but the anchor knows %zu items", f->anchor, NI,
         anc->NI);
-  if (f->anchor_dropout >= 0.0f) anc->hp.dropout = f->anchor_dropout;
+  set_anchor_dropout(f, anc);
 }
 
 /* The FLAME-only options given without --method flame are refused. */
@@ -721,8 +726,10 @@ static int cmd_bench(int argc, char **argv) {
     learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, seed);
   } else {
     if (model_init(&m, &hp, ds.NI, seed) != 0) die("cannot build a model for %zu items", ds.NI);
-    if (is_flame && model_init(&anc, &hp, ds.NI, seed + 1) != 0) die("cannot build the anchor");
-    if (is_flame && f.anchor_dropout >= 0.0f) anc.hp.dropout = f.anchor_dropout;
+    if (is_flame) {
+      if (model_init(&anc, &hp, ds.NI, seed + 1) != 0) die("cannot build the anchor");
+      set_anchor_dropout(&f, &anc);
+    }
   }
   if (is_flame) check_paths(&f, &m.hp);
   m.last_only = last_only;

@@ -114,41 +114,32 @@ static void test_offline_path(void **state) {
   tu_run_result r = run("synth --out data.txt --users 150 --items 60 --mean-len 8 --seed 3");
   assert_int_equal(r.status, 0);
   tu_run_free(&r);
-  r = run("train --data data.txt --method sasrec --out m.ckpt --epochs 2 --maxlen 8 --dim 16 "
-          "--batch 64");
-  assert_int_equal(r.status, 0);
-  cJSON *j = last_json(&r);
+  cJSON *j = run_json("train --data data.txt --method sasrec --out m.ckpt --epochs 2 --maxlen 8 "
+                      "--dim 16 --batch 64");
   assert_true(cJSON_IsNumber(cJSON_GetObjectItem(j, "best_epoch")));
   cJSON *test = cJSON_GetObjectItem(j, "test");
   assert_true(cJSON_IsNumber(cJSON_GetObjectItem(test, "NDCG@20")));
   double ndcg = cJSON_GetObjectItem(test, "NDCG@20")->valuedouble;
   cJSON_Delete(j);
-  tu_run_free(&r);
   /* eval of the written checkpoint reproduces the training run's test figure */
-  r = run("eval --data data.txt --checkpoint m.ckpt");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("eval --data data.txt --checkpoint m.ckpt");
   assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test"), "NDCG@20")->valuedouble,
                      ndcg, 1e-9);
   assert_non_null(cJSON_GetObjectItem(j, "val"));
   cJSON_Delete(j);
-  tu_run_free(&r);
   /* --state: 1 epoch, then resumed to 2, ends as the 2-epoch run did; other settings refused */
   const char *st = "train --data data.txt --method sasrec --out s.ckpt --state s.state --maxlen 8 "
                    "--dim 16 --batch 64 --epochs";
   char args[300];
   for (int e = 1; e <= 2; e++) {
     snprintf(args, sizeof args, "%s %d", st, e);
-    r = run(args);
-    assert_int_equal(r.status, 0);
-    j = last_json(&r);
+    j = run_json(args);
     assert_int_equal(cJSON_GetObjectItem(j, "resumed_epoch")->valueint, e - 1);
     assert_int_equal(cJSON_GetObjectItem(j, "epochs")->valueint, e);
     if (e == 2)
       assert_true(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test"), "NDCG@20")->valuedouble ==
                   ndcg);
     cJSON_Delete(j);
-    tu_run_free(&r);
   }
   snprintf(args, sizeof args, "%s 3 --lr 0.002", st);
   r = run(args);
@@ -156,24 +147,18 @@ static void test_offline_path(void **state) {
   const char *want = "flame train: s.state: the run it holds has lr 0.001, this one 0.002;";
   if (!strstr(r.err, want)) fail_msg("stderr: %s", r.err);
   tu_run_free(&r);
-  r = run("inspect --checkpoint m.ckpt");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("inspect --checkpoint m.ckpt");
   assert_int_equal(cJSON_GetObjectItem(j, "dim")->valueint, 16);
   cJSON_Delete(j);
-  tu_run_free(&r);
   /* an untrained checkpoint of the asked shape, which eval reads */
   r = run("init --items 60 --out u.ckpt --dim 16 --blocks 1 --maxlen 8");
   assert_int_equal(r.status, 0);
   tu_run_free(&r);
-  r = run("inspect --checkpoint u.ckpt");
-  assert_int_equal(r.status, 0);
-  j = last_json(&r);
+  j = run_json("inspect --checkpoint u.ckpt");
   assert_int_equal(cJSON_GetObjectItem(j, "items")->valueint, 60);
   assert_int_equal(cJSON_GetObjectItem(j, "blocks")->valueint, 1);
   assert_int_equal(cJSON_GetObjectItem(j, "step")->valueint, 0);
   cJSON_Delete(j);
-  tu_run_free(&r);
   r = run("eval --data data.txt --checkpoint u.ckpt");
   assert_int_equal(r.status, 0);
   tu_run_free(&r);
