@@ -40,6 +40,7 @@ bench_flamed() {
   local log=$1
   shift
   "$flamed" --kafka.bootstrap.servers=127.0.0.1:$port --stream.topic=clicks \
+    --stream.static_membership=false \
     --stream.dead_letter_topic=clicks.dlq --api.listen=127.0.0.1 --log.stats_interval_s=30 "$@" \
     > "$log" 2>&1 &
   pids+=($!)

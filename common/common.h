@@ -22,7 +22,8 @@
   X(ELOCKED, "locked by another process")                                                          \
   X(ECORRUPT, "data corrupted")                                                                    \
   X(ESTORAGE, "storage error")                                                                     \
-  X(ESETTINGS, "written under other settings")
+  X(ESETTINGS, "written under other settings")                                                     \
+  X(EBUSY, "busy: try again later")
 
 /* clang-format cannot see that FL_ERRORS(FL_X) expands to a list ending in a comma. */
 /* clang-format off */

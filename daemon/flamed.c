@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define FLAMED_VERSION "0.5.0"
@@ -92,7 +93,9 @@ static void stats_line(flamed *d) {
           " p99 %.0f ms users %" PRIu64 " items %" PRIu64 " disk %.1f MiB%s",
           s.messages, rate, s.stored, rej, reasons, s.filtered, s.lag, s.assigned, s.batches,
           stream_lat_quantile(s.lat_ms, 0.99), ss.users, ss.items, ss.disk_bytes / 1048576.0,
-          s.paused ? " PAUSED (state writes failing)" : "");
+          s.low_space ? " PAUSED (low disk space)"
+          : s.paused  ? " PAUSED (state writes behind)"
+                      : "");
   d->last = s;
   d->last_t = now;
 }
@@ -121,10 +124,12 @@ static int listen_on(flamed *d, const char *host, int64_t port, http_handler h, 
   http_opts o = {.host = host,
                  .port = (int)port,
                  .max_conns = (size_t)c->api.max_conns,
+                 .max_conns_per_peer = (size_t)c->api.max_conns_per_peer,
                  .max_head = (size_t)c->api.max_head_bytes,
                  .max_body = (size_t)c->api.max_body_bytes,
                  .max_pipeline = (size_t)c->api.max_pipeline,
                  .idle_ms = (uint64_t)c->api.idle_timeout_ms,
+                 .header_ms = (uint64_t)c->api.header_timeout_ms,
                  .request_ms = (uint64_t)c->api.request_timeout_ms};
   char err[512];
   if (http_server_start(out, &d->loop, &o, h, d->api, err, sizeof err) != 0) {
@@ -136,6 +141,17 @@ static int listen_on(flamed *d, const char *host, int64_t port, http_handler h, 
 }
 
 static int load_config(config *cfg, int argc, char **argv, int *test, int *dump);
+
+/* Where RocksDB's LOG files go (state.rocksdb_log_dir): off the state disk by default, so
+ * that a full state disk cannot abort RocksDB on a LOG write. */
+static void rocksdb_log_dir(const config *c, char *out, size_t n) {
+  const char *dir = c->state.rocksdb_log_dir;
+  if (!dir || !*dir) dir = getenv("RUNTIME_DIRECTORY");
+  if (dir && strchr(dir, ':')) dir = NULL; /* systemd lists several as a:b: not ours to pick */
+  if (!dir || !*dir) dir = getenv("TMPDIR");
+  if (!dir || !*dir) dir = "/tmp";
+  snprintf(out, n, "%s", dir);
+}
 
 /* systemd's STATUS line: lag, serving version, the last round. */
 static void status_line(flamed *d, char *buf, size_t n) {
@@ -314,12 +330,15 @@ int main(int argc, char **argv) {
 
   char err[1024];
   int rc = EXIT_RUNTIME;
+  char log_dir[4096];
+  rocksdb_log_dir(&d.cfg, log_dir, sizeof log_dir);
   state_opts so = {d.cfg.state.dir,
                    (size_t)d.cfg.state.seq_len,
                    (size_t)d.cfg.state.cache_mb,
                    d.cfg.state.compression,
                    d.cfg.state.wal,
-                   d.cfg.state.sync};
+                   d.cfg.state.sync,
+                   log_dir};
   if (state_open(&d.db, &so, err, sizeof err) != 0) {
     fl_error("state: %s", err);
     goto out_cfg;
@@ -386,7 +405,12 @@ int main(int argc, char **argv) {
   }
   uv_run(&d.loop, UV_RUN_DEFAULT);
   if (rc == 0) stats_line(&d);
-  stream_consumer_free(d.consumer);
+  if (stream_consumer_free(d.consumer) == FL_EBUSY) {
+    /* the writer is stuck in a frozen disk: closing the store would wait with it. What is
+     * durable is in the WAL; what was not is consumed again at the next start. */
+    fl_error("flamed: exiting without closing the state (a write is stuck in the disk)");
+    _exit(EXIT_RUNTIME);
+  }
   goto out_closed;
 out_servers:
   if (d.http) http_server_stop(d.http, NULL, NULL);

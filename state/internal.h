@@ -114,4 +114,19 @@ typedef struct {
 /* A new operator with its state (written to *st). */
 rocksdb_mergeoperator_t *state__merge_create(size_t seq_len, state__merge **st);
 
+/* ---- Writes (writer.c) ----
+ * A batch sealed into a WriteBatch of its own, and the write of one: the seal runs on the
+ * owning thread (it reads the dictionaries), the write on any thread (rocksdb_write is
+ * thread-safe, and the WriteBatch owns copies of every key and value). */
+
+/* The batch's changes as a new WriteBatch (NULL when the batch is empty), *events its event
+ * count; the batch is emptied for reuse and its dictionary entries count as stored: the
+ * caller must write the sealed batches in the order sealed, retrying until each succeeds. */
+rocksdb_writebatch_t *state__batch_seal(state_batch *b, size_t *events);
+/* One rocksdb_write of wb (events: its event count, added to the stats on success). 0, or a
+ * negative code with err filled. Honours state_test_fail_commits. */
+int state__write(state_db *db, rocksdb_writebatch_t *wb, size_t events, char *err, size_t errlen);
+/* The store's directory. */
+const char *state__dir(const state_db *db);
+
 #endif

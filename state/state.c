@@ -62,8 +62,11 @@ struct state_db {
   char *dir;                                /* o->dir, copied */
   size_t seq_len;                           /* entries kept per user */
   state__dict items, users;                 /* dictionaries, committed + current batch */
-  uint64_t events;                          /* committed events (meta counter) */
-  int fail_commits;                         /* test hook: commits left to fail */
+  _Atomic uint64_t events;                  /* events written (any thread may write) */
+  uint64_t sealed;                          /* events committed or handed to the writer:
+                                             * the meta counter of the next batch starts here
+                                             * (owning thread) */
+  atomic_int fail_commits;                  /* test hook: writes left to fail */
   state_batch *batch;                       /* the one live batch, or NULL */
 };
 
@@ -82,8 +85,9 @@ typedef struct {
 
 struct state_batch {
   state_db *db;
-  rocksdb_writebatch_t *wb; /* rebuilt by every commit attempt */
-  batch_event *ev;          /* [nev] events in arrival order */
+  rocksdb_writebatch_t *wb;     /* rebuilt by every synchronous commit attempt */
+  rocksdb_writebatch_t *wb_out; /* the one batch_build is filling */
+  batch_event *ev;              /* [nev] events in arrival order */
   size_t nev, ev_cap;
   /* Users touched by this batch: slot s has user slot_user[s] and slot_n[s] events; a map
    * from user index to slot (open addressing, keys 0 = empty) finds them, and slot_pos[s]
@@ -272,13 +276,17 @@ static void build_options(state_db *db, const state_opts *o) {
   rocksdb_options_set_level_compaction_dynamic_level_bytes(opts, 1);
   /* The daemon runs on a couple of cores beside the trainer: two background jobs. */
   rocksdb_options_set_max_background_jobs(opts, 2);
-  /* RocksDB's own LOG files in the store directory: bounded. */
+  /* RocksDB's own LOG files, bounded. Kept out of the store's directory when o->log_dir is
+   * set: Debian's RocksDB is built with assertions on, and a LOG write that fails on a full
+   * state disk aborts the process (WritableFileWriter's sync_without_flush_called_). */
   rocksdb_options_set_keep_log_file_num(opts, 4);
-  rocksdb_options_set_max_log_file_size(opts, 16 << 20);
+  rocksdb_options_set_max_log_file_size(opts, 4 << 20);
+  if (o->log_dir && *o->log_dir) rocksdb_options_set_db_log_dir(opts, o->log_dir);
   /* 16 MiB memtables (instead of 64): a restart replays at most about that much WAL (a few
    * hundred ms), and a read merges fewer unflushed operands. */
   rocksdb_options_set_write_buffer_size(opts, 16 << 20);
-  /* One writer (the loop thread), and the hashed memtable below requires this. */
+  /* One writer at a time (the writer thread, state/writer.h), and the hashed memtable below
+   * requires this. */
   rocksdb_options_set_allow_concurrent_memtable_write(opts, 0);
 
   rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
@@ -408,6 +416,7 @@ static int load_meta(state_db *db, uint32_t *items, uint32_t *users, char *err, 
     if (rerr) return rocks_fail(rerr, err, errlen, db->dir);
     *items = *users = 0;
     db->events = 0;
+    db->sealed = 0;
     return 0;
   }
   int ok = n == 5 && (unsigned char)v[0] == STATE__FMT;
@@ -427,6 +436,7 @@ static int load_meta(state_db *db, uint32_t *items, uint32_t *users, char *err, 
   ok = rc == 1 && n == 17 && (unsigned char)v[0] == STATE__FMT;
   if (ok) {
     db->events = state__get_u64le(v + 1);
+    db->sealed = db->events;
     *items = state__get_u32le(v + 9);
     *users = state__get_u32le(v + 13);
   }
@@ -829,7 +839,7 @@ static void commit_sequences(state_batch *b) {
   for (size_t s = 0; s < b->nslot; s++) {
     size_t ulen;
     const char *uid = state__dict_id(&db->users, b->slot_user[s], &ulen);
-    rocksdb_writebatch_merge_cf(b->wb, db->cf[CF_SEQ], uid, ulen, b->scr + b->scr_start[s],
+    rocksdb_writebatch_merge_cf(b->wb_out, db->cf[CF_SEQ], uid, ulen, b->scr + b->scr_start[s],
                                 b->scr_start[s + 1] - b->scr_start[s]);
   }
 }
@@ -845,11 +855,11 @@ static void commit_dictionaries(state_batch *b) {
     memcpy(key + 1, id, len);
     val[0] = STATE__FMT;
     state__put_u32le(val + 1, (uint32_t)i);
-    rocksdb_writebatch_put_cf(b->wb, db->cf[CF_ITEMS], key, 1 + len, val, 5);
+    rocksdb_writebatch_put_cf(b->wb_out, db->cf[CF_ITEMS], key, 1 + len, val, 5);
     key[0] = 'n';
     put_u32be(key + 1, (uint32_t)i);
     memcpy(val + 1, id, len);
-    rocksdb_writebatch_put_cf(b->wb, db->cf[CF_ITEMS], key, 5, val, 1 + len);
+    rocksdb_writebatch_put_cf(b->wb_out, db->cf[CF_ITEMS], key, 5, val, 1 + len);
   }
   for (uint64_t u = (uint64_t)b->user_base + 1; u <= db->users.n; u++) {
     size_t len;
@@ -857,7 +867,7 @@ static void commit_dictionaries(state_batch *b) {
     val[0] = STATE__FMT;
     state__put_u32le(val + 1, (uint32_t)u);
     state__put_u64le(val + 5, (uint64_t)b->new_user_ts[u - b->user_base - 1]);
-    rocksdb_writebatch_put_cf(b->wb, db->cf[CF_USERS], id, len, val, 13);
+    rocksdb_writebatch_put_cf(b->wb_out, db->cf[CF_USERS], id, len, val, 13);
   }
 }
 
@@ -869,10 +879,14 @@ static size_t offset_key(char *key, const char *topic, int32_t partition) {
   return tlen + 5;
 }
 
-int state_batch_commit(state_batch *b, char *err, size_t errlen) {
+static int batch_empty(const state_batch *b) {
+  return b->nev == 0 && b->noff == 0 && b->db->items.n == b->item_base;
+}
+
+/* Fills wb with everything the batch changes (the state's next meta counters included). */
+static void batch_build(state_batch *b, rocksdb_writebatch_t *wb) {
   state_db *db = b->db;
-  if (b->nev == 0 && b->noff == 0 && db->items.n == b->item_base) return 0;
-  rocksdb_writebatch_clear(b->wb);
+  b->wb_out = wb;
   commit_sequences(b);
   commit_dictionaries(b);
   for (size_t i = 0; i < b->noff; i++) {
@@ -880,29 +894,53 @@ int state_batch_commit(state_batch *b, char *err, size_t errlen) {
     size_t klen = offset_key(key, b->off[i].topic, b->off[i].partition);
     val[0] = STATE__FMT;
     state__put_u64le(val + 1, (uint64_t)b->off[i].next);
-    rocksdb_writebatch_put_cf(b->wb, db->cf[CF_OFFSETS], key, klen, val, sizeof val);
+    rocksdb_writebatch_put_cf(wb, db->cf[CF_OFFSETS], key, klen, val, sizeof val);
   }
   char counters[17];
-  counters_value(counters, db->events + b->nev, db->items.n, db->users.n);
-  rocksdb_writebatch_put_cf(b->wb, db->cf[CF_META], "counters", 8, counters, sizeof counters);
+  counters_value(counters, db->sealed + b->nev, db->items.n, db->users.n);
+  rocksdb_writebatch_put_cf(wb, db->cf[CF_META], "counters", 8, counters, sizeof counters);
+}
 
+int state__write(state_db *db, rocksdb_writebatch_t *wb, size_t events, char *err, size_t errlen) {
   const rocksdb_writeoptions_t *wo = db->wo;
-  if (db->fail_commits > 0) {
-    db->fail_commits--;
-    wo = db->wo_bad;
+  int left = atomic_load(&db->fail_commits);
+  while (left > 0 && !atomic_compare_exchange_weak(&db->fail_commits, &left, left - 1)) {
   }
+  if (left > 0) wo = db->wo_bad;
   char *rerr = NULL;
-  rocksdb_write(db->rdb, wo, b->wb, &rerr);
-  rocksdb_writebatch_clear(b->wb);
+  rocksdb_write(db->rdb, wo, wb, &rerr);
   if (rerr) {
     char what[64];
-    snprintf(what, sizeof what, "commit of %zu events failed", b->nev);
+    snprintf(what, sizeof what, "commit of %zu events failed", events);
     return rocks_fail(rerr, err, errlen, what);
   }
-  db->events += b->nev;
+  atomic_fetch_add(&db->events, events);
+  return 0;
+}
+
+int state_batch_commit(state_batch *b, char *err, size_t errlen) {
+  if (batch_empty(b)) return 0;
+  rocksdb_writebatch_clear(b->wb);
+  batch_build(b, b->wb);
+  int rc = state__write(b->db, b->wb, b->nev, err, errlen);
+  rocksdb_writebatch_clear(b->wb);
+  if (rc) return rc;
+  b->db->sealed += b->nev;
   batch_reset(b);
   return 0;
 }
+
+rocksdb_writebatch_t *state__batch_seal(state_batch *b, size_t *events) {
+  *events = b->nev;
+  if (batch_empty(b)) return NULL;
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  batch_build(b, wb);
+  b->db->sealed += b->nev;
+  batch_reset(b);
+  return wb;
+}
+
+const char *state__dir(const state_db *db) { return db->dir; }
 
 /* ---- reads ---- */
 
@@ -1000,7 +1038,7 @@ int state_get_stats(state_db *db, state_stats *s) {
   memset(s, 0, sizeof *s);
   s->users = db->users.n;
   s->items = db->items.n;
-  s->events = db->events;
+  s->events = atomic_load(&db->events);
   s->seq_dropped = atomic_load(&db->merge->dropped);
   DIR *d = opendir(db->dir);
   if (!d) return -errno;
@@ -1017,4 +1055,6 @@ int state_get_stats(state_db *db, state_stats *s) {
   return 0;
 }
 
-void state_test_fail_commits(state_db *db, int n) { db->fail_commits = n > 0 ? n : 0; }
+void state_test_fail_commits(state_db *db, int n) {
+  atomic_store(&db->fail_commits, n > 0 ? n : 0);
+}

@@ -15,7 +15,8 @@
  * those with an err buffer also write a one-line message there.
  *
  * Thread-safety: a state_db and its batch belong to one thread (the daemon's loop), which
- * makes every call. The exceptions are state_seq_get, state_seq_foreach and state_offset_get:
+ * makes every call, but for the writes a state_writer (state/writer.h) makes on its own
+ * thread. The exceptions are state_seq_get, state_seq_foreach and state_offset_get:
  * they read RocksDB only (never the in-memory dictionaries), so other threads may call them
  * while the owning thread adds and commits; they see committed data only. The dictionaries
  * (state_item_*, state_user_*, state_get_stats) are plain hash tables with no locking: call
@@ -41,12 +42,13 @@ typedef struct state_db state_db;       /* opaque: an open store */
 typedef struct state_batch state_batch; /* opaque: the changes of one drained Kafka batch */
 
 typedef struct {
-  const char *dir; /* RocksDB directory, created if missing (its parent must exist) */
-  size_t seq_len;  /* entries kept per user, 1..STATE_SEQ_LEN_MAX */
-  size_t cache_mb; /* block cache, MiB; 0 = no block cache */
-  int compression; /* STATE_COMPRESSION_* for SST files */
-  int wal;         /* 1: write-ahead log on (needed for crash safety); 0: off (close flushes) */
-  int sync;        /* 1: fsync the WAL at every commit (needs wal = 1) */
+  const char *dir;     /* RocksDB directory, created if missing (its parent must exist) */
+  size_t seq_len;      /* entries kept per user, 1..STATE_SEQ_LEN_MAX */
+  size_t cache_mb;     /* block cache, MiB; 0 = no block cache */
+  int compression;     /* STATE_COMPRESSION_* for SST files */
+  int wal;             /* 1: write-ahead log on (needed for crash safety); 0: off (close flushes) */
+  int sync;            /* 1: fsync the WAL at every commit (needs wal = 1) */
+  const char *log_dir; /* RocksDB's own info LOG files go here; NULL or "": in dir */
 } state_opts;
 
 typedef struct {

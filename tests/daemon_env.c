@@ -36,6 +36,9 @@ void start_daemon(child *d, const char *bootstrap, const char *group, const char
   snprintf(a[n++], sizeof a[0], "--kafka.session.timeout.ms=6000");
   snprintf(a[n++], sizeof a[0], "--kafka.heartbeat.interval.ms=500");
   snprintf(a[n++], sizeof a[0], "--log.stats_interval_s=1");
+  /* the mock cluster of librdkafka 2.0.2 does not implement static membership (KIP-345): a
+   * static member that stops would hold its partitions for the session timeout */
+  snprintf(a[n++], sizeof a[0], "--stream.static_membership=false");
   /* ingest only: an ephemeral loopback API port, no training rounds */
   snprintf(a[n++], sizeof a[0], "--api.listen=127.0.0.1");
   snprintf(a[n++], sizeof a[0], "--api.port=0");
@@ -180,4 +183,59 @@ int free_port(void) {
   assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
   close(s);
   return ntohs(a.sin_port);
+}
+
+static void env_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  if (!m->err) (*(size_t *)opaque)++;
+}
+
+size_t env_produce(const char *bootstrap, const char *topic, int32_t part, const char *const *keys,
+                   const char *const *vals, const size_t *lens, size_t n) {
+  char e[512];
+  size_t acked = 0;
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, e, sizeof e), 0);
+  assert_int_equal(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof e), 0);
+  assert_int_equal(rd_kafka_conf_set(conf, "message.max.bytes", "4000000", e, sizeof e), 0);
+  assert_int_equal(rd_kafka_conf_set(conf, "linger.ms", "2", e, sizeof e), 0);
+  rd_kafka_conf_set(conf, "log_level", "3", e, sizeof e);
+  rd_kafka_conf_set_opaque(conf, &acked);
+  rd_kafka_conf_set_dr_msg_cb(conf, env_dr);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+  assert_non_null(rk);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = lens ? lens[i] : strlen(vals[i]);
+    const char *k = keys ? keys[i] : NULL;
+    rd_kafka_resp_err_t err;
+    for (int tries = 0; tries < 1000; tries++) {
+      err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_PARTITION(part < 0 ? RD_KAFKA_PARTITION_UA : part),
+                              RD_KAFKA_V_KEY(k, k ? strlen(k) : 0),
+                              RD_KAFKA_V_VALUE((void *)vals[i], len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+      rd_kafka_poll(rk, 10);
+    }
+    assert_int_equal(err, 0);
+    rd_kafka_poll(rk, 0);
+  }
+  rd_kafka_flush(rk, 30000);
+  rd_kafka_destroy(rk);
+  return acked;
+}
+
+double env_metric(int port, const char *name) {
+  tu_http_resp m;
+  if (tu_http_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &m) != 200) return -1;
+  char line[256]; /* at a line start: "# HELP name ..." must not match */
+  snprintf(line, sizeof line, "\n%s", name);
+  const char *p = strstr(m.body, line);
+  double v = p ? strtod(p + strlen(line), NULL) : -1;
+  tu_http_resp_free(&m, 1);
+  return v;
+}
+
+int child_alive(child *d) {
+  int st;
+  return d->pid > 0 && waitpid(d->pid, &st, WNOHANG) == 0;
 }

@@ -52,4 +52,15 @@ int wait_started(const child *d);
 void finish(child *d, const env *v);
 /* A loopback TCP port that was free a moment ago. */
 int free_port(void);
+
+/* Produces n messages (key keys[i] or none, value vals[i] of lens[i] bytes; lens NULL:
+ * strlen) to topic, to partition part (-1: by key), idempotently, and waits (bounded) for
+ * every acknowledgement; returns how many were acknowledged. */
+size_t env_produce(const char *bootstrap, const char *topic, int32_t part, const char *const *keys,
+                   const char *const *vals, const size_t *lens, size_t n);
+/* The value of the metric line starting with name (e.g. "flamed_partitions_assigned ") in
+ * GET /metrics on 127.0.0.1:port; -1 when the request fails or the line is absent. */
+double env_metric(int port, const char *name);
+/* 1 while the child runs (no exit reaped). */
+int child_alive(child *d);
 #endif

@@ -249,7 +249,7 @@ static size_t read_topic(const char *bootstrap, const char *topic, dlq_msg **out
 /* ---- checking the state ---- */
 
 static state_db *open_state(const char *dir) {
-  state_opts o = {dir, STATE_SEQ_LEN_MAX, 8, 0, 1, 0};
+  state_opts o = {dir, STATE_SEQ_LEN_MAX, 8, 0, 1, 0, NULL};
   state_db *db;
   char err[512];
   int rc = state_open(&db, &o, err, sizeof err);
