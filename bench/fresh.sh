@@ -28,7 +28,7 @@ command -v kcat >/dev/null || { echo "bench/fresh.sh: kcat missing (scripts/setu
 bench_start bench/fresh.sh
 mkdir -p "$here/results"
 "$flame" import-pt --in "$shared/data/flame-anchors/amazon-beauty.pt" --out "$work/anchor.ckpt" >/dev/null 2>&1
-echo tok > "$work/token"
+echo bench-admin-token-0123456789 > "$work/token" && chmod 600 "$work/token"
 bench_broker
 api=$((port + 1)); admin=$((port + 2))
 bench_flamed "$work/flamed.log" --state.dir="$work/state" --model.anchor="$work/anchor.ckpt" \
@@ -41,5 +41,5 @@ for _ in $(seq 1200); do
   [ "$(bench_metric "$api" flamed_events_stored_total)" = "$sent" ] && break
   sleep 0.5
 done
-/usr/bin/python3 "$here/fresh.py" "127.0.0.1:$port" clicks "$api" "$admin" tok "$events" |
+/usr/bin/python3 "$here/fresh.py" "127.0.0.1:$port" clicks "$api" "$admin" bench-admin-token-0123456789 "$events" |
   tee -a "$here/results/fresh.jsonl"

@@ -95,7 +95,7 @@ start() { # name, api port, train.enabled, more settings
 }
 pa=$((port + 1)); pb=$((port + 2)); padm=$((port + 3))
 if [ "$train_from" -gt 0 ]; then
-  echo tok > "$work/token"
+  echo bench-admin-token-0123456789 > "$work/token" && chmod 600 "$work/token"
   start tuned "$pa" false --api.admin_port="$padm" --api.admin_token_file="$work/token" \
     "${tuned_args[@]}"
 else
@@ -122,7 +122,7 @@ if [ "$train_from" -gt 0 ]; then
     while :; do
       st=$(bench_metric "$pa" flamed_events_stored_total)
       if [ "${st:-0}" -ge "$train_from" ]; then
-        curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$padm/v1/admin/resume-training" >/dev/null
+        curl -sf -X POST -H "Authorization: Bearer bench-admin-token-0123456789" "127.0.0.1:$padm/v1/admin/resume-training" >/dev/null
         echo "training resumed at $st events stored" >&2
         break
       fi

@@ -50,7 +50,7 @@ command -v wrk >/dev/null || { echo "bench/serve.sh: wrk missing (scripts/setup.
 bench_start bench/serve.sh
 mkdir -p "$here/results"
 bench_users_lua
-echo "tok" > "$work/token"
+echo "bench-admin-token-0123456789" > "$work/token" && chmod 600 "$work/token"
 
 measure() { # name, api port, users, training (on|off)
   local out
@@ -84,10 +84,11 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
   local api admin
   bench_broker
   api=$((port + 1)); admin=$((port + 2))
+  # wrk's connections all come from loopback: no per-peer cap, whatever --conns is
   bench_flamed "$work/$name.log" --state.dir="$work/$name" --model.anchor="$anchor" \
     --model.anchor_item_ids='item-{}' --api.port=$api --api.admin_port=$admin \
     --api.admin_token_file="$work/token" --train.enabled=false --train.interval_s=1 \
-    --train.min_users=1 "$@" ${extra[@]+"${extra[@]}"}
+    --api.max_conns_per_peer=0 --train.min_users=1 "$@" ${extra[@]+"${extra[@]}"}
   bench_wait_http "$api"
   local sent
   sent=$("$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" |
@@ -99,7 +100,7 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
   echo "$name: $sent events stored; $(curl -s 127.0.0.1:$api/v1/model | head -c 120)"
   measure "$name" "$api" "$users" off
   if [ "$train" = 1 ]; then
-    curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$admin/v1/admin/resume-training" >/dev/null
+    curl -sf -X POST -H "Authorization: Bearer bench-admin-token-0123456789" "127.0.0.1:$admin/v1/admin/resume-training" >/dev/null
     "$flame" produce --brokers 127.0.0.1:$port --topic clicks --data "$data" --rate 200 > /dev/null 2>&1 &
     local trickle=$!
     pids+=($trickle)
@@ -111,7 +112,7 @@ run_catalogue() { # name, anchor ckpt, data file, users, with-training (0|1), se
     s0=$(bench_metric "$api" flamed_model_swaps_total)
     if [ "$swaps" = 1 ]; then # a round asked for every second (they queue up: one at a time)
       (while :; do
-        curl -sf -X POST -H "Authorization: Bearer tok" "127.0.0.1:$admin/v1/admin/train-now" >/dev/null || true
+        curl -sf -X POST -H "Authorization: Bearer bench-admin-token-0123456789" "127.0.0.1:$admin/v1/admin/train-now" >/dev/null || true
         sleep 1
       done) &
       forcer=$!

@@ -1,11 +1,16 @@
-/* daemon/api.c: see api.h. JSON is written and read with cJSON (every client string is escaped
- * on output); query strings are split on '&' and percent-decoded here (http-parser does not
- * split them). Request metrics: counts by route and status, latency histograms by route. */
+/* daemon/api.c: see api.h. JSON is written with cJSON (every client string is escaped on
+ * output) and read with the event decoder's strict reader (stream_json_parse and
+ * stream_json_members: one value and nothing after it, no repeated key, no \u0000), and every
+ * id a client sends passes the event decoder's own check (stream_id_check), so that the API
+ * takes exactly the ids ingest can store. Query strings are split on '&' and percent-decoded
+ * here (http-parser does not split them). Request metrics: counts by route and status, latency
+ * histograms by route. */
 #define _GNU_SOURCE
 #include "api.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <inttypes.h>
 #include <math.h>
@@ -15,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "daemon/status.h"
@@ -56,10 +63,15 @@ typedef struct {
 /* Events that may wait for the online evaluation's thread (oeval.h). */
 #define ONLINE_QUEUE 256
 
+/* The admin token's length bounds, bytes: below 16 a token is guessable (and "ab" left of a
+ * NUL was once taken for the whole token); api.token holds at most TOKEN_MAX. */
+#define TOKEN_MIN 16
+#define TOKEN_MAX 511
+
 struct api {
   api_deps d;
-  char token[512]; /* admin bearer token ("" = admin off) */
-  serve_ws *ws;    /* the loop's scratch */
+  char token[TOKEN_MAX + 1]; /* admin bearer token ("" = admin off) */
+  serve_ws *ws;              /* the loop's scratch */
   /* scratch for the workers: a stack of spare ones (each job takes one and gives it back) */
   pthread_mutex_t wmu;
   serve_ws **wspare;
@@ -90,34 +102,94 @@ static oeval_sums online_sums(const api *a) {
   return o;
 }
 
+/* Checks the token file's owner and mode on the open file (fd): refused unless a regular file
+ * owned by us or root that neither group nor others can write; a warning when group or others
+ * can read it. */
+static int token_file_safe(int fd, const char *path, char *err, size_t errlen) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    snprintf(err, errlen, "api.admin_token_file %s: %s", path, strerror(e));
+    return -e;
+  }
+  const char *bad = !S_ISREG(st.st_mode)                       ? "is not a regular file"
+                    : st.st_uid != geteuid() && st.st_uid != 0 ? "is owned by another user"
+                    : st.st_mode & S_IWOTH                     ? "is world-writable"
+                    : st.st_mode & S_IWGRP                     ? "is group-writable"
+                                                               : NULL;
+  if (bad) {
+    snprintf(err, errlen,
+             "api.admin_token_file %s %s: anyone who can change it controls the admin API "
+             "(chmod 600 it, owned by the daemon's user)",
+             path, bad);
+    return FL_ERANGE;
+  }
+  if (st.st_mode & (S_IRGRP | S_IROTH))
+    fl_warn("api.admin_token_file %s is readable by %s (chmod 600 it)", path,
+            st.st_mode & S_IROTH ? "every user" : "its group");
+  return 0;
+}
+
+/* Loads the admin token from path into a->token. The file holds the token and nothing else
+ * (one final "\n" or "\r\n" allowed): TOKEN_MIN..TOKEN_MAX visible ASCII bytes (! to ~); a
+ * NUL, control, space or non-ASCII byte anywhere, or another length, refuses it, as does an
+ * unsafe owner or mode (token_file_safe). 0, or a negative code with err filled. */
+static int load_token(api *a, const char *path, char *err, size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    snprintf(err, errlen, "api.admin_token_file %s: %s", path, strerror(e));
+    return -e;
+  }
+  char buf[TOKEN_MAX + 3]; /* the longest token and "\r\n", and one more to tell a longer one */
+  size_t n = 0;
+  int rc = token_file_safe(fd, path, err, errlen);
+  while (rc == 0 && n < sizeof buf) {
+    ssize_t r = read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      rc = -errno;
+      snprintf(err, errlen, "api.admin_token_file %s: %s", path, strerror(-rc));
+    }
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  if (rc != 0) return rc;
+  size_t len = n;
+  if (len > 0 && buf[len - 1] == '\n') len--;
+  if (len > 0 && buf[len - 1] == '\r') len--;
+  size_t bad = 0;
+  while (bad < len && buf[bad] > ' ' && buf[bad] <= '~') bad++;
+  if (bad < len) {
+    snprintf(err, errlen,
+             "api.admin_token_file %s: byte %zu is 0x%02x: the file must hold only the token, "
+             "visible ASCII characters (no NUL, control character, space or second line)",
+             path, bad, (unsigned char)buf[bad]);
+    return FL_EFORMAT;
+  }
+  if (len < TOKEN_MIN || len > TOKEN_MAX) {
+    snprintf(err, errlen,
+             "api.admin_token_file %s: the token must be %d to %d bytes long (e.g. "
+             "openssl rand -hex 32)",
+             path, TOKEN_MIN, TOKEN_MAX);
+    return FL_EFORMAT;
+  }
+  memcpy(a->token, buf, len);
+  a->token[len] = 0;
+  return 0;
+}
+
 int api_new(api **out, const api_deps *deps, char *err, size_t errlen) {
   api *a = xcalloc(1, sizeof *a);
   a->d = *deps;
   const char *tf = deps->cfg->api.admin_token_file;
   if (*tf) {
-    void *buf;
-    size_t n;
-    int rc = fl_read_file(tf, &buf, &n);
+    int rc = load_token(a, tf, err, errlen);
     if (rc != 0) {
-      snprintf(err, errlen, "api.admin_token_file %s: %s", tf, fl_strerror(rc));
       free(a);
       return rc;
     }
-    char *s = buf;
-    size_t len = strcspn(s, "\r\n");
-    if (len > n) len = n;
-    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
-    if (len == 0 || len >= sizeof a->token) {
-      snprintf(err, errlen,
-               "api.admin_token_file %s: the first line must hold a token of 1 to %zu "
-               "bytes",
-               tf, sizeof a->token - 1);
-      free(buf);
-      free(a);
-      return FL_EFORMAT;
-    }
-    memcpy(a->token, s, len);
-    free(buf);
   }
   if (deps->cfg->api.online_eval_per_s > 0) {
     int rc = oeval_new(&a->oe, ONLINE_QUEUE, (int)deps->cfg->train.nice);
@@ -242,6 +314,9 @@ static void ensure_cap(api *a, size_t n) {
   a->hist = xrealloc(a->hist, n * sizeof *a->hist);
   a->ent = xrealloc(a->ent, n * sizeof *a->ent);
 }
+
+/* The longest id a client may send: what ingest stores (stream.max_id_bytes). */
+static size_t max_id(const api *a) { return (size_t)a->d.cfg->stream.max_id_bytes; }
 
 /* The stored sequence of user as item indices into a->hist; *n entries (0 if unknown). */
 static int user_history(api *a, const char *user, size_t ulen, size_t *n) {
@@ -400,11 +475,10 @@ static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
                 STATE_ID_MAX);
     return;
   }
-  if (!stream_utf8_clean(user, ulen) || ulen > (size_t)a->d.cfg->stream.max_id_bytes) {
+  if (stream_id_check(user, ulen, max_id(a)) != STREAM_OK) {
     reply_error(rs, 400,
-                "user: not a valid id (UTF-8 without control characters, at most %" PRId64
-                " bytes)",
-                a->d.cfg->stream.max_id_bytes);
+                "user: not a valid id (UTF-8 without control characters, at most %zu bytes)",
+                max_id(a));
     return;
   }
   long k = 10;
@@ -428,15 +502,23 @@ static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
 }
 
 static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
-  cJSON *j = cJSON_ParseWithLength(rq->body, rq->body_len);
-  if (!j || !cJSON_IsObject(j)) {
+  cJSON *j;
+  static const char *const names[] = {"history", "k", "exclude_seen"};
+  const cJSON *f[3];
+  stream_reason r = stream_json_parse(&j, rq->body, rq->body_len);
+  if (r == STREAM_R_BAD_JSON || stream_json_members(j, names, 3, f) != 0) {
     cJSON_Delete(j);
-    reply_error(rs, 400, "the body must be a JSON object");
+    reply_error(rs, 400, "the body must be one JSON object (nothing after it, no key twice)");
     return;
   }
-  const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "history");
-  const cJSON *kj = cJSON_GetObjectItemCaseSensitive(j, "k");
-  const cJSON *ex = cJSON_GetObjectItemCaseSensitive(j, "exclude_seen");
+  if (r != STREAM_OK) {
+    cJSON_Delete(j);
+    reply_error(rs, 400,
+                "the body holds a \\u escape that is not a character (U+0000 or a "
+                "lone surrogate)");
+    return;
+  }
+  const cJSON *h = f[0], *kj = f[1], *ex = f[2];
   long k = 10;
   int exclude = 0;
   const char *bad = NULL;
@@ -457,12 +539,19 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
   size_t n = 0, max = (size_t)a->d.cfg->state.seq_len;
   ensure_cap(a, (size_t)cJSON_GetArraySize(h) + 1);
   const cJSON *it;
+  int at = 0;
   cJSON_ArrayForEach(it, h) {
-    if (!cJSON_IsString(it)) {
+    /* strlen is the length: stream_json_parse refused U+0000, raw or escaped */
+    if (!cJSON_IsString(it) ||
+        stream_id_check(it->valuestring, strlen(it->valuestring), max_id(a)) != STREAM_OK) {
       cJSON_Delete(j);
-      reply_error(rs, 400, "history: every entry must be a string item id");
+      reply_error(rs, 400,
+                  "history[%d]: every entry must be an item id (a string of 1 to %zu bytes of "
+                  "UTF-8 without control characters)",
+                  at, max_id(a));
       return;
     }
+    at++;
     int64_t idx = state_item_find(a->d.db, it->valuestring, strlen(it->valuestring));
     if (idx > 0) a->hist[n++] = (uint32_t)idx; /* unknown items cannot inform the model */
   }
@@ -477,9 +566,11 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
 static void get_history(api *a, const char *enc, http_resp *rs) {
   char user[STATE_ID_MAX + 1];
   long ulen = pct_decode(enc, strlen(enc), user, STATE_ID_MAX);
-  if (ulen <= 0 || !stream_utf8_clean(user, (size_t)ulen)) {
-    reply_error(rs, 400, "the user id must be a percent-encoded UTF-8 id of 1 to %d bytes",
-                STATE_ID_MAX);
+  if (ulen <= 0 || stream_id_check(user, (size_t)ulen, max_id(a)) != STREAM_OK) {
+    reply_error(rs, 400,
+                "the user id must be a percent-encoded id of 1 to %zu bytes of UTF-8 without "
+                "control characters",
+                max_id(a));
     return;
   }
   size_t n;
@@ -661,6 +752,7 @@ static void get_metrics(api *a, http_resp *rs) {
         "# HELP flamed_dead_letter_total Rejected events delivered to the dead-letter "
         "topic.\n# TYPE flamed_dead_letter_total counter\nflamed_dead_letter_total %" PRIu64 "\n",
         s.lag, s.assigned, s.write_failures, s.dlq_sent);
+    stream_stats_fault_metrics(b, &s);
     hist_ms(b, "flamed_state_write_seconds", "Duration of a state write (one batch).", s.write_ms);
     hist_ms(b, "flamed_ingest_latency_seconds",
             "From an event's Kafka timestamp to its event being durable in the state.", s.lat_ms);
@@ -692,6 +784,11 @@ static void get_metrics(api *a, http_resp *rs) {
         st.rounds ? st.last.loss : 0.0, st.rounds ? st.last.sec : 0.0, st.paused,
         st.outcomes[TRAINER_PROMOTED], st.outcomes[TRAINER_REJECTED_WORSE],
         st.outcomes[TRAINER_REJECTED_NONFINITE], st.anchor_version);
+    fl_buf_printf(b,
+                  "# HELP flamed_model_quarantined_total Corrupt checkpoints moved into "
+                  "<model dir>/corrupt at start.\n# TYPE flamed_model_quarantined_total "
+                  "counter\nflamed_model_quarantined_total %" PRIu64 "\n",
+                  st.quarantined);
   }
   serve_model *s = serve_slot_get(a->d.slot);
   double age = s && s->trained_at_ms ? model_age_s(s) : 0;
@@ -754,6 +851,32 @@ static void get_metrics(api *a, http_resp *rs) {
     if (servers[i])
       fl_buf_printf(b, "flamed_http_refused_total{listener=\"%s\"} %" PRIu64 "\n", which[i],
                     hs[i].bad_requests);
+  fl_buf_printf(b, "# HELP flamed_http_connections_refused_total Connections answered 503 on "
+                   "accept, by listener and cap (api.max_conns, api.max_conns_per_peer).\n"
+                   "# TYPE flamed_http_connections_refused_total counter\n");
+  for (int i = 0; i < 2; i++)
+    if (servers[i])
+      fl_buf_printf(b,
+                    "flamed_http_connections_refused_total{listener=\"%s\",reason=\"max_conns\"} "
+                    "%" PRIu64 "\n"
+                    "flamed_http_connections_refused_total{listener=\"%s\",reason=\"max_conns_"
+                    "per_peer\"} %" PRIu64 "\n",
+                    which[i], hs[i].refused_full, which[i], hs[i].refused_peer);
+  fl_buf_printf(b, "# HELP flamed_http_connections_timed_out_total Connections closed by a "
+                   "timeout, by listener and timeout (header: api.header_timeout_ms, request: "
+                   "api.request_timeout_ms, idle: api.idle_timeout_ms).\n"
+                   "# TYPE flamed_http_connections_timed_out_total counter\n");
+  for (int i = 0; i < 2; i++)
+    if (servers[i])
+      fl_buf_printf(b,
+                    "flamed_http_connections_timed_out_total{listener=\"%s\",timeout=\"header\"} "
+                    "%" PRIu64 "\n"
+                    "flamed_http_connections_timed_out_total{listener=\"%s\",timeout=\"request\"} "
+                    "%" PRIu64 "\n"
+                    "flamed_http_connections_timed_out_total{listener=\"%s\",timeout=\"idle\"} "
+                    "%" PRIu64 "\n",
+                    which[i], hs[i].closed_header, which[i], hs[i].closed_timeout, which[i],
+                    hs[i].closed_idle);
 }
 
 /* Appends (t, a->stored) to the status page's samples (dropping the oldest when full). */
@@ -808,68 +931,100 @@ static void record(api *a, int route, int status, double sec) {
   q->lat_n++;
 }
 
+/* Methods a route takes. GET takes HEAD too: the server sends a HEAD's answer without body. */
+enum { M_GET = 1, M_POST = 2 };
+
+/* 1 when rq's method is one the route takes (methods, M_*); else rs is a 405 with its Allow. */
+static int method_ok(const http_req *rq, unsigned methods, http_resp *rs) {
+  if (((methods & M_GET) && (rq->method == HTTP_GET || rq->method == HTTP_HEAD)) ||
+      ((methods & M_POST) && rq->method == HTTP_POST))
+    return 1;
+  rs->allow = methods == M_POST ? "POST" : methods & M_POST ? "GET, HEAD, POST" : "GET, HEAD";
+  reply_error(rs, 405, "method not allowed here: use %s", rs->allow);
+  return 0;
+}
+
+/* The route of path p (R_RECOMMEND_GET for both /v1/recommend routes; R_OTHER: none) and the
+ * methods it takes. */
+static int route_of(const char *p, unsigned *methods) {
+  size_t n = strlen(p);
+  *methods = M_GET;
+  if (!strcmp(p, "/v1/recommend")) {
+    *methods = M_GET | M_POST;
+    return R_RECOMMEND_GET;
+  }
+  if (!strncmp(p, "/v1/users/", 10) && n > 18 && !strcmp(p + n - 8, "/history")) return R_HISTORY;
+  static const struct {
+    const char *path;
+    int route;
+  } fixed[] = {{"/v1/model", R_MODEL},
+               {"/healthz", R_HEALTHZ},
+               {"/readyz", R_READYZ},
+               {"/metrics", R_METRICS},
+               {"/", R_STATUS}};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    if (!strcmp(p, fixed[i].path)) return fixed[i].route;
+  return R_OTHER;
+}
+
+/* GET /v1/users/<id>/history, path p. */
+static void history_route(api *a, const char *p, http_resp *rs) {
+  char enc[3 * STATE_ID_MAX + 1];
+  size_t n = strlen(p) - 18;
+  if (n >= sizeof enc || memchr(p + 10, '/', n)) {
+    reply_error(rs, 404, "no such route");
+    return;
+  }
+  memcpy(enc, p + 10, n);
+  enc[n] = 0;
+  get_history(a, enc, rs);
+}
+
+static void reply_status(http_resp *rs, const char *status) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "status", status);
+  reply_json(rs, 200, j);
+}
+
 void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
   api *a = ctx;
   double t0 = a->t0 = fl_now();
-  int route = R_OTHER;
-  const char *p = rq->path;
-  int get = rq->method == HTTP_GET;
-  if (!strcmp(p, "/v1/recommend")) {
-    if (get) {
-      route = R_RECOMMEND_GET;
-      get_recommend(a, rq, rs);
-    } else if (rq->method == HTTP_POST) {
-      route = R_RECOMMEND_POST;
-      post_recommend(a, rq, rs);
-    } else {
-      reply_error(rs, 405, "use GET or POST");
-    }
-  } else if (!strncmp(p, "/v1/users/", 10) && strlen(p) > 18 &&
-             !strcmp(p + strlen(p) - 8, "/history")) {
-    route = R_HISTORY;
-    char enc[3 * STATE_ID_MAX + 1];
-    size_t n = strlen(p) - 18;
-    if (!get)
-      reply_error(rs, 405, "use GET");
-    else if (n >= sizeof enc || memchr(p + 10, '/', n))
-      reply_error(rs, 404, "no such route");
-    else {
-      memcpy(enc, p + 10, n);
-      enc[n] = 0;
-      get_history(a, enc, rs);
-    }
-  } else if (!strcmp(p, "/v1/model")) {
-    route = R_MODEL;
-    if (get)
-      get_model(a, rs);
-    else
-      reply_error(rs, 405, "use GET");
-  } else if (!strcmp(p, "/healthz")) {
-    route = R_HEALTHZ;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "status", "ok");
-    reply_json(rs, 200, j);
-  } else if (!strcmp(p, "/readyz")) {
-    route = R_READYZ;
-    const char *why = NULL;
-    if (ready(a, &why)) {
-      cJSON *j = cJSON_CreateObject();
-      cJSON_AddStringToObject(j, "status", "ready");
-      reply_json(rs, 200, j);
-    } else {
-      reply_error(rs, 503, "not ready: %s", why);
-    }
-  } else if (!strcmp(p, "/metrics")) {
-    route = R_METRICS;
-    get_metrics(a, rs);
-  } else if (!strcmp(p, "/")) {
-    route = R_STATUS;
-    if (get)
-      get_status(a, rs);
-    else
-      reply_error(rs, 405, "use GET");
-  } else {
+  unsigned methods;
+  int route = route_of(rq->path, &methods);
+  const char *why = NULL;
+  if (route == R_OTHER) {
     reply_error(rs, 404, "no such route");
+  } else if (method_ok(rq, methods, rs)) {
+    if (route == R_RECOMMEND_GET && rq->method == HTTP_POST) route = R_RECOMMEND_POST;
+    switch (route) {
+    case R_RECOMMEND_GET:
+      get_recommend(a, rq, rs);
+      break;
+    case R_RECOMMEND_POST:
+      post_recommend(a, rq, rs);
+      break;
+    case R_HISTORY:
+      history_route(a, rq->path, rs);
+      break;
+    case R_MODEL:
+      get_model(a, rs);
+      break;
+    case R_HEALTHZ:
+      reply_status(rs, "ok");
+      break;
+    case R_READYZ:
+      if (ready(a, &why))
+        reply_status(rs, "ready");
+      else
+        reply_error(rs, 503, "not ready: %s", why);
+      break;
+    case R_METRICS:
+      get_metrics(a, rs);
+      break;
+    default:
+      get_status(a, rs);
+      break;
+    }
   }
   if (a->deferred)
     a->deferred = 0; /* recorded when its answer is sent */
@@ -877,9 +1032,10 @@ void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
     record(a, route, rs->status, fl_now() - t0);
 }
 
-/* Constant-time comparison of the Authorization header with "Bearer <token>". */
+/* Constant-time comparison of the Authorization header with "Bearer <token>" (the scheme is
+ * case-insensitive, RFC 9110 11.1): the time depends on the token's length only. */
 static int authorized(const api *a, const char *auth) {
-  if (!auth || strncmp(auth, "Bearer ", 7) != 0) return 0;
+  if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
   const char *given = auth + 7;
   size_t n = strlen(a->token), m = strlen(given);
   unsigned diff = (unsigned)(n ^ m);
@@ -888,21 +1044,40 @@ static int authorized(const api *a, const char *auth) {
   return diff == 0 && n > 0;
 }
 
+/* The admin action called what: -1 for rollback, 1 for a trainer command (into *cmd), 0 for
+ * none (the trainer's need a trainer). */
+static int admin_action(const api *a, const char *what, trainer_cmd *cmd) {
+  if (!strcmp(what, "rollback")) return -1;
+  static const struct {
+    const char *name;
+    trainer_cmd cmd;
+  } acts[] = {{"train-now", TRAINER_TRAIN_NOW},
+              {"reanchor", TRAINER_REANCHOR},
+              {"pause-training", TRAINER_PAUSE},
+              {"resume-training", TRAINER_RESUME}};
+  for (size_t i = 0; a->d.tr && i < sizeof acts / sizeof acts[0]; i++)
+    if (!strcmp(what, acts[i].name)) {
+      *cmd = acts[i].cmd;
+      return 1;
+    }
+  return 0;
+}
+
 void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs) {
   api *a = ctx;
   double t0 = fl_now();
   const char *p = rq->path;
+  trainer_cmd c = TRAINER_TRAIN_NOW;
+  int act = 0;
   if (!authorized(a, rq->auth)) {
     reply_error(rs, 401, "a valid \"Authorization: Bearer <token>\" header is required");
-  } else if (strncmp(p, "/v1/admin/", 10) != 0) {
-    reply_error(rs, 404, "no such route");
-  } else if (rq->method != HTTP_POST) {
-    reply_error(rs, 405, "use POST");
-  } else {
+  } else if (strncmp(p, "/v1/admin/", 10) != 0 || !(act = admin_action(a, p + 10, &c))) {
+    reply_error(rs, 404, "no such admin action");
+  } else if (method_ok(rq, M_POST, rs)) {
     const char *what = p + 10;
     cJSON *j = cJSON_CreateObject();
     int status = 200;
-    if (!strcmp(what, "rollback")) {
+    if (act < 0) {
       serve_model *bad = NULL;
       if (serve_slot_rollback(a->d.slot, &bad) != 0) {
         cJSON_Delete(j);
@@ -917,19 +1092,10 @@ void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs) {
       serve_model_unref(now);
       serve_model_unref(bad);
       a->rollbacks++;
-    } else if (a->d.tr && (!strcmp(what, "train-now") || !strcmp(what, "reanchor") ||
-                           !strcmp(what, "pause-training") || !strcmp(what, "resume-training"))) {
-      trainer_cmd c = !strcmp(what, "train-now")        ? TRAINER_TRAIN_NOW
-                      : !strcmp(what, "reanchor")       ? TRAINER_REANCHOR
-                      : !strcmp(what, "pause-training") ? TRAINER_PAUSE
-                                                        : TRAINER_RESUME;
+    } else {
       trainer_command(a->d.tr, c);
       fl_info("admin: %s", what);
       status = 202;
-    } else {
-      cJSON_Delete(j);
-      reply_error(rs, 404, "no such admin action");
-      goto done;
     }
     cJSON_AddStringToObject(j, "status", status == 202 ? "accepted" : "done");
     reply_json(rs, status, j);

@@ -14,6 +14,11 @@
  * Admin routes (the admin listener only; "Authorization: Bearer <token>", else 401):
  * - POST /v1/admin/rollback | train-now | reanchor | pause-training | resume-training
  *
+ * Every GET route answers HEAD too (the server drops the body); a route asked with a method
+ * it does not take answers 405 with an Allow header. Ids from clients (user, history items)
+ * must pass stream_id_check (stream/event.h), and JSON bodies are read by stream_json_parse:
+ * the API takes exactly the ids and the JSON that ingest takes.
+ *
  * Everything runs on the loop thread, except the scoring of recommendations for catalogues of
  * at least api.offload_items items: that runs on libuv's thread pool (api.workers threads),
  * and the answer is sent from the loop when it is done. */
@@ -45,7 +50,10 @@ typedef struct {
 } api_deps;
 
 /* Reads the admin token file (if api.admin_token_file is set). 0, or a negative code with err
- * filled (unreadable or empty token file). */
+ * filled: the file is unreadable, not a regular file, owned by another user than us or root,
+ * writable by group or others, or does not hold exactly one token of 16 to 511 visible ASCII
+ * bytes (a final "\n" or "\r\n" allowed; a NUL, control byte, space or second line refuses
+ * it). A token file group or others can read is loaded with a warning. */
 int api_new(api **out, const api_deps *deps, char *err, size_t errlen);
 void api_free(api *a);
 /* Later-created parts (the servers exist only after api_new: they take the api as context). */

@@ -2,7 +2,24 @@
  * parsed (`in`), the request being assembled, and the count of responses written but not yet
  * sent. Parsing pauses (http_parser_pause) when that count reaches max_pipeline and resumes as
  * writes complete, so a client that pipelines without reading cannot make the daemon buffer
- * without bound. */
+ * without bound.
+ *
+ * Strictness. Debian's http-parser is built without HTTP_PARSER_STRICT (a compile-time flag),
+ * and is lenient where RFC 9112 is not: it takes a space as part of a header name, joins
+ * folded header lines, takes any version number and any transfer coding before a final
+ * "chunked". The callbacks close those gaps (field_ok, folded, te_add, on_headers_done); no
+ * byte is parsed here a second time, except looking back from a header value to the line
+ * break a fold leaves before it.
+ *
+ * Clocks. Each connection has one timer, armed for its next absolute deadline (arm_timer):
+ * head_due (header_ms) while a request head is awaited, req_due (request_ms) while a request
+ * arrives, else idle_ms. Absolute deadlines: a write completing does not extend a slow head.
+ *
+ * Graceful close. Closing a socket whose receive queue holds unread bytes makes the kernel send
+ * a reset, and a client that gets the reset while still sending (or before reading) loses the
+ * response: every response that ends a connection is followed by linger(): shutdown (a FIN
+ * after the response), then reading and dropping the client's bytes until its own FIN, an
+ * error, or LINGER_MS. */
 #include "http.h"
 
 #include <http_parser.h>
@@ -12,6 +29,8 @@
 #include <strings.h>
 
 #define READ_CHUNK 16384
+#define LINGER_MS 2000  /* longest a graceful close waits for the client's FIN */
+#define RETRY_AFTER_S 1 /* the Retry-After of a refusal over a connection cap */
 
 typedef struct http_conn conn; /* http.h's http_deferred is a connection with an answer due */
 
@@ -22,7 +41,8 @@ struct http_server {
   http_opts o;
   http_handler h;
   void *ctx;
-  conn *conns; /* doubly linked list of open connections */
+  conn *conns;   /* doubly linked list of open connections */
+  size_t active; /* connections counted against the caps (the refused ones are not) */
   http_stats st;
   int port;
   int stopping, timer_closed;
@@ -36,18 +56,31 @@ struct http_conn {
   conn *prev, *next;
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uv_shutdown_t shut;
   http_parser p;
   fl_buf in; /* bytes read, parsed up to in_off */
   size_t in_off;
-  fl_buf url, field, value, auth, body;
+  const char *exec_at; /* the start of the bytes handed to http_parser_execute */
+  char carry;          /* the last byte before exec_at that is not a space or tab */
+  fl_buf url, field, value, body;
+  fl_buf auth;    /* the Authorization header's value */
+  int auth_seen;  /* an Authorization header arrived (a second one is refused) */
   int value_last; /* the last header callback was a value: a new field ends that header */
-  size_t head;    /* bytes of request line and headers so far */
-  int err_status; /* set by a callback that rejects the request (413, 431, 400) */
-  int in_request; /* a message has begun and not completed */
-  size_t writes;  /* responses written, not yet sent */
+  int te_codings, te_chunked, te_last_chunked; /* Transfer-Encoding: codings, chunked ones, last */
+  size_t head;                                 /* bytes of request line and headers so far */
+  int err_status;      /* set by a callback that rejects the request (413, 431, 400, 501...) */
+  const char *err_msg; /* and what to tell the client (static) */
+  int in_request;      /* a message has begun and not completed */
+  int head_only;       /* the request being answered is a HEAD: the answer goes without body */
+  uint64_t head_due;   /* loop ms by which the awaited request head must be complete; 0: none */
+  uint64_t req_due;    /* loop ms by which the request begun must be complete */
+  uint8_t peer[16];    /* the peer's address, IPv4 as IPv4-mapped IPv6 */
+  int counted;         /* counted in s->active (not a refusal) */
+  size_t writes;       /* responses written, not yet sent */
   int paused, reading, closing, close_after;
-  int deferred; /* a handler deferred its answer (http_defer): nothing more is parsed */
-  int handles;  /* tcp + timer, until both close callbacks ran */
+  int lingering; /* shut down after the last response; input is dropped until the client's FIN */
+  int deferred;  /* a handler deferred its answer (http_defer): nothing more is parsed */
+  int handles;   /* tcp + timer, until both close callbacks ran */
   char rbuf[READ_CHUNK];
 };
 
@@ -88,8 +121,12 @@ const char *http_status_text(int st) {
     return "Request Header Fields Too Large";
   case 500:
     return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
   case 503:
     return "Service Unavailable";
+  case 505:
+    return "HTTP Version Not Supported";
   default:
     return "Unknown";
   }
@@ -133,6 +170,7 @@ static void conn_close(conn *c) {
     s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->st.open--;
+  if (c->counted) s->active--;
   uv_close((uv_handle_t *)&c->tcp, conn_freed);
   uv_close((uv_handle_t *)&c->timer, conn_freed);
   if (s->stopping && !s->conns) close_stop_timer(s);
@@ -140,20 +178,52 @@ static void conn_close(conn *c) {
 
 static void on_timer(uv_timer_t *t) {
   conn *c = t->data;
-  if (c->in_request)
+  if (c->lingering) {
+    conn_close(c);
+    return;
+  }
+  if (c->head_due && uv_now(c->s->loop) >= c->head_due)
+    c->s->st.closed_header++;
+  else if (c->in_request)
     c->s->st.closed_timeout++;
   else
     c->s->st.closed_idle++;
   conn_close(c);
 }
 
+/* Arms the timer for the connection's next deadline (see the note at the top). */
 static void arm_timer(conn *c) {
-  if (c->closing || c->deferred) return; /* a deferred answer is the server's to give */
-  uv_timer_start(&c->timer, on_timer, c->in_request ? c->s->o.request_ms : c->s->o.idle_ms, 0);
+  if (c->closing || c->deferred || c->lingering) return; /* a deferred answer is ours to give */
+  uint64_t now = uv_now(c->s->loop), due;
+  if (c->in_request)
+    due = c->head_due && c->head_due < c->req_due ? c->head_due : c->req_due;
+  else if (c->head_due) /* the first request, not begun yet */
+    due = c->head_due;
+  else
+    due = now + c->s->o.idle_ms;
+  uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void read_start(conn *c);
+
+static void on_shutdown(uv_shutdown_t *r, int status) {
+  conn *c = r->data; /* still alive: a close cancels the shutdown before its close callbacks */
+  if (status < 0 && !c->closing) conn_close(c);
+}
+
+/* The graceful close after a connection's last response was sent (see the note at the top). */
+static void linger(conn *c) {
+  c->lingering = 1;
+  c->shut.data = c;
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+  read_start(c);
 }
 
 static void parse_input(conn *c);
-static void read_start(conn *c);
 
 /* Stops parsing and reading: too many answers unsent, or one deferred. */
 static void pause_input(conn *c) {
@@ -185,24 +255,32 @@ static void on_written(uv_write_t *w, int status) {
     return;
   }
   if (c->close_after) {
-    if (c->writes == 0) conn_close(c);
+    if (c->writes == 0) linger(c);
     return;
   }
   arm_timer(c);
   resume_input(c);
 }
 
-/* Queues one response. close: the connection closes once it is sent. */
-static void send_resp(conn *c, int status, const char *ctype, const char *body, size_t blen,
-                      int close) {
-  char head[256];
+/* Queues one response. close: the connection closes once it is sent. allow (NULL for none): an
+ * Allow header's value. retry: a Retry-After header (s), 0 for none. Without body (HEAD), the
+ * Content-Length is still blen. */
+static void send_resp(conn *c, int status, const char *ctype, const char *allow, int retry,
+                      const char *body, size_t blen, int close) {
+  char head[512], extra[160] = "";
   int keep10 = !close && c->p.http_major == 1 && c->p.http_minor == 0;
+  int en = 0;
+  if (allow) en += snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+  if (retry && en < (int)sizeof extra)
+    snprintf(extra + en, sizeof extra - (size_t)en, "Retry-After: %d\r\n", retry);
   int hn = snprintf(head, sizeof head,
-                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
-                    http_status_text(status), ctype, blen,
+                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
+                    http_status_text(status), ctype, blen, extra,
                     close    ? "Connection: close\r\n"
                     : keep10 ? "Connection: keep-alive\r\n"
                              : "");
+  if (hn >= (int)sizeof head) hn = (int)sizeof head - 1; /* cannot happen: static strings */
+  if (c->head_only) blen = 0;
   wreq *r = xmalloc(sizeof *r + (size_t)hn + blen);
   r->c = c;
   r->n = (size_t)hn + blen;
@@ -222,30 +300,42 @@ static void send_resp(conn *c, int status, const char *ctype, const char *body, 
   }
 }
 
-static void send_error(conn *c, int status, const char *msg) {
-  char body[160];
-  int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+/* An answer of the server's own, which closes the connection. msg: static text that needs no
+ * JSON escaping. */
+static void send_error(conn *c, int status, const char *msg, int retry) {
+  char body[200];
+  int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
   c->s->st.bad_requests++;
-  send_resp(c, status, "application/json", body, (size_t)n, 1);
+  c->head_only = 0; /* an error's body is sent even to a HEAD: the connection ends with it */
+  send_resp(c, status, "application/json", NULL, retry, body, (size_t)n, 1);
 }
 
 /* ---- http_parser callbacks (c = p->data) ---- */
 
+/* Refuses the request being parsed: status and a plain message (static) for the client. */
+static int reject(conn *c, int status, const char *msg) {
+  c->err_status = status;
+  c->err_msg = msg;
+  return -1;
+}
+
 static int head_add(conn *c, size_t n) {
   c->head += n;
-  if (c->head > c->s->o.max_head) {
-    c->err_status = 431;
-    return -1;
-  }
-  return 0;
+  return c->head > c->s->o.max_head ? reject(c, 431, "request head too large") : 0;
 }
 
 static int on_begin(http_parser *p) {
   conn *c = p->data;
+  uint64_t now = uv_now(c->s->loop);
   c->in_request = 1;
   c->head = 0;
   c->url.n = c->field.n = c->value.n = c->auth.n = c->body.n = 0;
-  c->value_last = 0;
+  c->auth_seen = c->value_last = 0;
+  c->te_codings = c->te_chunked = c->te_last_chunked = 0;
+  c->req_due = now + c->s->o.request_ms;
+  /* a first request's head is due header_ms after the accept (head_due is set), later ones'
+   * header_ms after their first byte */
+  if (!c->head_due && c->s->o.header_ms) c->head_due = now + c->s->o.header_ms;
   arm_timer(c);
   return 0;
 }
@@ -257,18 +347,67 @@ static int on_url(http_parser *p, const char *at, size_t n) {
   return 0;
 }
 
-static void header_done(conn *c) {
+static int is_ows(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* Adds the codings of one Transfer-Encoding value (a comma-separated list) to the request's. */
+static void te_add(conn *c, const char *v, size_t n) {
+  for (size_t i = 0; i <= n;) {
+    size_t j = i;
+    while (j < n && v[j] != ',') j++;
+    size_t a = i, b = j; /* the element, without its optional whitespace */
+    while (a < b && is_ows(v[a])) a++;
+    while (b > a && is_ows(v[b - 1])) b--;
+    if (b > a) { /* empty list elements are allowed, and ignored (RFC 9110 5.6.1) */
+      c->te_codings++;
+      c->te_last_chunked = b - a == 7 && !strncasecmp(v + a, "chunked", 7);
+      c->te_chunked += c->te_last_chunked;
+    }
+    i = j + 1;
+  }
+}
+
+/* One whole header (field and value) has arrived. */
+static int header_done(conn *c) {
+  const char *v = c->value.p ? c->value.p : "";
   if (c->field.n == 13 && !strncasecmp(c->field.p, "authorization", 13)) {
+    if (c->auth_seen++) return reject(c, 400, "more than one Authorization header");
     c->auth.n = 0;
-    fl_buf_put(&c->auth, c->value.p ? c->value.p : "", c->value.n);
+    fl_buf_put(&c->auth, v, c->value.n);
+  } else if (c->field.n == 17 && !strncasecmp(c->field.p, "transfer-encoding", 17)) {
+    int before = c->te_codings;
+    te_add(c, v, c->value.n);
+    if (c->te_codings == before) return reject(c, 400, "empty Transfer-Encoding");
   }
   c->field.n = c->value.n = 0;
+  return 0;
+}
+
+/* 1 when s[0..n) holds only tchar (RFC 9110 5.6.2), what a header name is made of. http-parser
+ * checks that itself, but for the space, which it takes as part of the name. */
+static int field_ok(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+          (ch && strchr("!#$%&'*+-.^_`|~", ch))))
+      return 0;
+  }
+  return 1;
+}
+
+/* 1 when the header value piece at `at` continues a folded line: the last byte before it that
+ * is not a space or tab is a line break, where an unfolded value has its ':'. */
+static int folded(const conn *c, const char *at) {
+  const char *q = at;
+  while (q > c->exec_at && is_ows(q[-1])) q--;
+  char before = q > c->exec_at ? q[-1] : c->carry;
+  return before == '\n' || before == '\r';
 }
 
 static int on_field(http_parser *p, const char *at, size_t n) {
   conn *c = p->data;
   if (head_add(c, n)) return -1;
-  if (c->value_last) header_done(c);
+  if (!field_ok(at, n)) return reject(c, 400, "invalid character in a header name");
+  if (c->value_last && header_done(c)) return -1;
   c->value_last = 0;
   fl_buf_put(&c->field, at, n);
   return 0;
@@ -277,6 +416,8 @@ static int on_field(http_parser *p, const char *at, size_t n) {
 static int on_value(http_parser *p, const char *at, size_t n) {
   conn *c = p->data;
   if (head_add(c, n)) return -1;
+  /* an empty value is reported at the next line's first byte: nothing to look back from */
+  if (n > 0 && folded(c, at)) return reject(c, 400, "obsolete line folding in a header");
   c->value_last = 1;
   fl_buf_put(&c->value, at, n);
   return 0;
@@ -284,25 +425,25 @@ static int on_value(http_parser *p, const char *at, size_t n) {
 
 static int on_headers_done(http_parser *p) {
   conn *c = p->data;
-  if (c->value_last) header_done(c);
+  if (c->value_last && header_done(c)) return -1;
   c->value_last = 0;
-  if (p->upgrade || p->method == HTTP_CONNECT) {
-    c->err_status = 400;
-    return -1;
-  }
-  if (p->content_length != ULLONG_MAX && p->content_length > c->s->o.max_body) {
-    c->err_status = 413;
-    return -1;
-  }
+  c->head_due = 0; /* the head is in: from now on only request_ms applies */
+  arm_timer(c);
+  if (p->http_major != 1 || p->http_minor > 1)
+    return reject(c, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
+  if (c->te_codings && (!c->te_last_chunked || c->te_chunked > 1))
+    return reject(c, 400, "the final Transfer-Encoding must be chunked, and only once");
+  if (c->te_codings > 1) return reject(c, 501, "no Transfer-Encoding but chunked is supported");
+  if (p->upgrade || p->method == HTTP_CONNECT)
+    return reject(c, 400, "upgrades and CONNECT are not supported");
+  if (p->content_length != ULLONG_MAX && p->content_length > c->s->o.max_body)
+    return reject(c, 413, "request body too large");
   return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n) {
   conn *c = p->data;
-  if (c->body.n + n > c->s->o.max_body) {
-    c->err_status = 413;
-    return -1;
-  }
+  if (c->body.n + n > c->s->o.max_body) return reject(c, 413, "request body too large");
   fl_buf_put(&c->body, at, n);
   return 0;
 }
@@ -313,7 +454,8 @@ static void respond(conn *c, http_resp *rs) {
   http_server *s = c->s;
   int close = !http_should_keep_alive(&c->p) || s->stopping;
   send_resp(c, rs->status, rs->content_type ? rs->content_type : "application/json",
-            rs->body.p ? rs->body.p : "", rs->body.n, close);
+            rs->status == 405 ? rs->allow : NULL, 0, rs->body.p ? rs->body.p : "", rs->body.n,
+            close);
   fl_buf_free(&rs->body);
   if (c->closing || c->close_after) {
     http_parser_pause(&c->p, 1); /* nothing more is read from this connection */
@@ -351,6 +493,7 @@ static int on_complete(http_parser *p) {
   fl_buf_put(&c->body, "", 0);
   char *q = strchr(c->url.p, '?');
   if (q) *q++ = 0;
+  c->head_only = p->method == HTTP_HEAD; /* kept until the answer is sent (a deferral too) */
   http_req rq = {.method = p->method,
                  .path = c->url.p,
                  .query = q ? q : "",
@@ -358,7 +501,7 @@ static int on_complete(http_parser *p) {
                  .body = c->body.p,
                  .body_len = c->body.n,
                  .conn = c};
-  http_resp rs = {.status = 500, .content_type = NULL, .body = {0}};
+  http_resp rs = {.status = 500, .content_type = NULL, .allow = NULL, .body = {0}};
   s->h(s->ctx, &rq, &rs);
   if (c->deferred) { /* parsing stops here until http_finish */
     fl_buf_free(&rs.body);
@@ -380,18 +523,62 @@ static const http_parser_settings settings = {
     .on_message_complete = on_complete,
 };
 
+/* What to tell a client whose request http-parser refused (its own descriptions name its
+ * internals). *status: 400, or 431 for its own head limit. */
+static const char *parse_error_text(enum http_errno e, int *status) {
+  *status = 400;
+  switch (e) {
+  case HPE_HEADER_OVERFLOW:
+    *status = 431;
+    return "request head too large";
+  case HPE_INVALID_VERSION:
+    return "malformed HTTP version";
+  case HPE_INVALID_METHOD:
+    return "unknown method";
+  case HPE_INVALID_URL:
+  case HPE_INVALID_HOST:
+  case HPE_INVALID_PORT:
+  case HPE_INVALID_PATH:
+  case HPE_INVALID_QUERY_STRING:
+  case HPE_INVALID_FRAGMENT:
+    return "malformed request target";
+  case HPE_INVALID_HEADER_TOKEN:
+    return "invalid character in a header";
+  case HPE_INVALID_CONTENT_LENGTH:
+    return "malformed Content-Length";
+  case HPE_UNEXPECTED_CONTENT_LENGTH:
+    return "Content-Length repeated or together with Transfer-Encoding";
+  case HPE_INVALID_TRANSFER_ENCODING:
+    return "the final Transfer-Encoding must be chunked, and only once";
+  case HPE_INVALID_CHUNK_SIZE:
+    return "malformed chunk";
+  default:
+    return "malformed request";
+  }
+}
+
+/* The last byte of p[0..n) that is not a space or tab, else old. */
+static char last_solid(const char *p, size_t n, char old) {
+  while (n > 0 && is_ows(p[n - 1])) n--;
+  return n ? p[n - 1] : old;
+}
+
 static void parse_input(conn *c) {
   while (c->in_off < c->in.n && !c->paused && !c->closing && !c->close_after) {
-    size_t n = http_parser_execute(&c->p, &settings, c->in.p + c->in_off, c->in.n - c->in_off);
+    c->exec_at = c->in.p + c->in_off;
+    size_t n = http_parser_execute(&c->p, &settings, c->exec_at, c->in.n - c->in_off);
+    c->carry = last_solid(c->exec_at, n, c->carry);
     c->in_off += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
     if (e == HPE_PAUSED) break;
     if (e != HPE_OK) {
-      int st = c->err_status ? c->err_status : 400;
-      send_error(c, st,
-                 st == 413   ? "request body too large"
-                 : st == 431 ? "request head too large"
-                             : http_errno_description(e));
+      int st;
+      const char *msg = parse_error_text(e, &st);
+      if (c->err_status) { /* a callback refused: it said why */
+        st = c->err_status;
+        msg = c->err_msg;
+      }
+      send_error(c, st, msg, 0);
       break;
     }
     if (n == 0) break;
@@ -417,13 +604,36 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     conn_close(c);
     return;
   }
-  if (n == 0 || c->closing) return;
+  if (n == 0 || c->closing || c->lingering) return; /* lingering: the bytes are dropped */
   fl_buf_put(&c->in, b->base, (size_t)n);
   parse_input(c);
 }
 
 static void read_start(conn *c) {
   if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+/* The peer's address into c->peer (all zeros if unknown: such peers count as one). */
+static void peer_of(conn *c) {
+  struct sockaddr_storage sa;
+  int len = sizeof sa;
+  memset(c->peer, 0, sizeof c->peer);
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) != 0) return;
+  if (sa.ss_family == AF_INET) {
+    c->peer[10] = c->peer[11] = 0xff;
+    memcpy(c->peer + 12, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+  } else if (sa.ss_family == AF_INET6) {
+    memcpy(c->peer, &((struct sockaddr_in6 *)&sa)->sin6_addr, 16);
+  }
+}
+
+/* Connections other than c from c's peer counted against the caps (a linear scan: at most
+ * max_conns, on accept only). */
+static size_t peer_conns(const http_server *s, const conn *c) {
+  size_t n = 0;
+  for (const conn *o = s->conns; o; o = o->next)
+    n += o != c && o->counted && !memcmp(o->peer, c->peer, sizeof c->peer);
+  return n;
 }
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -448,11 +658,20 @@ static void on_connection(uv_stream_t *l, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   http_parser_init(&c->p, HTTP_REQUEST);
   c->p.data = c;
-  if (s->st.open > s->o.max_conns) {
+  peer_of(c);
+  if (s->active >= s->o.max_conns) {
     s->st.refused_full++;
-    send_error(c, 503, "too many connections");
+    send_error(c, 503, "too many connections", RETRY_AFTER_S);
     return;
   }
+  if (s->o.max_conns_per_peer && peer_conns(s, c) >= s->o.max_conns_per_peer) {
+    s->st.refused_peer++;
+    send_error(c, 503, "too many connections from this address", RETRY_AFTER_S);
+    return;
+  }
+  c->counted = 1;
+  s->active++;
+  if (s->o.header_ms) c->head_due = uv_now(s->loop) + s->o.header_ms;
   arm_timer(c);
   read_start(c);
 }

@@ -1,13 +1,26 @@
 /* daemon/http.h: a small HTTP/1.1 server on the libuv loop, with http-parser doing the parsing.
  *
  * What it owns is connection hygiene, so that handlers only see complete, bounded requests:
- * keep-alive and pipelining (responses leave in request order; a connection whose responses
- * pile up unsent stops being read until they drain), a cap on open connections (the one over
- * it gets a 503 and is closed), request head and body limits (431, 413, then close), an idle
- * timeout and a deadline for a request to arrive in full (slow senders are cut off), and 400
- * for anything http-parser refuses (ambiguous framing included: Content-Length together with
- * Transfer-Encoding, bad chunk sizes, a bad method or version). Upgrades (websockets, h2c) and
- * CONNECT are refused with 400.
+ * - keep-alive and pipelining: responses leave in request order; a connection whose responses
+ *   pile up unsent stops being read until they drain;
+ * - caps on open connections, in all (max_conns) and from one peer address (max_conns_per_peer,
+ *   loopback included): the connection over either gets a 503 with "Connection: close" and
+ *   "Retry-After: 1";
+ * - request head and body limits (431, 413);
+ * - three clocks: a request head must arrive within header_ms (of the accept for a
+ *   connection's first request, of its first byte for later ones), a whole request within
+ *   request_ms of its first byte, and a connection between requests is closed after idle_ms;
+ * - RFC 9112 strictness: 400 for anything http-parser refuses (ambiguous framing included:
+ *   Content-Length together with Transfer-Encoding, bad chunk sizes, a bad method), for a
+ *   header name holding a space ("Host : x"), obsolete line folding, two Authorization
+ *   headers, and a Transfer-Encoding whose final coding is not chunked; 501 for any other
+ *   Transfer-Encoding than exactly "chunked" ("gzip, chunked"); 505 for a version other than
+ *   HTTP/1.0 and HTTP/1.1. Upgrades (websockets, h2c) and CONNECT are refused with 400. Error
+ *   bodies say what was wrong in plain words, never the parser's internals;
+ * - HEAD: the handler's answer is sent without its body (Content-Length still the body's).
+ * Every response that ends a connection (an error, "Connection: close", HTTP/1.0) is followed
+ * by a graceful close: FIN after the response, then whatever the client still sends is read
+ * and dropped until it closes (at most 2 s), so that it reads the response instead of a reset.
  *
  * Handlers run synchronously on the loop thread, one complete request at a time, and fill a
  * response; a handler must not block. A handler whose work belongs on another thread defers
@@ -23,9 +36,10 @@
 
 typedef struct http_server http_server;
 
-/* One complete request. Pointers are valid during the handler call only. */
+/* One complete request. Pointers are valid during the handler call only. A HEAD reaches the
+ * handler as HTTP_HEAD: answer it as the GET (the server sends no body). */
 typedef struct {
-  int method;        /* enum http_method of http_parser.h (HTTP_GET, HTTP_POST, ...) */
+  int method;        /* enum http_method of http_parser.h (HTTP_GET, HTTP_HEAD, HTTP_POST, ...) */
   const char *path;  /* the URL path, up to '?' (not decoded), NUL-terminated */
   const char *query; /* after '?' (not decoded), NUL-terminated; "" when none */
   const char *auth;  /* the Authorization header's value, NUL-terminated, or NULL */
@@ -39,6 +53,7 @@ typedef struct {
 typedef struct {
   int status;
   const char *content_type; /* a static string */
+  const char *allow;        /* with a 405: the methods the path takes ("GET, HEAD"), static */
   fl_buf body;
 } http_resp;
 
@@ -54,19 +69,26 @@ http_deferred *http_defer(const http_req *rq);
 void http_finish(http_deferred *d, http_resp *rs);
 
 typedef struct {
-  const char *host;    /* address to bind ("127.0.0.1", "0.0.0.0", "::1") */
-  int port;            /* 0: an ephemeral port (http_server_port tells which) */
-  size_t max_conns;    /* open connections at most; more get a 503 and are closed */
-  size_t max_head;     /* bytes of request line + headers; more: 431 */
-  size_t max_body;     /* bytes of body; more: 413 */
-  size_t max_pipeline; /* responses queued unsent on a connection before reading pauses */
-  uint64_t idle_ms;    /* a connection with no request in progress is closed after this */
-  uint64_t request_ms; /* a started request must arrive in full within this */
+  const char *host;          /* address to bind ("127.0.0.1", "0.0.0.0", "::1") */
+  int port;                  /* 0: an ephemeral port (http_server_port tells which) */
+  size_t max_conns;          /* open connections at most; more get a 503 and are closed */
+  size_t max_conns_per_peer; /* open connections from one IP address; more: 503; 0: no cap */
+  size_t max_head;           /* bytes of request line + headers; more: 431 */
+  size_t max_body;           /* bytes of body; more: 413 */
+  size_t max_pipeline;       /* responses queued unsent on a connection before reading pauses */
+  uint64_t header_ms;        /* ms for a request head to arrive (see above); 0: only request_ms */
+  uint64_t idle_ms;          /* ms: a connection between requests is closed after this */
+  uint64_t request_ms;       /* ms: a started request must arrive in full within this */
 } http_opts;
 
-/* Counters (loop thread). */
+/* Counters (loop thread). refused_full and refused_peer count 503s at accept (max_conns,
+ * max_conns_per_peer); closed_header, closed_timeout and closed_idle count connections closed
+ * by the three clocks (header_ms, request_ms, idle_ms); bad_requests counts every error the
+ * server answers itself (the 503s included); open counts every connection, those being
+ * refused or closing gracefully included. */
 typedef struct {
-  uint64_t accepted, refused_full, closed_idle, closed_timeout, bad_requests, requests;
+  uint64_t accepted, refused_full, refused_peer, closed_header, closed_idle, closed_timeout,
+      bad_requests, requests;
   size_t open;
 } http_stats;
 

@@ -57,10 +57,11 @@ echo "${B}2/4 a clickstream${R}: 1,500 users over 300 items, then the same users
   > /dev/null
 
 echo "${B}3/4 flamed${R}: API 127.0.0.1:$port, admin API 127.0.0.1:$admin, state $dir/state"
-echo "demo-token" > "$dir/admin.token"
+echo "demo-admin-token-0123456789" > "$dir/admin.token" && chmod 600 "$dir/admin.token"
 "$build/flamed" --kafka.bootstrap.servers="127.0.0.1:$kport" --stream.topic=events \
   --stream.dead_letter_topic=events.dlq --state.dir="$dir/state" --api.listen=127.0.0.1 \
   --api.port="$port" --api.admin_port="$admin" --api.admin_token_file="$dir/admin.token" \
+  --stream.static_membership=false \
   --train.bootstrap_min_users=300 --train.bootstrap_min_events=3000 \
   --train.bootstrap_epochs=5 --train.interval_s=15 --log.stats_interval_s=15 \
   > "$dir/flamed.log" 2>&1 &
@@ -104,7 +105,7 @@ ${B}Try:${R}
   curl -X POST 127.0.0.1:$port/v1/recommend -d '{"history":["item-3","item-4"],"k":5}'
   curl 127.0.0.1:$port/v1/model                                 # version, holdout, rounds
   curl -s 127.0.0.1:$port/metrics | grep -E '^flamed_(events|train|online|model)'
-  curl -X POST -H 'Authorization: Bearer demo-token' 127.0.0.1:$admin/v1/admin/train-now
+  curl -X POST -H 'Authorization: Bearer demo-admin-token-0123456789' 127.0.0.1:$admin/v1/admin/train-now
   tail -f $dir/flamed.log   # rounds, promotions, rejects
 The clickstream goes on (new items arrive in its second half; one message in 200 is malformed
 and lands in events.dlq); a FLAME round runs every 15 s. ${B}Ctrl-C stops everything.${R}

@@ -6,8 +6,9 @@
  * buffer, lengths checked before a byte is copied, and validated there; nothing allocated
  * survives the call.
  *
- * JSON is parsed by cJSON. cJSON 1.7.15 lets through four things we must not, and one pass
- * over the bytes (json_prescan) closes them before the tree is used:
+ * JSON is parsed by cJSON, through stream_json_parse (shared with the HTTP API's request
+ * bodies, so both refuse the same texts). cJSON 1.7.15 lets through four things we must not,
+ * and one pass over the bytes (json_prescan) closes them before the tree is used:
  *   - a \u escape with non-hex digits decodes to U+0000 instead of failing;
  *   - U+0000, escaped or raw, ends cJSON's NUL-terminated strings early, so "ab\u0000cd"
  *     would silently become the id "ab";
@@ -42,21 +43,23 @@ const char *stream_reason_name(stream_reason r) {
 static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 /* 1 when s[0..n) is valid UTF-8 (RFC 3629: shortest forms only, no surrogates, nothing above
- * U+10FFFF; Unicode table 3-7) holding no C0 control character. */
-int stream_utf8_clean(const void *p, size_t n) {
-  const unsigned char *s = p;
+ * U+10FFFF; Unicode table 3-7) holding no control character (C0, DEL, C1). */
+static int utf8_clean(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     unsigned c = s[i];
     if (c < 0x80) {
-      if (c < 0x20) return 0;
+      if (c < 0x20 || c == 0x7F) return 0;
       i++;
       continue;
     }
     size_t more;
     unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
     if (c < 0xC2) return 0;        /* a stray continuation byte, or an overlong 2-byte form */
-    if (c < 0xE0) {
+    if (c == 0xC2) {
+      more = 1;
+      lo = 0xA0; /* C1 controls U+0080..U+009F */
+    } else if (c < 0xE0) {
       more = 1;
     } else if (c < 0xF0) {
       more = 2;
@@ -76,6 +79,12 @@ int stream_utf8_clean(const void *p, size_t n) {
     i += more + 1;
   }
   return 1;
+}
+
+stream_reason stream_id_check(const void *p, size_t n, size_t max) {
+  if (n == 0) return STREAM_R_EMPTY;
+  if (n > max) return STREAM_R_ID_TOO_LONG;
+  return utf8_clean(p, n) ? STREAM_OK : STREAM_R_NOT_UTF8;
 }
 
 /* Checks one string field and copies it to e->buf + *off, as *out / *out_len. s[0..n) is
@@ -104,7 +113,7 @@ static stream_reason put_field(stream_event *e, size_t *off, const char **out, s
   } else {
     memcpy(d, s, m);
   }
-  if (!stream_utf8_clean(d, m)) return STREAM_R_NOT_UTF8;
+  if (stream_id_check(d, m, max) != STREAM_OK) return STREAM_R_NOT_UTF8; /* lengths: above */
   *out = d;
   *out_len = m;
   *off += m;
@@ -244,44 +253,62 @@ static stream_reason json_ts(const cJSON *v, int *has_ts, int64_t *ts) {
   return STREAM_OK;
 }
 
-static stream_reason decode_json(stream_event *e, const unsigned char *p, size_t len,
-                                 const stream_limits *lim, int64_t msg_ts_ms, int64_t now_ms) {
+stream_reason stream_json_parse(cJSON **root, const void *payload, size_t len) {
+  const unsigned char *p = payload;
+  *root = NULL;
   stream_reason pre = json_prescan(p, len, NULL);
   if (pre == STREAM_R_BAD_JSON) return pre;
-  /* Escapes that are not scalar values make the payload not_utf8 only when it is JSON
-   * otherwise; to know, cJSON (which fails on some of them) parses a copy where each is
-   * \uFFFD. A rare path: the copy may be allocated. */
+  /* Escapes that are not scalar values make the text not_utf8 only when it is JSON otherwise;
+   * to know, cJSON (which fails on some of them) parses a copy where each is \uFFFD. A rare
+   * path: the copy may be allocated. */
   unsigned char *fixed = NULL;
   if (pre == STREAM_R_NOT_UTF8) {
-    fixed = xmalloc(len);
-    memcpy(fixed, p, len);
+    fixed = xmalloc(len ? len : 1);
+    if (len) memcpy(fixed, p, len);
     json_prescan(fixed, len, fixed);
     p = fixed;
   }
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts((const char *)p, len, &end, 0);
-  stream_reason r = STREAM_R_BAD_JSON;
-  if (!root) goto out;
+  cJSON *j = len ? cJSON_ParseWithLengthOpts((const char *)p, len, &end, 0) : NULL;
+  stream_reason r = j ? pre : STREAM_R_BAD_JSON;
   /* cJSON stops after the value: the rest may only be whitespace. */
-  for (size_t i = (size_t)((const unsigned char *)end - p); i < len; i++)
-    if (!is_blank(p[i])) goto out;
-  if (!cJSON_IsObject(root)) goto out;
-
-  /* One pass over the keys: ours by name, a repeated one refused. */
-  const cJSON *user = NULL, *item = NULL, *ts = NULL, *type = NULL;
-  for (const cJSON *c = root->child; c; c = c->next) {
-    const cJSON **slot = !strcmp(c->string, "user")   ? &user
-                         : !strcmp(c->string, "item") ? &item
-                         : !strcmp(c->string, "ts")   ? &ts
-                         : !strcmp(c->string, "type") ? &type
-                                                      : NULL;
-    if (!slot) continue;
-    if (*slot) {
+  for (size_t i = j ? (size_t)((const unsigned char *)end - p) : len; i < len; i++)
+    if (!is_blank(p[i])) {
       r = STREAM_R_BAD_JSON;
-      goto out;
+      break;
     }
-    *slot = c;
+  free(fixed);
+  if (r == STREAM_R_BAD_JSON)
+    cJSON_Delete(j);
+  else
+    *root = j;
+  return r;
+}
+
+int stream_json_members(const cJSON *obj, const char *const *names, size_t n, const cJSON **out) {
+  for (size_t i = 0; i < n; i++) out[i] = NULL;
+  if (!cJSON_IsObject(obj)) return -1;
+  for (const cJSON *c = obj->child; c; c = c->next) {
+    size_t i = 0;
+    while (i < n && strcmp(c->string, names[i]) != 0) i++;
+    if (i == n) continue;
+    if (out[i]) return -1;
+    out[i] = c;
   }
+  return 0;
+}
+
+static stream_reason decode_json(stream_event *e, const unsigned char *p, size_t len,
+                                 const stream_limits *lim, int64_t msg_ts_ms, int64_t now_ms) {
+  cJSON *root;
+  stream_reason pre = stream_json_parse(&root, p, len);
+  if (pre == STREAM_R_BAD_JSON) return pre;
+  /* ours by name, a repeated one refused (before not_utf8: the payload is not one event) */
+  static const char *const names[] = {"user", "item", "ts", "type"};
+  const cJSON *f[4];
+  stream_reason r = STREAM_R_BAD_JSON;
+  if (stream_json_members(root, names, 4, f) != 0) goto out;
+  const cJSON *user = f[0], *item = f[1], *ts = f[2], *type = f[3];
   r = pre;
   if (r != STREAM_OK) goto out;
 
@@ -306,7 +333,6 @@ static stream_reason decode_json(stream_event *e, const unsigned char *p, size_t
   }
 out:
   cJSON_Delete(root);
-  free(fixed);
   return r;
 }
 

@@ -84,9 +84,32 @@ typedef enum {
  * the enum give "unknown". */
 const char *stream_reason_name(stream_reason r);
 
-/* 1 when p[0..n) is valid UTF-8 (RFC 3629: shortest forms only, no surrogates, nothing above
- * U+10FFFF) holding no C0 control character: what an id must be (also in HTTP requests). */
-int stream_utf8_clean(const void *p, size_t n);
+/* The one check of an id, shared by events and HTTP requests (daemon/api.c), so that what the
+ * API accepts is exactly what ingest can store: p[0..n) must be 1..max bytes of valid UTF-8
+ * (RFC 3629: shortest forms only, no surrogates, nothing above U+10FFFF) holding no control
+ * character: no C0 (U+0000..U+001F, so no NUL), no DEL (U+007F), no C1 (U+0080..U+009F).
+ * Returns STREAM_OK, STREAM_R_EMPTY (n == 0), STREAM_R_ID_TOO_LONG (n > max; the bytes are
+ * not read) or STREAM_R_NOT_UTF8. p may be NULL when n is 0. Also used for an event's type. */
+stream_reason stream_id_check(const void *p, size_t n, size_t max);
+
+/* The strict JSON reader shared by the event decoder and the API's request bodies. Parses
+ * p[0..n) (not NUL-terminated) as one JSON value followed by nothing but JSON whitespace,
+ * refusing what cJSON 1.7 lets through: raw control bytes in strings, \u escapes without 4 hex
+ * digits. Returns STREAM_R_BAD_JSON (*root NULL), or STREAM_OK or STREAM_R_NOT_UTF8 with *root
+ * the tree (the caller's, for cJSON_Delete): NOT_UTF8 when the text is JSON but a \u escape is
+ * not a Unicode scalar value (U+0000, which would cut cJSON's strings short, or a lone
+ * surrogate); such an escape reads as U+FFFD in the tree. The bytes themselves are not checked
+ * for UTF-8: check the strings used (stream_id_check). Same thread rule as
+ * stream_event_decode. */
+struct cJSON;
+stream_reason stream_json_parse(struct cJSON **root, const void *p, size_t n);
+
+/* Finds the members names[0..n) of the JSON object obj, in one pass: out[i] is the member
+ * called names[i] (case-sensitive), or NULL when absent. Other members are ignored. -1 when one
+ * of the names occurs twice (parsers disagree on which copy wins, so neither is trusted), or
+ * when obj is not an object; else 0. */
+int stream_json_members(const struct cJSON *obj, const char *const *names, size_t n,
+                        const struct cJSON **out);
 
 /* Decodes and validates one payload of len bytes (payload may be NULL when len is 0) in
  * format (a STREAM_FORMAT_* value; any other value acts as AUTO, which picks JSON when the
@@ -101,9 +124,9 @@ int stream_utf8_clean(const void *p, size_t n);
  * wrong as an absurd ts in the payload. now_ms itself is never range-checked. Integers at or
  * beyond +-2^53 are ts_range whatever the limits.
  *
- * Validation: user and item must be valid UTF-8 (strict: no overlong forms, no surrogates,
- * nothing above U+10FFFF) with no C0 control character (U+0000..U+001F; DEL and C1 are
- * allowed), 1..max_id_bytes bytes after unescaping; a present type likewise, 1..64 bytes.
+ * Validation: user and item must pass stream_id_check with max_id_bytes after unescaping
+ * (valid UTF-8, no control character: C0, DEL and C1 are refused); a present type likewise,
+ * 1..64 bytes.
  *
  * Returns STREAM_OK with *e filled in, or the first reason found, checking in this order:
  * too_large (len > max_message_bytes, the payload unread), empty (nothing but blanks: space,

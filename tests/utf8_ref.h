@@ -6,8 +6,9 @@
 #include <stddef.h>
 
 /* Reference: decodes code points by their bit patterns and accepts only shortest forms of
- * scalar values (no surrogates, <= U+10FFFF) that are not C0 controls. Built differently from
- * the decoder's range table on purpose. */
+ * scalar values (no surrogates, <= U+10FFFF) that are not control characters (C0 U+0000..1F,
+ * DEL U+007F, C1 U+0080..9F: stream_id_check). Built differently from the decoder's range
+ * table on purpose. */
 static inline int ref_utf8_clean(const unsigned char *s, size_t n) {
   for (size_t i = 0; i < n;) {
     unsigned c = s[i]; /* 0xxxxxxx, 110xxxxx, 1110xxxx or 11110xxx, then 10xxxxxx each */
@@ -19,7 +20,8 @@ static inline int ref_utf8_clean(const unsigned char *s, size_t n) {
       cp = cp << 6 | (s[i + k] & 0x3f);
     }
     static const unsigned min_of_len[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_of_len[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp < 0x20)
+    if (cp < min_of_len[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp < 0x20 ||
+        (cp >= 0x7f && cp <= 0x9f))
       return 0;
     i += len;
   }

@@ -1,8 +1,11 @@
 /* tests/daemon/test_http.c: the HTTP server's connection hygiene (daemon/http.h) over real
  * loopback sockets: keep-alive, pipelining in order (also when the client does not read while
- * it sends), head and body limits, framing http-parser refuses, the connection cap, idle and
- * request timeouts, HTTP/1.0, deferred answers, and a stop that drains. The loop runs on its own
- * thread; the test is the client. */
+ * it sends), head and body limits, framing http-parser refuses, the connection caps (in all
+ * and per peer, answered with a 503 the client reads before a clean close), the header, idle
+ * and request timeouts, RFC 9112 strictness (versions, header names, folding,
+ * Transfer-Encoding, a second Authorization), HEAD without body, HTTP/1.0, deferred answers,
+ * and a stop that drains. The loop runs on its own thread; the test is the client. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +48,32 @@ static void later_done(uv_work_t *w, int status) {
 
 /* Echoes the request: "<method> <path>?<query> auth=<auth> body=<body>". POST /big answers
  * 64 KiB, so that pipelined answers pile up in the socket. /defer?... answers "deferred ..."
- * from a worker after 0-2 ms, /slow?... after 300 ms. */
+ * from a worker after 0-2 ms, /slow?... after 300 ms. /block holds the loop for 300 ms (so that
+ * connections wait unaccepted), /405 answers 405 with "Allow: GET, HEAD", /stats the server's
+ * counters (read on the loop thread, which owns them). */
 static void echo(void *ctx, const http_req *rq, http_resp *rs) {
-  uv_loop_t *loop = ctx;
+  fixture *f = ctx;
+  uv_loop_t *loop = &f->loop;
+  if (!strcmp(rq->path, "/stats")) {
+    http_stats st;
+    http_server_stats(f->srv, &st);
+    rs->status = 200;
+    rs->content_type = "text/plain";
+    fl_buf_printf(&rs->body,
+                  "refused_full=%llu refused_peer=%llu closed_header=%llu closed_idle=%llu "
+                  "bad_requests=%llu",
+                  (unsigned long long)st.refused_full, (unsigned long long)st.refused_peer,
+                  (unsigned long long)st.closed_header, (unsigned long long)st.closed_idle,
+                  (unsigned long long)st.bad_requests);
+    return;
+  }
+  if (!strcmp(rq->path, "/block")) fl_sleep_ms(300);
+  if (!strcmp(rq->path, "/405")) {
+    rs->status = 405;
+    rs->allow = "GET, HEAD";
+    fl_buf_puts(&rs->body, "{\"error\":\"no\"}");
+    return;
+  }
   if (!strcmp(rq->path, "/defer") || !strcmp(rq->path, "/slow")) {
     later *l = xcalloc(1, sizeof *l);
     l->w.data = l;
@@ -83,26 +109,31 @@ static void *run(void *arg) {
   return NULL;
 }
 
-static fixture *start(size_t max_conns, size_t max_pipeline, uint64_t idle_ms,
-                      uint64_t request_ms) {
+/* A server with options o (host and port are set here). */
+static fixture *start_opts(http_opts o) {
   fixture *f = xcalloc(1, sizeof *f);
   uv_loop_init(&f->loop);
   uv_async_init(&f->loop, &f->stop, on_stop);
   f->stop.data = f;
-  http_opts o = {.host = "127.0.0.1",
-                 .port = 0,
-                 .max_conns = max_conns,
-                 .max_head = 1024,
-                 .max_body = 2048,
-                 .max_pipeline = max_pipeline,
-                 .idle_ms = idle_ms,
-                 .request_ms = request_ms};
+  o.host = "127.0.0.1";
+  o.port = 0;
   char err[256];
-  assert_int_equal(http_server_start(&f->srv, &f->loop, &o, echo, &f->loop, err, sizeof err), 0);
+  assert_int_equal(http_server_start(&f->srv, &f->loop, &o, echo, f, err, sizeof err), 0);
   f->port = http_server_port(f->srv);
   assert_true(f->port > 0);
   pthread_create(&f->th, NULL, run, f);
   return f;
+}
+
+/* No header timeout, no per-peer cap: the other clocks and caps alone. */
+static fixture *start(size_t max_conns, size_t max_pipeline, uint64_t idle_ms,
+                      uint64_t request_ms) {
+  return start_opts((http_opts){.max_conns = max_conns,
+                                .max_head = 1024,
+                                .max_body = 2048,
+                                .max_pipeline = max_pipeline,
+                                .idle_ms = idle_ms,
+                                .request_ms = request_ms});
 }
 
 static void stop_async(fixture *f) {
@@ -350,6 +381,309 @@ static void test_http_stop_with_clients(void **state) {
   close(b);
 }
 
+/* Reads from fd until the server closes it (or the 5 s socket timeout) into buf (cap bytes,
+ * NUL-terminated). Returns the bytes read; *end is 0 after a clean close (FIN), else the errno
+ * of the recv that failed (ECONNRESET: a reset, EAGAIN: the timeout). */
+static size_t read_all(int fd, char *buf, size_t cap, int *end) {
+  size_t n = 0;
+  *end = EAGAIN;
+  for (int reads = 0; n + 1 < cap && reads < 10000; reads++) {
+    ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
+    if (r <= 0) {
+      *end = r == 0 ? 0 : errno;
+      break;
+    }
+    n += (size_t)r;
+  }
+  buf[n] = 0;
+  return n;
+}
+
+/* The value of header name (e.g. "Retry-After") in the response head at resp, or NULL (a
+ * pointer into resp, up to the line's end). */
+static const char *header_of(const char *resp, const char *name) {
+  const char *end = strstr(resp, "\r\n\r\n");
+  size_t n = strlen(name);
+  for (const char *l = strstr(resp, "\r\n"); l && l < end; l = strstr(l + 2, "\r\n"))
+    if (!strncasecmp(l + 2, name, n) && l[2 + n] == ':') return l + 3 + n + (l[3 + n] == ' ');
+  return NULL;
+}
+
+static void assert_header(const char *resp, const char *name, const char *value) {
+  const char *v = header_of(resp, name);
+  if (!v || strncmp(v, value, strlen(value)) != 0 || strncmp(v + strlen(value), "\r\n", 2))
+    fail_msg("want \"%s: %s\" in:\n%s", name, value, resp);
+}
+
+/* One request on a new connection that the test closes; returns the status (0: none). */
+static int status_of(int port, const char *req) {
+  tu_http_resp r;
+  int st = tu_http_request(port, req, &r);
+  if (st) tu_http_resp_free(&r, 1);
+  return st;
+}
+
+/* A counter from GET /stats. */
+static long stat_of(int port, const char *name) {
+  tu_http_resp r;
+  assert_int_equal(tu_http_request(port, "GET /stats HTTP/1.1\r\n\r\n", &r), 200);
+  const char *p = strstr(r.body, name);
+  long v = p ? atol(p + strlen(name) + 1) : -1;
+  tu_http_resp_free(&r, 1);
+  return v;
+}
+
+/* Issue 26: silent connections held slots for the whole idle timeout (60 s). A connection
+ * must send a whole head within header_ms of its accept; between keep-alive requests only the
+ * idle timeout applies. (Idle and request timeouts are 30 s here, far beyond the client's 5 s
+ * socket timeout: a close it sees comes from the header timeout.) */
+static void test_http_header_timeout(void **state) {
+  (void)state;
+  fixture *f = start_opts((http_opts){.max_conns = 16,
+                                      .max_head = 1024,
+                                      .max_body = 2048,
+                                      .max_pipeline = 8,
+                                      .header_ms = 200,
+                                      .idle_ms = 30000,
+                                      .request_ms = 30000});
+  char c;
+  int silent = tu_http_connect(f->port);
+  assert_int_equal(recv(silent, &c, 1, 0), 0); /* closed, no answer */
+  close(silent);
+  int partial = tu_http_connect(f->port);
+  tu_http_send(partial, "GET / HTTP/1.1\r\nHo", 18); /* a head begun, never finished */
+  assert_int_equal(recv(partial, &c, 1, 0), 0);
+  close(partial);
+  /* a keep-alive connection may idle longer than header_ms between requests */
+  int fd = tu_http_connect(f->port), eof;
+  const char *get = "GET /a HTTP/1.1\r\n\r\n";
+  tu_http_resp r;
+  tu_http_send(fd, get, strlen(get));
+  assert_int_equal(tu_http_read(fd, &r, 1, &eof), 1);
+  tu_http_resp_free(&r, 1);
+  fl_sleep_ms(500);
+  tu_http_send(fd, get, strlen(get));
+  assert_int_equal(tu_http_read(fd, &r, 1, &eof), 1);
+  assert_int_equal(r.status, 200);
+  tu_http_resp_free(&r, 1);
+  close(fd);
+  assert_int_equal(stat_of(f->port, "closed_header"), 2);
+  finish(f);
+}
+
+/* Issue 26: one address could take every slot. Over max_conns_per_peer (loopback is a peer
+ * too) a connection gets a real 503 with Connection: close and Retry-After, then a clean
+ * close; once one of the peer's connections closes, a new one is served. */
+static void test_http_peer_cap(void **state) {
+  (void)state;
+  fixture *f = start_opts((http_opts){.max_conns = 100,
+                                      .max_conns_per_peer = 3,
+                                      .max_head = 1024,
+                                      .max_body = 2048,
+                                      .max_pipeline = 8,
+                                      .idle_ms = 5000,
+                                      .request_ms = 5000});
+  int fds[3], eof;
+  tu_http_resp r;
+  const char *get = "GET / HTTP/1.1\r\n\r\n";
+  for (int i = 0; i < 3; i++) { /* each one accepted before the next */
+    fds[i] = tu_http_connect(f->port);
+    tu_http_send(fds[i], get, strlen(get));
+    assert_int_equal(tu_http_read(fds[i], &r, 1, &eof), 1);
+    assert_int_equal(r.status, 200);
+    tu_http_resp_free(&r, 1);
+  }
+  int over = tu_http_connect(f->port), end;
+  tu_http_send(over, get, strlen(get));
+  char buf[2048];
+  read_all(over, buf, sizeof buf, &end);
+  assert_int_equal(atoi(buf + 9), 503);
+  assert_header(buf, "Connection", "close");
+  assert_header(buf, "Retry-After", "1");
+  assert_non_null(strstr(buf, "too many connections from this address"));
+  if (end != 0) fail_msg("the refusal ended with %s, not a clean close", strerror(end));
+  close(over);
+  close(fds[0]);
+  int served = 0, refused = 1;
+  for (int i = 0; i < 50 && !served; i++) { /* the close may take the loop a moment */
+    int st = status_of(f->port, get);
+    served = st == 200;
+    refused += st == 503;
+    if (!served) fl_sleep_ms(20);
+  }
+  assert_true(served);
+  close(fds[1]);
+  close(fds[2]);
+  long got = -1;
+  for (int i = 0; i < 50 && got < 0; i++) { /* the same: wait until /stats gets a slot */
+    tu_http_resp sr;
+    int st = tu_http_request(f->port, "GET /stats HTTP/1.1\r\n\r\n", &sr);
+    if (st == 200) got = atol(strstr(sr.body, "refused_peer=") + 13);
+    refused += st == 503;
+    if (st) tu_http_resp_free(&sr, 1);
+    if (got < 0) fl_sleep_ms(20);
+  }
+  assert_int_equal(got, refused);
+  finish(f);
+}
+
+/* Issue 26: over the cap, clients often got a reset instead of the 503: the server closed the
+ * socket with the client's request unread, and the kernel answered with RST. The request is
+ * made to wait in the kernel while the loop is busy (/block), so it is there, unread, when
+ * the refusal goes out: the client must read the 503 and then a clean close. */
+static void test_http_refusal_is_read(void **state) {
+  (void)state;
+  fixture *f = start(1, 8, 5000, 5000);
+  int a = tu_http_connect(f->port), eof;
+  tu_http_resp r;
+  const char *get = "GET / HTTP/1.1\r\n\r\n";
+  tu_http_send(a, get, strlen(get));
+  assert_int_equal(tu_http_read(a, &r, 1, &eof), 1);
+  tu_http_resp_free(&r, 1);
+  const char *block = "GET /block HTTP/1.1\r\n\r\n";
+  tu_http_send(a, block, strlen(block));
+  fl_sleep_ms(50); /* the loop is in the handler now (if not, the test only proves less) */
+  int b = tu_http_connect(f->port), end;
+  const char *post = "POST /x HTTP/1.1\r\nContent-Length: 1000\r\n\r\n";
+  tu_http_send(b, post, strlen(post));
+  char body[1000];
+  memset(body, 'x', sizeof body);
+  tu_http_send(b, body, sizeof body);
+  char buf[2048];
+  read_all(b, buf, sizeof buf, &end);
+  assert_int_equal(atoi(buf + 9), 503);
+  assert_header(buf, "Connection", "close");
+  assert_header(buf, "Retry-After", "1");
+  if (end != 0) fail_msg("the refusal ended with %s, not a clean close", strerror(end));
+  close(b);
+  assert_int_equal(tu_http_read(a, &r, 1, &eof), 1); /* a is served on */
+  assert_int_equal(r.status, 200);
+  tu_http_resp_free(&r, 1);
+  close(a);
+  finish(f);
+}
+
+/* req with CR and LF shown as \r and \n, for messages (a static buffer). */
+static const char *shown(const char *req) {
+  static char out[1024];
+  size_t k = 0;
+  for (const char *p = req; *p && k + 3 < sizeof out; p++) {
+    if (*p == '\r' || *p == '\n') {
+      out[k++] = '\\';
+      out[k++] = *p == '\r' ? 'r' : 'n';
+    } else {
+      out[k++] = *p;
+    }
+  }
+  out[k] = 0;
+  return out;
+}
+
+/* Sends req (in pieces split at each '|', 30 ms apart, so that the server parses each read
+ * on its own) and expects status; for an error, a plain message (none of http-parser's
+ * internals) and a clean close. */
+static void expect_status(int port, const char *req, int status) {
+  int fd = tu_http_connect(port), end;
+  for (const char *p = req; *p;) {
+    size_t n = strcspn(p, "|");
+    tu_http_send(fd, p, n);
+    p += n;
+    if (*p == '|') {
+      p++;
+      fl_sleep_ms(30);
+    }
+  }
+  if (status < 400) { /* kept alive: one answer */
+    tu_http_resp r;
+    int got = (int)tu_http_read(fd, &r, 1, &end);
+    close(fd);
+    if (!got || r.status != status)
+      fail_msg("%s: expected %d, got %d", shown(req), status, got ? r.status : 0);
+    tu_http_resp_free(&r, 1);
+    return;
+  }
+  char buf[4096];
+  read_all(fd, buf, sizeof buf, &end);
+  close(fd);
+  if (atoi(buf + 9) != status) fail_msg("%s: expected %d, got:\n%s", shown(req), status, buf);
+  assert_header(buf, "Connection", "close");
+  if (strstr(buf, "callback") || strstr(buf, "HPE_")) fail_msg("parser internals: %s", buf);
+  if (end != 0) fail_msg("%s: ended with %s, not a clean close", shown(req), strerror(end));
+}
+
+/* Issue 26: what RFC 9112 refuses and http-parser (built without HTTP_PARSER_STRICT) let
+ * through; and what must still pass, split anywhere. */
+static void test_http_strict(void **state) {
+  (void)state;
+  fixture *f = start_default();
+  expect_status(f->port, "GET / HTTP/9.9\r\n\r\n", 505);
+  expect_status(f->port, "GET / HTTP/2.0\r\n\r\n", 505);
+  expect_status(f->port, "GET / HTTP/1.2\r\n\r\n", 505);
+  expect_status(f->port, "GET / HTTP/1.0\r\n\r\n", 200);
+  expect_status(f->port, "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\n Host: x\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX:\r\n b\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX: a\r\n| b\r\n\r\n", 400); /* fold split */
+  expect_status(f->port, "GET / HTTP/1.1\r\nX: a\r\n |b\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX:\r\n |b\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX: a|bc\r\nY: |d\r\nZ:|\r\nW:  e  |\r\n\r\n", 200);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX:\r\nY: b\r\n\r\n", 200); /* an empty value */
+  const char *te = "POST / HTTP/1.1\r\nTransfer-Encoding: %s\r\n\r\n0\r\n\r\n";
+  char req[256];
+  static const struct {
+    const char *te;
+    int status;
+  } tes[] = {{"chunked", 200},
+             {"Chunked", 200},
+             {"gzip, chunked", 501},
+             {"gzip,chunked", 501},
+             {"chunked, gzip", 400},
+             {"chunked, chunked", 400},
+             {"gzip", 400},
+             {"chunked\r\nTransfer-Encoding: chunked", 400},
+             {"gzip\r\nTransfer-Encoding: chunked", 501},
+             {"", 400}};
+  for (size_t i = 0; i < sizeof tes / sizeof tes[0]; i++) {
+    snprintf(req, sizeof req, te, tes[i].te);
+    expect_status(f->port, req, tes[i].status);
+  }
+  expect_status(
+      f->port, "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\n\r\n", 200);
+  /* the parser's own refusals, in plain words */
+  expect_status(f->port, "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400);
+  expect_status(f->port, "GET /a b HTTP/1.1\r\n\r\n", 400);
+  expect_status(f->port, "GET / HTTP/1.1\r\nX\x01: y\r\n\r\n", 400);
+  finish(f);
+}
+
+/* Issue 26: HEAD answers carried the body. A HEAD gets the GET's headers (its Content-Length
+ * too) and no body: the answer pipelined behind it starts right after the head. A 405 carries
+ * the handler's Allow header. */
+static void test_http_head_and_allow(void **state) {
+  (void)state;
+  fixture *f = start_default();
+  int fd = tu_http_connect(f->port), end;
+  const char *req = "HEAD /big HTTP/1.1\r\n\r\nHEAD /x HTTP/1.1\r\n\r\n"
+                    "GET /405 HTTP/1.1\r\nConnection: close\r\n\r\n";
+  tu_http_send(fd, req, strlen(req));
+  char buf[8192];
+  read_all(fd, buf, sizeof buf, &end);
+  close(fd);
+  const char *second = strstr(buf, "\r\n\r\n") + 4;
+  if (strncmp(second, "HTTP/1.1 200", 12) != 0) fail_msg("a body after HEAD's head:\n%s", buf);
+  assert_header(buf, "Content-Length", "65536");
+  const char *third = strstr(second, "\r\n\r\n") + 4;
+  if (strncmp(third, "HTTP/1.1 405", 12) != 0) fail_msg("a body after HEAD's head:\n%s", buf);
+  assert_header(second, "Content-Length", "18"); /* "2 /x? auth=- body=" (2: HTTP_HEAD) */
+  assert_header(third, "Allow", "GET, HEAD");
+  assert_non_null(strstr(third, "\r\n\r\n{\"error\":\"no\"}"));
+  assert_int_equal(end, 0);
+  finish(f);
+}
+
 int test_http(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_http_keepalive_and_fields),
@@ -359,6 +693,11 @@ int test_http(void) {
       cmocka_unit_test(test_http_conn_cap),
       cmocka_unit_test(test_http_timeouts_and_http10),
       cmocka_unit_test(test_http_stop_with_clients),
+      cmocka_unit_test(test_http_header_timeout),
+      cmocka_unit_test(test_http_peer_cap),
+      cmocka_unit_test(test_http_refusal_is_read),
+      cmocka_unit_test(test_http_strict),
+      cmocka_unit_test(test_http_head_and_allow),
   };
   return cmocka_run_group_tests_name("daemon/http", tests, NULL, NULL);
 }

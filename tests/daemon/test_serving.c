@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,7 +67,8 @@ static void serving_up(serving *s, const char *name, size_t users, const char *c
   s->sent = strtoull(sent + strlen("\"sent\":"), NULL, 10);
   tu_run_free(&r);
   snprintf(s->token_file, sizeof s->token_file, "%s/token", s->v.tmp);
-  tu_write_file(s->token_file, "s3cret-token\n");
+  tu_write_file(s->token_file, "s3cret-token-0123456789\n"); /* at least 16 bytes */
+  assert_int_equal(chmod(s->token_file, 0600), 0);           /* others may not write it */
   s->port = free_port();
   s->admin = free_port();
   child_in(&s->d, &s->v, name);
@@ -142,7 +144,7 @@ static void admin(const serving *s, const char *what, int want) {
   char path[128];
   snprintf(path, sizeof path, "/v1/admin/%s", what);
   int st;
-  cJSON_Delete(call(s->admin, "POST", path, "s3cret-token", NULL, &st));
+  cJSON_Delete(call(s->admin, "POST", path, "s3cret-token-0123456789", NULL, &st));
   if (st != want) {
     dump_log(&s->d);
     fail_msg("admin %s: %d, want %d", what, st, want);
@@ -352,7 +354,7 @@ static void test_serving_end_to_end(void **state) {
   assert_int_equal(st, 401);
   cJSON_Delete(call(s.admin, "POST", "/v1/admin/train-now", NULL, NULL, &st));
   assert_int_equal(st, 401);
-  cJSON_Delete(call(s.port, "POST", "/v1/admin/rollback", "s3cret-token", NULL, &st));
+  cJSON_Delete(call(s.port, "POST", "/v1/admin/rollback", "s3cret-token-0123456789", NULL, &st));
   assert_int_equal(st, 404); /* the admin routes live on the admin listener only */
   cJSON_Delete(call(s.port, "GET", "/readyz", NULL, NULL, &st));
   assert_int_equal(st, 200);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/common.h"
 #include "config/config.h"
@@ -42,12 +43,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(path, sizeof path, "%s/state", dir);
   snprintf(token, sizeof token, "%s/token", dir);
   FILE *f = fopen(token, "w");
-  CHECK(f && fputs("tok\n", f) >= 0 && fclose(f) == 0);
+  CHECK(f && fputs("fuzz-admin-token-16\n", f) >= 0 && fclose(f) == 0);
+  CHECK(chmod(token, 0600) == 0); /* api_new refuses a token file others can write */
   config_init(&cfg);
   CHECK(config_set(&cfg, "state.dir", path, "fuzz", 0, err, sizeof err) == 0);
   CHECK(config_set(&cfg, "api.admin_token_file", token, "fuzz", 0, err, sizeof err) == 0);
   CHECK(config_set(&cfg, "api.max_k", "50", "fuzz", 0, err, sizeof err) == 0);
-  state_opts so = {path, 20, 8, STATE_COMPRESSION_NONE, 1, 0};
+  state_opts so = {path, 20, 8, STATE_COMPRESSION_NONE, 1, 0, NULL};
   CHECK(state_open(&db, &so, err, sizeof err) == 0);
   state_batch *b = state_batch_new(db);
   static const char *users[] = {"u1", "ユーザー", "a b", "u\"q"};
@@ -93,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   http_req rq = {.method = method,
                  .path = target.p,
                  .query = q ? q : "",
-                 .auth = (data[1] & 2) ? "Bearer tok" : NULL,
+                 .auth = (data[1] & 2) ? "Bearer fuzz-admin-token-16" : NULL,
                  .body = body.p,
                  .body_len = body.n};
   http_resp rs = {.status = 0};

@@ -244,7 +244,7 @@ static const row rows[] = {
     GOOD(" u , i ", F_AUTO, " u ", " i ", NULL, NO_TS),
     GOOD("42,-7", F_CSV, "42", "-7", NULL, NO_TS),
     BAD("{\"user\":\"u\",\"item\":\"i\"}", F_CSV, BAD_CSV),
-    GOOD("u,i\x7f", F_CSV, "u", "i\x7f", NULL, NO_TS),
+    BAD("u,i\x7f", F_CSV, NOT_UTF8), /* DEL, like C0 and C1: stream_id_check */
     /* terminators */
     BAD("u,i\r", F_AUTO, BAD_CSV),
     BAD("u,i\n\n", F_AUTO, BAD_CSV),
@@ -612,7 +612,7 @@ static void test_utf8_classes(void **state) {
   stream_event e;
   /* named classes, valid ... */
   static const char *valid[] = {
-      "\xc2\x80",
+      "\xc2\xa0", /* U+00A0, the first after C1 */
       "\xc3\xa9",
       "\xdf\xbf", /* 2 bytes */
       "\xe0\xa0\x80",
@@ -623,7 +623,7 @@ static void test_utf8_classes(void **state) {
       "\xf0\x90\x80\x80",
       "\xf0\x9f\x98\x80",
       "\xf4\x8f\xbf\xbf", /* 4 bytes, to U+10FFFF */
-      "\x7f",
+      "~",
       "a\xc3\xa9z",
   };
   /* ... and invalid */
@@ -658,6 +658,11 @@ static void test_utf8_classes(void **state) {
       "\x1f",
       "\t",
       "a\x1b[0m", /* C0 */
+      "\x7f",
+      "a\x7f", /* DEL */
+      "\xc2\x80",
+      "\xc2\x9f",
+      "a\xc2\x85", /* C1 */
   };
   char buf[32];
   for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
@@ -742,7 +747,7 @@ static void test_json_escapes(void **state) {
   char esc[16];
   /* every BMP escape, in lower and upper case hex */
   for (unsigned cp = 0; cp < 0x10000; cp++) {
-    int valid = cp >= 0x20 && (cp < 0xd800 || cp > 0xdfff);
+    int valid = cp >= 0x20 && (cp < 0x7f || cp > 0x9f) && (cp < 0xd800 || cp > 0xdfff);
     snprintf(esc, sizeof esc, cp & 1 ? "\\u%04x" : "\\u%04X", cp);
     check_escape(esc, cp, valid);
   }
