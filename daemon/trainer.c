@@ -1,9 +1,11 @@
 /* daemon/trainer.c: see trainer.h.
  *
- * Layout of the model dir: anchor-<version>.ckpt (the newest is the anchor: imported with its
- * rows mapped to state indices, bootstrapped, or re-anchored) and model-<version>.ckpt (the
- * promoted snapshots, newest model.keep kept). Versions are zero-padded to 20 digits so that
- * names sort by version.
+ * Layout of the model dir: anchor-<version>.ckpt (the newest that loads is the anchor:
+ * imported with its rows mapped to state indices, bootstrapped, or re-anchored; two kept) and
+ * model-<version>.ckpt (the promoted snapshots, newest model.keep kept), and corrupt/ (the
+ * checkpoints found corrupt at start, the newest CORRUPT_KEEP versions of each kind). Versions
+ * are zero-padded to 20 digits so that names sort by version; a version number is never
+ * reused, not even a corrupt one's.
  *
  * A round reads every stored sequence through state_seq_foreach (one consistent snapshot) and
  * keeps those of the touched users and a replay sample; the touched set holds 64-bit hashes
@@ -29,6 +31,11 @@
 
 #define ANCHOR_PREFIX "anchor-"
 #define MODEL_PREFIX "model-"
+#define CORRUPT_DIR "corrupt"
+
+/* Corrupt checkpoints of each kind kept in corrupt/ (the newest versions): enough to look at
+ * what went wrong, few enough that a flapping disk cannot fill the volume with them. */
+enum { CORRUPT_KEEP = 3 };
 
 /* The reloadable settings of a round (train.*, model.dropout/keep/popular). */
 typedef struct {
@@ -65,8 +72,9 @@ struct trainer {
   /* the anchor (thread-owned after start) */
   model_sasrec anchor;
   int has_anchor;
-  uint8_t *known; /* (anchor.NI + 1) 1: the anchor has a trained row for that item */
-  uint64_t version;
+  uint8_t *known;      /* (anchor.NI + 1) 1: the anchor has a trained row for that item */
+  uint64_t version;    /* the highest snapshot version the dir has had */
+  uint64_t anchor_top; /* the highest anchor version the dir has had */
   fl_rng rng;
   /* shared with the loop, under mu */
   pthread_t th;
@@ -80,6 +88,7 @@ struct trainer {
   trainer_stats st;
   atomic_int cancel;
   int poison;            /* test hook: this many next candidates get a NaN weight (trainer.h) */
+  int poison_boot;       /* the same for the next bootstrapped anchors */
   uint64_t since_anchor; /* promotions since the anchor was last set (thread only) */
 };
 
@@ -214,11 +223,89 @@ static void prune(const char *dir, const char *prefix, size_t keep) {
   uint64_t *v;
   size_t n = list_versions(dir, prefix, &v);
   for (size_t i = keep; i < n; i++) {
-    char p[4200];
+    char p[4300];
     version_path(p, sizeof p, dir, prefix, v[i]);
     if (unlink(p) != 0) fl_warn("cannot delete old snapshot %s: %s", p, strerror(errno));
   }
   free(v);
+}
+
+/* The highest version of prefix in dir and in dir/corrupt/ (0: none). */
+static uint64_t top_version(const char *dir, const char *prefix) {
+  char cdir[4200];
+  snprintf(cdir, sizeof cdir, "%s/" CORRUPT_DIR, dir);
+  uint64_t *v, *cv, top = 0;
+  size_t n = list_versions(dir, prefix, &v), cn = list_versions(cdir, prefix, &cv);
+  if (n) top = v[0];
+  if (cn && cv[0] > top) top = cv[0];
+  free(v);
+  free(cv);
+  return top;
+}
+
+/* 1 if name ends in ".tmp." and digits: a temp file of fl_write_atomic. */
+static int is_temp_name(const char *name) {
+  const char *p = NULL;
+  for (const char *q = strstr(name, ".tmp."); q; q = strstr(q + 1, ".tmp.")) p = q;
+  if (!p || p == name || !p[5]) return 0;
+  for (p += 5; *p; p++)
+    if (*p < '0' || *p > '9') return 0;
+  return 1;
+}
+
+/* Deletes the temp files (<name>.tmp.<pid>) that writes interrupted by a crash or kill -9 left
+ * in dir, each logged with its size. Run at start, before anything in this process writes
+ * there (the trainer is the dir's only writer), so every one is stale, even one named with our
+ * own pid: a daemon that is pid 1 in a container has the same pid at every start. */
+static void remove_stale_temps(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char p[4400];
+    struct stat st;
+    if (!is_temp_name(e->d_name)) continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (unlink(p) != 0)
+      fl_warn("model dir: cannot delete the stale temp file %s: %s", p, strerror(errno));
+    else
+      fl_info("model dir: deleted %s (%lld bytes), left by an interrupted write", p,
+              (long long)st.st_size);
+  }
+  closedir(d);
+}
+
+/* A checkpoint dir/<prefix><v>.ckpt failed to load with rc (why: the loader's message). A
+ * corrupt one (an FL_E* code: magic, version, CRC, shape, non-finite, truncated) is moved into
+ * dir/corrupt/, where the newest CORRUPT_KEEP versions of prefix are kept, so it no longer
+ * counts as a snapshot nor against model.keep; one that could not be read (-errno: permissions,
+ * I/O) is left where it is, as it may read next time, and so is one that cannot be moved. */
+static void set_aside(trainer *t, const char *prefix, uint64_t v, int rc, const char *why) {
+  char from[4200], cdir[4200], to[4300];
+  version_path(from, sizeof from, t->dir, prefix, v);
+  if (rc <= FL_EBASE || rc >= FL_ELAST) {
+    fl_warn("cannot read %s (%s): left in place, skipped", from, why);
+    return;
+  }
+  snprintf(cdir, sizeof cdir, "%s/" CORRUPT_DIR, t->dir);
+  version_path(to, sizeof to, cdir, prefix, v);
+  if ((mkdir(cdir, 0750) != 0 && errno != EEXIST) || rename(from, to) != 0) {
+    fl_warn("corrupt checkpoint %s (%s): cannot move it into %s: %s; skipped", from, why, cdir,
+            strerror(errno));
+    return;
+  }
+  fl_warn("corrupt checkpoint moved into %s: %s", cdir, why);
+  pthread_mutex_lock(&t->mu); /* the loop reads the stats */
+  t->st.quarantined++;
+  pthread_mutex_unlock(&t->mu);
+  prune(cdir, prefix, CORRUPT_KEEP);
+}
+
+/* A new anchor version: above every one the dir has had. */
+static uint64_t next_anchor_version(trainer *t) {
+  if (t->st.anchor_version > t->anchor_top) t->anchor_top = t->st.anchor_version;
+  return ++t->anchor_top;
 }
 
 /* ---- models ---- */
@@ -374,21 +461,26 @@ static int save_snapshot(trainer *t, const serve_model *s, size_t keep) {
   return rc;
 }
 
-/* The newest snapshot in the dir that loads, has the anchor's shape and finite weights. */
+/* The newest snapshot in the dir that loads (ckpt_load refuses non-finite weights) and has
+ * the anchor's shape (any shape without an anchor). Every snapshot is read, the older ones
+ * too, so that a corrupt one is set aside at start rather than kept in one of model.keep's
+ * places: that reads model.keep files once per start. */
 static serve_model *load_newest(trainer *t) {
   uint64_t *v;
   size_t n = list_versions(t->dir, MODEL_PREFIX, &v);
+  t->version = top_version(t->dir, MODEL_PREFIX); /* never reused, even a broken one's */
   serve_model *s = NULL;
-  for (size_t i = 0; i < n && !s; i++) {
+  for (size_t i = 0; i < n; i++) {
     char p[4200], err[512];
     version_path(p, sizeof p, t->dir, MODEL_PREFIX, v[i]);
     model_sasrec m;
-    if (ckpt_load(p, &m, err, sizeof err) != 0) {
-      fl_warn("snapshot %s is not usable (%s): trying an older one", p, err);
+    int rc = ckpt_load(p, &m, err, sizeof err);
+    if (rc != 0) {
+      set_aside(t, MODEL_PREFIX, v[i], rc, err);
       continue;
     }
-    if ((t->has_anchor && !same_shape(&m.hp, &t->anchor.hp)) || !serve_params_finite(&m)) {
-      fl_warn("snapshot %s does not fit the anchor or has non-finite weights: skipped", p);
+    if (s || (t->has_anchor && !same_shape(&m.hp, &t->anchor.hp))) {
+      if (!s) fl_warn("snapshot %s does not fit the anchor: skipped", p);
       model_free(&m);
       continue;
     }
@@ -397,7 +489,6 @@ static serve_model *load_newest(trainer *t) {
     s->anchor_version = t->st.anchor_version;
     if (stat(p, &st) == 0) s->trained_at_ms = (int64_t)st.st_mtime * 1000;
   }
-  if (n) t->version = v[0]; /* never reuse a version number, even a broken one's */
   free(v);
   return s;
 }
@@ -541,6 +632,38 @@ static eval_metrics holdout_eval(const model_sasrec *m, const data_set *ds, cons
   return r;
 }
 
+/* The gate every model passes before it is published, a round's candidate or a bootstrapped
+ * anchor: TRAINER_PROMOTED if m's weights are finite and trainer_round_passes on the figures
+ * written to rr (m and the serving network cur, if it has one, on the newest event of the
+ * holdout users hu[0..nh) of ds, and on the retained users ru[0..nret)), else the rejection. */
+static int gate(const model_sasrec *m, const serve_model *cur, const data_set *ds,
+                const uint32_t *hu, size_t nh, const uint32_t *ru, size_t nret, double margin,
+                trainer_round *rr) {
+  if (!serve_params_finite(m)) return TRAINER_REJECTED_NONFINITE;
+  eval_metrics mc = holdout_eval(m, ds, hu, nh), ms = {0};
+  const model_sasrec *serving = cur && cur->has_net ? &cur->m : NULL;
+  if (serving) ms = holdout_eval(serving, ds, hu, nh);
+  rr->cand_ndcg10 = mc.ndcg10;
+  rr->cand_hr10 = mc.hr10;
+  rr->serv_ndcg10 = ms.ndcg10;
+  rr->serv_hr10 = ms.hr10;
+  rr->holdout = nh;
+  if (serving && nret) { /* without a serving model there is nothing to forget */
+    rr->retain = nret;
+    rr->cand_retain_ndcg10 = holdout_eval(m, ds, ru, nret).ndcg10;
+    rr->serv_retain_ndcg10 = holdout_eval(serving, ds, ru, nret).ndcg10;
+  }
+  return trainer_round_passes(rr, margin) ? TRAINER_PROMOTED : TRAINER_REJECTED_WORSE;
+}
+
+/* The test hooks (trainer.h): a NaN weight in m while *left > 0 (counted down). */
+static void poison(int *left, model_sasrec *m) {
+  if (*left > 0) {
+    (*left)--;
+    m->params[m->nparams / 2] = NAN;
+  }
+}
+
 /* ---- the round ---- */
 
 /* Sleeps so that the trainer uses about `duty` of a core: work took dt seconds. Wakes early
@@ -555,15 +678,19 @@ static void duty_sleep(trainer *t, double dt, double duty) {
   }
 }
 
-static int bootstrap(trainer *t, collected *c, trainer_round *rr) {
+/* Pretrains a SASRec anchor from scratch into *m once the history is large enough (-EAGAIN
+ * before); cur is what serves meanwhile. Nothing is published or kept here. */
+static int bootstrap(trainer *t, const collected *c, const serve_model *cur, model_sasrec *m,
+                     trainer_round *rr) {
   size_t ready = 0;
   for (size_t u = 0; u < c->ds.nusers; u++) ready += c->ds.off[u + 1] - c->ds.off[u] >= 3;
   if (ready < t->boot_users || c->events < t->boot_events) return -EAGAIN;
+  char serving[64] = "popularity";
+  if (cur && cur->has_net) snprintf(serving, sizeof serving, "version %" PRIu64, cur->version);
   fl_info("bootstrap: pretraining a SASRec anchor on %zu users and %" PRIu64
-          " events (%zu epochs); serving popularity meanwhile",
-          ready, c->events, t->boot_epochs);
-  model_sasrec m;
-  if (model_init(&m, &t->boot_hp, c->ds.NI, t->seed) != 0) return FL_ERANGE;
+          " events (%zu epochs); serving %s meanwhile",
+          ready, c->events, t->boot_epochs, serving);
+  if (model_init(m, &t->boot_hp, c->ds.NI, t->seed) != 0) return FL_ERANGE;
   train_opts o;
   train_opts_default(&o);
   o.epochs = o.patience = t->boot_epochs;
@@ -571,26 +698,67 @@ static int bootstrap(trainer *t, collected *c, trainer_round *rr) {
   o.progress = 0;
   o.cancel = &t->cancel;
   train_result r;
-  int rc = train_model(&m, NULL, NULL, &c->ds, &o, &r);
+  int rc = train_model(m, NULL, NULL, &c->ds, &o, &r);
   if (rc != 0) {
-    model_free(&m);
+    model_free(m);
     return rc;
   }
-  set_anchor(t, &m, NULL);
-  pthread_mutex_lock(&t->mu); /* the loop reads the stats */
-  t->st.anchor_version = 1;
-  pthread_mutex_unlock(&t->mu);
-  if ((rc = save_anchor(t, 1)) != 0) {
-    fl_error("cannot write the bootstrapped anchor to %s: %s", t->dir, fl_strerror(rc));
-    return rc;
-  }
-  rr->cand_ndcg10 = r.val.ndcg10;
-  rr->cand_hr10 = r.val.hr10;
-  rr->holdout = r.val.users;
   rr->loss = r.last_loss;
   fl_info("bootstrap: anchor trained in %.0f s, best epoch %zu, validation NDCG@10 %.4f HR@10 %.4f",
           r.wall_sec, r.best_epoch, r.val.ndcg10, r.val.hr10);
   return 0;
+}
+
+/* A round without an anchor: pretrains one once the history allows (-EAGAIN before), and
+ * publishes it (as a new snapshot version, and keeps it as the anchor) only if it passes the
+ * gate, judged on the newest event of up to train.holdout_users users, which pretraining never
+ * learns (it trains on all but each user's last two events). Returns the round's outcome. */
+static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, const round_cfg *rc,
+                           trainer_round *rr, const uint32_t *pop, size_t npop) {
+  model_sasrec m;
+  int err = bootstrap(t, c, cur, &m, rr);
+  if (err == -EAGAIN) {
+    if (!cur || !cur->has_net) serve_slot_publish(t->slot, serve_model_new(0, NULL, pop, npop));
+    return -EAGAIN;
+  }
+  if (err != 0) return TRAINER_FAILED;
+  poison(&t->poison_boot, &m);
+  uint32_t *hu = xmalloc((c->ds.nusers + 1) * sizeof *hu);
+  size_t nh = 0;
+  for (size_t u = 0; u < c->ds.nusers; u++)
+    if (c->ds.off[u + 1] - c->ds.off[u] >= 3) hu[nh++] = (uint32_t)u;
+  fl_shuffle(hu, nh, sizeof *hu, &t->rng);
+  if (nh > rc->holdout) nh = rc->holdout;
+  int outcome = atomic_load(&t->cancel) ? TRAINER_FAILED
+                                        : gate(&m, cur, &c->ds, hu, nh, NULL, 0, rc->margin, rr);
+  free(hu);
+  if (outcome != TRAINER_PROMOTED) {
+    if (outcome != TRAINER_FAILED)
+      fl_warn("bootstrap: the pretrained anchor fails the gate (%s): not published, the next "
+              "round pretrains again",
+              trainer_outcome_name(outcome));
+    model_free(&m);
+    return outcome;
+  }
+  set_anchor(t, &m, NULL);
+  uint64_t v = next_anchor_version(t);
+  pthread_mutex_lock(&t->mu); /* the loop reads the stats */
+  t->st.anchor_version = v;
+  pthread_mutex_unlock(&t->mu);
+  if ((err = save_anchor(t, v)) != 0) {
+    fl_error("cannot write the bootstrapped anchor to %s: %s", t->dir, fl_strerror(err));
+    return TRAINER_FAILED;
+  }
+  serve_model *s = snapshot_of(t, &t->anchor, ++t->version, pop, npop);
+  s->holdout = (serve_holdout){rr->cand_hr10, rr->cand_ndcg10, rr->holdout};
+  if ((err = save_snapshot(t, s, rc->keep)) != 0) {
+    fl_error("cannot write snapshot version %" PRIu64 ": %s", s->version, fl_strerror(err));
+    serve_model_unref(s);
+    return TRAINER_FAILED;
+  }
+  rr->version = s->version;
+  serve_slot_publish(t->slot, s);
+  return TRAINER_BOOTSTRAPPED;
 }
 
 /* One round on the users touched since the last one and those carried from it; returns its
@@ -613,24 +781,7 @@ static int round_run(trainer *t, const hset *touched, const hset *carried, int f
   int outcome = -EAGAIN;
   serve_model *cur = serve_slot_get(t->slot);
   if (!t->has_anchor) {
-    err = bootstrap(t, &c, rr);
-    if (err == -EAGAIN) {
-      if (!cur || !cur->has_net) serve_slot_publish(t->slot, serve_model_new(0, NULL, pop, npop));
-    } else if (err != 0) {
-      outcome = TRAINER_FAILED;
-    } else {
-      serve_model *s = snapshot_of(t, &t->anchor, ++t->version, pop, npop);
-      s->holdout = (serve_holdout){rr->cand_hr10, rr->cand_ndcg10, rr->holdout};
-      if ((err = save_snapshot(t, s, rc->keep)) != 0) {
-        fl_error("cannot write snapshot version %" PRIu64 ": %s", s->version, fl_strerror(err));
-        serve_model_unref(s);
-        outcome = TRAINER_FAILED;
-      } else {
-        rr->version = s->version;
-        serve_slot_publish(t->slot, s);
-        outcome = TRAINER_BOOTSTRAPPED;
-      }
-    }
+    outcome = bootstrap_round(t, &c, cur, rc, rr, pop, npop);
     goto out;
   }
   /* users: touched ones (holdout candidates), then a replay sample of the others */
@@ -785,58 +936,36 @@ static int round_run(trainer *t, const hset *touched, const hset *carried, int f
   flame_ws_free(ws);
   free(smp);
   if (ext.params) model_free(&ext);
-  if (t->poison > 0) {
-    t->poison--;
-    lrn.params[lrn.nparams / 2] = NAN;
-  }
-  if (atomic_load(&t->cancel)) {
-    outcome = TRAINER_FAILED;
-  } else if (!serve_params_finite(&lrn)) {
-    outcome = TRAINER_REJECTED_NONFINITE;
-  } else {
-    eval_metrics mc = holdout_eval(&lrn, &c.ds, hu, nh), ms = {0};
-    const model_sasrec *serving = cur && cur->has_net ? &cur->m : NULL;
-    if (serving) ms = holdout_eval(serving, &c.ds, hu, nh);
-    rr->cand_ndcg10 = mc.ndcg10;
-    rr->cand_hr10 = mc.hr10;
-    rr->serv_ndcg10 = ms.ndcg10;
-    rr->serv_hr10 = ms.hr10;
-    if (serving && nret) { /* without a serving model there is nothing to forget */
-      rr->retain = nret;
-      rr->cand_retain_ndcg10 = holdout_eval(&lrn, &c.ds, ru, nret).ndcg10;
-      rr->serv_retain_ndcg10 = holdout_eval(serving, &c.ds, ru, nret).ndcg10;
-    }
-    if (!trainer_round_passes(rr, rc->margin)) {
-      outcome = TRAINER_REJECTED_WORSE;
+  poison(&t->poison, &lrn);
+  outcome = atomic_load(&t->cancel) ? TRAINER_FAILED
+                                    : gate(&lrn, cur, &c.ds, hu, nh, ru, nret, rc->margin, rr);
+  if (outcome == TRAINER_PROMOTED) {
+    /* the round's weights move into the snapshot (lrn is freed below): a copy would cost
+     * a big catalogue's table again in memory bandwidth, which serving shares */
+    model_sasrec w = lrn;
+    w.grads = w.adam_m = w.adam_v = NULL;
+    memset(&w.g, 0, sizeof w.g);
+    lrn.params = NULL;
+    serve_model *s = snapshot_take(t, &w, t->version + 1, pop, npop);
+    s->holdout = (serve_holdout){rr->cand_hr10, rr->cand_ndcg10, nh};
+    if ((err = save_snapshot(t, s, rc->keep)) != 0) {
+      fl_error("cannot write snapshot version %" PRIu64 " to %s: %s (the serving version "
+               "stays)",
+               s->version, t->dir, fl_strerror(err));
+      serve_model_unref(s);
+      outcome = TRAINER_FAILED;
     } else {
-      /* the round's weights move into the snapshot (lrn is freed below): a copy would cost
-       * a big catalogue's table again in memory bandwidth, which serving shares */
-      model_sasrec w = lrn;
-      w.grads = w.adam_m = w.adam_v = NULL;
-      memset(&w.g, 0, sizeof w.g);
-      lrn.params = NULL;
-      serve_model *s = snapshot_take(t, &w, t->version + 1, pop, npop);
-      s->holdout = (serve_holdout){mc.hr10, mc.ndcg10, nh};
-      if ((err = save_snapshot(t, s, rc->keep)) != 0) {
-        fl_error("cannot write snapshot version %" PRIu64 " to %s: %s (the serving version "
-                 "stays)",
-                 s->version, t->dir, fl_strerror(err));
-        serve_model_unref(s);
-        outcome = TRAINER_FAILED;
-      } else {
-        rr->version = ++t->version;
-        serve_slot_publish(t->slot, s);
-        outcome = TRAINER_PROMOTED;
-        if (rc->keep_adam) { /* the round's moments are kept: a swap, not a copy */
-          float *m = t->opt_m, *v = t->opt_v;
-          t->opt_m = lrn.adam_m;
-          t->opt_v = lrn.adam_v;
-          lrn.adam_m = m; /* the old ones go with lrn */
-          lrn.adam_v = v;
-          t->opt_n = lrn.nparams;
-          t->opt_step = lrn.step;
-          t->opt_version = t->version;
-        }
+      rr->version = ++t->version;
+      serve_slot_publish(t->slot, s);
+      if (rc->keep_adam) { /* the round's moments are kept: a swap, not a copy */
+        float *m = t->opt_m, *v = t->opt_v;
+        t->opt_m = lrn.adam_m;
+        t->opt_v = lrn.adam_v;
+        lrn.adam_m = m; /* the old ones go with lrn */
+        lrn.adam_v = v;
+        t->opt_n = lrn.nparams;
+        t->opt_step = lrn.step;
+        t->opt_version = t->version;
       }
     }
   }
@@ -856,6 +985,24 @@ out:
   return outcome;
 }
 
+/* The network of snapshot s becomes the frozen anchor, a new anchor version written to the
+ * dir (a failed write is logged; the anchor then holds until restart). Returns its version. */
+static uint64_t anchor_from(trainer *t, const serve_model *s) {
+  model_sasrec m;
+  copy_params(&m, &s->m);
+  set_anchor(t, &m, NULL);
+  t->since_anchor = 0;
+  uint64_t v = next_anchor_version(t);
+  int rc = save_anchor(t, v);
+  pthread_mutex_lock(&t->mu); /* the loop reads the stats */
+  t->st.anchor_version = v;
+  pthread_mutex_unlock(&t->mu);
+  if (rc != 0)
+    fl_error("anchor: cannot write anchor version %" PRIu64 " to %s: %s (it holds until restart)",
+             v, t->dir, fl_strerror(rc));
+  return v;
+}
+
 static void reanchor(trainer *t) {
   serve_model *cur = serve_slot_get(t->slot);
   if (!cur || !cur->has_net) {
@@ -863,19 +1010,10 @@ static void reanchor(trainer *t) {
     serve_model_unref(cur);
     return;
   }
-  model_sasrec m;
-  copy_params(&m, &cur->m);
-  set_anchor(t, &m, NULL);
-  t->since_anchor = 0;
-  uint64_t v = t->st.anchor_version + 1;
-  int rc = save_anchor(t, v);
+  uint64_t v = anchor_from(t, cur);
   pthread_mutex_lock(&t->mu);
-  t->st.anchor_version = v;
   t->st.reanchors++;
   pthread_mutex_unlock(&t->mu);
-  if (rc != 0)
-    fl_error("re-anchor: cannot write the anchor to %s: %s (it holds until restart)", t->dir,
-             fl_strerror(rc));
   fl_info("re-anchor: serving version %" PRIu64 " is now anchor version %" PRIu64, cur->version, v);
   serve_model_unref(cur);
 }
@@ -1052,15 +1190,20 @@ void trainer_stop(trainer *t) {
   trainer_free(t);
 }
 
+/* The daemon's own newest anchor that loads (corrupt ones are set aside), else model.anchor
+ * imported as a new anchor version; neither: no anchor yet (0). Fails only on model.anchor. */
 static int load_anchor(trainer *t, const config *cfg, char *err, size_t errlen) {
   uint64_t *v;
   size_t n = list_versions(t->dir, ANCHOR_PREFIX, &v);
+  t->anchor_top = top_version(t->dir, ANCHOR_PREFIX);
   char p[4200], why[512];
   for (size_t i = 0; i < n && !t->has_anchor; i++) { /* the daemon's own anchor wins */
     version_path(p, sizeof p, t->dir, ANCHOR_PREFIX, v[i]);
     model_sasrec m;
-    if (ckpt_load(p, &m, why, sizeof why) != 0) {
-      fl_warn("anchor %s is not usable (%s): trying an older one", p, why);
+    int rc = ckpt_load(p, &m, why, sizeof why);
+    if (rc != 0) {
+      set_aside(t, ANCHOR_PREFIX, v[i], rc, why);
+      fl_warn("anchor %s is not usable: trying an older one", p);
       continue;
     }
     set_anchor(t, &m, NULL);
@@ -1082,12 +1225,13 @@ static int load_anchor(trainer *t, const config *cfg, char *err, size_t errlen) 
   } else {
     set_anchor(t, &m, NULL);
   }
-  t->st.anchor_version = 1;
-  if ((rc = save_anchor(t, 1)) != 0) {
+  t->st.anchor_version = next_anchor_version(t);
+  if ((rc = save_anchor(t, t->st.anchor_version)) != 0) {
     snprintf(err, errlen, "cannot write the anchor into %s: %s", t->dir, fl_strerror(rc));
     return rc;
   }
-  fl_info("anchor: imported %s (%zu items) as anchor version 1", cfg->model.anchor, t->anchor.NI);
+  fl_info("anchor: imported %s (%zu items) as anchor version %" PRIu64, cfg->model.anchor,
+          t->anchor.NI, t->st.anchor_version);
   return 0;
 }
 
@@ -1120,6 +1264,7 @@ int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *sl
   t->paused = !cfg->train.enabled;
   const char *poison = getenv("FLAMED_TEST_POISON_ROUNDS");
   if (poison) t->poison = atoi(poison);
+  if ((poison = getenv("FLAMED_TEST_POISON_BOOTSTRAPS"))) t->poison_boot = atoi(poison);
   t->st.paused = t->paused;
   atomic_init(&t->cancel, 0);
   pthread_mutex_init(&t->mu, NULL);
@@ -1133,12 +1278,19 @@ int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *sl
     trainer_free(t);
     return -errno;
   }
+  remove_stale_temps(t->dir);
   int rc = load_anchor(t, cfg, err, errlen);
   if (rc != 0) {
     trainer_free(t);
     return rc;
   }
   serve_model *s = load_newest(t);
+  if (s && !t->has_anchor) { /* a validated model, rather than an anchor from scratch */
+    uint64_t v = anchor_from(t, s);
+    s->anchor_version = v;
+    fl_warn("anchor: none loads; snapshot version %" PRIu64 " becomes anchor version %" PRIu64,
+            s->version, v);
+  }
   if (!s && t->has_anchor) { /* warm start: the anchor's weights are version 1 */
     s = snapshot_of(t, &t->anchor, ++t->version, NULL, 0);
     if ((rc = save_snapshot(t, s, (size_t)cfg->model.keep)) != 0) {

@@ -1,12 +1,18 @@
 /* daemon/trainer.h: the trainer thread: FLAME fine-tuning rounds against the frozen anchor,
  * validation, promotion into the serving slot, snapshots on disk (FLAME.md section 3).
  *
- * Start (trainer_start, on the main thread before the loop runs): the anchor is model.anchor,
- * or the anchor this daemon bootstrapped earlier (<model dir>/anchor.ckpt). The newest valid
- * snapshot in the model dir is published at once; without one, a copy of the anchor is
- * version 1 (the learnable network starts as the anchor: warm start). Without any anchor the
- * slot holds a popularity-only snapshot (version 0) until enough history is stored to
- * pretrain one (train.bootstrap_*).
+ * Start (trainer_start, on the main thread before the loop runs): the model dir is tidied
+ * first: temp files an interrupted write left (<name>.tmp.<pid>) are deleted, and every
+ * checkpoint that does not load (bad magic, version, CRC, shape, non-finite weights) is moved
+ * into <model dir>/corrupt/ (the newest few per kind kept there; counted in
+ * trainer_stats.quarantined), so it never counts against model.keep. The anchor is the newest
+ * <model dir>/anchor-<version>.ckpt that loads (imported, bootstrapped or re-anchored earlier),
+ * else model.anchor, else the network of the newest snapshot that loads (a validated model:
+ * it becomes a new anchor version, as a re-anchor would make it). The newest valid snapshot is
+ * published at once; without one, a copy of the anchor is version 1 (the learnable network
+ * starts as the anchor: warm start). With nothing valid at all the slot holds a
+ * popularity-only snapshot (version 0) until enough history is stored to pretrain an anchor
+ * (train.bootstrap_*), which is published only if it passes the gate below.
  *
  * A round, every train.interval_s (earlier after train.min_new_events events; at once on
  * trainer_command TRAIN_NOW): the stored sequences of the users touched since the last round
@@ -28,8 +34,9 @@
  * indices at start, interning its catalogue in the state. Items the anchor never saw use the
  * learnable network's row (as of the round's start) in the anchor's path.
  *
- * Test hook (in the spirit of SQLite's): the environment variable FLAMED_TEST_POISON_ROUNDS=n
- * gives the next n candidates a NaN weight, so the rejection path runs for real.
+ * Test hooks (in the spirit of SQLite's): the environment variable FLAMED_TEST_POISON_ROUNDS=n
+ * gives the next n candidates of rounds a NaN weight, so the rejection path runs for real;
+ * FLAMED_TEST_POISON_BOOTSTRAPS=n does the same to the next n bootstrapped anchors.
  *
  * Threads: trainer_touch, trainer_command, trainer_get_stats are called from the loop; the
  * round runs on the trainer's thread; state reads go through the state's thread-safe reads. */
@@ -81,6 +88,7 @@ typedef struct {
   uint64_t outcomes[TRAINER_OUTCOMES];
   uint64_t skipped; /* intervals that ended without a round (too few users) */
   uint64_t reanchors;
+  uint64_t quarantined;                   /* checkpoints moved into <model dir>/corrupt/ */
   uint64_t anchor_version;                /* 0: no anchor yet */
   int paused, running;                    /* running: a round (or the bootstrap) is in progress */
   uint64_t pending_events;                /* stored since the last round */
@@ -89,9 +97,10 @@ typedef struct {
   size_t nhistory;
 } trainer_stats;
 
-/* Loads the anchor and the newest snapshot (publishing it into slot), creates the model
- * directory, and starts the thread. db and slot must outlive the trainer. Returns 0, or a
- * negative code with err filled (an unreadable or corrupt anchor, an unusable model dir). */
+/* Creates and tidies the model directory, loads the anchor and the newest snapshot
+ * (publishing it into slot), and starts the thread. db and slot must outlive the trainer.
+ * Returns 0, or a negative code with err filled (an unreadable or corrupt model.anchor, an
+ * unusable model dir). */
 int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *slot, char *err,
                   size_t errlen);
 /* Notes that user (id bytes) has n new stored events (the loop's commit hook). */
