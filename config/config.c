@@ -408,6 +408,16 @@ static const config_setting cfg_table[] = {
              "Longest a shutdown waits for the consumer to leave its group (the broker may be "
              "gone); then flamed exits anyway. Nothing is lost: the offsets are in the state; "
              "the group only rebalances later, after its session timeout."),
+  CFG_BOOL("stream", "static_membership", stream.static_membership, "true", false,
+           "Join the consumer group as a static member (Kafka's group.instance.id, KIP-345): a "
+           "restarted instance, kill -9 included, gets its partitions back at once instead of "
+           "after its dead predecessor's session timeout. The price: a stopped instance keeps "
+           "its partitions until kafka.session.timeout.ms passes. Needs Kafka 2.3+; the "
+           "embedded broker (`flame broker`) does not implement it: turn it off there."),
+  CFG_STRING("stream", "instance_id", stream.instance_id, "", false,
+             "The static member's id (group.instance.id). Empty: "
+             "flamed-<hostname>-<hash of the state dir>, stable across restarts and distinct "
+             "per state dir. Two running instances must never share one.", NULL),
 
   CFG_STRING("state", "dir", state.dir, "/var/lib/flamed", false,
              "Directory of the RocksDB state: user sequences, item and user dictionaries, Kafka "
@@ -425,6 +435,19 @@ static const config_setting cfg_table[] = {
   CFG_BOOL("state", "sync", state.sync, "false", false,
            "fsync the write-ahead log at every batch: batches then survive power loss, not only "
            "process crashes, for one fsync per batch."),
+  CFG_INT("state", "write_queue", state.write_queue, "4", 1, 1024, false,
+          "Batches handed to the state's writer thread and not yet written, at most; when "
+          "that many wait (a slow or stalled disk), consumption pauses until one is written. "
+          "HTTP serving never waits on the disk."),
+  CFG_INT("state", "min_free_mb", state.min_free_mb, "256", 0, 1048576, false,
+          "Free space on the state's filesystem, in MiB, below which ingest pauses (serving "
+          "goes on) until free space is back above it plus 1/8 (at least 1 MiB); 0 turns the "
+          "check off. Keeps RocksDB from meeting a full disk."),
+  CFG_STRING("state", "rocksdb_log_dir", state.rocksdb_log_dir, "", false,
+             "Directory of RocksDB's own LOG files (named after the state dir, at most 4 of "
+             "4 MiB). Empty: $RUNTIME_DIRECTORY (systemd's RuntimeDirectory) when set, else "
+             "$TMPDIR or /tmp: off the state disk, whose filling up would otherwise abort "
+             "RocksDB on a LOG write.", NULL),
 
   CFG_STRING("model", "anchor", model.anchor, "", false,
              "The frozen anchor network, a checkpoint written by `flame train` or `flame "
@@ -450,7 +473,8 @@ static const config_setting cfg_table[] = {
              "Dropout probability of the trained network and of a bootstrapped anchor (an "
              "anchor keeps its checkpoint's rate); never applied when serving."),
   CFG_INT("model", "keep", model.keep, "3", 1, 1000, false,
-          "Promoted snapshots kept on disk; older ones are deleted."),
+          "Promoted snapshots kept on disk; older ones are deleted. One that does not load is "
+          "moved into <model dir>/corrupt at start and does not count."),
   CFG_INT("model", "popular", model.popular, "1000", 10, 1000000, false,
           "Items in the popularity list served to cold users and before a model exists."),
 
@@ -540,10 +564,16 @@ static const config_setting cfg_table[] = {
   CFG_INT("api", "admin_port", api.admin_port, "8081", 0, 65535, false,
           "Port of the admin API; 0 picks a free one (logged)."),
   CFG_STRING("api", "admin_token_file", api.admin_token_file, "", false,
-             "File whose first line is the admin bearer token; empty: the admin API is off.",
+             "File holding the admin bearer token and nothing else (16 to 511 visible ASCII "
+             "bytes, one final newline allowed), owned by flamed's user or root, writable by "
+             "no one else; empty: the admin API is off.",
              NULL),
   CFG_INT("api", "max_conns", api.max_conns, "1024", 1, 1000000, false,
           "Open connections per listener; one more gets a 503 and is closed."),
+  CFG_INT("api", "max_conns_per_peer", api.max_conns_per_peer, "64", 0, 1000000, false,
+          "Open connections per listener from one IP address (loopback included); one more "
+          "gets a 503 and is closed; 0: no such cap (behind a proxy, every client shares one "
+          "address)."),
   CFG_INT("api", "max_head_bytes", api.max_head_bytes, "8192", 256, 1048576, false,
           "Longest request line plus headers; longer requests get a 431."),
   CFG_INT("api", "max_body_bytes", api.max_body_bytes, "65536", 0, 16777216, false,
@@ -554,6 +584,10 @@ static const config_setting cfg_table[] = {
           "An idle keep-alive connection is closed after this many ms."),
   CFG_INT("api", "request_timeout_ms", api.request_timeout_ms, "10000", 10, 86400000, false,
           "A request must arrive in full within this many ms of its first byte."),
+  CFG_INT("api", "header_timeout_ms", api.header_timeout_ms, "5000", 0, 86400000, false,
+          "A request head (request line and headers) must arrive within this many ms: of the "
+          "connection's accept for its first request (a silent connection is closed then), of "
+          "its first byte for later ones; 0: only request_timeout_ms."),
   CFG_INT("api", "max_k", api.max_k, "1000", 1, 100000, false,
           "Largest number of recommendations a request may ask for."),
   CFG_INT("api", "online_eval_per_s", api.online_eval_per_s, "200", 0, 100000, false,

@@ -98,16 +98,21 @@ typedef struct {
     int64_t max_future_ms;      /* ms; timestamps further ahead of the clock are rejected */
     int start_offset;           /* CONFIG_START_* */
     double close_timeout_s;     /* a shutdown stops waiting for the group leave after this */
+    bool static_membership;     /* join with group.instance.id */
+    char *instance_id;          /* group.instance.id; "" derives one (stream_instance_id) */
     config_type_weight *types;  /* type_weights parsed: ntypes entries, in written order */
     size_t ntypes;              /* number of entries in types (0 when type_weights is "") */
   } stream;
   struct {
-    char *dir;        /* RocksDB directory */
-    int64_t seq_len;  /* items kept per user (the newest ones) */
-    int64_t cache_mb; /* MiB of RocksDB block cache */
-    int compression;  /* CONFIG_COMPRESSION_* */
-    bool wal;         /* RocksDB write-ahead log on */
-    bool sync;        /* fsync the WAL at every batch */
+    char *dir;             /* RocksDB directory */
+    int64_t seq_len;       /* items kept per user (the newest ones) */
+    int64_t cache_mb;      /* MiB of RocksDB block cache */
+    int compression;       /* CONFIG_COMPRESSION_* */
+    bool wal;              /* RocksDB write-ahead log on */
+    bool sync;             /* fsync the WAL at every batch */
+    int64_t write_queue;   /* sealed batches the writer thread may hold */
+    int64_t min_free_mb;   /* below this much free disk, ingest pauses */
+    char *rocksdb_log_dir; /* RocksDB's LOG files; "" picks one off the state disk */
   } state;
   struct {
     char *anchor; /* frozen anchor checkpoint; "" = bootstrap one from the stored history */
@@ -155,11 +160,13 @@ typedef struct {
     int64_t admin_port;         /* admin port (0: ephemeral, logged) */
     char *admin_token_file;     /* file holding the admin bearer token; "" = admin disabled */
     int64_t max_conns;          /* open connections per listener */
+    int64_t max_conns_per_peer; /* open connections per listener from one IP (0: no cap) */
     int64_t max_head_bytes;     /* request line + headers */
     int64_t max_body_bytes;     /* request body */
     int64_t max_pipeline;       /* queued responses per connection before reading pauses */
     int64_t idle_timeout_ms;    /* idle keep-alive connections are closed after this */
     int64_t request_timeout_ms; /* a request must arrive in full within this */
+    int64_t header_timeout_ms;  /* a request head must arrive within this (0: no such bound) */
     int64_t max_k;              /* largest k a client may ask for */
     int64_t online_eval_per_s;  /* incoming events ranked per second for the online metrics */
     double online_eval_share;   /* share of users (by id hash) ranked online; 1: all */

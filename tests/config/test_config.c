@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 74);
+  assert_int_equal(n, 81);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -877,6 +877,9 @@ static void test_dump_round_trip(void **state) {
       {"state.compression", "zstd"},
       {"state.wal", "off"},
       {"state.sync", "on"},
+      {"state.write_queue", "9"},
+      {"state.min_free_mb", "0"},
+      {"state.rocksdb_log_dir", "/run/flamed x;#"},
       {"model.anchor", "/opt/anchors/beauty;v1.ckpt"},
       {"model.anchor_item_ids", "item-{}"},
       {"model.dir", "/var/lib/flamed/m"},
@@ -905,6 +908,8 @@ static void test_dump_round_trip(void **state) {
       {"train.threads", "2"},
       {"train.nice", "5"},
       {"stream.close_timeout_s", "3"},
+      {"stream.static_membership", "false"},
+      {"stream.instance_id", "node-7;#a"},
       {"train.keep_adam", "false"},
       {"train.new_targets_only", "false"},
       {"train.duty", "0.25"},
@@ -920,11 +925,13 @@ static void test_dump_round_trip(void **state) {
       {"api.admin_port", "9999"},
       {"api.admin_token_file", "/etc/flamed/token"},
       {"api.max_conns", "10"},
+      {"api.max_conns_per_peer", "0"},
       {"api.max_head_bytes", "256"},
       {"api.max_body_bytes", "0"},
       {"api.max_pipeline", "1"},
       {"api.idle_timeout_ms", "10"},
       {"api.request_timeout_ms", "86400000"},
+      {"api.header_timeout_ms", "250"},
       {"api.max_k", "7"},
       {"api.online_eval_per_s", "0"},
       {"api.online_eval_share", "0.25"},
