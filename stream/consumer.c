@@ -47,7 +47,7 @@ enum {
   DLQ_FLUSH_MS = 500, /* bound on waiting for a batch's dead-letter deliveries */
   DLQ_CLOSE_FLUSH_MS = 2000,
   STALL_WARN_S = 10,       /* a write waiting this long is logged as a stall */
-  KAFKA_DESTROY_MS = 2000, /* bound on destroying a client after an abandoned close */
+  KAFKA_DESTROY_MS = 2000, /* bound on destroying a client at shutdown */
 };
 
 /* One batch from its first message until the writer has made it durable. */
@@ -848,28 +848,26 @@ static void *destroy_run(void *arg) {
  * longer (the process is exiting) rather than stretch the shutdown past
  * stream.close_timeout_s. */
 static void kafka_destroy(rd_kafka_t *rk, int abandoned, const char *what) {
-  int flags = abandoned ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0;
-  destroy_job *j = xmalloc(sizeof *j);
-  *j = (destroy_job){rk, flags};
+  /* a job left with its thread must outlive us: static slots, not the heap (loop thread) */
+  static destroy_job jobs[8];
+  static unsigned next;
+  destroy_job *j = &jobs[next++ % 8];
+  *j = (destroy_job){rk, abandoned ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0};
+  int ms = KAFKA_DESTROY_MS;
   pthread_t th;
   if (pthread_create(&th, NULL, destroy_run, j) != 0) {
     destroy_run(j);
-    free(j);
     return;
   }
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += KAFKA_DESTROY_MS / 1000;
-  ts.tv_nsec += (KAFKA_DESTROY_MS % 1000) * 1000000L;
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (ms % 1000) * 1000000L;
   if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-  if (pthread_timedjoin_np(th, NULL, &ts) == 0) {
-    free(j);
-    return;
-  }
-  pthread_detach(th); /* j stays with the thread */
-  fl_warn("kafka: the %s did not shut down within %d ms (the broker is unreachable): exiting "
-          "without waiting for it",
-          what, KAFKA_DESTROY_MS);
+  if (pthread_timedjoin_np(th, NULL, &ts) == 0) return;
+  pthread_detach(th);
+  fl_warn("kafka: the %s did not shut down within %d ms%s: exiting without waiting for it", what,
+          ms, abandoned ? " (the broker is unreachable)" : "");
 }
 
 int stream_consumer_free(stream_consumer *c) {
