@@ -9,7 +9,9 @@
 #     waits before every RocksDB write while <file> exists). Per window and route: p50, p99,
 #     max latency (wrk's --timeout is stall-s + 10 s, so a request held through the stall is
 #     measured, not dropped) and ok / failed requests. Then, the replay over, nothing lost:
-#     flamed_events_stored_total must equal the producer's "sent".
+#     flamed_events_stored_total must equal the producer's "sent"; then flamed is stopped,
+#     started again on the same state, and every user's history (GET /v1/users/<id>/history)
+#     is audited against the replayed dataset: no event lost, none stored twice.
 #     a2. the same with a real frozen disk when the machine lets us mount one: the state on a
 #     loop-mounted 256 MiB ext4 image (state.min_free_mb=16, the default 256 being the whole
 #     image), `fsfreeze -f` for --stall-s seconds, then `fsfreeze -u`; skipped with the reason
@@ -104,14 +106,15 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b - a) / 1000}'; }
 # alive PID: running, not a zombie (kill -0 succeeds on an unreaped child)
 alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1; [[ "$s" != Z* ]]; }
 # stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS, then reap
-stop_pid() {
-  alive "$1" || { wait "$1" 2>/dev/null || true; return 0; }
+stop_pid() { # sets $stop_rc
+  stop_rc=0
+  alive "$1" || { wait "$1" 2>/dev/null || stop_rc=$?; return 0; }
   kill -CONT "$1" 2>/dev/null || true
   kill -TERM "$1" 2>/dev/null || true
   local i
   for ((i = 0; i < $2 * 10; i++)); do alive "$1" || break; sleep 0.1; done
   alive "$1" && { echo "bench/faults.sh: pid $1 ignored SIGTERM for $2 s: SIGKILL" >&2; kill -KILL "$1" 2>/dev/null; }
-  wait "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || stop_rc=$?
 }
 metric() { curl -sf -m 2 "127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="$2" '$1 == m {print $2}' || true; }
 code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
@@ -226,9 +229,10 @@ stall_part() {
   local users=$(((rate * (2 * stall_s + 15) + 19) / 20))
   [ -f "$work/stall.txt" ] || "$flame" synth --out "$work/stall.txt" --users "$users" --items 500 \
     --mean-len 20 --seed 1 > /dev/null
-  start_flamed "$log" "$env" --stream.topic=$topic --stream.dead_letter_topic=$topic.dlq \
-    --stream.group=faults-$part --state.dir="$dir" --api.port="$api" --api.admin_port=0 \
-    --api.max_conns_per_peer=0 "${anchor[@]}" "${group_fast[@]}" "$@"
+  local args=("--stream.topic=$topic" "--stream.dead_letter_topic=$topic.dlq"
+    "--stream.group=faults-$part" --state.dir="$dir" --api.port="$api" --api.admin_port=0
+    --api.max_conns_per_peer=0 "${anchor[@]}" "${group_fast[@]}" "$@")
+  start_flamed "$log" "$env" "${args[@]}"
   local f=$fpid
   if ! wait_for 30 healthy "$api" || ! wait_for 30 assigned "$api"; then
     fail "$part: flamed not up or no partitions after 30 s"; tail -n 20 "$log" | tee -a "$logf"; return
@@ -303,6 +307,59 @@ stall_part() {
   fi
   grep -E " (warn|error) |writes flow again|disk space back|resuming" "$log" | head -n 12 | sed "s/^/  $part log: /" | tee -a "$logf" || true
   stop_pid "$f" 30
+  say "$part: SIGTERM: exit $stop_rc; $(grep -E 'consumer closed' "$log" | tail -n 1 | cut -d' ' -f4-)"
+  # what the state holds: the same state and group again, then every user's history
+  echo "=== faults: restart on the same state for the audit ===" >> "$log"
+  start_flamed "$log" "" "${args[@]}"
+  f=$fpid
+  local again=""
+  if wait_for 30 healthy "$api" && wait_for 30 assigned "$api"; then
+    sleep 3
+    again=$(metric "$api" flamed_events_stored_total)
+    audit "$api" "$work/stall.txt" > "$work/$part-audit.json" 2> "$work/$part-audit.err" ||
+      echo '{"error":"audit failed"}' > "$work/$part-audit.json"
+    jq -c --arg part "$part" --argjson again "${again:-null}" --arg stamp "$(date -u +%FT%TZ)" \
+      '{part: $part, check: "state_audit", stored_by_restart: $again} + . + {stamp: $stamp}' \
+      "$work/$part-audit.json" >> "$jsonl"
+    read -r ap as ad al < <(jq -r '"\(.produced) \(.stored) \(.duplicated) \(.lost)"' "$work/$part-audit.json")
+    say "$part: state audit after a restart on it: $as events in the users' histories for $ap produced (duplicated $ad, lost $al); the restarted flamed stored $again on start"
+    [ "$ad" = 0 ] && [ "$al" = 0 ] || fail "$part: the state holds $as of $ap events (duplicated $ad, lost $al)"
+  else
+    fail "$part: flamed not up on the same state after 30 s"; tail -n 20 "$log" | tee -a "$logf"
+  fi
+  stop_pid "$f" 30
+}
+
+# audit API DATA: JSON of every user's stored history (GET /v1/users/<id>/history) against
+# DATA, which was replayed in full: produced, stored, duplicated ((item, ts) twice), lost
+audit() {
+  /usr/bin/python3 - "$@" <<'PY'
+import collections, http.client, json, sys
+port, data = sys.argv[1:3]
+conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+out = collections.Counter()
+for line in open(data):
+    f = line.split()
+    if len(f) < 2:
+        continue
+    want = ["item-" + x for x in f[1:]]
+    conn.request("GET", "/v1/users/user-%s/history" % f[0])
+    r = conn.getresponse()
+    body = r.read()
+    if r.status not in (200, 404):
+        raise SystemExit("history of user-%s: %d %s" % (f[0], r.status, body[:200]))
+    ev = json.loads(body)["events"] if r.status == 200 else []
+    got = [e["item"] for e in ev]
+    pairs = collections.Counter((e["item"], e["ts_ms"]) for e in ev)
+    out["produced"] += len(want)
+    out["stored"] += len(got)
+    out["duplicated"] += sum(c - 1 for c in pairs.values() if c > 1)
+    out["lost"] += sum((collections.Counter(want) - collections.Counter(got)).values())
+    out["users_differing"] += got != want
+    out["users_missing"] += r.status == 404
+print(json.dumps(dict(out, produced=out["produced"], stored=out["stored"],
+                      duplicated=out["duplicated"], lost=out["lost"])))
+PY
 }
 
 # --- a: disk stall (the hold file) ---
