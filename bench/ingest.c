@@ -16,8 +16,8 @@
 #define _GNU_SOURCE
 #include "common/common.h"
 #include "model/model.h"
-#include "stream/broker.h"
-#include "stream/produce.h"
+#include "tools/broker.h"
+#include "tools/produce.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>

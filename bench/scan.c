@@ -10,7 +10,7 @@
  *
  * usage: flame_scan_bench [--items N] [--calls N] [--seed S] */
 #include "common/common.h"
-#include "daemon/serve.h"
+#include "daemon/serve/serve.h"
 #include "model/model.h"
 
 #include <getopt.h>

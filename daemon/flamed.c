@@ -1,8 +1,8 @@
 /* daemon/flamed.c: the flamed daemon.
  *
  * One libuv loop owns the Kafka consumer (stream/), the state writes (state/), the HTTP API
- * and admin API (daemon/api.h), signals and the periodic stats line; the trainer
- * (daemon/trainer.h) runs on its own thread and publishes models into the serving slot.
+ * and admin API (daemon/api/api.h), signals and the periodic stats line; the trainer
+ * (daemon/train/train.h) runs on its own thread and publishes models into the serving slot.
  * Under systemd (Type=notify) it speaks sd_notify: READY once it serves, a STATUS line and
  * WATCHDOG (when WatchdogSec is set) from a loop timer, so they stop if the loop stalls,
  * RELOADING then READY around a SIGHUP reload of the reloadable settings, STOPPING at a drain.
@@ -13,10 +13,10 @@
 #define _GNU_SOURCE
 #include "common/common.h"
 #include "config/config.h"
-#include "daemon/api.h"
-#include "daemon/http.h"
-#include "daemon/serve.h"
-#include "daemon/trainer.h"
+#include "daemon/api/api.h"
+#include "daemon/http/http.h"
+#include "daemon/serve/serve.h"
+#include "daemon/train/train.h"
 #include "state/state.h"
 #include "stream/consumer.h"
 

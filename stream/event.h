@@ -84,7 +84,7 @@ typedef enum {
  * the enum give "unknown". */
 const char *stream_reason_name(stream_reason r);
 
-/* The one check of an id, shared by events and HTTP requests (daemon/api.c), so that what the
+/* The one check of an id, shared by events and HTTP requests (daemon/api/api.c), so that what the
  * API accepts is exactly what ingest can store: p[0..n) must be 1..max bytes of valid UTF-8
  * (RFC 3629: shortest forms only, no surrogates, nothing above U+10FFFF) holding no control
  * character: no C0 (U+0000..U+001F, so no NUL), no DEL (U+007F), no C1 (U+0080..U+009F).

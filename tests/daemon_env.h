@@ -5,7 +5,7 @@
 #define FL_TEST_DAEMON_ENV_H
 #include <sys/types.h>
 
-#include "stream/broker.h"
+#include "tools/broker.h"
 
 enum { NPART = 4, WAIT_S = 60 };
 

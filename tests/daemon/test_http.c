@@ -1,4 +1,4 @@
-/* tests/daemon/test_http.c: the HTTP server's connection hygiene (daemon/http.h) over real
+/* tests/daemon/test_http.c: the HTTP server's connection hygiene (daemon/http/http.h) over real
  * loopback sockets: keep-alive, pipelining in order (also when the client does not read while
  * it sends), head and body limits, framing http-parser refuses, the connection caps (in all
  * and per peer, answered with a 503 the client reads before a clean close), the header, idle
@@ -14,7 +14,7 @@
 #include <uv.h>
 
 #include "common/common.h"
-#include "daemon/http.h"
+#include "daemon/http/http.h"
 #include "testutil.h"
 
 typedef struct {

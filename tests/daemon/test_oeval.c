@@ -1,4 +1,4 @@
-/* tests/daemon/test_oeval.c: the online evaluation thread (daemon/oeval.h): its sums are
+/* tests/daemon/test_oeval.c: the online evaluation thread (daemon/serve/serve.h): its sums are
  * those of serve_rank on the queued events, for the serving snapshot and the baseline alike
  * (equal counts whenever a baseline came with every event); events without a baseline count
  * for the serving model only; events still queued at shutdown are released (ASan's leak
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 #include "common/common.h"
-#include "daemon/oeval.h"
+#include "daemon/serve/serve.h"
 #include "testutil.h"
 #include "tiny_serve.h"
 

@@ -1,15 +1,15 @@
-/* tests/daemon/test_serve.c: snapshots and top-k recommendation (daemon/serve.h): the top-k of
- * one sequence equals a full sort of the scores the offline engine gives the same window;
- * seen items are excluded; items newer than the snapshot are ignored in the input; popularity
- * stands in without a network or without a known item, and fills up a small catalogue; NaN
- * weights are detected. */
+/* tests/daemon/test_serve.c: snapshots and top-k recommendation (daemon/serve/serve.h): the top-k
+ * of one sequence equals a full sort of the scores the offline engine gives the same window; seen
+ * items are excluded; items newer than the snapshot are ignored in the input; popularity stands in
+ * without a network or without a known item, and fills up a small catalogue; NaN weights are
+ * detected. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/common.h"
-#include "daemon/serve.h"
+#include "daemon/serve/serve.h"
 #include "testutil.h"
 #include "tiny_serve.h"
 

@@ -2,7 +2,7 @@
  * hand-set round figures: a candidate passes only if it loses at most the margin on the touched
  * users' holdout and, when retained users were checked, on theirs too. The rounds themselves
  * run end to end in test_serving. */
-#include "daemon/trainer.h"
+#include "daemon/train/train.h"
 #include "testutil.h"
 
 static trainer_round figures(double cand, double serv, uint64_t retain, double cand_ret,

@@ -2,7 +2,7 @@
 #ifndef FL_TEST_TINY_SERVE_H
 #define FL_TEST_TINY_SERVE_H
 
-#include "daemon/serve.h"
+#include "daemon/serve/serve.h"
 #include "testutil.h"
 
 /* A network of C = 16, 1 block, L = 6 over ni items (weights from seed), version 3, and a

@@ -1,6 +1,6 @@
 /* tests/faults/test_http_faults.c: issue 26, items 6, 10 and 11, through the real API
- * (daemon/api.c on daemon/http.c in this process, a RocksDB state in a temp dir, clients on
- * loopback sockets): every route answers a wrong method with 405 and an Allow header, HEAD
+ * (daemon/api/api.c on daemon/http/http.c in this process, a RocksDB state in a temp dir, clients
+ * on loopback sockets): every route answers a wrong method with 405 and an Allow header, HEAD
  * without body, request bodies and ids as strict as events (one validator, stream_id_check,
  * for both), the connection caps' refusals in /metrics, and the admin token: its file (NUL,
  * control bytes, length, permissions) refused by api_new and by a real flamed at startup, a
@@ -21,9 +21,9 @@
 
 #include "common/common.h"
 #include "config/config.h"
-#include "daemon/api.h"
-#include "daemon/http.h"
-#include "daemon/serve.h"
+#include "daemon/api/api.h"
+#include "daemon/http/http.h"
+#include "daemon/serve/serve.h"
 #include "daemon_env.h"
 #include "state/state.h"
 #include "stream/event.h"

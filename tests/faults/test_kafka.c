@@ -8,7 +8,7 @@
 
 #include "common/common.h"
 #include "state/state.h"
-#include "stream/broker.h"
+#include "tools/broker.h"
 
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>

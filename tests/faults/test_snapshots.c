@@ -23,8 +23,8 @@
 
 #include "common/common.h"
 #include "config/config.h"
-#include "daemon/serve.h"
-#include "daemon/trainer.h"
+#include "daemon/serve/serve.h"
+#include "daemon/train/train.h"
 #include "model/model.h"
 #include "state/state.h"
 #include "testutil.h"

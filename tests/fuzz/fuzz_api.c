@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz_api.c: libFuzzer target for the API's request handling (daemon/api.c): the
+/* tests/fuzz/fuzz_api.c: libFuzzer target for the API's request handling (daemon/api/api.c): the
  * query parameters of GET /v1/recommend and /v1/users/<id>/history, and the JSON body of
  * POST /v1/recommend, plus the admin routes' token check, on a real state (RocksDB in a temp
  * dir, a few users and items with multi-byte ids) and a tiny model.
@@ -18,8 +18,8 @@
 
 #include "common/common.h"
 #include "config/config.h"
-#include "daemon/api.h"
-#include "daemon/serve.h"
+#include "daemon/api/api.h"
+#include "daemon/serve/serve.h"
 #include "state/state.h"
 
 #define CHECK(cond)                                                                                \

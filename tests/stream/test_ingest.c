@@ -13,9 +13,9 @@
 
 #include "common/common.h"
 #include "state/state.h"
-#include "stream/broker.h"
 #include "stream/event.h"
-#include "stream/produce.h"
+#include "tools/broker.h"
+#include "tools/produce.h"
 
 #include <errno.h>
 #include <fcntl.h>

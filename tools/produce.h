@@ -1,4 +1,4 @@
-/* stream/produce.h: replays users' item sequences into a Kafka topic as a clickstream
+/* tools/produce.h: replays users' item sequences into a Kafka topic as a clickstream
  * (`flame produce`, the demo, the ingest benchmark and the integration tests).
  *
  * Users are interleaved round-robin, each user's order preserved: with the user id as the

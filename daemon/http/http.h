@@ -1,4 +1,5 @@
-/* daemon/http.h: a small HTTP/1.1 server on the libuv loop, with http-parser doing the parsing.
+/* daemon/http/http.h: a small HTTP/1.1 server on the libuv loop, with http-parser doing the
+ * parsing.
  *
  * What it owns is connection hygiene, so that handlers only see complete, bounded requests:
  * - keep-alive and pipelining: responses leave in request order; a connection whose responses

@@ -1,4 +1,4 @@
-/* stream/broker.h: an embedded Kafka for demos and tests (`flame broker`).
+/* tools/broker.h: an embedded Kafka for demos and tests (`flame broker`).
  *
  * librdkafka's mock cluster: real Kafka protocol on loopback TCP, messages kept in memory,
  * consumer groups with eager and cooperative assignors, idempotent producers. Its brokers

@@ -1,5 +1,6 @@
-/* daemon/api.h: flamed's HTTP API and admin API (handlers for daemon/http.h), the Prometheus
- * metrics, and the online (prequential) evaluation of the serving model on incoming events.
+/* daemon/api/api.h: flamed's HTTP API and admin API (handlers for daemon/http/http.h), the
+ * Prometheus metrics, and the online (prequential) evaluation of the serving model on incoming
+ * events.
  *
  * Public routes (JSON unless said otherwise; errors are {"error": "..."} with a 4xx):
  * - GET /v1/recommend?user=U&k=10[&exclude_seen=true]: top-k for a stored user
@@ -9,7 +10,7 @@
  * - GET /healthz: the loop answers
  * - GET /readyz: a model serves and partitions are assigned
  * - GET /metrics: Prometheus text format 0.0.4
- * - GET /: the status page, HTML for people (daemon/status.h)
+ * - GET /: the status page, HTML for people (daemon/api/internal.h)
  *
  * Admin routes (the admin listener only; "Authorization: Bearer <token>", else 401):
  * - POST /v1/admin/rollback | train-now | reanchor | pause-training | resume-training
@@ -28,10 +29,9 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "daemon/http.h"
-#include "daemon/oeval.h"
-#include "daemon/serve.h"
-#include "daemon/trainer.h"
+#include "daemon/http/http.h"
+#include "daemon/serve/serve.h"
+#include "daemon/train/train.h"
 #include "state/state.h"
 #include "stream/consumer.h"
 

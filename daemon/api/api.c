@@ -1,4 +1,4 @@
-/* daemon/api.c: see api.h. JSON is written with cJSON (every client string is escaped on
+/* daemon/api/api.c: see api.h. JSON is written with cJSON (every client string is escaped on
  * output) and read with the event decoder's strict reader (stream_json_parse and
  * stream_json_members: one value and nothing after it, no repeated key, no \u0000), and every
  * id a client sends passes the event decoder's own check (stream_id_check), so that the API
@@ -6,7 +6,7 @@
  * here (http-parser does not split them). Request metrics: counts by route and status, latency
  * histograms by route. */
 #define _GNU_SOURCE
-#include "api.h"
+#include "daemon/api/api.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-#include "daemon/status.h"
+#include "daemon/api/internal.h"
 #include "stream/event.h"
 
 enum { STATUS_SAMPLES = 120 };

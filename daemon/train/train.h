@@ -1,4 +1,4 @@
-/* daemon/trainer.h: the trainer thread: FLAME fine-tuning rounds against the frozen anchor,
+/* daemon/train/train.h: the trainer thread: FLAME fine-tuning rounds against the frozen anchor,
  * validation, promotion into the serving slot, snapshots on disk (FLAME.md section 3).
  *
  * Start (trainer_start, on the main thread before the loop runs): the model dir is tidied
@@ -46,7 +46,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "daemon/serve.h"
+#include "daemon/serve/serve.h"
 #include "state/state.h"
 
 typedef struct trainer trainer;

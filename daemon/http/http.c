@@ -1,4 +1,4 @@
-/* daemon/http.c: see http.h. One struct conn per TCP connection: the bytes read but not yet
+/* daemon/http/http.c: see http.h. One struct conn per TCP connection: the bytes read but not yet
  * parsed (`in`), the request being assembled, and the count of responses written but not yet
  * sent. Parsing pauses (http_parser_pause) when that count reaches max_pipeline and resumes as
  * writes complete, so a client that pipelines without reading cannot make the daemon buffer
@@ -20,7 +20,7 @@
  * response: every response that ends a connection is followed by linger(): shutdown (a FIN
  * after the response), then reading and dropping the client's bytes until its own FIN, an
  * error, or LINGER_MS. */
-#include "http.h"
+#include "daemon/http/http.h"
 
 #include <http_parser.h>
 #include <stdio.h>

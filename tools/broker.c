@@ -1,11 +1,11 @@
-/* stream/broker.c: the embedded Kafka (librdkafka's mock cluster) and its bootstrap forwarder.
+/* tools/broker.c: the embedded Kafka (librdkafka's mock cluster) and its bootstrap forwarder.
  *
  * The forwarder runs its own libuv loop on its own thread: it accepts on 127.0.0.1:port and
  * pipes each connection to the first broker's listener, byte for byte, until either side
  * closes. It carries bootstrap and metadata traffic only (clients then talk to the brokers'
  * advertised addresses directly), so it needs no flow control beyond libuv's write queue. */
 #define _GNU_SOURCE
-#include "stream/broker.h"
+#include "tools/broker.h"
 
 #include "common/common.h"
 

@@ -1,16 +1,16 @@
-/* daemon/status.h: the status page (GET / on the API port): one self-contained HTML page, no
+/* daemon/api/internal.h: the status page (GET / on the API port): one self-contained HTML page, no
  * external assets, no script, refreshed by the browser every 5 s. It shows the serving model
  * (version, age, holdout), the recent training rounds (outcome, loss, holdout NDCG@10 of the
  * candidate and of the model it was measured against), promotions and rejections, the ingest
  * rate, lag and rejected events by reason, with small inline SVG charts. A pure function of
- * the figures it is given: the API gathers them (daemon/api.c). */
+ * the figures it is given: the API gathers them (daemon/api/api.c). */
 #ifndef FL_DAEMON_STATUS_H
 #define FL_DAEMON_STATUS_H
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/common.h"
-#include "daemon/trainer.h"
+#include "daemon/train/train.h"
 #include "stream/consumer.h"
 
 /* Events stored so far, sampled at one point in time (for the ingest-rate chart). */

@@ -1,4 +1,4 @@
-/* daemon/flame.c: the `flame` offline tool: train, eval, import-pt, bench, synth, inspect.
+/* tools/flame.c: the `flame` offline tool: train, eval, import-pt, bench, synth, inspect.
  *
  * A thin layer over model/: it parses arguments, loads files, calls the engine and prints.
  * broker and produce are the Kafka side of demos, tests and the ingest benchmark.
@@ -10,8 +10,8 @@
 #include "common/common.h"
 #include "model/model.h"
 #include "model/synth.h"
-#include "stream/broker.h"
-#include "stream/produce.h"
+#include "tools/broker.h"
+#include "tools/produce.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* daemon/trainer.c: see trainer.h.
+/* daemon/train/trainer.c: see trainer.h.
  *
  * Layout of the model dir: anchor-<version>.ckpt (the newest that loads is the anchor:
  * imported with its rows mapped to state indices, bootstrapped, or re-anchored; two kept) and
@@ -12,7 +12,7 @@
  * of user ids, filled by the loop's commit hook. Reading everything costs O(state) per round:
  * fine for millions of events, the first thing to change for much larger states. */
 #define _GNU_SOURCE
-#include "trainer.h"
+#include "daemon/train/train.h"
 
 #include <dirent.h>
 #include <errno.h>

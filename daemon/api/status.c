@@ -1,6 +1,6 @@
-/* daemon/status.c: see status.h. Charts are SVG polylines scaled to their own range; every
+/* daemon/api/status.c: see status.h. Charts are SVG polylines scaled to their own range; every
  * text written here is a number or a fixed string (no client input reaches the page). */
-#include "status.h"
+#include "daemon/api/internal.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -1,7 +1,7 @@
-/* daemon/oeval.c: the online evaluation thread (see oeval.h). */
+/* daemon/serve/oeval.c: the online evaluation thread (see oeval.h). */
 #define _GNU_SOURCE
-#include "daemon/oeval.h"
 #include "common/common.h"
+#include "daemon/serve/serve.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* daemon/serve.c: see serve.h. Scoring one history is one packed forward pass of a single
+/* daemon/serve/serve.c: see serve.h. Scoring one history is one packed forward pass of a single
  * sample (the last position only), then a scan of the int8 copy of the item table.
  *
  * Why int8: the scan streams the whole table once per request, and it is memory-bound: a
@@ -12,7 +12,7 @@
  * Every row gets the interval [lo, hi] = approx -+ beta. T, the k-th largest lo among the
  * eligible rows, is a lower bound of the k-th best exact score, so every row of the true top k
  * has hi >= T: those rows, usually a handful, are scored in float and ranked. */
-#include "serve.h"
+#include "daemon/serve/serve.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
-/* stream/produce.c: the clickstream replayer (see produce.h). */
+/* tools/produce.c: the clickstream replayer (see produce.h). */
 #define _GNU_SOURCE
-#include "stream/produce.h"
+#include "tools/produce.h"
 
 #include "common/common.h"
 
