@@ -32,7 +32,7 @@ const char *fl_strerror(int err) {
   return err == 0 ? "success" : "unknown error";
 }
 
-int fl_log_level = FL_LOG_INFO;
+_Atomic int fl_log_level = FL_LOG_INFO;
 static _Thread_local const char *fl_thread_tag = "main";
 
 void fl_log_set_thread_tag(const char *tag) { fl_thread_tag = tag; }

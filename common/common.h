@@ -5,6 +5,7 @@
 #ifndef FL_COMMON_H
 #define FL_COMMON_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,7 +44,10 @@ const char *fl_strerror(int err);
  * macro checks the level before formatting. Each thread may set a short tag (loop, train,
  * kafka, main) shown on every line. Lines go to stderr. */
 enum { FL_LOG_DEBUG, FL_LOG_INFO, FL_LOG_WARN, FL_LOG_ERROR };
-extern int fl_log_level;
+/* The level below which lines are dropped. Atomic: SIGHUP's reload writes it on the loop
+ * while every thread reads it; a plain store is an atomic store, the macro loads it relaxed
+ * (a line near the change may go either way, nothing else depends on it). */
+extern _Atomic int fl_log_level;
 void fl_log_set_thread_tag(const char *tag); /* tag must outlive the thread */
 /* A background thread's first call: the log tag, the name "flamed-<tag>" (top -H, perf,
  * bench/serve.sh), and, for nice > 0, the niceness of this thread only (Linux schedules
@@ -52,7 +56,8 @@ void fl_thread_setup(const char *tag, int nice);
 void fl_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define fl_log(level, ...)                                                                         \
   do {                                                                                             \
-    if ((level) >= fl_log_level) fl_log_write((level), __VA_ARGS__);                               \
+    if ((level) >= atomic_load_explicit(&fl_log_level, memory_order_relaxed))                      \
+      fl_log_write((level), __VA_ARGS__);                                                          \
   } while (0)
 #define fl_debug(...) fl_log(FL_LOG_DEBUG, __VA_ARGS__)
 #define fl_info(...) fl_log(FL_LOG_INFO, __VA_ARGS__)
@@ -138,6 +143,37 @@ static inline uint64_t fl_hash_bytes(const void *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
   return fl_hash64(h) | 1;
+}
+
+/* Byte order of the project's binary formats (checkpoints, RocksDB keys and values, the
+ * PyTorch zip), independent of the host's: p points at 4 or 8 bytes, any alignment.
+ * Big-endian keys sort as their numbers do (RocksDB compares bytes). */
+static inline void fl_put_le32(void *p, uint32_t v) {
+  unsigned char *b = p;
+  for (int i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void fl_put_le64(void *p, uint64_t v) {
+  fl_put_le32(p, (uint32_t)v);
+  fl_put_le32((unsigned char *)p + 4, (uint32_t)(v >> 32));
+}
+static inline void fl_put_be32(void *p, uint32_t v) {
+  unsigned char *b = p;
+  for (int i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (24 - 8 * i));
+}
+static inline uint16_t fl_get_le16(const void *p) {
+  const unsigned char *b = p;
+  return (uint16_t)(b[0] | b[1] << 8);
+}
+static inline uint32_t fl_get_le32(const void *p) {
+  const unsigned char *b = p;
+  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+static inline uint64_t fl_get_le64(const void *p) {
+  return (uint64_t)fl_get_le32(p) | (uint64_t)fl_get_le32((const unsigned char *)p + 4) << 32;
+}
+static inline uint32_t fl_get_be32(const void *p) {
+  const unsigned char *b = p;
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
 }
 
 #endif

@@ -6,6 +6,7 @@
 #ifndef FL_STATE_INTERNAL_H
 #define FL_STATE_INTERNAL_H
 
+#include "common/common.h"
 #include "state/state.h"
 
 #include <rocksdb/c.h>
@@ -61,35 +62,18 @@ size_t state__dict_mem(const state__dict *d);
 #define STATE__FMT 1
 #define STATE__ENTRY_BYTES 16
 
-static inline void state__put_u32le(char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (char)(v >> (8 * i));
-}
-static inline void state__put_u64le(char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (char)(v >> (8 * i));
-}
-static inline uint32_t state__get_u32le(const char *p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++) v |= (uint32_t)(unsigned char)p[i] << (8 * i);
-  return v;
-}
-static inline uint64_t state__get_u64le(const char *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v |= (uint64_t)(unsigned char)p[i] << (8 * i);
-  return v;
-}
-
 static inline void state__entry_put(char *p, const state_entry *e) {
   uint32_t w;
   memcpy(&w, &e->weight, 4);
-  state__put_u32le(p, e->item);
-  state__put_u32le(p + 4, w);
-  state__put_u64le(p + 8, (uint64_t)e->ts_ms);
+  fl_put_le32(p, e->item);
+  fl_put_le32(p + 4, w);
+  fl_put_le64(p + 8, (uint64_t)e->ts_ms);
 }
 static inline void state__entry_get(state_entry *e, const char *p) {
-  uint32_t w = state__get_u32le(p + 4);
-  e->item = state__get_u32le(p);
+  uint32_t w = fl_get_le32(p + 4);
+  e->item = fl_get_le32(p);
   memcpy(&e->weight, &w, 4);
-  e->ts_ms = (int64_t)state__get_u64le(p + 8);
+  e->ts_ms = (int64_t)fl_get_le64(p + 8);
 }
 
 /* Entries in a sequence value or operand, or -1 when its layout does not validate. */

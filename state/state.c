@@ -122,15 +122,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void put_u32be(char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (char)(v >> (24 - 8 * i));
-}
-static uint32_t get_u32be(const char *p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++) v = v << 8 | (unsigned char)p[i];
-  return v;
-}
-
 /* The code for a RocksDB error message. Order matters: a lock held elsewhere may also read
  * "Permission denied" on some systems, while "While open a file for lock" with EACCES is a
  * permission problem. */
@@ -386,9 +377,9 @@ static int all_empty(state_db *db) {
 
 static void counters_value(char v[17], uint64_t events, uint32_t items, uint32_t users) {
   v[0] = STATE__FMT;
-  state__put_u64le(v + 1, events);
-  state__put_u32le(v + 9, items);
-  state__put_u32le(v + 13, users);
+  fl_put_le64(v + 1, events);
+  fl_put_le32(v + 9, items);
+  fl_put_le32(v + 13, users);
 }
 
 /* Reads (or, for a new store, writes) the schema version and the counters. */
@@ -406,7 +397,7 @@ static int load_meta(state_db *db, uint32_t *items, uint32_t *users, char *err, 
     /* A new store (or one killed between its creation and this write: still empty). */
     char schema[5], counters[17], *rerr = NULL;
     schema[0] = STATE__FMT;
-    state__put_u32le(schema + 1, STATE__SCHEMA);
+    fl_put_le32(schema + 1, STATE__SCHEMA);
     counters_value(counters, 0, 0, 0);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     rocksdb_writebatch_put_cf(wb, db->cf[CF_META], "schema", 6, schema, sizeof schema);
@@ -420,7 +411,7 @@ static int load_meta(state_db *db, uint32_t *items, uint32_t *users, char *err, 
     return 0;
   }
   int ok = n == 5 && (unsigned char)v[0] == STATE__FMT;
-  uint32_t schema = ok ? state__get_u32le(v + 1) : 0;
+  uint32_t schema = ok ? fl_get_le32(v + 1) : 0;
   rocksdb_free(v);
   if (!ok) {
     set_err(err, errlen, "state: %s: malformed schema record in meta (%zu bytes)", db->dir, n);
@@ -435,10 +426,10 @@ static int load_meta(state_db *db, uint32_t *items, uint32_t *users, char *err, 
   if (rc < 0) return rc;
   ok = rc == 1 && n == 17 && (unsigned char)v[0] == STATE__FMT;
   if (ok) {
-    db->events = state__get_u64le(v + 1);
+    db->events = fl_get_le64(v + 1);
     db->sealed = db->events;
-    *items = state__get_u32le(v + 9);
-    *users = state__get_u32le(v + 13);
+    *items = fl_get_le32(v + 9);
+    *users = fl_get_le32(v + 13);
   }
   rocksdb_free(v);
   if (!ok) {
@@ -464,7 +455,7 @@ static int load_items(state_db *db, uint32_t count, char *err, size_t errlen) {
     const char *v = rocksdb_iter_value(it, &vlen);
     if (klen < 1 || k[0] != 'n')
       what = "unknown key";
-    else if (klen != 5 || get_u32be(k + 1) != db->items.n + 1 || db->items.n == count)
+    else if (klen != 5 || fl_get_be32(k + 1) != db->items.n + 1 || db->items.n == count)
       what = "reverse entries not dense from 1";
     else if (vlen < 2 || vlen > STATE_ID_MAX + 1 || (unsigned char)v[0] != STATE__FMT)
       what = "malformed reverse entry";
@@ -485,7 +476,7 @@ static int load_items(state_db *db, uint32_t count, char *err, size_t errlen) {
     if (klen < 2 || klen > STATE_ID_MAX + 1 || k[0] != 'i')
       what = "unknown key";
     else if (vlen != 5 || (unsigned char)v[0] != STATE__FMT ||
-             state__dict_find(&db->items, k + 1, klen - 1) != (int64_t)state__get_u32le(v + 1))
+             state__dict_find(&db->items, k + 1, klen - 1) != (int64_t)fl_get_le32(v + 1))
       what = "forward entry does not match the reverse one";
     else
       forward++;
@@ -537,7 +528,7 @@ static int load_users(state_db *db, uint32_t count, char *err, size_t errlen) {
       ids_cap = ids_cap ? ids_cap * 2 : 65536;
       ids = xrealloc(ids, ids_cap);
     }
-    rec[nrec++] = (user_rec){state__get_u32le(v + 1), (uint32_t)klen, nids};
+    rec[nrec++] = (user_rec){fl_get_le32(v + 1), (uint32_t)klen, nids};
     memcpy(ids + nids, k, klen);
     nids += klen;
   }
@@ -854,10 +845,10 @@ static void commit_dictionaries(state_batch *b) {
     key[0] = 'i';
     memcpy(key + 1, id, len);
     val[0] = STATE__FMT;
-    state__put_u32le(val + 1, (uint32_t)i);
+    fl_put_le32(val + 1, (uint32_t)i);
     rocksdb_writebatch_put_cf(b->wb_out, db->cf[CF_ITEMS], key, 1 + len, val, 5);
     key[0] = 'n';
-    put_u32be(key + 1, (uint32_t)i);
+    fl_put_be32(key + 1, (uint32_t)i);
     memcpy(val + 1, id, len);
     rocksdb_writebatch_put_cf(b->wb_out, db->cf[CF_ITEMS], key, 5, val, 1 + len);
   }
@@ -865,8 +856,8 @@ static void commit_dictionaries(state_batch *b) {
     size_t len;
     const char *id = state__dict_id(&db->users, (uint32_t)u, &len);
     val[0] = STATE__FMT;
-    state__put_u32le(val + 1, (uint32_t)u);
-    state__put_u64le(val + 5, (uint64_t)b->new_user_ts[u - b->user_base - 1]);
+    fl_put_le32(val + 1, (uint32_t)u);
+    fl_put_le64(val + 5, (uint64_t)b->new_user_ts[u - b->user_base - 1]);
     rocksdb_writebatch_put_cf(b->wb_out, db->cf[CF_USERS], id, len, val, 13);
   }
 }
@@ -875,7 +866,7 @@ static size_t offset_key(char *key, const char *topic, int32_t partition) {
   size_t tlen = strlen(topic);
   memcpy(key, topic, tlen);
   key[tlen] = 0;
-  put_u32be(key + tlen + 1, (uint32_t)partition);
+  fl_put_be32(key + tlen + 1, (uint32_t)partition);
   return tlen + 5;
 }
 
@@ -893,7 +884,7 @@ static void batch_build(state_batch *b, rocksdb_writebatch_t *wb) {
     char key[STATE_TOPIC_MAX + 5], val[9];
     size_t klen = offset_key(key, b->off[i].topic, b->off[i].partition);
     val[0] = STATE__FMT;
-    state__put_u64le(val + 1, (uint64_t)b->off[i].next);
+    fl_put_le64(val + 1, (uint64_t)b->off[i].next);
     rocksdb_writebatch_put_cf(wb, db->cf[CF_OFFSETS], key, klen, val, sizeof val);
   }
   char counters[17];
@@ -957,8 +948,7 @@ int state_offset_get(state_db *db, const char *topic, int32_t partition, int64_t
   }
   if (!ps) return FL_EMISSING;
   const char *v = rocksdb_pinnableslice_value(ps, &vlen);
-  int64_t x =
-      vlen == 9 && (unsigned char)v[0] == STATE__FMT ? (int64_t)state__get_u64le(v + 1) : -1;
+  int64_t x = vlen == 9 && (unsigned char)v[0] == STATE__FMT ? (int64_t)fl_get_le64(v + 1) : -1;
   rocksdb_pinnableslice_destroy(ps);
   if (x < 0) return FL_ECORRUPT;
   *next = x;

@@ -285,6 +285,27 @@ static void test_alloc_aligned(void **state) {
   free(q);
 }
 
+/* The byte-order helpers write the documented bytes whatever the host, and read them back;
+ * big-endian keys sort as their numbers. */
+static void test_byte_order(void **state) {
+  (void)state;
+  unsigned char b[9] = {0};
+  fl_put_le32(b + 1, 0x01020304u); /* unaligned */
+  assert_memory_equal(b + 1, "\x04\x03\x02\x01", 4);
+  assert_int_equal(fl_get_le32(b + 1), 0x01020304u);
+  fl_put_be32(b + 1, 0x01020304u);
+  assert_memory_equal(b + 1, "\x01\x02\x03\x04", 4);
+  assert_int_equal(fl_get_be32(b + 1), 0x01020304u);
+  fl_put_le64(b + 1, 0x0102030405060708ull);
+  assert_memory_equal(b + 1, "\x08\x07\x06\x05\x04\x03\x02\x01", 8);
+  assert_true(fl_get_le64(b + 1) == 0x0102030405060708ull);
+  assert_int_equal(fl_get_le16(b + 1), 0x0708);
+  unsigned char lo[4], hi[4];
+  fl_put_be32(lo, 255);
+  fl_put_be32(hi, 256);
+  assert_true(memcmp(lo, hi, 4) < 0);
+}
+
 static void test_sort_doubles(void **state) {
   (void)state;
   double v[] = {3.5, -1.0, 2.0, 2.0, -7.25, 0.0};
@@ -337,6 +358,7 @@ int test_common(void) {
       cmocka_unit_test(test_buf),
       cmocka_unit_test(test_alloc_aligned),
       cmocka_unit_test(test_sort_doubles),
+      cmocka_unit_test(test_byte_order),
       cmocka_unit_test(test_thread_setup),
   };
   return cmocka_run_group_tests_name("common", tests, NULL, NULL);
