@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/common.h"
+
 /* Hyper-parameters (FLAME.md defaults in model_hparams_default). */
 typedef struct {
   uint32_t C;    /* channels d (64) */
@@ -461,6 +463,45 @@ float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau
 size_t flame_ntxent_scratch(size_t B, size_t C);
 /* Bytes allocated by the workspace. */
 size_t flame_ws_bytes(const flame_ws *ws);
+
+/* ---- operations on whole networks (model/ops.c): what the daemon's trainer does with them,
+ * so that no caller edits a network's blocks or ownership fields itself ---- */
+
+/* dst = src with NI rows (NI >= src->NI): the same parameters, the new rows N(0, 0.02^2)
+ * drawn from seed (which also becomes dst's dropout seed). No gradients or moments. Aborts
+ * on out of memory (src's shape is valid). */
+void model_grow(model_sasrec *dst, const model_sasrec *src, size_t NI, uint64_t seed);
+/* dst = a parameters-only copy of src (no gradients or Adam state). Aborts like model_grow. */
+void model_copy_params(model_sasrec *dst, const model_sasrec *src);
+/* Moves src's parameter block into dst (a network without gradients or moments, e.g. for a
+ * serving snapshot); src keeps its gradients and moments, and model_free(src) frees only
+ * those. No copy: a big catalogue's table would cost its size again in memory bandwidth. */
+void model_take_params(model_sasrec *dst, model_sasrec *src);
+/* Swaps m's Adam moment blocks with *adam_m and *adam_v (either pair may be NULL): the
+ * trainer keeps a promoted round's moments for the next round this way, and the blocks it
+ * held go with m. */
+void model_swap_moments(model_sasrec *m, float **adam_m, float **adam_v);
+
+/* ---- one training step (model/train.c), shared by train_model and the daemon's rounds ---- */
+
+typedef struct train_step_ws train_step_ws;
+/* A workspace for steps of up to B samples on networks of shape hp with NI items: FLAME's
+ * (flame = 1, per_block as for flame_ws_new) or cross-entropy's activations (flame = 0);
+ * negatives > 0: a sampled softmax over that many candidates per step (model_batch.neg). */
+train_step_ws *train_step_ws_new(const model_hparams *hp, size_t B, size_t NI, int flame,
+                                 int per_block, size_t negatives);
+void train_step_ws_free(train_step_ws *w);
+/* Bytes of the pass's workspace (flame_ws_bytes or model_acts_bytes). */
+size_t train_step_ws_bytes(const train_step_ws *w);
+/* One optimizer step on the samples s[0..nb) of ds (nb <= the workspace's B): packs them
+ * (data_pack, no padding), draws the sampled candidates uniformly from 1..m->NI with rng
+ * (sampled workspaces only), clears the gradients (only the rows the batch touches when
+ * sampled), computes the loss (cross-entropy when anc is NULL, else flame_step against anc
+ * with lambda, in training mode) and takes an Adam step with lr (rows only when sampled).
+ * Returns the loss; *rec (may be NULL) gets FLAME's cross-entropy part (0 without anc). */
+float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, const data_set *ds,
+                 const data_sample *s, size_t nb, const flame_opts *fo, float lambda, float lr,
+                 fl_rng *rng, float *rec);
 
 /* See the offline training section: SASRec when anc is NULL, FLAME otherwise. */
 int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,

@@ -86,6 +86,96 @@ static int train_save_best(const train_opts *o, const model_sasrec *m, float *pa
   return err;
 }
 
+/* ---- one training step ---- */
+
+struct train_step_ws {
+  size_t B, L, K;   /* samples per step, window, sampled candidates (0: full softmax) */
+  model_acts *acts; /* cross-entropy steps */
+  flame_ws *fws;    /* FLAME steps */
+  int32_t *tok;     /* (B * L) */
+  int32_t *tgt;     /* (B) */
+  size_t *off;      /* (B + 1) */
+  int32_t *neg;     /* (K) the step's candidates */
+  int32_t *rows;    /* (B * L + B + K) item rows a sampled step touches */
+  uint8_t *mark;    /* (NI + 1) model_batch_rows's scratch */
+};
+
+train_step_ws *train_step_ws_new(const model_hparams *hp, size_t B, size_t NI, int flame,
+                                 int per_block, size_t negatives) {
+  train_step_ws *w = xcalloc(1, sizeof *w);
+  w->B = B;
+  w->L = hp->L;
+  w->K = negatives;
+  /* SASRec steps need activations; FLAME's workspace has its own plain pass */
+  if (flame)
+    w->fws = flame_ws_new(hp, B, per_block);
+  else
+    w->acts = model_acts_new(hp, B, B * w->L);
+  w->tok = xmalloc(B * w->L * sizeof(int32_t));
+  w->tgt = xmalloc(B * sizeof(int32_t));
+  w->off = xmalloc((B + 1) * sizeof(size_t));
+  if (w->K) {
+    w->neg = xmalloc(w->K * sizeof(int32_t));
+    w->rows = xmalloc((B * w->L + B + w->K) * sizeof(int32_t));
+    w->mark = xcalloc(NI + 1, 1);
+  }
+  return w;
+}
+
+void train_step_ws_free(train_step_ws *w) {
+  if (!w) return;
+  model_acts_free(w->acts);
+  flame_ws_free(w->fws);
+  free(w->tok);
+  free(w->tgt);
+  free(w->off);
+  free(w->neg);
+  free(w->rows);
+  free(w->mark);
+  free(w);
+}
+
+size_t train_step_ws_bytes(const train_step_ws *w) {
+  return w->fws ? flame_ws_bytes(w->fws) : model_acts_bytes(w->acts);
+}
+
+/* The loss of batch bt (gradients accumulated): FLAME against anc, or cross-entropy. */
+static float train_loss(model_sasrec *m, const model_sasrec *anc, train_step_ws *w,
+                        const model_batch *bt, const flame_opts *fo, float lambda, float *rec) {
+  if (!anc) {
+    float loss = model_forward(m, w->acts, bt, 1);
+    model_backward(m, w->acts, bt);
+    return loss;
+  }
+  flame_parts parts;
+  float loss = flame_step(m, anc, w->fws, bt, fo, lambda, 1, &parts);
+  *rec = parts.rec;
+  return loss;
+}
+
+float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, const data_set *ds,
+                 const data_sample *s, size_t nb, const flame_opts *fo, float lambda, float lr,
+                 fl_rng *rng, float *rec) {
+  model_batch bt;
+  float r = 0.0f, loss;
+  data_pack(ds, s, nb, w->L, 0, w->tok, w->off, w->tgt, &bt);
+  if (w->K) { /* a big catalogue: only the rows a step touches are zeroed and moved */
+    for (size_t k = 0; k < w->K; k++) w->neg[k] = (int32_t)(1 + fl_rng_below(rng, m->NI));
+    bt.neg = w->neg;
+    bt.nneg = w->K;
+    size_t nrows = model_batch_rows(&bt, w->mark, w->rows);
+    model_zero_grad_rows(m, w->rows, nrows);
+    loss = train_loss(m, anc, w, &bt, fo, lambda, &r);
+    model_adam_step_rows(m, lr, w->rows, nrows);
+  } else {
+    model_zero_grad(m);
+    loss = train_loss(m, anc, w, &bt, fo, lambda, &r);
+    model_adam_step(m, lr);
+  }
+  if (rec) *rec = r;
+  return loss;
+}
+
 int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
                 const train_opts *o, train_result *r) {
   memset(r, 0, sizeof *r);
@@ -96,13 +186,9 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
     free(samples);
     return FL_EEMPTY;
   }
-  size_t B = o->batch, L = m->hp.L;
+  size_t B = o->batch;
   model_train_alloc(m);
-  /* SASRec steps need activations; FLAME's workspace has its own plain pass */
-  model_acts *a = anc ? NULL : model_acts_new(&m->hp, B, B * L);
-  flame_ws *ws = anc ? flame_ws_new(&m->hp, B, fo->per_block) : NULL;
-  int32_t *tok = xmalloc(B * L * sizeof(int32_t)), *tgt = xmalloc(B * sizeof(int32_t));
-  size_t *off = xmalloc((B + 1) * sizeof(size_t));
+  train_step_ws *ws = train_step_ws_new(&m->hp, B, m->NI, anc != NULL, anc ? fo->per_block : 0, 0);
   float *best = xmalloc(m->nparams * sizeof(float));
   memcpy(best, m->params, m->nparams * sizeof(float));
   /* The run's progress, all of it in st: what a state file holds is what the loop uses. */
@@ -154,20 +240,12 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
       }
       size_t nb = per_epoch - done < B ? per_epoch - done : B;
       if (nb > ns - st.cursor) nb = ns - st.cursor;
-      model_batch bt;
-      data_pack(ds, samples + st.cursor, nb, L, 0, tok, off, tgt, &bt);
+      float rec;
+      loss_sum +=
+          train_step(m, anc, ws, ds, samples + st.cursor, nb, fo, lambda, o->lr, &rng, &rec);
+      rec_sum += rec;
       st.cursor += nb;
       done += nb;
-      model_zero_grad(m);
-      if (anc) {
-        flame_parts parts;
-        loss_sum += flame_step(m, anc, ws, &bt, fo, lambda, 1, &parts);
-        rec_sum += parts.rec;
-      } else {
-        loss_sum += model_forward(m, a, &bt, 1);
-        model_backward(m, a, &bt);
-      }
-      model_adam_step(m, o->lr);
       steps++;
     }
     if (err) break;
@@ -220,14 +298,10 @@ int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, 
   }
   r->wall_sec = fl_now() - t0;
   r->param_bytes = m->nparams * sizeof(float);
-  r->train_act_bytes = ws ? flame_ws_bytes(ws) : model_acts_bytes(a);
+  r->train_act_bytes = train_step_ws_bytes(ws);
   r->eval_act_bytes = eval_workspace_bytes(m);
   free(best);
-  free(off);
-  free(tgt);
-  free(tok);
-  model_acts_free(a);
-  flame_ws_free(ws);
+  train_step_ws_free(ws);
   free(samples);
   return err;
 }
