@@ -382,12 +382,18 @@ static void set_paused(stream_consumer *c, int paused) {
   c->st.paused = paused;
 }
 
-/* Whether a drain may take messages: the writer has room and the disk has space. */
+/* Whether a drain may take messages: the writer has room and the disk has space. Room is
+ * counted in flights not yet landed, not in the writer's queue: a write the writer finished
+ * has left its queue but stays in flight here until collect() lands it, and the ring holds
+ * state.write_queue of them plus the one being filled. Counting the writer's queue let a drain
+ * between a write's end and its landing seal one flight too many, and the new current flight
+ * was the oldest one, reset before it landed: its events went uncounted and unannounced to
+ * the trainer (a burst of writes after a frozen disk thawed showed it; the data was stored). */
 static int accepting(stream_consumer *c) {
   state_writer_status ws;
   state_writer_status_get(c->writer, &ws);
   c->st.low_space = ws.low_space;
-  return ws.queued < (size_t)c->cfg->state.write_queue && !ws.low_space;
+  return c->fl_n < (size_t)c->cfg->state.write_queue && !ws.low_space;
 }
 
 static void flight_reset(flight *f) {
@@ -487,6 +493,7 @@ static void on_idle(uv_idle_t *h);
 
 static void drain(stream_consumer *c) {
   if (c->finished) return;
+  collect(c); /* land finished writes first: their flights' places are free again */
   int take_msgs = !c->stopping && accepting(c);
   if (!c->stopping) set_paused(c, !take_msgs);
   size_t max = (size_t)c->cfg->stream.batch_max;
