@@ -102,6 +102,22 @@ static void stats_line(flamed *d) {
 
 static void on_stats(uv_timer_t *t) { stats_line(t->data); }
 
+/* The consumer's commit hook, on the loop, for every batch made durable: the data path from
+ * ingest to the trainer (each user run in the batch, a batch being mostly runs per partition,
+ * is one note of its new events), then the API's figures and its online evaluation. */
+static void on_commit(void *ctx, const stream_stored *ev, size_t n) {
+  flamed *d = ctx;
+  for (size_t i = 0; i < n && d->tr; i++) {
+    size_t j = i;
+    while (j + 1 < n && ev[j + 1].user == ev[i].user) j++;
+    size_t len;
+    const char *id = state_user_id(d->db, ev[i].user, &len);
+    if (id) trainer_touch(d->tr, id, len, j - i + 1);
+    i = j;
+  }
+  api_on_stored(d->api, ev, n);
+}
+
 static void on_consumer_closed(void *arg) {
   flamed *d = arg;
   uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -371,7 +387,7 @@ int main(int argc, char **argv) {
     fl_error("%s", err);
     goto out_servers;
   }
-  stream_consumer_on_commit(d.consumer, api_on_commit, d.api);
+  stream_consumer_on_commit(d.consumer, on_commit, &d);
   api_deps_of(d.api)->consumer = d.consumer;
   api_deps_of(d.api)->server = d.http;
   api_deps_of(d.api)->admin = d.admin;

@@ -11,7 +11,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <http_parser.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -28,37 +27,6 @@
 #include "stream/event.h"
 
 enum { STATUS_SAMPLES = 120 };
-
-/* Routes, for the request metrics. */
-enum {
-  R_RECOMMEND_GET,
-  R_RECOMMEND_POST,
-  R_HISTORY,
-  R_MODEL,
-  R_HEALTHZ,
-  R_READYZ,
-  R_METRICS,
-  R_STATUS,
-  R_ADMIN,
-  R_OTHER,
-  R_COUNT
-};
-static const char *const route_names[R_COUNT] = {
-    "recommend_get", "recommend_post", "history", "model", "healthz",
-    "readyz",        "metrics",        "status",  "admin", "other"};
-
-/* Latency buckets (seconds) of the request histograms. */
-static const double lat_le[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
-#define NLAT (sizeof lat_le / sizeof lat_le[0])
-#define NCODES 16
-
-typedef struct {
-  int code[NCODES]; /* statuses seen on this route, 0 = free */
-  uint64_t count[NCODES];
-  uint64_t lat[NLAT + 1]; /* cumulative at output time; per-bucket here (last: +Inf) */
-  double lat_sum;
-  uint64_t lat_n;
-} route_stats;
 
 /* Events that may wait for the online evaluation's thread (oeval.h). */
 #define ONLINE_QUEUE 256
@@ -83,7 +51,7 @@ struct api {
   size_t nsamples;
   double t0;    /* when the request being handled arrived */
   int deferred; /* its answer was deferred: recorded when sent */
-  route_stats rs[R_COUNT];
+  route_stats rs[API__R_COUNT];
   oeval *oe;               /* the online evaluation's thread (NULL: api.online_eval_per_s 0) */
   double bucket, bucket_t; /* its token bucket (events) */
   uint32_t *hist;          /* scratch: a user's history as item indices */
@@ -498,7 +466,7 @@ static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
     reply_error(rs, 500, "cannot read the user's history: %s", fl_strerror(rc));
     return;
   }
-  recommend_reply(a, rq, R_RECOMMEND_GET, rs, user, ulen, a->hist, n, k, exclude);
+  recommend_reply(a, rq, API__R_RECOMMEND_GET, rs, user, ulen, a->hist, n, k, exclude);
 }
 
 static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
@@ -560,7 +528,7 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
     memmove(a->hist, a->hist + (n - max), max * sizeof *a->hist);
     n = max;
   }
-  recommend_reply(a, rq, R_RECOMMEND_POST, rs, NULL, 0, a->hist, n, k, exclude);
+  recommend_reply(a, rq, API__R_RECOMMEND_POST, rs, NULL, 0, a->hist, n, k, exclude);
 }
 
 static void get_history(api *a, const char *enc, http_resp *rs) {
@@ -678,205 +646,29 @@ static int ready(api *a, const char **why) {
 
 /* ---- metrics ---- */
 
-static void hist_ms(fl_buf *b, const char *name, const char *help, const uint64_t *h) {
-  static const int le[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
-  fl_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-  uint64_t cum = 0, total = 0;
-  double sum = 0;
-  for (int i = 0; i <= STREAM_LAT_MS; i++) {
-    total += h[i];
-    sum += (double)h[i] * (i + 0.5) / 1000.0;
-  }
-  size_t j = 0;
-  for (int i = 0; i <= STREAM_LAT_MS && j < sizeof le / sizeof *le; i++) {
-    cum += h[i];
-    if (i + 1 == le[j]) { /* bucket i holds [i, i+1) ms */
-      fl_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, le[j] / 1000.0, cum);
-      j++;
-    }
-  }
-  fl_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
-                total, name, sum, name, total);
-}
-
-/* The five online metrics of one model (prefix "online" or "online_baseline"). */
-static void online_metrics(fl_buf *b, const char *pre, const char *who, uint64_t events,
-                           double hr10, double ndcg10) {
-  double n = events ? (double)events : 1.0;
-  fl_buf_printf(b,
-                "# HELP flamed_%s_events_total Incoming events ranked by %s before being "
-                "applied (prequential evaluation).\n"
-                "# TYPE flamed_%s_events_total counter\nflamed_%s_events_total %" PRIu64 "\n"
-                "# HELP flamed_%s_hits10_total Of those, events whose item ranked in the top "
-                "10.\n# TYPE flamed_%s_hits10_total counter\nflamed_%s_hits10_total %.0f\n"
-                "# HELP flamed_%s_ndcg10_sum Sum of their NDCG@10.\n"
-                "# TYPE flamed_%s_ndcg10_sum counter\nflamed_%s_ndcg10_sum %.6f\n"
-                "# HELP flamed_%s_hr10 Online HR@10 since start.\n"
-                "# TYPE flamed_%s_hr10 gauge\nflamed_%s_hr10 %.6f\n"
-                "# HELP flamed_%s_ndcg10 Online NDCG@10 since start.\n"
-                "# TYPE flamed_%s_ndcg10 gauge\nflamed_%s_ndcg10 %.6f\n",
-                pre, who, pre, pre, events, pre, pre, pre, hr10, pre, pre, pre, ndcg10, pre, pre,
-                pre, hr10 / n, pre, pre, pre, ndcg10 / n);
-}
-
+/* The figures of every part, gathered for metrics_page. */
 static void get_metrics(api *a, http_resp *rs) {
-  fl_buf *b = &rs->body;
+  stream_stats st;
+  trainer_stats ts;
+  http_stats hs[2];
+  if (a->d.consumer) stream_consumer_stats(a->d.consumer, &st);
+  if (a->d.tr) trainer_get_stats(a->d.tr, &ts);
+  if (a->d.server) http_server_stats(a->d.server, &hs[0]);
+  if (a->d.admin) http_server_stats(a->d.admin, &hs[1]);
+  serve_model *s = serve_slot_get(a->d.slot);
+  metrics_input in = {.st = a->d.consumer ? &st : NULL,
+                      .tr = a->d.tr ? &ts : NULL,
+                      .version = s ? s->version : 0,
+                      .age_s = s && s->trained_at_ms ? model_age_s(s) : 0,
+                      .swaps = a->d.slot->swaps,
+                      .fallbacks = a->fallbacks,
+                      .online = online_sums(a),
+                      .routes = a->rs,
+                      .http = {a->d.server ? &hs[0] : NULL, a->d.admin ? &hs[1] : NULL}};
+  serve_model_unref(s);
   rs->status = 200;
   rs->content_type = "text/plain; version=0.0.4";
-  if (a->d.consumer) {
-    stream_stats s;
-    stream_consumer_stats(a->d.consumer, &s);
-    fl_buf_printf(
-        b,
-        "# HELP flamed_events_consumed_total Kafka messages consumed, every outcome.\n"
-        "# TYPE flamed_events_consumed_total counter\nflamed_events_consumed_total %" PRIu64
-        "\n# HELP flamed_events_stored_total Events written to the state.\n"
-        "# TYPE flamed_events_stored_total counter\nflamed_events_stored_total %" PRIu64
-        "\n# HELP flamed_events_filtered_total Events dropped by a type weight of 0.\n"
-        "# TYPE flamed_events_filtered_total counter\nflamed_events_filtered_total %" PRIu64
-        "\n# HELP flamed_events_rejected_total Malformed events, by reason.\n"
-        "# TYPE flamed_events_rejected_total counter\n",
-        s.messages, s.stored, s.filtered);
-    for (int r = 1; r < STREAM_R_COUNT; r++)
-      fl_buf_printf(b, "flamed_events_rejected_total{reason=\"%s\"} %" PRIu64 "\n",
-                    stream_reason_name((stream_reason)r), s.rejected[r]);
-    fl_buf_printf(
-        b,
-        "# HELP flamed_consumer_lag Messages behind the partitions' high watermarks (-1 "
-        "unknown).\n# TYPE flamed_consumer_lag gauge\nflamed_consumer_lag %" PRId64 "\n"
-        "# HELP flamed_partitions_assigned Kafka partitions this instance owns.\n"
-        "# TYPE flamed_partitions_assigned gauge\nflamed_partitions_assigned %d\n"
-        "# HELP flamed_state_write_failures_total State writes that failed and were "
-        "retried.\n# TYPE flamed_state_write_failures_total counter\n"
-        "flamed_state_write_failures_total %" PRIu64 "\n"
-        "# HELP flamed_dead_letter_total Rejected events delivered to the dead-letter "
-        "topic.\n# TYPE flamed_dead_letter_total counter\nflamed_dead_letter_total %" PRIu64 "\n",
-        s.lag, s.assigned, s.write_failures, s.dlq_sent);
-    stream_stats_fault_metrics(b, &s);
-    hist_ms(b, "flamed_state_write_seconds", "Duration of a state write (one batch).", s.write_ms);
-    hist_ms(b, "flamed_ingest_latency_seconds",
-            "From an event's Kafka timestamp to its event being durable in the state.", s.lat_ms);
-  }
-  if (a->d.tr) {
-    trainer_stats st;
-    trainer_get_stats(a->d.tr, &st);
-    fl_buf_printf(b, "# HELP flamed_train_rounds_total Fine-tuning rounds, by outcome.\n"
-                     "# TYPE flamed_train_rounds_total counter\n");
-    for (int o = 0; o < TRAINER_OUTCOMES; o++)
-      fl_buf_printf(b, "flamed_train_rounds_total{outcome=\"%s\"} %" PRIu64 "\n",
-                    trainer_outcome_name(o), st.outcomes[o]);
-    fl_buf_printf(
-        b,
-        "# HELP flamed_train_loss Mean FLAME loss of the last round.\n"
-        "# TYPE flamed_train_loss gauge\nflamed_train_loss %g\n"
-        "# HELP flamed_train_round_seconds Duration of the last round.\n"
-        "# TYPE flamed_train_round_seconds gauge\nflamed_train_round_seconds %g\n"
-        "# HELP flamed_train_paused 1 while training is paused.\n"
-        "# TYPE flamed_train_paused gauge\nflamed_train_paused %d\n"
-        "# HELP flamed_model_promotions_total Candidates promoted to serving.\n"
-        "# TYPE flamed_model_promotions_total counter\nflamed_model_promotions_total %" PRIu64
-        "\n# HELP flamed_model_rejections_total Candidates rejected, by reason.\n"
-        "# TYPE flamed_model_rejections_total counter\n"
-        "flamed_model_rejections_total{reason=\"worse\"} %" PRIu64 "\n"
-        "flamed_model_rejections_total{reason=\"nonfinite\"} %" PRIu64 "\n"
-        "# HELP flamed_anchor_version Version of the frozen anchor (0: none yet).\n"
-        "# TYPE flamed_anchor_version gauge\nflamed_anchor_version %" PRIu64 "\n",
-        st.rounds ? st.last.loss : 0.0, st.rounds ? st.last.sec : 0.0, st.paused,
-        st.outcomes[TRAINER_PROMOTED], st.outcomes[TRAINER_REJECTED_WORSE],
-        st.outcomes[TRAINER_REJECTED_NONFINITE], st.anchor_version);
-    fl_buf_printf(b,
-                  "# HELP flamed_model_quarantined_total Corrupt checkpoints moved into "
-                  "<model dir>/corrupt at start.\n# TYPE flamed_model_quarantined_total "
-                  "counter\nflamed_model_quarantined_total %" PRIu64 "\n",
-                  st.quarantined);
-  }
-  serve_model *s = serve_slot_get(a->d.slot);
-  double age = s && s->trained_at_ms ? model_age_s(s) : 0;
-  fl_buf_printf(b,
-                "# HELP flamed_model_version Version of the serving model (0: popularity only).\n"
-                "# TYPE flamed_model_version gauge\nflamed_model_version %" PRIu64 "\n"
-                "# HELP flamed_model_age_seconds Seconds since the serving model was trained.\n"
-                "# TYPE flamed_model_age_seconds gauge\nflamed_model_age_seconds %.3f\n"
-                "# HELP flamed_model_swaps_total Publications and rollbacks of serving models.\n"
-                "# TYPE flamed_model_swaps_total counter\nflamed_model_swaps_total %" PRIu64 "\n"
-                "# HELP flamed_recommend_fallbacks_total Recommendations answered from "
-                "popularity.\n# TYPE flamed_recommend_fallbacks_total counter\n"
-                "flamed_recommend_fallbacks_total %" PRIu64 "\n",
-                s ? s->version : 0, age, a->d.slot->swaps, a->fallbacks);
-  serve_model_unref(s);
-  oeval_sums on = online_sums(a);
-  online_metrics(b, "online", "the serving model", on.events, on.hr10, on.ndcg10);
-  if (on.base_events)
-    online_metrics(b, "online_baseline", "the anchor's weights (the baseline)", on.base_events,
-                   on.base_hr10, on.base_ndcg10);
-  fl_buf_printf(b, "# HELP flamed_http_requests_total HTTP requests, by route and status.\n"
-                   "# TYPE flamed_http_requests_total counter\n");
-  for (int r = 0; r < R_COUNT; r++)
-    for (int c = 0; c < NCODES && a->rs[r].code[c]; c++)
-      fl_buf_printf(b, "flamed_http_requests_total{route=\"%s\",code=\"%d\"} %" PRIu64 "\n",
-                    route_names[r], a->rs[r].code[c], a->rs[r].count[c]);
-  fl_buf_printf(b, "# HELP flamed_http_request_duration_seconds Time to answer a request, by "
-                   "route (parsing to response queued).\n"
-                   "# TYPE flamed_http_request_duration_seconds histogram\n");
-  for (int r = 0; r < R_COUNT; r++) {
-    const route_stats *q = &a->rs[r];
-    if (!q->lat_n) continue;
-    uint64_t cum = 0;
-    for (size_t i = 0; i < NLAT; i++) {
-      cum += q->lat[i];
-      fl_buf_printf(
-          b, "flamed_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64 "\n",
-          route_names[r], lat_le[i], cum);
-    }
-    fl_buf_printf(b,
-                  "flamed_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64
-                  "\nflamed_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-                  "flamed_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
-                  route_names[r], q->lat_n, route_names[r], q->lat_sum, route_names[r], q->lat_n);
-  }
-  http_server *servers[2] = {a->d.server, a->d.admin};
-  static const char *const which[2] = {"api", "admin"};
-  fl_buf_printf(b, "# HELP flamed_http_connections_open Open connections, by listener.\n"
-                   "# TYPE flamed_http_connections_open gauge\n");
-  http_stats hs[2];
-  for (int i = 0; i < 2; i++) {
-    if (!servers[i]) continue;
-    http_server_stats(servers[i], &hs[i]);
-    fl_buf_printf(b, "flamed_http_connections_open{listener=\"%s\"} %zu\n", which[i], hs[i].open);
-  }
-  fl_buf_printf(b, "# HELP flamed_http_refused_total Requests refused before routing (bad "
-                   "framing, limits, connection cap), by listener.\n"
-                   "# TYPE flamed_http_refused_total counter\n");
-  for (int i = 0; i < 2; i++)
-    if (servers[i])
-      fl_buf_printf(b, "flamed_http_refused_total{listener=\"%s\"} %" PRIu64 "\n", which[i],
-                    hs[i].bad_requests);
-  fl_buf_printf(b, "# HELP flamed_http_connections_refused_total Connections answered 503 on "
-                   "accept, by listener and cap (api.max_conns, api.max_conns_per_peer).\n"
-                   "# TYPE flamed_http_connections_refused_total counter\n");
-  for (int i = 0; i < 2; i++)
-    if (servers[i])
-      fl_buf_printf(b,
-                    "flamed_http_connections_refused_total{listener=\"%s\",reason=\"max_conns\"} "
-                    "%" PRIu64 "\n"
-                    "flamed_http_connections_refused_total{listener=\"%s\",reason=\"max_conns_"
-                    "per_peer\"} %" PRIu64 "\n",
-                    which[i], hs[i].refused_full, which[i], hs[i].refused_peer);
-  fl_buf_printf(b, "# HELP flamed_http_connections_timed_out_total Connections closed by a "
-                   "timeout, by listener and timeout (header: api.header_timeout_ms, request: "
-                   "api.request_timeout_ms, idle: api.idle_timeout_ms).\n"
-                   "# TYPE flamed_http_connections_timed_out_total counter\n");
-  for (int i = 0; i < 2; i++)
-    if (servers[i])
-      fl_buf_printf(b,
-                    "flamed_http_connections_timed_out_total{listener=\"%s\",timeout=\"header\"} "
-                    "%" PRIu64 "\n"
-                    "flamed_http_connections_timed_out_total{listener=\"%s\",timeout=\"request\"} "
-                    "%" PRIu64 "\n"
-                    "flamed_http_connections_timed_out_total{listener=\"%s\",timeout=\"idle\"} "
-                    "%" PRIu64 "\n",
-                    which[i], hs[i].closed_header, which[i], hs[i].closed_timeout, which[i],
-                    hs[i].closed_idle);
+  metrics_page(&rs->body, &in);
 }
 
 /* Appends (t, a->stored) to the status page's samples (dropping the oldest when full). */
@@ -921,11 +713,11 @@ static void get_status(api *a, http_resp *rs) {
 static void record(api *a, int route, int status, double sec) {
   route_stats *q = &a->rs[route];
   int c = 0;
-  while (c < NCODES - 1 && q->code[c] && q->code[c] != status) c++;
+  while (c < API__NCODES - 1 && q->code[c] && q->code[c] != status) c++;
   q->code[c] = status;
   q->count[c]++;
   size_t i = 0;
-  while (i < NLAT && sec > lat_le[i]) i++;
+  while (i < API__NLAT && sec > api__lat_le[i]) i++;
   q->lat[i]++;
   q->lat_sum += sec;
   q->lat_n++;
@@ -936,40 +728,18 @@ enum { M_GET = 1, M_POST = 2 };
 
 /* 1 when rq's method is one the route takes (methods, M_*); else rs is a 405 with its Allow. */
 static int method_ok(const http_req *rq, unsigned methods, http_resp *rs) {
-  if (((methods & M_GET) && (rq->method == HTTP_GET || rq->method == HTTP_HEAD)) ||
-      ((methods & M_POST) && rq->method == HTTP_POST))
+  if (((methods & M_GET) && (rq->method == HTTP_M_GET || rq->method == HTTP_M_HEAD)) ||
+      ((methods & M_POST) && rq->method == HTTP_M_POST))
     return 1;
   rs->allow = methods == M_POST ? "POST" : methods & M_POST ? "GET, HEAD, POST" : "GET, HEAD";
   reply_error(rs, 405, "method not allowed here: use %s", rs->allow);
   return 0;
 }
 
-/* The route of path p (R_RECOMMEND_GET for both /v1/recommend routes; R_OTHER: none) and the
- * methods it takes. */
-static int route_of(const char *p, unsigned *methods) {
-  size_t n = strlen(p);
-  *methods = M_GET;
-  if (!strcmp(p, "/v1/recommend")) {
-    *methods = M_GET | M_POST;
-    return R_RECOMMEND_GET;
-  }
-  if (!strncmp(p, "/v1/users/", 10) && n > 18 && !strcmp(p + n - 8, "/history")) return R_HISTORY;
-  static const struct {
-    const char *path;
-    int route;
-  } fixed[] = {{"/v1/model", R_MODEL},
-               {"/healthz", R_HEALTHZ},
-               {"/readyz", R_READYZ},
-               {"/metrics", R_METRICS},
-               {"/", R_STATUS}};
-  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-    if (!strcmp(p, fixed[i].path)) return fixed[i].route;
-  return R_OTHER;
-}
-
-/* GET /v1/users/<id>/history, path p. */
-static void history_route(api *a, const char *p, http_resp *rs) {
+/* GET /v1/users/<id>/history: the id between the route's prefix and suffix. */
+static void history_route(api *a, const http_req *rq, http_resp *rs) {
   char enc[3 * STATE_ID_MAX + 1];
+  const char *p = rq->path;
   size_t n = strlen(p) - 18;
   if (n >= sizeof enc || memchr(p + 10, '/', n)) {
     reply_error(rs, 404, "no such route");
@@ -986,50 +756,87 @@ static void reply_status(http_resp *rs, const char *status) {
   reply_json(rs, 200, j);
 }
 
+static void healthz_route(api *a, const http_req *rq, http_resp *rs) {
+  (void)a, (void)rq;
+  reply_status(rs, "ok");
+}
+
+static void readyz_route(api *a, const http_req *rq, http_resp *rs) {
+  (void)rq;
+  const char *why = NULL;
+  if (ready(a, &why))
+    reply_status(rs, "ready");
+  else
+    reply_error(rs, 503, "not ready: %s", why);
+}
+
+static void model_route(api *a, const http_req *rq, http_resp *rs) {
+  (void)rq;
+  get_model(a, rs);
+}
+
+static void metrics_route(api *a, const http_req *rq, http_resp *rs) {
+  (void)rq;
+  get_metrics(a, rs);
+}
+
+static void status_route(api *a, const http_req *rq, http_resp *rs) {
+  (void)rq;
+  get_status(a, rs);
+}
+
+typedef void (*route_fn)(api *a, const http_req *rq, http_resp *rs);
+
+/* The public routes. A path matches a route when it equals path, or, with a suffix, when it
+ * starts with path, ends with suffix and has something between them. get serves GET and
+ * HEAD, post serves POST (NULL: the method is not taken); id and post_id name the route in
+ * the request metrics. */
+static const struct route {
+  const char *path, *suffix;
+  route_fn get, post;
+  int id, post_id;
+} routes[] = {
+    {"/v1/recommend", NULL, get_recommend, post_recommend, API__R_RECOMMEND_GET,
+     API__R_RECOMMEND_POST},
+    {"/v1/users/", "/history", history_route, NULL, API__R_HISTORY, 0},
+    {"/v1/model", NULL, model_route, NULL, API__R_MODEL, 0},
+    {"/healthz", NULL, healthz_route, NULL, API__R_HEALTHZ, 0},
+    {"/readyz", NULL, readyz_route, NULL, API__R_READYZ, 0},
+    {"/metrics", NULL, metrics_route, NULL, API__R_METRICS, 0},
+    {"/", NULL, status_route, NULL, API__R_STATUS, 0},
+};
+
+static const struct route *route_of(const char *p) {
+  size_t n = strlen(p);
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    const struct route *r = &routes[i];
+    size_t pl = strlen(r->path), sl = r->suffix ? strlen(r->suffix) : 0;
+    if (!r->suffix ? !strcmp(p, r->path)
+                   : n > pl + sl && !strncmp(p, r->path, pl) && !strcmp(p + n - sl, r->suffix))
+      return r;
+  }
+  return NULL;
+}
+
 void api_handle(void *ctx, const http_req *rq, http_resp *rs) {
   api *a = ctx;
   double t0 = a->t0 = fl_now();
-  unsigned methods;
-  int route = route_of(rq->path, &methods);
-  const char *why = NULL;
-  if (route == R_OTHER) {
+  const struct route *r = route_of(rq->path);
+  int id = API__R_OTHER;
+  if (!r) {
     reply_error(rs, 404, "no such route");
-  } else if (method_ok(rq, methods, rs)) {
-    if (route == R_RECOMMEND_GET && rq->method == HTTP_POST) route = R_RECOMMEND_POST;
-    switch (route) {
-    case R_RECOMMEND_GET:
-      get_recommend(a, rq, rs);
-      break;
-    case R_RECOMMEND_POST:
-      post_recommend(a, rq, rs);
-      break;
-    case R_HISTORY:
-      history_route(a, rq->path, rs);
-      break;
-    case R_MODEL:
-      get_model(a, rs);
-      break;
-    case R_HEALTHZ:
-      reply_status(rs, "ok");
-      break;
-    case R_READYZ:
-      if (ready(a, &why))
-        reply_status(rs, "ready");
-      else
-        reply_error(rs, 503, "not ready: %s", why);
-      break;
-    case R_METRICS:
-      get_metrics(a, rs);
-      break;
-    default:
-      get_status(a, rs);
-      break;
+  } else {
+    id = r->id;
+    if (method_ok(rq, M_GET | (r->post ? M_POST : 0), rs)) {
+      int post = rq->method == HTTP_M_POST;
+      if (post) id = r->post_id;
+      (post ? r->post : r->get)(a, rq, rs);
     }
   }
   if (a->deferred)
     a->deferred = 0; /* recorded when its answer is sent */
   else
-    record(a, route, rs->status, fl_now() - t0);
+    record(a, id, rs->status, fl_now() - t0);
 }
 
 /* Constant-time comparison of the Authorization header with "Bearer <token>" (the scheme is
@@ -1101,30 +908,20 @@ void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs) {
     reply_json(rs, status, j);
   }
 done:
-  record(a, R_ADMIN, rs->status, fl_now() - t0);
+  record(a, API__R_ADMIN, rs->status, fl_now() - t0);
 }
 
-/* ---- the commit hook ---- */
+/* ---- events made durable ---- */
 
 /* The online evaluation: the loop picks the events (a token bucket of api.online_eval_per_s,
  * at most ONLINE_BATCH_MAX a batch, since finding the history before an event scans the
  * batch) and hands them to the evaluation thread (oeval.h), which ranks them. */
 #define ONLINE_BATCH_MAX 64
 
-void api_on_commit(void *ctx, const stream_stored *ev, size_t n) {
-  api *a = ctx;
+void api_on_stored(api *a, const stream_stored *ev, size_t n) {
   a->stored += n;
   double tnow = fl_now();
   if (!a->nsamples || tnow - a->samples[a->nsamples - 1].t >= 1.0) sample_stored(a, tnow);
-  /* touched users: one note per user run in the batch (a batch is mostly runs per partition) */
-  for (size_t i = 0; i < n && a->d.tr; i++) {
-    size_t j = i;
-    while (j + 1 < n && ev[j + 1].user == ev[i].user) j++;
-    size_t len;
-    const char *id = state_user_id(a->d.db, ev[i].user, &len);
-    if (id) trainer_touch(a->d.tr, id, len, j - i + 1);
-    i = j;
-  }
   /* online evaluation: a token bucket of api.online_eval_per_s */
   double rate = (double)a->d.cfg->api.online_eval_per_s, now = fl_now();
   if (rate <= 0 || !a->oe) return;

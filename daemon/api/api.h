@@ -63,8 +63,9 @@ api_deps *api_deps_of(api *a);
 void api_handle(void *ctx, const http_req *rq, http_resp *rs);
 void api_admin_handle(void *ctx, const http_req *rq, http_resp *rs);
 
-/* The consumer's commit hook (ctx = the api): touched users for the trainer, and the online
- * evaluation of a rate-limited sample of the new events against the serving model. */
-void api_on_commit(void *ctx, const stream_stored *ev, size_t n);
+/* Events just made durable (the daemon's commit hook passes them on, on the loop): counted for
+ * the status page's ingest chart, and a rate-limited sample of them handed to the online
+ * evaluation against the serving model. */
+void api_on_stored(api *a, const stream_stored *ev, size_t n);
 
 #endif

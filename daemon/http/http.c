@@ -28,6 +28,11 @@
 #include <string.h>
 #include <strings.h>
 
+_Static_assert((int)HTTP_M_DELETE == (int)HTTP_DELETE && (int)HTTP_M_GET == (int)HTTP_GET &&
+                   (int)HTTP_M_HEAD == (int)HTTP_HEAD && (int)HTTP_M_POST == (int)HTTP_POST &&
+                   (int)HTTP_M_PUT == (int)HTTP_PUT,
+               "http_req_method follows http-parser's numbers");
+
 #define READ_CHUNK 16384
 #define LINGER_MS 2000  /* longest a graceful close waits for the client's FIN */
 #define RETRY_AFTER_S 1 /* the Retry-After of a refusal over a connection cap */
@@ -494,7 +499,7 @@ static int on_complete(http_parser *p) {
   char *q = strchr(c->url.p, '?');
   if (q) *q++ = 0;
   c->head_only = p->method == HTTP_HEAD; /* kept until the answer is sent (a deferral too) */
-  http_req rq = {.method = p->method,
+  http_req rq = {.method = (http_req_method)p->method,
                  .path = c->url.p,
                  .query = q ? q : "",
                  .auth = c->auth.n ? c->auth.p : NULL,

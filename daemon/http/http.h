@@ -37,14 +37,25 @@
 
 typedef struct http_server http_server;
 
+/* Request methods, numbered as http-parser numbers them (the server passes the parser's value
+ * on and checks the numbers at compile time), so that handlers need not know the parser. A
+ * method not named here arrives with the parser's number and matches no route. */
+typedef enum {
+  HTTP_M_DELETE = 0,
+  HTTP_M_GET = 1,
+  HTTP_M_HEAD = 2,
+  HTTP_M_POST = 3,
+  HTTP_M_PUT = 4
+} http_req_method;
+
 /* One complete request. Pointers are valid during the handler call only. A HEAD reaches the
- * handler as HTTP_HEAD: answer it as the GET (the server sends no body). */
+ * handler as HTTP_M_HEAD: answer it as the GET (the server sends no body). */
 typedef struct {
-  int method;        /* enum http_method of http_parser.h (HTTP_GET, HTTP_HEAD, HTTP_POST, ...) */
-  const char *path;  /* the URL path, up to '?' (not decoded), NUL-terminated */
-  const char *query; /* after '?' (not decoded), NUL-terminated; "" when none */
-  const char *auth;  /* the Authorization header's value, NUL-terminated, or NULL */
-  const char *body;  /* the body (NUL-terminated for convenience; may hold NULs) */
+  http_req_method method; /* HTTP_M_GET, HTTP_M_HEAD, HTTP_M_POST, ... */
+  const char *path;       /* the URL path, up to '?' (not decoded), NUL-terminated */
+  const char *query;      /* after '?' (not decoded), NUL-terminated; "" when none */
+  const char *auth;       /* the Authorization header's value, NUL-terminated, or NULL */
+  const char *body;       /* the body (NUL-terminated for convenience; may hold NULs) */
   size_t body_len;
   struct http_conn *conn; /* opaque: the connection, for http_defer */
 } http_req;

@@ -8,7 +8,6 @@
  * client. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <http_parser.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -419,7 +418,7 @@ static int load(const char *dir, const void *p, size_t n, mode_t mode, char *err
   int rc = api_new(&a, &deps, err, cap);
   if (rc == 0) {
     /* "Bearer ab" must not pass; the whole token must */
-    http_req rq = {.method = HTTP_POST, .path = "/v1/admin/rollback", .query = "", .body = ""};
+    http_req rq = {.method = HTTP_M_POST, .path = "/v1/admin/rollback", .query = "", .body = ""};
     http_resp rs = {0};
     rq.auth = "Bearer ab";
     api_admin_handle(a, &rq, &rs);

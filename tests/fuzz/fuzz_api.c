@@ -9,7 +9,6 @@
  * as JSON whenever it is served as JSON (every client string is escaped). ASan and UBSan (the
  * build's sanitizers) catch memory errors. */
 #include <cjson/cJSON.h>
-#include <http_parser.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +78,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   static const char *const prefix[] = {"/v1/recommend?", "/v1/users/", "/v1/recommend",
                                        "/v1/model",      "/metrics",   "/v1/admin/"};
   int sel = data[0] % 6, admin = data[1] & 1;
-  int method = (data[0] / 6) % 3 == 0 ? HTTP_GET : (data[0] / 6) % 3 == 1 ? HTTP_POST : HTTP_PUT;
+  http_req_method method = (data[0] / 6) % 3 == 0   ? HTTP_M_GET
+                           : (data[0] / 6) % 3 == 1 ? HTTP_M_POST
+                                                    : HTTP_M_PUT;
   const char *rest = (const char *)data + 2;
   size_t rn = n - 2;
   const char *nl = memchr(rest, '\n', rn);
