@@ -211,49 +211,6 @@ static void reply_error(http_resp *rs, int status, const char *fmt, ...) {
   reply_json(rs, status, j);
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes s[0..n) into out (cap bytes, '+' is a space as in forms). Returns the
- * decoded length, or -1 for a bad escape or too long a value. */
-static long pct_decode(const char *s, size_t n, char *out, size_t cap) {
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (k == cap) return -1;
-    if (s[i] == '%') {
-      if (i + 2 >= n) return -1;
-      int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-      if (h < 0 || l < 0) return -1;
-      out[k++] = (char)(h * 16 + l);
-      i += 2;
-    } else {
-      out[k++] = s[i] == '+' ? ' ' : s[i];
-    }
-  }
-  return (long)k;
-}
-
-/* Finds key in the query string and decodes its value into out. 1 found, 0 absent, -1 bad. */
-static int query_get(const char *q, const char *key, char *out, size_t cap, size_t *len) {
-  size_t kl = strlen(key);
-  for (const char *p = q; *p;) {
-    const char *amp = strchr(p, '&');
-    size_t n = amp ? (size_t)(amp - p) : strlen(p);
-    if (n > kl && !strncmp(p, key, kl) && p[kl] == '=') {
-      long m = pct_decode(p + kl + 1, n - kl - 1, out, cap);
-      if (m < 0) return -1;
-      *len = (size_t)m;
-      return 1;
-    }
-    p += n + (amp ? 1 : 0);
-  }
-  return 0;
-}
-
 static int parse_bool(const char *s, size_t n, int *out) {
   if ((n == 4 && !strncasecmp(s, "true", 4)) || (n == 1 && *s == '1'))
     *out = 1;
@@ -435,7 +392,7 @@ static void recommend_reply(api *a, const http_req *rq, int route, http_resp *rs
 static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
   char user[STATE_ID_MAX + 1], v[32];
   size_t ulen, vl;
-  int rc = query_get(rq->query, "user", user, STATE_ID_MAX, &ulen);
+  int rc = http_query_get(rq->query, "user", user, STATE_ID_MAX, &ulen);
   if (rc <= 0 || ulen == 0) {
     reply_error(rs, 400,
                 rc < 0 ? "user: bad percent-encoding or longer than %d bytes"
@@ -450,13 +407,13 @@ static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
     return;
   }
   long k = 10;
-  if ((rc = query_get(rq->query, "k", v, sizeof v - 1, &vl)) < 0 ||
+  if ((rc = http_query_get(rq->query, "k", v, sizeof v - 1, &vl)) < 0 ||
       (rc == 1 && parse_k(v, vl, (long)a->d.cfg->api.max_k, &k) != 0)) {
     reply_error(rs, 400, "k: expected an integer from 1 to %" PRId64, a->d.cfg->api.max_k);
     return;
   }
   int exclude = 0;
-  if ((rc = query_get(rq->query, "exclude_seen", v, sizeof v - 1, &vl)) < 0 ||
+  if ((rc = http_query_get(rq->query, "exclude_seen", v, sizeof v - 1, &vl)) < 0 ||
       (rc == 1 && parse_bool(v, vl, &exclude) != 0)) {
     reply_error(rs, 400, "exclude_seen: expected true or false");
     return;
@@ -533,7 +490,7 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
 
 static void get_history(api *a, const char *enc, http_resp *rs) {
   char user[STATE_ID_MAX + 1];
-  long ulen = pct_decode(enc, strlen(enc), user, STATE_ID_MAX);
+  long ulen = http_pct_decode(enc, strlen(enc), user, STATE_ID_MAX);
   if (ulen <= 0 || stream_id_check(user, (size_t)ulen, max_id(a)) != STREAM_OK) {
     reply_error(rs, 400,
                 "the user id must be a percent-encoded id of 1 to %zu bytes of UTF-8 without "

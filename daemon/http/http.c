@@ -758,3 +758,45 @@ void http_server_stop(http_server *s, void (*done)(void *arg), void *arg) {
   else
     close_stop_timer(s);
 }
+
+/* ---- query strings ---- */
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+long http_pct_decode(const char *s, size_t n, char *out, size_t cap) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (k == cap) return -1;
+    if (s[i] == '%') {
+      if (i + 2 >= n) return -1;
+      int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+      if (h < 0 || l < 0) return -1;
+      out[k++] = (char)(h * 16 + l);
+      i += 2;
+    } else {
+      out[k++] = s[i] == '+' ? ' ' : s[i];
+    }
+  }
+  return (long)k;
+}
+
+int http_query_get(const char *q, const char *key, char *out, size_t cap, size_t *len) {
+  size_t kl = strlen(key);
+  for (const char *p = q; *p;) {
+    const char *amp = strchr(p, '&');
+    size_t n = amp ? (size_t)(amp - p) : strlen(p);
+    if (n > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+      long m = http_pct_decode(p + kl + 1, n - kl - 1, out, cap);
+      if (m < 0) return -1;
+      *len = (size_t)m;
+      return 1;
+    }
+    p += n + (amp ? 1 : 0);
+  }
+  return 0;
+}

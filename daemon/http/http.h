@@ -117,4 +117,13 @@ void http_server_stats(const http_server *s, http_stats *st);
 
 /* The reason phrase of a status code ("Not Found"). */
 const char *http_status_text(int status);
+/* ---- query strings (http-parser does not split or decode them) ---- */
+
+/* Percent-decodes s[0..n) into out (cap bytes; '+' is a space, as in forms). Returns the
+ * decoded length, or -1 for a bad escape or a value longer than cap. out is not terminated. */
+long http_pct_decode(const char *s, size_t n, char *out, size_t cap);
+/* Finds key in the query string q (pairs split on '&', "key=value") and decodes the first
+ * one's value into out (cap bytes, *len set). 1 found, 0 absent, -1 bad escape or too long. */
+int http_query_get(const char *q, const char *key, char *out, size_t cap, size_t *len);
+
 #endif

@@ -684,8 +684,29 @@ static void test_http_head_and_allow(void **state) {
   finish(f);
 }
 
+/* Query strings: the first pair of the key, percent- and '+'-decoding, bad escapes and values
+ * longer than the buffer refused, a key that is only a prefix of another not matched. */
+static void test_http_query(void **state) {
+  (void)state;
+  char v[8];
+  size_t n = 0;
+  assert_int_equal(http_query_get("user=a%20b+c&k=3&k=4", "user", v, sizeof v, &n), 1);
+  assert_int_equal(n, 5);
+  assert_memory_equal(v, "a b c", 5);
+  assert_int_equal(http_query_get("kk=1&k=3&k=4", "k", v, sizeof v, &n), 1);
+  assert_memory_equal(v, "3", 1);
+  assert_int_equal(http_query_get("kk=1", "k", v, sizeof v, &n), 0);
+  assert_int_equal(http_query_get("", "k", v, sizeof v, &n), 0);
+  assert_int_equal(http_query_get("k=%2", "k", v, sizeof v, &n), -1);
+  assert_int_equal(http_query_get("k=%zz", "k", v, sizeof v, &n), -1);
+  assert_int_equal(http_query_get("k=123456789", "k", v, sizeof v, &n), -1);
+  assert_int_equal(http_pct_decode("%41%62", 6, v, sizeof v), 2);
+  assert_memory_equal(v, "Ab", 2);
+}
+
 int test_http(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_http_query),
       cmocka_unit_test(test_http_keepalive_and_fields),
       cmocka_unit_test(test_http_pipelining),
       cmocka_unit_test(test_http_deferred),
