@@ -313,3 +313,42 @@ int fl_file_contains(const char *path, const char *needle) {
   free(buf);
   return found;
 }
+
+/* Unicode table 3-7 gives the allowed second bytes. */
+int fl_utf8_clean(const void *p, size_t n) {
+  const unsigned char *s = p;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7F) return 0;
+      i++;
+      continue;
+    }
+    size_t more;
+    unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+    if (c < 0xC2) return 0;        /* a stray continuation byte, or an overlong 2-byte form */
+    if (c == 0xC2) {
+      more = 1;
+      lo = 0xA0; /* C1 controls U+0080..U+009F */
+    } else if (c < 0xE0) {
+      more = 1;
+    } else if (c < 0xF0) {
+      more = 2;
+      if (c == 0xE0) lo = 0xA0; /* overlong */
+      if (c == 0xED) hi = 0x9F; /* surrogates U+D800..U+DFFF */
+    } else if (c < 0xF5) {
+      more = 3;
+      if (c == 0xF0) lo = 0x90; /* overlong */
+      if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+    } else {
+      return 0;
+    }
+    if (n - i <= more) return 0; /* truncated */
+    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+    for (size_t k = 2; k <= more; k++)
+      if ((s[i + k] & 0xC0) != 0x80) return 0;
+    i += more + 1;
+  }
+  return 1;
+}

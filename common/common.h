@@ -145,6 +145,11 @@ static inline uint64_t fl_hash_bytes(const void *p, size_t n) {
   return fl_hash64(h) | 1;
 }
 
+/* 1 when p[0..n) is valid UTF-8 (RFC 3629: shortest forms only, no surrogates, nothing above
+ * U+10FFFF) holding no control character: no C0 (so no NUL), no DEL, no C1 (U+0080..U+009F).
+ * What an id must be (stream_id_check adds the length bounds). */
+int fl_utf8_clean(const void *p, size_t n);
+
 /* Byte order of the project's binary formats (checkpoints, RocksDB keys and values, the
  * PyTorch zip), independent of the host's: p points at 4 or 8 bytes, any alignment.
  * Big-endian keys sort as their numbers do (RocksDB compares bytes). */

@@ -42,49 +42,10 @@ const char *stream_reason_name(stream_reason r) {
 
 static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-/* 1 when s[0..n) is valid UTF-8 (RFC 3629: shortest forms only, no surrogates, nothing above
- * U+10FFFF; Unicode table 3-7) holding no control character (C0, DEL, C1). */
-static int utf8_clean(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7F) return 0;
-      i++;
-      continue;
-    }
-    size_t more;
-    unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
-    if (c < 0xC2) return 0;        /* a stray continuation byte, or an overlong 2-byte form */
-    if (c == 0xC2) {
-      more = 1;
-      lo = 0xA0; /* C1 controls U+0080..U+009F */
-    } else if (c < 0xE0) {
-      more = 1;
-    } else if (c < 0xF0) {
-      more = 2;
-      if (c == 0xE0) lo = 0xA0; /* overlong */
-      if (c == 0xED) hi = 0x9F; /* surrogates U+D800..U+DFFF */
-    } else if (c < 0xF5) {
-      more = 3;
-      if (c == 0xF0) lo = 0x90; /* overlong */
-      if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
-    } else {
-      return 0;
-    }
-    if (n - i <= more) return 0; /* truncated */
-    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-    for (size_t k = 2; k <= more; k++)
-      if ((s[i + k] & 0xC0) != 0x80) return 0;
-    i += more + 1;
-  }
-  return 1;
-}
-
 stream_reason stream_id_check(const void *p, size_t n, size_t max) {
   if (n == 0) return STREAM_R_EMPTY;
   if (n > max) return STREAM_R_ID_TOO_LONG;
-  return utf8_clean(p, n) ? STREAM_OK : STREAM_R_NOT_UTF8;
+  return fl_utf8_clean(p, n) ? STREAM_OK : STREAM_R_NOT_UTF8;
 }
 
 /* Checks one string field and copies it to e->buf + *off, as *out / *out_len. s[0..n) is

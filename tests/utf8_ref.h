@@ -1,4 +1,5 @@
-/* tests/utf8_ref.h: the reference UTF-8 check shared by tests/stream/test_event.c and the
+/* tests/utf8_ref.h: the reference UTF-8 check shared by tests/stream/test_event.c,
+ * tests/common/test_common.c and the
  * fuzz target, written apart from the decoder's own range table on purpose. */
 #ifndef FL_TESTS_UTF8_REF_H
 #define FL_TESTS_UTF8_REF_H

@@ -5,6 +5,7 @@
  * and bounds several standard errors wide, so they are deterministic and never flaky. */
 #define _GNU_SOURCE
 #include "testutil.h"
+#include "utf8_ref.h"
 
 #include "common/common.h"
 
@@ -306,6 +307,29 @@ static void test_byte_order(void **state) {
   assert_true(memcmp(lo, hi, 4) < 0);
 }
 
+/* fl_utf8_clean against the reference (tests/utf8_ref.h, built another way): every 1- and
+ * 2-byte string, and every 3-byte one with a 3-byte lead. */
+static void test_utf8_clean(void **state) {
+  (void)state;
+  unsigned char b[3];
+  for (unsigned x = 0; x < 256; x++) {
+    b[0] = (unsigned char)x;
+    assert_int_equal(fl_utf8_clean(b, 1), ref_utf8_clean(b, 1));
+    for (unsigned y = 0; y < 256; y++) {
+      b[1] = (unsigned char)y;
+      if (fl_utf8_clean(b, 2) != ref_utf8_clean(b, 2)) fail_msg("%02x %02x", x, y);
+    }
+  }
+  for (unsigned x = 0xE0; x < 0xF0; x++)
+    for (unsigned y = 0; y < 256; y++)
+      for (unsigned z = 0; z < 256; z++) {
+        b[0] = (unsigned char)x, b[1] = (unsigned char)y, b[2] = (unsigned char)z;
+        if (fl_utf8_clean(b, 3) != ref_utf8_clean(b, 3)) fail_msg("%02x %02x %02x", x, y, z);
+      }
+  assert_true(fl_utf8_clean("", 0));
+  assert_false(fl_utf8_clean("a\0b", 3));
+}
+
 static void test_sort_doubles(void **state) {
   (void)state;
   double v[] = {3.5, -1.0, 2.0, 2.0, -7.25, 0.0};
@@ -359,6 +383,7 @@ int test_common(void) {
       cmocka_unit_test(test_alloc_aligned),
       cmocka_unit_test(test_sort_doubles),
       cmocka_unit_test(test_byte_order),
+      cmocka_unit_test(test_utf8_clean),
       cmocka_unit_test(test_thread_setup),
   };
   return cmocka_run_group_tests_name("common", tests, NULL, NULL);
