@@ -16,8 +16,7 @@
 #define _GNU_SOURCE
 #include "common/common.h"
 #include "model/model.h"
-#include "tools/broker.h"
-#include "tools/produce.h"
+#include "tools/tools.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -143,14 +142,14 @@ int main(int argc, char **argv) {
   if (data_load(data, &ds, err, sizeof err)) die(err);
   uint64_t total = ds.off[ds.nusers];
   const char *topics[] = {"tput", "tput.dlq", "lat", "lat.dlq"};
-  stream_broker *b;
-  if (stream_broker_start(&b, 1, 0, NPART, topics, 4, err, sizeof err)) die(err);
-  const char *bootstrap = stream_broker_bootstraps(b);
+  tools_broker *b;
+  if (tools_broker_start(&b, 1, 0, NPART, topics, 4, err, sizeof err)) die(err);
+  const char *bootstrap = tools_broker_bootstraps(b);
 
   /* phase 1: throughput */
-  stream_produce_opts po = {.brokers = bootstrap, .topic = "tput", .format = STREAM_PRODUCE_JSON};
-  stream_produce_result pr;
-  if (stream_produce_sequences(&po, ds.nusers, ds.off, ds.items, ds.user_id, &pr, err, sizeof err))
+  tools_produce_opts po = {.brokers = bootstrap, .topic = "tput", .format = STREAM_PRODUCE_JSON};
+  tools_produce_result pr;
+  if (tools_produce_sequences(&po, ds.nusers, ds.off, ds.items, ds.user_id, &pr, err, sizeof err))
     die(err);
   {
     rd_kafka_t *rk = stream_observer(bootstrap, "bench-check");
@@ -189,11 +188,10 @@ int main(int argc, char **argv) {
   pid_t pid2;
   start_flamed(&pid2, flamed, bootstrap, dir2, "lat", log2);
   for (int i = 0; i < 6000 && !fl_file_contains(log2, "kafka: assigned"); i++) fl_sleep_ms(2);
-  stream_produce_opts po2 = {
+  tools_produce_opts po2 = {
       .brokers = bootstrap, .topic = "lat", .format = STREAM_PRODUCE_JSON, .rate = rate};
-  stream_produce_result pr2;
-  if (stream_produce_sequences(&po2, ds.nusers, ds.off, ds.items, ds.user_id, &pr2, err,
-                               sizeof err))
+  tools_produce_result pr2;
+  if (tools_produce_sequences(&po2, ds.nusers, ds.off, ds.items, ds.user_id, &pr2, err, sizeof err))
     die(err);
   if (!stream_group_caught_up(bootstrap, "bench-lat", "lat", NPART, 600, 5))
     die("phase 2 did not catch up");
@@ -217,7 +215,7 @@ int main(int argc, char **argv) {
   puts(s);
   free(s);
   cJSON_Delete(j);
-  stream_broker_stop(b);
+  tools_broker_stop(b);
   data_free(&ds);
   return 0;
 }

@@ -129,14 +129,14 @@ void env_up(env *v, const char *name, int port) {
   snprintf(dlq, sizeof dlq, "%s.dlq", name);
   const char *topics[] = {v->topic, dlq};
   char err[512];
-  int rc = stream_broker_start(&v->broker, 1, port, NPART, topics, 2, err, sizeof err);
+  int rc = tools_broker_start(&v->broker, 1, port, NPART, topics, 2, err, sizeof err);
   if (rc) fprintf(stderr, "broker: %s\n", err);
   assert_int_equal(rc, 0);
-  v->bootstrap = stream_broker_bootstraps(v->broker);
+  v->bootstrap = tools_broker_bootstraps(v->broker);
 }
 
 void env_down(env *v) {
-  stream_broker_stop(v->broker);
+  tools_broker_stop(v->broker);
   tu_rmtree(v->tmp);
 }
 

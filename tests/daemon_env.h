@@ -5,7 +5,7 @@
 #define FL_TEST_DAEMON_ENV_H
 #include <sys/types.h>
 
-#include "tools/broker.h"
+#include "tools/tools.h"
 
 enum { NPART = 4, WAIT_S = 60 };
 
@@ -22,7 +22,7 @@ typedef struct {
 /* A broker with topic <name> (NPART partitions) and <name>.dlq, and a temp dir. port 0: any. */
 typedef struct {
   char tmp[200];
-  stream_broker *broker;
+  tools_broker *broker;
   const char *bootstrap;
   char topic[64], group[64];
 } env;

@@ -5,7 +5,7 @@
  * closes. It carries bootstrap and metadata traffic only (clients then talk to the brokers'
  * advertised addresses directly), so it needs no flow control beyond libuv's write queue. */
 #define _GNU_SOURCE
-#include "tools/broker.h"
+#include "tools/tools.h"
 
 #include "common/common.h"
 
@@ -19,7 +19,7 @@
 #include <time.h>
 #include <uv.h>
 
-struct stream_broker {
+struct tools_broker {
   rd_kafka_t *rk; /* the handle that hosts the cluster (a producer nobody uses) */
   rd_kafka_mock_cluster_t *mc;
   char bootstraps[256];
@@ -99,7 +99,7 @@ static void on_upstream(uv_connect_t *req, int status) {
 }
 
 static void on_accept(uv_stream_t *server, int status) {
-  stream_broker *b = server->data;
+  tools_broker *b = server->data;
   if (status != 0) return;
   fwd_pair *p = xcalloc(1, sizeof *p);
   for (int i = 0; i < 2; i++) {
@@ -124,18 +124,18 @@ static void close_any(uv_handle_t *h, void *arg) {
 }
 
 static void on_stop(uv_async_t *a) {
-  stream_broker *b = a->data;
+  tools_broker *b = a->data;
   uv_walk(&b->loop, close_any, b);
 }
 
 static void *forwarder_main(void *arg) {
-  stream_broker *b = arg;
+  tools_broker *b = arg;
   fl_log_set_thread_tag("broker");
   uv_run(&b->loop, UV_RUN_DEFAULT);
   return NULL;
 }
 
-static int forwarder_start(stream_broker *b, char *err, size_t errlen) {
+static int forwarder_start(tools_broker *b, char *err, size_t errlen) {
   const char *first = rd_kafka_mock_cluster_bootstraps(b->mc);
   char host[64];
   int uport = 0;
@@ -165,9 +165,9 @@ static int forwarder_start(stream_broker *b, char *err, size_t errlen) {
   return 0;
 }
 
-int stream_broker_start(stream_broker **out, int nbrokers, int port, int partitions,
-                        const char *const *topics, size_t ntopics, char *err, size_t errlen) {
-  stream_broker *b = xcalloc(1, sizeof *b);
+int tools_broker_start(tools_broker **out, int nbrokers, int port, int partitions,
+                       const char *const *topics, size_t ntopics, char *err, size_t errlen) {
+  tools_broker *b = xcalloc(1, sizeof *b);
   char e[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   /* the hosting handle talks to nobody: keep it quiet */
@@ -188,10 +188,10 @@ int stream_broker_start(stream_broker **out, int nbrokers, int port, int partiti
   }
   snprintf(b->bootstraps, sizeof b->bootstraps, "%s", rd_kafka_mock_cluster_bootstraps(b->mc));
   for (size_t i = 0; i < ntopics; i++) {
-    int rc = stream_broker_topic(b, topics[i], partitions);
+    int rc = tools_broker_topic(b, topics[i], partitions);
     if (rc) {
       snprintf(err, errlen, "cannot create topic '%s'", topics[i]);
-      stream_broker_stop(b);
+      tools_broker_stop(b);
       return rc;
     }
   }
@@ -200,7 +200,7 @@ int stream_broker_start(stream_broker **out, int nbrokers, int port, int partiti
     int rc = forwarder_start(b, err, errlen);
     if (rc) {
       b->port = 0;
-      stream_broker_stop(b);
+      tools_broker_stop(b);
       return rc;
     }
   }
@@ -208,21 +208,21 @@ int stream_broker_start(stream_broker **out, int nbrokers, int port, int partiti
   return 0;
 }
 
-const char *stream_broker_bootstraps(const stream_broker *b) { return b->bootstraps; }
+const char *tools_broker_bootstraps(const tools_broker *b) { return b->bootstraps; }
 
-int stream_broker_topic(stream_broker *b, const char *topic, int partitions) {
+int tools_broker_topic(tools_broker *b, const char *topic, int partitions) {
   rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(b->mc, topic, partitions, 1);
   return e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS ? 0
                                                                                         : FL_ERANGE;
 }
 
-int stream_broker_set_up(stream_broker *b, int id, int up) {
+int tools_broker_set_up(tools_broker *b, int id, int up) {
   rd_kafka_resp_err_t e =
       up ? rd_kafka_mock_broker_set_up(b->mc, id) : rd_kafka_mock_broker_set_down(b->mc, id);
   return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : FL_ERANGE;
 }
 
-void stream_broker_stop(stream_broker *b) {
+void tools_broker_stop(tools_broker *b) {
   if (!b) return;
   if (b->running) {
     uv_async_send(&b->stop);

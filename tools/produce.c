@@ -1,6 +1,6 @@
-/* tools/produce.c: the clickstream replayer (see produce.h). */
+/* tools/produce.c: the clickstream replayer (see tools.h). */
 #define _GNU_SOURCE
-#include "tools/produce.h"
+#include "tools/tools.h"
 
 #include "common/common.h"
 
@@ -56,9 +56,9 @@ void stream_replay_order(size_t nusers, const size_t *off, int align_end, size_t
     }
 }
 
-int stream_produce_sequences(const stream_produce_opts *o, size_t nusers, const size_t *off,
-                             const int32_t *items, const int64_t *user_ids,
-                             stream_produce_result *r, char *err, size_t errlen) {
+int tools_produce_sequences(const tools_produce_opts *o, size_t nusers, const size_t *off,
+                            const int32_t *items, const int64_t *user_ids, tools_produce_result *r,
+                            char *err, size_t errlen) {
   memset(r, 0, sizeof *r);
   produce_counts pc = {0};
   char e[512];

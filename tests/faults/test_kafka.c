@@ -8,7 +8,7 @@
 
 #include "common/common.h"
 #include "state/state.h"
-#include "tools/broker.h"
+#include "tools/tools.h"
 
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
@@ -130,7 +130,7 @@ static void test_shutdown_broker_gone(void **state) {
   assert_true(wait_metric(port, "flamed_partitions_assigned ", NPART, WAIT_S) == NPART);
   produce_simple(&v, 5);
   assert_true(wait_metric(port, "flamed_events_stored_total ", 5, WAIT_S) == 5);
-  assert_int_equal(stream_broker_set_up(v.broker, 1, 0), 0);
+  assert_int_equal(tools_broker_set_up(v.broker, 1, 0), 0);
   fl_sleep_ms(500);
   double t0 = fl_now();
   kill(d.pid, SIGTERM);
@@ -140,7 +140,7 @@ static void test_shutdown_broker_gone(void **state) {
   if (st != 0 || took >= 12) dump_log(&d);
   assert_int_equal(st, 0);
   assert_true(took < 12); /* 2 s close + 2 s destroy bound + the writer and servers */
-  stream_broker_set_up(v.broker, 1, 1);
+  tools_broker_set_up(v.broker, 1, 1);
   env_down(&v);
 }
 

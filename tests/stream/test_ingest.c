@@ -14,8 +14,7 @@
 #include "common/common.h"
 #include "state/state.h"
 #include "stream/event.h"
-#include "tools/broker.h"
-#include "tools/produce.h"
+#include "tools/tools.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -471,8 +470,8 @@ static void test_broker_down_at_start(void **state) {
   snprintf(v.group, sizeof v.group, "flamed-late");
   const char *topics[] = {"late", "late.dlq"};
   char err[512];
-  assert_int_equal(stream_broker_start(&v.broker, 1, port, NPART, topics, 2, err, sizeof err), 0);
-  v.bootstrap = stream_broker_bootstraps(v.broker);
+  assert_int_equal(tools_broker_start(&v.broker, 1, port, NPART, topics, 2, err, sizeof err), 0);
+  v.bootstrap = tools_broker_bootstraps(v.broker);
   workload w;
   make_workload(&w, 20, 20, 0);
   produce_range(v.bootstrap, v.topic, &w, 0, w.n);
@@ -497,7 +496,7 @@ static void test_broker_gone_at_stop(void **state) {
   make_workload(&w, 20, 20, 0);
   produce_range(v.bootstrap, v.topic, &w, 0, w.n);
   assert_true(stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100));
-  stream_broker_stop(v.broker);
+  tools_broker_stop(v.broker);
   v.broker = NULL;
   fl_sleep_ms(500);
   double t0 = fl_now();

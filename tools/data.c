@@ -1,0 +1,262 @@
+/* tools/data.c: `flame synth` (a synthetic dataset), `flame broker` (an embedded Kafka on
+ * loopback) and `flame produce` (a dataset replayed as a clickstream). */
+#define _GNU_SOURCE
+#include "tools/internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/synth.h"
+#include "tools/tools.h"
+
+/* ---- flame synth ---- */
+
+static const char synth_help[] =
+    "usage: flame synth --out FILE [--users N] [--items N] [--mean-len N] [--seed N]\n"
+    "Writes a synthetic `user item item ...` dataset with learnable sequential structure\n"
+    "(topics walked in order, 1-3 tastes per user, drift): for demos and tests.\n"
+    "  --users N (2000)  --items N (500)  --mean-len N (20)  --seed N (1)\n";
+
+int tools__cmd_synth(int argc, char **argv) {
+  const char *out = NULL;
+  size_t users = 2000, items = 500, mean_len = 20;
+  uint64_t seed = 1;
+  static const struct option lo[] = {{"out", required_argument, 0, 'o'},
+                                     {"users", required_argument, 0, 'u'},
+                                     {"items", required_argument, 0, 'i'},
+                                     {"mean-len", required_argument, 0, OPT_MEAN_LEN},
+                                     {"seed", required_argument, 0, 's'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      out = optarg;
+      break;
+    case 'u':
+      users = tools__arg_size("--users", optarg, 1, 100000000);
+      break;
+    case 'i':
+      items = tools__arg_size("--items", optarg, 5, 2147483646);
+      break;
+    case OPT_MEAN_LEN:
+      mean_len = tools__arg_size("--mean-len", optarg, 5, 100000);
+      break;
+    case 's':
+      seed = tools__arg_size("--seed", optarg, 0, SIZE_MAX);
+      break;
+    case 'h':
+      fputs(synth_help, stdout);
+      return 0;
+    default:
+      tools__bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  tools__need("--out", out);
+  int err = synth_write(out, users, items, mean_len, seed);
+  if (err) tools__die("%s: %s", out, fl_strerror(err));
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "out", out);
+  cJSON_AddNumberToObject(j, "users", (double)users);
+  cJSON_AddNumberToObject(j, "items", (double)items);
+  tools__print_json(j);
+  return 0;
+}
+
+/* ---- flame broker ---- */
+
+static volatile sig_atomic_t stop_requested; /* read by produce's loop, set by signals */
+static void on_stop_signal(int sig) { stop_requested = 1; }
+
+static void catch_stop_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static const char broker_help[] =
+    "usage: flame broker [--port P] [--partitions N] [--topics a,b] [--brokers N]\n"
+    "Runs an embedded Kafka (librdkafka's mock cluster: the real protocol, messages in memory)\n"
+    "on loopback until SIGINT/SIGTERM. Prints its bootstrap address on the first stdout line\n"
+    "as JSON: {\"bootstrap\":\"127.0.0.1:P\",...}. For demos and tests, not production.\n"
+    "  --port P        a fixed bootstrap port on 127.0.0.1 (default: the brokers' own\n"
+    "                  OS-chosen ports); clients may then start before the broker\n"
+    "  --partitions N  partitions of each topic (4)\n"
+    "  --topics LIST   topics to create (events,events.dlq); others are created on first use\n"
+    "  --brokers N     brokers in the cluster (1)\n";
+
+int tools__cmd_broker(int argc, char **argv) {
+  int port = 0, partitions = 4, nbrokers = 1;
+  char *topics = xmalloc(256);
+  snprintf(topics, 256, "events,events.dlq");
+  static const struct option lo[] = {
+      {"port", required_argument, 0, 'p'},   {"partitions", required_argument, 0, 'n'},
+      {"topics", required_argument, 0, 't'}, {"brokers", required_argument, 0, 'b'},
+      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'p':
+      port = (int)tools__arg_size("--port", optarg, 1, 65535);
+      break;
+    case 'n':
+      partitions = (int)tools__arg_size("--partitions", optarg, 1, 1000);
+      break;
+    case 't':
+      free(topics);
+      topics = strdup(optarg);
+      break;
+    case 'b':
+      nbrokers = (int)tools__arg_size("--brokers", optarg, 1, 16);
+      break;
+    case 'h':
+      fputs(broker_help, stdout);
+      free(topics);
+      return 0;
+    default:
+      tools__bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const char *names[64];
+  size_t nt = 0;
+  for (char *save = NULL, *t = strtok_r(topics, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    if (nt == 64) tools__die("--topics: at most 64 topics");
+    names[nt++] = t;
+  }
+  catch_stop_signals();
+  tools_broker *b;
+  char err[512];
+  if (tools_broker_start(&b, nbrokers, port, partitions, names, nt, err, sizeof err) != 0)
+    tools__die("%s", err);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "bootstrap", tools_broker_bootstraps(b));
+  cJSON_AddNumberToObject(j, "brokers", nbrokers);
+  cJSON_AddNumberToObject(j, "partitions", partitions);
+  tools__print_json(j);
+  fflush(stdout);
+  fprintf(stderr, "flame broker: serving on %s until SIGINT/SIGTERM\n", tools_broker_bootstraps(b));
+  while (!stop_requested) pause();
+  tools_broker_stop(b);
+  free(topics);
+  return 0;
+}
+
+/* ---- flame produce ---- */
+
+static const char produce_help[] =
+    "usage: flame produce --brokers B --topic T --data FILE [--rate N] [--format json|csv]\n"
+    "                     [--skip N] [--limit N] [--malformed-every N] [--align start|end]\n"
+    "Replays a dataset (`user item` or `user item item ...` lines) as a clickstream keyed by\n"
+    "user: users interleaved, each user's order preserved, string ids (\"user-7\",\n"
+    "\"item-42\") and ts = the produce time in ms. Stops early on SIGINT/SIGTERM. The last\n"
+    "stdout line is JSON: {\"sent\":..,\"failed\":..,\"seconds\":..,\"events_per_sec\":..}.\n"
+    "  --brokers B     bootstrap servers, e.g. 127.0.0.1:9092\n"
+    "  --topic T       the topic to write\n"
+    "  --data FILE     the dataset\n"
+    "  --rate N        events per second (default: as fast as the broker takes them)\n"
+    "  --format F      json (default) | csv\n"
+    "  --skip N        leave out the first N events of the replay (with --limit N, a\n"
+    "                  replay in two parts, e.g. at two rates)\n"
+    "  --limit N       stop after N events\n"
+    "  --align A       start (default): every user's first event, then every user's second,\n"
+    "                  ...; end: aligned at the ends of the sequences, so that every user's\n"
+    "                  last event comes in the last round (the time order the leave-last-out\n"
+    "                  protocol assumes: the items a model was validated and tested on are\n"
+    "                  the newest)\n"
+    "  --malformed-every N  every Nth message is a malformed one (bad JSON, no item, an\n"
+    "                  empty user, a bad ts in turn) followed by the real event: for demos\n";
+
+int tools__cmd_produce(int argc, char **argv) {
+  tools_produce_opts o = {.format = STREAM_PRODUCE_JSON};
+  const char *data = NULL;
+  static const struct option lo[] = {{"brokers", required_argument, 0, 'b'},
+                                     {"topic", required_argument, 0, 't'},
+                                     {"data", required_argument, 0, 'd'},
+                                     {"rate", required_argument, 0, 'r'},
+                                     {"format", required_argument, 0, 'f'},
+                                     {"skip", required_argument, 0, 's'},
+                                     {"limit", required_argument, 0, 'l'},
+                                     {"malformed-every", required_argument, 0, 'm'},
+                                     {"align", required_argument, 0, 'a'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'b':
+      o.brokers = optarg;
+      break;
+    case 't':
+      o.topic = optarg;
+      break;
+    case 'd':
+      data = optarg;
+      break;
+    case 'r':
+      o.rate = tools__arg_double("--rate", optarg, 0, 1e9);
+      break;
+    case 'f':
+      if (!strcmp(optarg, "json"))
+        o.format = STREAM_PRODUCE_JSON;
+      else if (!strcmp(optarg, "csv"))
+        o.format = STREAM_PRODUCE_CSV;
+      else
+        tools__die("--format: expected json or csv, got '%s'", optarg);
+      break;
+    case 's':
+      o.skip = tools__arg_size("--skip", optarg, 0, SIZE_MAX);
+      break;
+    case 'l':
+      o.limit = tools__arg_size("--limit", optarg, 1, SIZE_MAX);
+      break;
+    case 'm':
+      o.malformed_every = tools__arg_size("--malformed-every", optarg, 2, SIZE_MAX);
+      break;
+    case 'a':
+      if (!strcmp(optarg, "start"))
+        o.align_end = 0;
+      else if (!strcmp(optarg, "end"))
+        o.align_end = 1;
+      else
+        tools__die("--align: expected start or end, got '%s'", optarg);
+      break;
+    case 'h':
+      fputs(produce_help, stdout);
+      return 0;
+    default:
+      tools__bad_option(argc, argv);
+    }
+  }
+  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  tools__need("--brokers", o.brokers);
+  tools__need("--topic", o.topic);
+  tools__need("--data", data);
+  data_set ds;
+  tools__load_data(data, &ds);
+  catch_stop_signals();
+  o.stop = &stop_requested;
+  tools_produce_result r;
+  char err[512];
+  if (tools_produce_sequences(&o, ds.nusers, ds.off, ds.items, ds.user_id, &r, err, sizeof err))
+    tools__die("%s", err);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddNumberToObject(j, "sent", (double)r.sent);
+  cJSON_AddNumberToObject(j, "failed", (double)r.failed);
+  cJSON_AddNumberToObject(j, "seconds", r.seconds);
+  cJSON_AddNumberToObject(j, "events_per_sec", r.seconds > 0 ? (double)r.sent / r.seconds : 0);
+  tools__print_json(j);
+  data_free(&ds);
+  return r.failed ? 1 : 0;
+}
