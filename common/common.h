@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* X(name, text): the project's error table. */
 #define FL_ERRORS(X)                                                                               \
@@ -152,7 +153,8 @@ int fl_utf8_clean(const void *p, size_t n);
 
 /* Byte order of the project's binary formats (checkpoints, RocksDB keys and values, the
  * PyTorch zip), independent of the host's: p points at 4 or 8 bytes, any alignment.
- * Big-endian keys sort as their numbers do (RocksDB compares bytes). */
+ * Big-endian keys sort as their numbers do (RocksDB compares bytes); a float travels as its
+ * IEEE-754 bits. */
 static inline void fl_put_le32(void *p, uint32_t v) {
   unsigned char *b = p;
   for (int i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
@@ -179,6 +181,18 @@ static inline uint64_t fl_get_le64(const void *p) {
 static inline uint32_t fl_get_be32(const void *p) {
   const unsigned char *b = p;
   return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
+}
+
+static inline void fl_put_lef32(void *p, float f) {
+  uint32_t v;
+  memcpy(&v, &f, sizeof v);
+  fl_put_le32(p, v);
+}
+static inline float fl_get_lef32(const void *p) {
+  uint32_t v = fl_get_le32(p);
+  float f;
+  memcpy(&f, &v, sizeof f);
+  return f;
 }
 
 #endif

@@ -61,35 +61,6 @@ static const char *const ckpt_tensor_names[MODEL_NTENSORS] = {
     [MODEL_T_ITEM] = "item",
 };
 
-static void ckpt_put_u32(unsigned char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void ckpt_put_u64(unsigned char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void ckpt_put_f32(unsigned char *p, float f) {
-  uint32_t v;
-  memcpy(&v, &f, sizeof v);
-  ckpt_put_u32(p, v);
-}
-
-static uint32_t ckpt_get_u32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t ckpt_get_u64(const unsigned char *p) {
-  return (uint64_t)ckpt_get_u32(p) | (uint64_t)ckpt_get_u32(p + 4) << 32;
-}
-
-static float ckpt_get_f32(const unsigned char *p) {
-  uint32_t v = ckpt_get_u32(p);
-  float f;
-  memcpy(&f, &v, sizeof f);
-  return f;
-}
-
 /* Formats "path: message" into err (if any) and returns code. */
 static int ckpt_fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -111,7 +82,7 @@ static void ckpt_floats_to_le(unsigned char *dst, const float *src, size_t n) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   memcpy(dst, src, n * sizeof(float));
 #else
-  for (size_t i = 0; i < n; i++) ckpt_put_f32(dst + 4 * i, src[i]);
+  for (size_t i = 0; i < n; i++) fl_put_lef32(dst + 4 * i, src[i]);
 #endif
 }
 
@@ -119,7 +90,7 @@ static void ckpt_floats_from_le(float *dst, const unsigned char *src, size_t n) 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   memcpy(dst, src, n * sizeof(float));
 #else
-  for (size_t i = 0; i < n; i++) dst[i] = ckpt_get_f32(src + 4 * i);
+  for (size_t i = 0; i < n; i++) dst[i] = fl_get_lef32(src + 4 * i);
 #endif
 }
 
@@ -139,21 +110,21 @@ int ckpt_save(const char *path, const model_sasrec *m) {
   unsigned char *h = buf;
 
   memcpy(h, CKPT_MAGIC, CKPT_MAGIC_LEN);
-  ckpt_put_u32(h + 8, CKPT_VERSION);
-  ckpt_put_u32(h + 12, CKPT_HEADER_SIZE);
-  ckpt_put_u32(h + 16, m->hp.C);
-  ckpt_put_u32(h + 20, m->hp.NL);
-  ckpt_put_u32(h + 24, m->hp.NH);
-  ckpt_put_u32(h + 28, m->hp.FF);
-  ckpt_put_u32(h + 32, m->hp.L);
-  ckpt_put_f32(h + 36, m->hp.dropout);
-  ckpt_put_f32(h + 40, m->hp.ln_eps);
-  ckpt_put_u64(h + 44, (uint64_t)m->NI);
-  ckpt_put_u64(h + 52, m->step);
-  ckpt_put_u64(h + 60, (uint64_t)np);
+  fl_put_le32(h + 8, CKPT_VERSION);
+  fl_put_le32(h + 12, CKPT_HEADER_SIZE);
+  fl_put_le32(h + 16, m->hp.C);
+  fl_put_le32(h + 20, m->hp.NL);
+  fl_put_le32(h + 24, m->hp.NH);
+  fl_put_le32(h + 28, m->hp.FF);
+  fl_put_le32(h + 32, m->hp.L);
+  fl_put_lef32(h + 36, m->hp.dropout);
+  fl_put_lef32(h + 40, m->hp.ln_eps);
+  fl_put_le64(h + 44, (uint64_t)m->NI);
+  fl_put_le64(h + 52, m->step);
+  fl_put_le64(h + 60, (uint64_t)np);
   ckpt_floats_to_le(buf + CKPT_HEADER_SIZE, m->params, np);
-  ckpt_put_u32(h + 68, fl_crc32(0, buf + CKPT_HEADER_SIZE, payload));
-  ckpt_put_u32(h + CKPT_HCRC_OFF, fl_crc32(0, h, CKPT_HCRC_OFF));
+  fl_put_le32(h + 68, fl_crc32(0, buf + CKPT_HEADER_SIZE, payload));
+  fl_put_le32(h + CKPT_HCRC_OFF, fl_crc32(0, h, CKPT_HCRC_OFF));
 
   int err = fl_write_atomic(path, buf, total);
   free(buf);
@@ -184,20 +155,20 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
                    CKPT_HEADER_SIZE, n);
     goto fail_buf;
   }
-  uint32_t version = ckpt_get_u32(buf + 8);
+  uint32_t version = fl_get_le32(buf + 8);
   if (version != CKPT_VERSION) {
     rc = ckpt_fail(err, errlen, FL_EVERSION, path,
                    "unsupported checkpoint version %u (this build reads version %u)", version,
                    CKPT_VERSION);
     goto fail_buf;
   }
-  uint32_t hsize = ckpt_get_u32(buf + 12);
+  uint32_t hsize = fl_get_le32(buf + 12);
   if (hsize != CKPT_HEADER_SIZE) {
     rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "header size %u, version %u headers are %u bytes",
                    hsize, version, CKPT_HEADER_SIZE);
     goto fail_buf;
   }
-  uint32_t hcrc = ckpt_get_u32(buf + CKPT_HCRC_OFF), hcrc_got = fl_crc32(0, buf, CKPT_HCRC_OFF);
+  uint32_t hcrc = fl_get_le32(buf + CKPT_HCRC_OFF), hcrc_got = fl_crc32(0, buf, CKPT_HCRC_OFF);
   if (hcrc != hcrc_got) {
     rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
                    "header checksum mismatch (stored %08x, computed %08x): file corrupted", hcrc,
@@ -206,17 +177,17 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
   }
 
   model_hparams hp;
-  hp.C = ckpt_get_u32(buf + 16);
-  hp.NL = ckpt_get_u32(buf + 20);
-  hp.NH = ckpt_get_u32(buf + 24);
-  hp.FF = ckpt_get_u32(buf + 28);
-  hp.L = ckpt_get_u32(buf + 32);
-  hp.dropout = ckpt_get_f32(buf + 36);
-  hp.ln_eps = ckpt_get_f32(buf + 40);
-  uint64_t ni = ckpt_get_u64(buf + 44);
-  uint64_t step = ckpt_get_u64(buf + 52);
-  uint64_t np = ckpt_get_u64(buf + 60);
-  uint32_t pcrc = ckpt_get_u32(buf + 68);
+  hp.C = fl_get_le32(buf + 16);
+  hp.NL = fl_get_le32(buf + 20);
+  hp.NH = fl_get_le32(buf + 24);
+  hp.FF = fl_get_le32(buf + 28);
+  hp.L = fl_get_le32(buf + 32);
+  hp.dropout = fl_get_lef32(buf + 36);
+  hp.ln_eps = fl_get_lef32(buf + 40);
+  uint64_t ni = fl_get_le64(buf + 44);
+  uint64_t step = fl_get_le64(buf + 52);
+  uint64_t np = fl_get_le64(buf + 60);
+  uint32_t pcrc = fl_get_le32(buf + 68);
   if ((rc = model_hparams_check(&hp)) != 0) {
     rc = ckpt_fail(err, errlen, rc, path,
                    "unusable hyper-parameters (C=%u NL=%u NH=%u FF=%u L=%u dropout=%g "
@@ -262,7 +233,7 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
   size_t base = 0;
   for (int t = 0; t < MODEL_NTENSORS; t++) {
     for (size_t i = 0; i < sizes[t]; i++) {
-      if (!isfinite(ckpt_get_f32(pl + 4 * (base + i)))) {
+      if (!isfinite(fl_get_lef32(pl + 4 * (base + i)))) {
         rc = ckpt_fail(err, errlen, FL_ERANGE, path,
                        "parameter %s[%zu] is not finite (the model diverged before it was "
                        "saved)",
@@ -318,11 +289,11 @@ fail_buf:
 static void ckpt_put_f64(unsigned char *p, double d) {
   uint64_t v;
   memcpy(&v, &d, sizeof v);
-  ckpt_put_u64(p, v);
+  fl_put_le64(p, v);
 }
 
 static double ckpt_get_f64(const unsigned char *p) {
-  uint64_t v = ckpt_get_u64(p);
+  uint64_t v = fl_get_le64(p);
   double d;
   memcpy(&d, &v, sizeof d);
   return d;
@@ -411,21 +382,21 @@ int ckpt_state_save(const char *path, const train_state *s, const model_sasrec *
   size_t total = fixed + 16 * np + 4;
   unsigned char *buf = xmalloc(total), *p = buf;
   memcpy(p, TRS_MAGIC, CKPT_MAGIC_LEN);
-  ckpt_put_u32(p + 8, TRS_VERSION);
-  ckpt_put_u32(p + 12, TRAIN_NKEYS);
+  fl_put_le32(p + 8, TRS_VERSION);
+  fl_put_le32(p + 12, TRAIN_NKEYS);
   p += 16;
-  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) ckpt_put_u64(p, s->key[k]);
+  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) fl_put_le64(p, s->key[k]);
   const uint64_t u[TRS_NU64] = {s->epoch, s->since_best, s->best_epoch, s->best_step,
                                 m->step,  s->shuffles,   s->cursor,     (uint64_t)s->val.users};
-  for (size_t i = 0; i < TRS_NU64; i++, p += 8) ckpt_put_u64(p, u[i]);
+  for (size_t i = 0; i < TRS_NU64; i++, p += 8) fl_put_le64(p, u[i]);
   const double d[TRS_NF64] = {s->val.hr10,  s->val.ndcg10, s->val.hr20,    s->val.ndcg20,
                               s->best_ndcg, s->best_sec,   s->elapsed_sec, s->last_loss};
   for (size_t i = 0; i < TRS_NF64; i++, p += 8) ckpt_put_f64(p, d[i]);
-  ckpt_put_u64(p, (uint64_t)np);
+  fl_put_le64(p, (uint64_t)np);
   p += 8;
   const float *blocks[4] = {m->params, m->adam_m, m->adam_v, best};
   for (int b = 0; b < 4; b++, p += 4 * np) ckpt_floats_to_le(p, blocks[b], np);
-  ckpt_put_u32(p, fl_crc32(0, buf, total - 4));
+  fl_put_le32(p, fl_crc32(0, buf, total - 4));
   int err = fl_write_atomic(path, buf, total);
   free(buf);
   return err;
@@ -448,7 +419,7 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
     rc = ckpt_fail(err, errlen, FL_ETRUNC, path, "file truncated (%zu bytes)", n);
     goto out;
   }
-  uint32_t version = ckpt_get_u32(buf + 8), nkeys = ckpt_get_u32(buf + 12);
+  uint32_t version = fl_get_le32(buf + 8), nkeys = fl_get_le32(buf + 12);
   if (version != TRS_VERSION) {
     rc = ckpt_fail(err, errlen, FL_EVERSION, path,
                    "unsupported training state version %u (this build reads version %u)", version,
@@ -465,7 +436,7 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
                    "file truncated (expected at least %zu header bytes, found %zu)", fixed, n);
     goto out;
   }
-  uint64_t fnp = ckpt_get_u64(buf + fixed - 8);
+  uint64_t fnp = fl_get_le64(buf + fixed - 8);
   if (fnp != (uint64_t)np) {
     rc =
         ckpt_fail(err, errlen, FL_ESHAPE, path, "holds %llu parameters, this run's network has %zu",
@@ -479,7 +450,7 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
                    expect, n);
     goto out;
   }
-  uint32_t crc = ckpt_get_u32(buf + n - 4), crc_got = fl_crc32(0, buf, n - 4);
+  uint32_t crc = fl_get_le32(buf + n - 4), crc_got = fl_crc32(0, buf, n - 4);
   if (crc != crc_got) {
     rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
                    "checksum mismatch (stored %08x, computed %08x): file corrupted", crc, crc_got);
@@ -487,13 +458,13 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
   }
   p = buf + 16;
   uint64_t have[TRAIN_NKEYS];
-  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) have[k] = ckpt_get_u64(p);
+  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) have[k] = fl_get_le64(p);
   if ((rc = trs_key_check(path, have, want, err, errlen)) != 0) goto out;
   /* Everything checked: fill the caller's state. */
   memcpy(s->key, have, sizeof have);
   uint64_t u[TRS_NU64];
   double d[TRS_NF64];
-  for (size_t i = 0; i < TRS_NU64; i++, p += 8) u[i] = ckpt_get_u64(p);
+  for (size_t i = 0; i < TRS_NU64; i++, p += 8) u[i] = fl_get_le64(p);
   for (size_t i = 0; i < TRS_NF64; i++, p += 8) d[i] = ckpt_get_f64(p);
   s->epoch = u[0];
   s->since_best = u[1];

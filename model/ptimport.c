@@ -95,19 +95,6 @@ static int pt_fail(pt_ctx *c, int code, const char *fmt, ...) {
   return code;
 }
 
-static uint16_t pt_u16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static uint32_t pt_u32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static float pt_f32(const unsigned char *p) {
-  uint32_t v = pt_u32(p);
-  float f;
-  memcpy(&f, &v, sizeof f);
-  return f;
-}
-
 /* Finds the end of central directory record: the last signature whose comment length
  * reaches exactly the end of the file (which skips a signature that happens to sit inside
  * the comment). Returns 0 with *pos set, or FL_ETRUNC / FL_EFORMAT. */
@@ -115,15 +102,15 @@ static int pt_find_eocd(pt_ctx *c, size_t *pos) {
   if (c->n >= PT_EOCD_SIZE) {
     size_t lo = c->n - PT_EOCD_SIZE > PT_MAX_COMMENT ? c->n - PT_EOCD_SIZE - PT_MAX_COMMENT : 0;
     for (size_t p = c->n - PT_EOCD_SIZE + 1; p-- > lo;) {
-      if (pt_u32(c->buf + p) == PT_SIG_EOCD &&
-          (size_t)pt_u16(c->buf + p + 20) == c->n - p - PT_EOCD_SIZE) {
+      if (fl_get_le32(c->buf + p) == PT_SIG_EOCD &&
+          (size_t)fl_get_le16(c->buf + p + 20) == c->n - p - PT_EOCD_SIZE) {
         *pos = p;
         return 0;
       }
     }
   }
   /* A zip starts with a local header: if it does, the end is what is missing. */
-  if (c->n >= 4 && pt_u32(c->buf) == PT_SIG_LOCAL)
+  if (c->n >= 4 && fl_get_le32(c->buf) == PT_SIG_LOCAL)
     return pt_fail(c, FL_ETRUNC,
                    "zip archive truncated (no end of central directory record in %zu bytes)", c->n);
   return pt_fail(c, FL_EFORMAT, "not a zip archive (no end of central directory record)");
@@ -136,20 +123,20 @@ static int pt_read_central(pt_ctx *c, size_t off, size_t size, size_t count, pt_
     if (end - p < PT_CENTRAL_SIZE)
       return pt_fail(c, FL_EFORMAT, "central directory entry %zu runs past the directory", i);
     const unsigned char *h = c->buf + p;
-    if (pt_u32(h) != PT_SIG_CENTRAL)
+    if (fl_get_le32(h) != PT_SIG_CENTRAL)
       return pt_fail(c, FL_EFORMAT, "bad central directory signature at offset %zu", p);
-    size_t nlen = pt_u16(h + 28), xlen = pt_u16(h + 30), clen = pt_u16(h + 32);
+    size_t nlen = fl_get_le16(h + 28), xlen = fl_get_le16(h + 30), clen = fl_get_le16(h + 32);
     if (end - p - PT_CENTRAL_SIZE < nlen + xlen + clen)
       return pt_fail(c, FL_EFORMAT, "central directory entry %zu runs past the directory", i);
     e[i].name = (const char *)h + PT_CENTRAL_SIZE;
     e[i].nlen = nlen;
-    e[i].flags = pt_u16(h + 8);
-    e[i].method = pt_u16(h + 10);
-    e[i].crc = pt_u32(h + 16);
-    e[i].csize = pt_u32(h + 20);
-    e[i].usize = pt_u32(h + 24);
-    e[i].loff = pt_u32(h + 42);
-    if (pt_u16(h + 34) != 0)
+    e[i].flags = fl_get_le16(h + 8);
+    e[i].method = fl_get_le16(h + 10);
+    e[i].crc = fl_get_le32(h + 16);
+    e[i].csize = fl_get_le32(h + 20);
+    e[i].usize = fl_get_le32(h + 24);
+    e[i].loff = fl_get_le32(h + 42);
+    if (fl_get_le16(h + 34) != 0)
       return pt_fail(c, FL_EFORMAT, "entry '%.*s' is on another disk (multi-disk archive)",
                      (int)nlen, e[i].name);
     /* 0xFFFFFFFF says "the real value is in the ZIP64 extra field". */
@@ -184,11 +171,11 @@ static int pt_entry_data(pt_ctx *c, const pt_entry *e, const unsigned char **dat
                    "of the file (%zu bytes)",
                    nl, e->name, lo, c->n);
   const unsigned char *h = c->buf + lo;
-  if (pt_u32(h) != PT_SIG_LOCAL)
+  if (fl_get_le32(h) != PT_SIG_LOCAL)
     return pt_fail(c, FL_EFORMAT, "bad local header signature for entry '%.*s' at offset %zu", nl,
                    e->name, lo);
   /* The local name and extra lengths, not the central ones, say where the data starts. */
-  size_t start = lo + PT_LOCAL_SIZE + pt_u16(h + 26) + pt_u16(h + 28);
+  size_t start = lo + PT_LOCAL_SIZE + fl_get_le16(h + 26) + fl_get_le16(h + 28);
   if (start > c->n || c->n - start < e->usize)
     return pt_fail(c, FL_ETRUNC,
                    "entry '%.*s' (%u bytes at offset %zu) runs past the end of the file (%zu "
@@ -352,17 +339,17 @@ int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
   size_t eocd = 0;
   if ((rc = pt_find_eocd(&c, &eocd)) != 0) goto fail_file;
   const unsigned char *h = c.buf + eocd;
-  size_t count = pt_u16(h + 10), cd_size = pt_u32(h + 12), cd_off = pt_u32(h + 16);
+  size_t count = fl_get_le16(h + 10), cd_size = fl_get_le32(h + 12), cd_off = fl_get_le32(h + 16);
   /* PyTorch (miniz) always writes a ZIP64 end record and locator before this record, even
    * for small archives; they only matter when a field here holds the 0xFFFF(FFFF) marker. */
-  if (pt_u16(h + 8) == 0xFFFFu || count == 0xFFFFu || cd_size == 0xFFFFFFFFu ||
+  if (fl_get_le16(h + 8) == 0xFFFFu || count == 0xFFFFu || cd_size == 0xFFFFFFFFu ||
       cd_off == 0xFFFFFFFFu) {
     rc = pt_fail(&c, FL_EFORMAT,
                  "ZIP64 archive (end record fields 0xFFFF/0xFFFFFFFF): ZIP64 archives are not "
                  "supported");
     goto fail_file;
   }
-  if (pt_u16(h + 4) != 0 || pt_u16(h + 6) != 0 || pt_u16(h + 8) != count) {
+  if (fl_get_le16(h + 4) != 0 || fl_get_le16(h + 6) != 0 || fl_get_le16(h + 8) != count) {
     rc = pt_fail(&c, FL_EFORMAT, "multi-disk zip archives are not supported");
     goto fail_file;
   }
@@ -476,7 +463,7 @@ int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
       goto fail_data;
     }
     for (size_t i = 0; i < want; i++) {
-      if (!isfinite(pt_f32(data[k] + 4 * i))) {
+      if (!isfinite(fl_get_lef32(data[k] + 4 * i))) {
         rc = pt_fail(&c, FL_ERANGE, "key %zu (%s): value %zu is not finite", k, s.what, i);
         goto fail_data;
       }
@@ -494,7 +481,7 @@ int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
     pt_slot s;
     pt_slot_of(&hp, NI, k, &s);
     float *dst = nm.p.t[s.t] + s.off;
-    for (size_t i = 0; i < s.rows * s.cols; i++) dst[i] = pt_f32(data[k] + 4 * i);
+    for (size_t i = 0; i < s.rows * s.cols; i++) dst[i] = fl_get_lef32(data[k] + 4 * i);
   }
 #undef PT_FLOATS
   size_t nz = 0;
