@@ -1,8 +1,8 @@
 /* model/eval.c: offline evaluation: leave-one-out full ranking, HR@{10,20} and NDCG@{10,20}.
  *
  * Design. Two protocols share one code path and differ only in which items count as the
- * user's history and what their scores become before ranking (model.h, DESIGN.md "Offline
- * evaluation protocol", FLAME.md section 4):
+ * user's history and what their scores become before ranking (model.h, docs/MODEL.md
+ * section 4):
  *   default: history = the model's input window, scores set to -inf (torch_ref.py evaluate);
  *   flame:   history = every item before the target, scores set to 0 (the reference code).
  * The rank is the number of items scoring strictly above the target after that treatment, so

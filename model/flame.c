@@ -1,4 +1,4 @@
-/* model/flame.c: FLAME training steps (docs/FLAME.md section 2).
+/* model/flame.c: FLAME training steps (docs/MODEL.md section 2).
  *
  * One step on a packed batch:
  *   1. the plain pass of the learnable network: cross-entropy over the catalogue;
@@ -101,7 +101,8 @@ float flame_ntxent(const float *a, const float *b, size_t B, size_t C, float tau
  * network that some selected path takes there on the concatenation of the live prefixes
  * (the length-s path prefixes of the selected paths) under the tiled mask, which doubles the
  * segments; the last stage's last positions are the paths' representations. With all four
- * paths of the two-module case this is exactly the two encoder passes of FLAME.md. */
+ * paths of the two-module case this is exactly the two encoder passes of docs/MODEL.md section 2.
+ */
 
 enum { MAX_STAGES = 8, MAX_PATHS = 1 << MAX_STAGES };
 

@@ -1,4 +1,4 @@
-/* model/model.h: the SASRec engine (docs/FLAME.md section 1): parameters, forward and
+/* model/model.h: the SASRec engine (docs/MODEL.md section 1): parameters, forward and
  * backward passes, Adam, checkpoints, the PyTorch-zip importer, datasets and offline metrics.
  *
  * Shape letters: B batch (samples), T packed tokens, C channels, NH heads, HS head size,
@@ -7,8 +7,8 @@
  *
  * Batches are PACKED: sample b's real items are tok[off[b] .. off[b+1]), oldest first, the
  * newest (the position that is trained and served) last. A sample of n items occupies
- * positions L-n .. L-1, exactly where the left-padded window of FLAME.md puts them; padding
- * is never read by a real position, so leaving it out is exact. A batch may also carry the
+ * positions L-n .. L-1, exactly where the left-padded window of docs/MODEL.md section 1 puts them;
+ * padding is never read by a real position, so leaving it out is exact. A batch may also carry the
  * padding explicitly (item 0 tokens, n = L): keys with item 0 are then masked, which
  * reproduces the padded computation (used to measure what packing buys).
  *
@@ -22,7 +22,7 @@
 
 #include "common/common.h"
 
-/* Hyper-parameters (FLAME.md defaults in model_hparams_default). */
+/* Hyper-parameters (docs/MODEL.md section 1: the defaults of model_hparams_default). */
 typedef struct {
   uint32_t C;    /* channels d (64) */
   uint32_t NL;   /* transformer blocks (2) */
@@ -106,8 +106,8 @@ typedef struct {
   int last_only;   /* 1: the last block computes queries/FFN for the last position only */
 } model_sasrec;
 
-/* Allocates the parameter block for NI items and initialises it as FLAME.md says (Linear
- * and Embedding weights N(0, 0.02^2) from seed, biases 0, LN gamma 1 / beta 0, padding row
+/* Allocates the parameter block for NI items and initialises it as docs/MODEL.md section 1 says
+ * (Linear and Embedding weights N(0, 0.02^2) from seed, biases 0, LN gamma 1 / beta 0, padding row
  * 0). Gradients and Adam state stay NULL. */
 int model_init(model_sasrec *m, const model_hparams *hp, size_t NI, uint64_t seed);
 /* Allocates the parameter block without initialising it (for loaders). */
@@ -186,7 +186,7 @@ int ckpt_save(const char *path, const model_sasrec *m);
  * line "path: what". */
 int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen);
 
-/* ---- the authors' PyTorch zip (model/ptimport.c, FLAME.md section 5) ----
+/* ---- the authors' PyTorch zip (model/ptimport.c, docs/MODEL.md section 5) ----
  * Reads the zip's central directory, finds the <prefix>/data/<k> entries, checks every
  * size against the shapes, infers C, L, FF, NL and NI from them (NH, dropout and ln_eps are
  * not in the file: FLAME's defaults, NH = 2) and fills a freshly allocated model. On failure
@@ -236,7 +236,7 @@ void data_pack(const data_set *ds, const data_sample *s, size_t B, size_t L, int
 
 typedef enum {
   EVAL_PROTOCOL_DEFAULT, /* history = the input window, excluded (-inf); rank = #greater */
-  EVAL_PROTOCOL_FLAME    /* FLAME.md section 4: history scored 0; rank = #greater */
+  EVAL_PROTOCOL_FLAME    /* docs/MODEL.md section 4: history scored 0; rank = #greater */
 } eval_protocol;
 
 typedef enum { EVAL_VAL, EVAL_TEST } eval_split;
@@ -402,7 +402,7 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
  * read. Returns 0 or a negative code: a failed checkpoint or state write, or a state it cannot
  * continue from (r->why says which). train_model is declared after the FLAME section. */
 
-/* ---- FLAME training (model/flame.c, FLAME.md section 2) ----
+/* ---- FLAME training (model/flame.c, docs/MODEL.md section 2) ----
  * A frozen anchor network and the learnable one (both SASRec, same hyper-parameters). A
  * step is the plain cross-entropy of the learnable network plus lambda times the six NT-Xent
  * losses between the four paths ll, fl, lf, ff (embedding source, encoder source) at the

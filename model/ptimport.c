@@ -4,7 +4,7 @@
  * uncompressed: <prefix>/data.pkl (the pickled state_dict, which we do not interpret),
  * <prefix>/byteorder ("little"), <prefix>/version, and one <prefix>/data/<k> per tensor
  * holding its raw little-endian float32 values, row-major. The keys k follow the state_dict
- * order, which FLAME.md section 5 documents (for NL blocks):
+ * order, which docs/MODEL.md section 5 documents (for NL blocks):
  *
  *   0 item_emb (NI+1, C)   1 pos_emb (L, C)   2-3 LN_emb gamma, beta (C)
  *   4 + 10 l + 0..9        block l attention: Wq (C,C), bq, Wk, bk, Wv, bv, Wo (C,C), bo,

@@ -1,4 +1,4 @@
-/* model/sasrec.c: the SASRec network (docs/FLAME.md section 1) on packed batches.
+/* model/sasrec.c: the SASRec network (docs/MODEL.md section 1) on packed batches.
  *
  * Parameters, gradients and Adam moments are three blocks with one layout
  * (model_tensor_sizes); Adam is one flat loop and a checkpoint one write. Activations of a

@@ -5,8 +5,8 @@
  * the Kafka partitions' next offsets, and a few counters. Everything a drained Kafka batch
  * changes is written by ONE rocksdb_write (state_batch_commit): sequence appends, new dictionary
  * entries, the partitions' next offsets and the counters commit together or not at all, so a
- * kill -9 at any moment loses nothing and applies nothing twice (DESIGN.md, "Exactly-once
- * effect on state").
+ * kill -9 at any moment loses nothing and applies nothing twice (docs/ARCHITECTURE.md,
+ * "Exactly-once state").
  *
  * Ids are opaque byte strings of 1..STATE_ID_MAX bytes (any bytes, NUL included: lengths are
  * always passed); checking that they are UTF-8 is stream/'s job.

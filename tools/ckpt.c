@@ -17,7 +17,7 @@
 static const char import_help[] =
     "usage: flame import-pt --in FILE.pt --out FILE.ckpt\n"
     "Converts the FLAME authors' PyTorch SASRec weights (a zip of raw float32 arrays,\n"
-    "FLAME.md section 5) into a flame checkpoint. Prints a JSON summary.\n";
+    "docs/MODEL.md section 5) into a flame checkpoint. Prints a JSON summary.\n";
 
 int tools__cmd_import(int argc, char **argv) {
   const char *in = NULL, *out = NULL;
@@ -62,7 +62,8 @@ int tools__cmd_import(int argc, char **argv) {
 static const char init_help[] =
     "usage: flame init --items N --out FILE.ckpt [--dim N] [--blocks N] [--heads N]\n"
     "                  [--maxlen N] [--seed N]\n"
-    "Writes an untrained SASRec checkpoint (FLAME.md's initialisation) for N items: a stand-in\n"
+    "Writes an untrained SASRec checkpoint (docs/MODEL.md's initialisation) for N items: a "
+    "stand-in\n"
     "anchor for serving benchmarks with large synthetic catalogues, where training one is\n"
     "beside the point.\n" HPARAMS_HELP;
 

@@ -34,7 +34,7 @@ static const char train_help[] =
     "  --patience N     stop after N epochs without improvement (20)\n"
     "  --epoch-samples N  an epoch is the next N samples of the shuffled order (default: all\n"
     "                   of them); budgets long runs and validates them more often\n"
-    "  --protocol P     default | flame (truncates histories to L+3, FLAME.md section 4)\n"
+    "  --protocol P     default | flame (truncates histories to L+3, docs/MODEL.md section 4)\n"
     "  --threads N      BLAS threads (1)\n"
     "  --seed N         initialisation, shuffling and dropout (42)\n"
     "  --batch N        samples per step (256)\n"

@@ -4,8 +4,8 @@
  * A snapshot is built completely by its producer (the trainer, a checkpoint load), then
  * published and never written again: readers on any thread may use it for as long as they hold
  * a reference. The loop keeps one reference in its "current" pointer and swaps that pointer
- * between requests; the old snapshot is freed when its last reference goes (DESIGN.md,
- * "Hot-swap = build, validate, swap, retire").
+ * between requests; the old snapshot is freed when its last reference goes (docs/ARCHITECTURE.md,
+ * "Hot-swap: build, validate, swap, retire").
  *
  * Item indices are the state's dense indices (state/state.h, from 1). A snapshot knows the
  * items 1..NI of its table; newer items are left out of an input history and cannot be

@@ -1,5 +1,5 @@
 /* daemon/train/train.h: the trainer thread: FLAME fine-tuning rounds against the frozen anchor,
- * validation, promotion into the serving slot, snapshots on disk (FLAME.md section 3).
+ * validation, promotion into the serving slot, snapshots on disk (docs/MODEL.md section 3).
  *
  * Start (trainer_start, on the main thread before the loop runs): the model dir is tidied
  * first: temp files an interrupted write left (<name>.tmp.<pid>) are deleted, and every

@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static const char *const outcome_names[] = {"promoted", "rejected_worse", "rejected_nonfinite",
                                             "bootstrapped", "failed"};
 const char *trainer_outcome_name(int o) {

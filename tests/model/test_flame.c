@@ -1,4 +1,4 @@
-/* tests/model/test_flame.c: the FLAME loss (FLAME.md section 2) against central differences
+/* tests/model/test_flame.c: the FLAME loss (docs/MODEL.md section 2) against central differences
  * (every learnable tensor, dropout off, through the frozen encoder and, when not detached,
  * through the pair weights), NT-Xent on hand-computable cases, the weighting, and the
  * anchor's immutability under training. */
@@ -220,8 +220,8 @@ static void test_anchor_frozen(void **state) {
 }
 
 /* Each network's passes drop at its own rate: the workspace is made from the learnable
- * network's hyper-parameters, but the anchor keeps its checkpoint's dropout (FLAME.md: "dropout
- * still active in training mode"). With the learnable network at 0, a training step's
+ * network's hyper-parameters, but the anchor keeps its checkpoint's dropout (docs/MODEL.md section
+ * 2: its dropout "stays active in training"). With the learnable network at 0, a training step's
  * cross-entropy equals evaluation mode's, and the pair losses differ only if the anchor drops;
  * with both at 0 everything equals evaluation mode. */
 static void test_each_network_its_own_dropout(void **state) {

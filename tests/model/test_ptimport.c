@@ -5,7 +5,7 @@
  * PyTorch writes them (0, 1, 10, 11, ...), local headers with the data-descriptor flag, zero
  * sizes and a padding extra field (so local and central lengths differ), a trailing
  * descriptor, and a zip comment. Each key's floats encode (key, index), so the import can be
- * checked element by element against an independent statement of FLAME.md section 5's map.
+ * checked element by element against an independent statement of docs/MODEL.md section 5's map.
  * Options damage one thing at a time for the refusal cases. Nothing here reads ../shared. */
 #include "testutil.h"
 
@@ -144,7 +144,7 @@ static unsigned char *zip_finish(zip_w *z, const char *comment, size_t *n) {
 
 static size_t nkeys(const pt_shape *s) { return 4 + 16 * s->NL; }
 
-/* Float count of key k for shape s (FLAME.md section 5). */
+/* Float count of key k for shape s (docs/MODEL.md section 5). */
 static size_t key_floats(const pt_shape *s, size_t k) {
   size_t C = s->C, FF = s->FF;
   if (k == 0) return (s->NI + 1) * C;
@@ -256,7 +256,7 @@ static size_t check_range(const float *dst, size_t k, size_t count) {
   return count;
 }
 
-/* Every parameter against FLAME.md section 5, stated independently of the importer. */
+/* Every parameter against docs/MODEL.md section 5, stated independently of the importer. */
 static void check_model(const model_sasrec *m, const pt_shape *s, int pad_row0) {
   size_t C = s->C, FF = s->FF, NL = s->NL, CC = C * C, seen = 0;
   assert_int_equal(m->hp.C, C);

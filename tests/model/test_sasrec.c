@@ -141,7 +141,8 @@ static void test_shortcuts_exact(void **state) {
   model_free(&m);
 }
 
-/* Init follows FLAME.md; the same seed gives the same model and the same training. */
+/* Init follows docs/MODEL.md section 1; the same seed gives the same model and the same training.
+ */
 static void test_init_and_seed(void **state) {
   (void)state;
   model_hparams hp;
