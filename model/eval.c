@@ -168,6 +168,51 @@ int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eva
   return 0;
 }
 
+/* Users per pass of eval_newest: the daemon's holdouts are a few hundred users. */
+#define EVAL_NEWEST_BATCH 128
+
+/* Contract (see model.h). Users are scored in batches of EVAL_NEWEST_BATCH through one
+ * activation block, the catalogue in chunks (eval_ranks_chunked). */
+eval_metrics eval_newest(const model_sasrec *m, const data_set *ds, const uint32_t *users,
+                         size_t n) {
+  eval_metrics r = {0};
+  size_t B = EVAL_NEWEST_BATCH, L = m->hp.L;
+  model_acts *a = model_acts_new(&m->hp, B, B * L);
+  float *scores = xmalloc(B * EVAL_CHUNK * sizeof(float));
+  int32_t *tok = xmalloc(B * L * sizeof(int32_t)), tgt[EVAL_NEWEST_BATCH];
+  size_t *off = xmalloc((B + 1) * sizeof(size_t)), rank[EVAL_NEWEST_BATCH];
+  for (size_t i = 0; i < n; i += B) {
+    size_t nb = n - i < B ? n - i : B, T = 0, b = 0;
+    off[0] = 0;
+    for (size_t j = 0; j < nb; j++) {
+      const int32_t *s = ds->items + ds->off[users[i + j]];
+      size_t len = ds->off[users[i + j] + 1] - ds->off[users[i + j]], k = 0;
+      for (size_t x = len - 1; x > 0 && k < L; x--) k += (size_t)s[x - 1] <= m->NI;
+      if (k == 0 || (size_t)s[len - 1] > m->NI) { /* nothing the model knows: a miss */
+        eval_add_rank(&r, SIZE_MAX); /* a miss at any cutoff, whatever the catalogue size */
+        continue;
+      }
+      size_t w = T + k;
+      for (size_t x = len - 1; x > 0 && w > T; x--)
+        if ((size_t)s[x - 1] <= m->NI) tok[--w] = s[x - 1];
+      T += k;
+      tgt[b] = s[len - 1];
+      off[++b] = T;
+    }
+    if (b == 0) continue;
+    model_batch bt = {.B = b, .T = T, .tok = tok, .off = off, .tgt = NULL};
+    model_forward(m, a, &bt, 0);
+    eval_ranks_chunked(m, model_acts_h(a), b, tgt, tok, off, scores, rank);
+    for (size_t j = 0; j < b; j++) eval_add_rank(&r, rank[j]);
+  }
+  eval_finish(&r);
+  free(off);
+  free(tok);
+  free(scores);
+  model_acts_free(a);
+  return r;
+}
+
 int eval_protocol_parse(const char *s, eval_protocol *out) {
   if (s && strcmp(s, "default") == 0) {
     *out = EVAL_PROTOCOL_DEFAULT;

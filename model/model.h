@@ -279,6 +279,14 @@ int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eva
 /* Bytes eval_run allocates for m: its activations and score rows (for memory reports). */
 size_t eval_workspace_bytes(const model_sasrec *m);
 
+/* HR@10 and NDCG@10 of m on the newest item of each user users[0..n) of ds (the daemon's
+ * holdout of a round): its input is the L items before it that m knows (items beyond m's
+ * table are left out of the input; a target beyond it is a miss; a user with no known item
+ * before it too), the input items are excluded from the ranking (the default protocol), and
+ * the whole catalogue is ranked in chunks. m is only read. */
+eval_metrics eval_newest(const model_sasrec *m, const data_set *ds, const uint32_t *users,
+                         size_t n);
+
 /* Parses "default" / "flame". Returns 0 or FL_ERANGE. */
 int eval_protocol_parse(const char *s, eval_protocol *out);
 

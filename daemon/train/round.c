@@ -115,49 +115,6 @@ static size_t popular_items(const collected *c, size_t k, uint32_t **out) {
   return n;
 }
 
-/* HR@10 and NDCG@10 of m on the holdout: each user's last item, from the L known items
- * before it (items beyond m's table are left out of the input; a target beyond it is a miss);
- * the input items are excluded from the ranking (the default protocol). */
-static eval_metrics holdout_eval(const model_sasrec *m, const data_set *ds, const uint32_t *users,
-                                 size_t n) {
-  eval_metrics r = {0};
-  size_t B = 128, L = m->hp.L;
-  model_acts *a = model_acts_new(&m->hp, B, B * L);
-  float *scores = xmalloc(B * EVAL_CHUNK * sizeof(float));
-  int32_t *tok = xmalloc(B * L * sizeof(int32_t)), tgt[128];
-  size_t *off = xmalloc((B + 1) * sizeof(size_t)), rank[128];
-  for (size_t i = 0; i < n; i += B) {
-    size_t nb = n - i < B ? n - i : B, T = 0, b = 0;
-    off[0] = 0;
-    for (size_t j = 0; j < nb; j++) {
-      const int32_t *s = ds->items + ds->off[users[i + j]];
-      size_t len = ds->off[users[i + j] + 1] - ds->off[users[i + j]], k = 0;
-      for (size_t x = len - 1; x > 0 && k < L; x--) k += (size_t)s[x - 1] <= m->NI;
-      if (k == 0 || (size_t)s[len - 1] > m->NI) { /* nothing the model knows: a miss */
-        eval_add_rank(&r, m->NI);
-        continue;
-      }
-      size_t w = T + k;
-      for (size_t x = len - 1; x > 0 && w > T; x--)
-        if ((size_t)s[x - 1] <= m->NI) tok[--w] = s[x - 1];
-      T += k;
-      tgt[b] = s[len - 1];
-      off[++b] = T;
-    }
-    if (b == 0) continue;
-    model_batch bt = {.B = b, .T = T, .tok = tok, .off = off, .tgt = NULL};
-    model_forward(m, a, &bt, 0);
-    eval_ranks_chunked(m, model_acts_h(a), b, tgt, tok, off, scores, rank);
-    for (size_t j = 0; j < b; j++) eval_add_rank(&r, rank[j]);
-  }
-  eval_finish(&r);
-  free(off);
-  free(tok);
-  free(scores);
-  model_acts_free(a);
-  return r;
-}
-
 /* The gate every model passes before it is published, a round's candidate or a bootstrapped
  * anchor: TRAINER_PROMOTED if m's weights are finite and trainer_round_passes on the figures
  * written to rr (m and the serving network cur, if it has one, on the newest event of the
@@ -166,9 +123,9 @@ static int gate(const model_sasrec *m, const serve_model *cur, const data_set *d
                 const uint32_t *hu, size_t nh, const uint32_t *ru, size_t nret, double margin,
                 trainer_round *rr) {
   if (!serve_params_finite(m)) return TRAINER_REJECTED_NONFINITE;
-  eval_metrics mc = holdout_eval(m, ds, hu, nh), ms = {0};
+  eval_metrics mc = eval_newest(m, ds, hu, nh), ms = {0};
   const model_sasrec *serving = cur && cur->has_net ? &cur->m : NULL;
-  if (serving) ms = holdout_eval(serving, ds, hu, nh);
+  if (serving) ms = eval_newest(serving, ds, hu, nh);
   rr->cand_ndcg10 = mc.ndcg10;
   rr->cand_hr10 = mc.hr10;
   rr->serv_ndcg10 = ms.ndcg10;
@@ -176,8 +133,8 @@ static int gate(const model_sasrec *m, const serve_model *cur, const data_set *d
   rr->holdout = nh;
   if (serving && nret) { /* without a serving model there is nothing to forget */
     rr->retain = nret;
-    rr->cand_retain_ndcg10 = holdout_eval(m, ds, ru, nret).ndcg10;
-    rr->serv_retain_ndcg10 = holdout_eval(serving, ds, ru, nret).ndcg10;
+    rr->cand_retain_ndcg10 = eval_newest(m, ds, ru, nret).ndcg10;
+    rr->serv_retain_ndcg10 = eval_newest(serving, ds, ru, nret).ndcg10;
   }
   return trainer_round_passes(rr, margin) ? TRAINER_PROMOTED : TRAINER_REJECTED_WORSE;
 }
