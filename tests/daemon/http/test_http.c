@@ -1,5 +1,5 @@
-/* tests/daemon/test_http.c: the HTTP server's connection hygiene (daemon/http/http.h) over real
- * loopback sockets: keep-alive, pipelining in order (also when the client does not read while
+/* tests/daemon/http/test_http.c: the HTTP server's connection hygiene (daemon/http/http.h) over
+ * real loopback sockets: keep-alive, pipelining in order (also when the client does not read while
  * it sends), head and body limits, framing http-parser refuses, the connection caps (in all
  * and per peer, answered with a 503 the client reads before a clean close), the header, idle
  * and request timeouts, RFC 9112 strictness (versions, header names, folding,

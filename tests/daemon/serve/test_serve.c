@@ -1,8 +1,8 @@
-/* tests/daemon/test_serve.c: snapshots and top-k recommendation (daemon/serve/serve.h): the top-k
- * of one sequence equals a full sort of the scores the offline engine gives the same window; seen
- * items are excluded; items newer than the snapshot are ignored in the input; popularity stands in
- * without a network or without a known item, and fills up a small catalogue; NaN weights are
- * detected. */
+/* tests/daemon/serve/test_serve.c: snapshots and top-k recommendation (daemon/serve/serve.h): the
+ * top-k of one sequence equals a full sort of the scores the offline engine gives the same window;
+ * seen items are excluded; items newer than the snapshot are ignored in the input; popularity
+ * stands in without a network or without a known item, and fills up a small catalogue; NaN weights
+ * are detected. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* tests/daemon/test_oeval.c: the online evaluation thread (daemon/serve/serve.h): its sums are
- * those of serve_rank on the queued events, for the serving snapshot and the baseline alike
+/* tests/daemon/serve/test_oeval.c: the online evaluation thread (daemon/serve/serve.h): its sums
+ * are those of serve_rank on the queued events, for the serving snapshot and the baseline alike
  * (equal counts whenever a baseline came with every event); events without a baseline count
  * for the serving model only; events still queued at shutdown are released (ASan's leak
  * check); a full queue refuses and releases. */

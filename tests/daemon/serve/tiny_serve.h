@@ -1,4 +1,4 @@
-/* tests/daemon/tiny_serve.h: the tiny serving snapshot the daemon tests share. */
+/* tests/daemon/serve/tiny_serve.h: the tiny serving snapshot the daemon tests share. */
 #ifndef FL_TEST_TINY_SERVE_H
 #define FL_TEST_TINY_SERVE_H
 

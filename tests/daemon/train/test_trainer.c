@@ -1,4 +1,4 @@
-/* tests/daemon/test_trainer.c: the trainer's validation gate (trainer_round_passes) on
+/* tests/daemon/train/test_trainer.c: the trainer's validation gate (trainer_round_passes) on
  * hand-set round figures: a candidate passes only if it loses at most the margin on the touched
  * users' holdout and, when retained users were checked, on theirs too. The rounds themselves
  * run end to end in test_serving. */
