@@ -1,4 +1,6 @@
-# Validation NDCG@20 by epoch of the ml-1m runs side by side, and epoch times.
+# bench/curves.py: validation NDCG@20 by epoch of `flame train` logs side by side, epoch times,
+# and the first epoch (and seconds) at which each run reaches a few reference figures.
+# usage: python3 bench/curves.py RUN.log [RUN.log ...]  (used by RESULTS 7, ml-1m)
 import re, sys
 pat = re.compile(r"^epoch (\d+):.*val .*NDCG@20 ([0-9.]+)\s+([0-9.]+) s \(train ([0-9.]+) s\)")
 runs = {}
