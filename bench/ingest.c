@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
   const char *bootstrap = tools_broker_bootstraps(b);
 
   /* phase 1: throughput */
-  tools_produce_opts po = {.brokers = bootstrap, .topic = "tput", .format = STREAM_PRODUCE_JSON};
+  tools_produce_opts po = {.brokers = bootstrap, .topic = "tput", .format = TOOLS_PRODUCE_JSON};
   tools_produce_result pr;
   if (tools_produce_sequences(&po, ds.nusers, ds.off, ds.items, ds.user_id, &pr, err, sizeof err))
     die(err);
@@ -189,7 +189,7 @@ int main(int argc, char **argv) {
   start_flamed(&pid2, flamed, bootstrap, dir2, "lat", log2);
   for (int i = 0; i < 6000 && !fl_file_contains(log2, "kafka: assigned"); i++) fl_sleep_ms(2);
   tools_produce_opts po2 = {
-      .brokers = bootstrap, .topic = "lat", .format = STREAM_PRODUCE_JSON, .rate = rate};
+      .brokers = bootstrap, .topic = "lat", .format = TOOLS_PRODUCE_JSON, .rate = rate};
   tools_produce_result pr2;
   if (tools_produce_sequences(&po2, ds.nusers, ds.off, ds.items, ds.user_id, &pr2, err, sizeof err))
     die(err);

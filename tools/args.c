@@ -218,3 +218,74 @@ void tools__bad_option(int argc, char **argv) {
   tools__die("unknown or incomplete option '%s' (see flame %s --help)", argv[optind - 1],
              tools__cmd);
 }
+
+/* ---- the option table ---- */
+
+/* getopt_long's val of opts[i]: above the shape and FLAME options' codes. */
+enum { OPT_TABLE = 2000 };
+
+static void set_option(const tools__opt *o, const char *arg) {
+  char name[64];
+  snprintf(name, sizeof name, "--%s", o->name);
+  size_t hi = o->hi < 0 ? SIZE_MAX : (size_t)o->hi, lo = (size_t)o->lo;
+  switch (o->kind) {
+  case TOOLS_STR:
+    *(const char **)o->dst = arg;
+    break;
+  case TOOLS_FLAG:
+    *(int *)o->dst = 1;
+    break;
+  case TOOLS_SIZE:
+    *(size_t *)o->dst = tools__arg_size(name, arg, lo, hi);
+    break;
+  case TOOLS_INT:
+    *(int *)o->dst = (int)tools__arg_size(name, arg, lo, hi);
+    break;
+  case TOOLS_U64:
+    *(uint64_t *)o->dst = tools__arg_size(name, arg, lo, hi);
+    break;
+  case TOOLS_DOUBLE:
+    *(double *)o->dst = tools__arg_double(name, arg, o->lo, o->hi);
+    break;
+  case TOOLS_FLOAT:
+    *(float *)o->dst = (float)tools__arg_double(name, arg, o->lo, o->hi);
+    break;
+  }
+}
+
+int tools__parse(int argc, char **argv, const tools__opt *opts, size_t n, const char *help,
+                 model_hparams *hp, int *shape_set, flame_cli *f) {
+  static const struct option shape[] = {HPARAMS_LONGOPTS}, flame[] = {FLAME_LONGOPTS};
+  size_t ns = hp ? sizeof shape / sizeof *shape : 0, nf = f ? sizeof flame / sizeof *flame : 0;
+  struct option *lo = xcalloc(n + ns + nf + 2, sizeof *lo);
+  for (size_t i = 0; i < n; i++)
+    lo[i] =
+        (struct option){opts[i].name, opts[i].kind == TOOLS_FLAG ? no_argument : required_argument,
+                        0, OPT_TABLE + (int)i};
+  lo[n] = (struct option){"help", no_argument, 0, 'h'};
+  memcpy(lo + n + 1, shape, ns * sizeof *lo);
+  memcpy(lo + n + 1 + ns, flame, nf * sizeof *lo);
+  int c, helped = 0;
+  while (!helped && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    if (c >= OPT_TABLE && c < OPT_TABLE + (int)n) {
+      set_option(&opts[c - OPT_TABLE], optarg);
+    } else if (c == 'h') {
+      fputs(help, stdout);
+      helped = 1;
+    } else if (hp && tools__hparams_option(c, optarg, hp)) {
+      if (shape_set) *shape_set |= c != OPT_DROPOUT;
+    } else if (!f || !tools__flame_option(c, optarg, f)) {
+      free(lo);
+      tools__bad_option(argc, argv);
+    }
+  }
+  free(lo);
+  if (helped) return 1;
+  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  return 0;
+}
+
+void tools__protocol(const char *s, eval_protocol *out) {
+  if (s && eval_protocol_parse(s, out))
+    tools__die("--protocol: expected default or flame, got '%s'", s);
+}

@@ -21,27 +21,9 @@ static const char import_help[] =
 
 int tools__cmd_import(int argc, char **argv) {
   const char *in = NULL, *out = NULL;
-  static const struct option lo[] = {{"in", required_argument, 0, 'i'},
-                                     {"out", required_argument, 0, 'o'},
-                                     {"help", no_argument, 0, 'h'},
-                                     {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'i':
-      in = optarg;
-      break;
-    case 'o':
-      out = optarg;
-      break;
-    case 'h':
-      fputs(import_help, stdout);
-      return 0;
-    default:
-      tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const tools__opt opts[] = {{"in", TOOLS_STR, &in, 0, 0}, {"out", TOOLS_STR, &out, 0, 0}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, import_help, NULL, NULL, NULL))
+    return 0;
   tools__need("--in", in);
   tools__need("--out", out);
   model_sasrec m;
@@ -73,32 +55,11 @@ int tools__cmd_init(int argc, char **argv) {
   uint64_t seed = 42;
   model_hparams hp;
   model_hparams_default(&hp);
-  static const struct option lo[] = {{"out", required_argument, 0, 'o'},
-                                     {"items", required_argument, 0, 'i'},
-                                     {"seed", required_argument, 0, 's'},
-                                     {"help", no_argument, 0, 'h'},
-                                     HPARAMS_LONGOPTS,
-                                     {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'o':
-      out = optarg;
-      break;
-    case 'i':
-      items = tools__arg_size("--items", optarg, 1, 2147483646);
-      break;
-    case 's':
-      seed = tools__arg_size("--seed", optarg, 0, SIZE_MAX);
-      break;
-    case 'h':
-      fputs(init_help, stdout);
-      return 0;
-    default:
-      if (!tools__hparams_option(c, optarg, &hp)) tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const tools__opt opts[] = {{"out", TOOLS_STR, &out, 0, 0},
+                             {"items", TOOLS_SIZE, &items, 1, 2147483646},
+                             {"seed", TOOLS_U64, &seed, 0, TOOLS_NO_MAX}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, init_help, &hp, NULL, NULL))
+    return 0;
   tools__need("--out", out);
   if (!items) tools__die("--items is required");
   tools__hparams_finish(&hp);
@@ -124,22 +85,9 @@ static const char inspect_help[] =
 
 int tools__cmd_inspect(int argc, char **argv) {
   const char *ckpt = NULL;
-  static const struct option lo[] = {
-      {"checkpoint", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'c':
-      ckpt = optarg;
-      break;
-    case 'h':
-      fputs(inspect_help, stdout);
-      return 0;
-    default:
-      tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const tools__opt opts[] = {{"checkpoint", TOOLS_STR, &ckpt, 0, 0}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, inspect_help, NULL, NULL, NULL))
+    return 0;
   tools__need("--checkpoint", ckpt);
   model_sasrec m;
   tools__load_ckpt(ckpt, &m);

@@ -28,39 +28,13 @@ int tools__cmd_synth(int argc, char **argv) {
   const char *out = NULL;
   size_t users = 2000, items = 500, mean_len = 20;
   uint64_t seed = 1;
-  static const struct option lo[] = {{"out", required_argument, 0, 'o'},
-                                     {"users", required_argument, 0, 'u'},
-                                     {"items", required_argument, 0, 'i'},
-                                     {"mean-len", required_argument, 0, OPT_MEAN_LEN},
-                                     {"seed", required_argument, 0, 's'},
-                                     {"help", no_argument, 0, 'h'},
-                                     {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'o':
-      out = optarg;
-      break;
-    case 'u':
-      users = tools__arg_size("--users", optarg, 1, 100000000);
-      break;
-    case 'i':
-      items = tools__arg_size("--items", optarg, 5, 2147483646);
-      break;
-    case OPT_MEAN_LEN:
-      mean_len = tools__arg_size("--mean-len", optarg, 5, 100000);
-      break;
-    case 's':
-      seed = tools__arg_size("--seed", optarg, 0, SIZE_MAX);
-      break;
-    case 'h':
-      fputs(synth_help, stdout);
-      return 0;
-    default:
-      tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const tools__opt opts[] = {{"out", TOOLS_STR, &out, 0, 0},
+                             {"users", TOOLS_SIZE, &users, 1, 100000000},
+                             {"items", TOOLS_SIZE, &items, 5, 2147483646},
+                             {"mean-len", TOOLS_SIZE, &mean_len, 5, 100000},
+                             {"seed", TOOLS_U64, &seed, 0, TOOLS_NO_MAX}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, synth_help, NULL, NULL, NULL))
+    return 0;
   tools__need("--out", out);
   int err = synth_write(out, users, items, mean_len, seed);
   if (err) tools__die("%s: %s", out, fl_strerror(err));
@@ -100,35 +74,19 @@ int tools__cmd_broker(int argc, char **argv) {
   int port = 0, partitions = 4, nbrokers = 1;
   char *topics = xmalloc(256);
   snprintf(topics, 256, "events,events.dlq");
-  static const struct option lo[] = {
-      {"port", required_argument, 0, 'p'},   {"partitions", required_argument, 0, 'n'},
-      {"topics", required_argument, 0, 't'}, {"brokers", required_argument, 0, 'b'},
-      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'p':
-      port = (int)tools__arg_size("--port", optarg, 1, 65535);
-      break;
-    case 'n':
-      partitions = (int)tools__arg_size("--partitions", optarg, 1, 1000);
-      break;
-    case 't':
-      free(topics);
-      topics = strdup(optarg);
-      break;
-    case 'b':
-      nbrokers = (int)tools__arg_size("--brokers", optarg, 1, 16);
-      break;
-    case 'h':
-      fputs(broker_help, stdout);
-      free(topics);
-      return 0;
-    default:
-      tools__bad_option(argc, argv);
-    }
+  const char *topics_arg = NULL;
+  const tools__opt opts[] = {{"port", TOOLS_INT, &port, 1, 65535},
+                             {"partitions", TOOLS_INT, &partitions, 1, 1000},
+                             {"topics", TOOLS_STR, &topics_arg, 0, 0},
+                             {"brokers", TOOLS_INT, &nbrokers, 1, 16}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, broker_help, NULL, NULL, NULL)) {
+    free(topics);
+    return 0;
   }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  if (topics_arg) {
+    free(topics);
+    topics = strdup(topics_arg);
+  }
   const char *names[64];
   size_t nt = 0;
   for (char *save = NULL, *t = strtok_r(topics, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -179,67 +137,26 @@ static const char produce_help[] =
     "                  empty user, a bad ts in turn) followed by the real event: for demos\n";
 
 int tools__cmd_produce(int argc, char **argv) {
-  tools_produce_opts o = {.format = STREAM_PRODUCE_JSON};
+  tools_produce_opts o = {.format = TOOLS_PRODUCE_JSON};
   const char *data = NULL;
-  static const struct option lo[] = {{"brokers", required_argument, 0, 'b'},
-                                     {"topic", required_argument, 0, 't'},
-                                     {"data", required_argument, 0, 'd'},
-                                     {"rate", required_argument, 0, 'r'},
-                                     {"format", required_argument, 0, 'f'},
-                                     {"skip", required_argument, 0, 's'},
-                                     {"limit", required_argument, 0, 'l'},
-                                     {"malformed-every", required_argument, 0, 'm'},
-                                     {"align", required_argument, 0, 'a'},
-                                     {"help", no_argument, 0, 'h'},
-                                     {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'b':
-      o.brokers = optarg;
-      break;
-    case 't':
-      o.topic = optarg;
-      break;
-    case 'd':
-      data = optarg;
-      break;
-    case 'r':
-      o.rate = tools__arg_double("--rate", optarg, 0, 1e9);
-      break;
-    case 'f':
-      if (!strcmp(optarg, "json"))
-        o.format = STREAM_PRODUCE_JSON;
-      else if (!strcmp(optarg, "csv"))
-        o.format = STREAM_PRODUCE_CSV;
-      else
-        tools__die("--format: expected json or csv, got '%s'", optarg);
-      break;
-    case 's':
-      o.skip = tools__arg_size("--skip", optarg, 0, SIZE_MAX);
-      break;
-    case 'l':
-      o.limit = tools__arg_size("--limit", optarg, 1, SIZE_MAX);
-      break;
-    case 'm':
-      o.malformed_every = tools__arg_size("--malformed-every", optarg, 2, SIZE_MAX);
-      break;
-    case 'a':
-      if (!strcmp(optarg, "start"))
-        o.align_end = 0;
-      else if (!strcmp(optarg, "end"))
-        o.align_end = 1;
-      else
-        tools__die("--align: expected start or end, got '%s'", optarg);
-      break;
-    case 'h':
-      fputs(produce_help, stdout);
-      return 0;
-    default:
-      tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const char *format = NULL, *align = NULL;
+  const tools__opt opts[] = {{"brokers", TOOLS_STR, &o.brokers, 0, 0},
+                             {"topic", TOOLS_STR, &o.topic, 0, 0},
+                             {"data", TOOLS_STR, &data, 0, 0},
+                             {"rate", TOOLS_DOUBLE, &o.rate, 0, 1e9},
+                             {"format", TOOLS_STR, &format, 0, 0},
+                             {"skip", TOOLS_U64, &o.skip, 0, TOOLS_NO_MAX},
+                             {"limit", TOOLS_U64, &o.limit, 1, TOOLS_NO_MAX},
+                             {"malformed-every", TOOLS_U64, &o.malformed_every, 2, TOOLS_NO_MAX},
+                             {"align", TOOLS_STR, &align, 0, 0}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, produce_help, NULL, NULL, NULL))
+    return 0;
+  if (format && strcmp(format, "json") && strcmp(format, "csv"))
+    tools__die("--format: expected json or csv, got '%s'", format);
+  if (format) o.format = strcmp(format, "csv") ? TOOLS_PRODUCE_JSON : TOOLS_PRODUCE_CSV;
+  if (align && strcmp(align, "start") && strcmp(align, "end"))
+    tools__die("--align: expected start or end, got '%s'", align);
+  if (align) o.align_end = strcmp(align, "end") == 0;
   tools__need("--brokers", o.brokers);
   tools__need("--topic", o.topic);
   tools__need("--data", data);

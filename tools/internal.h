@@ -132,6 +132,8 @@ void tools__hparams_finish(model_hparams *hp);
 int tools__flame_option(int c, const char *arg, flame_cli *f);
 /* --paths must not exceed the paths the modules give. */
 void tools__check_paths(const flame_cli *f, const model_hparams *hp);
+/* --protocol s (NULL: not given, *out unchanged). */
+void tools__protocol(const char *s, eval_protocol *out);
 /* --method: 1 for flame, 0 for sasrec. */
 int tools__parse_method(const char *method);
 void tools__set_anchor_dropout(const flame_cli *f, model_sasrec *anc);
@@ -142,6 +144,37 @@ void tools__check_flame_only(const flame_cli *f, int is_flame);
 /* The learnable network of a FLAME run: the anchor's shape, random or the anchor's weights. */
 void tools__learnable_from_anchor(model_sasrec *m, const model_sasrec *anc, float dropout, int warm,
                                   uint64_t seed);
+
+/* ---- a command's options as data (tools__parse) ---- */
+
+typedef enum {
+  TOOLS_STR,    /* const char **: the argument as given */
+  TOOLS_FLAG,   /* int *: set to 1, no argument */
+  TOOLS_SIZE,   /* size_t *: an integer in [lo, hi] */
+  TOOLS_INT,    /* int *: the same, within int */
+  TOOLS_U64,    /* uint64_t *: the same */
+  TOOLS_DOUBLE, /* double *: a number in [lo, hi] */
+  TOOLS_FLOAT   /* float *: the same */
+} tools__kind;
+
+/* hi of an integer option without an upper bound (SIZE_MAX). */
+#define TOOLS_NO_MAX (-1.0)
+
+/* One option --name of a command. */
+typedef struct {
+  const char *name; /* without the dashes */
+  tools__kind kind;
+  void *dst;
+  double lo, hi; /* bounds of a number; TOOLS_NO_MAX: an integer up to SIZE_MAX */
+} tools__opt;
+
+/* Parses argv (argv[0] is the command) against opts[0..n), plus --help (prints help to
+ * stdout; returns 1), the shape options into hp when hp is not NULL (*shape_set: one other than
+ * --dropout was given) and the FLAME options into f when f is not NULL. A bad value, an unknown
+ * option or a positional argument is a tools__die with the one-line messages of the contract.
+ * Returns 0 when the command should run. */
+int tools__parse(int argc, char **argv, const tools__opt *opts, size_t n, const char *help,
+                 model_hparams *hp, int *shape_set, flame_cli *f);
 
 /* The commands (argv[0] is the command's name). */
 int tools__cmd_train(int argc, char **argv);

@@ -113,7 +113,7 @@ int tools_produce_sequences(const tools_produce_opts *o, size_t nusers, const si
     }
     int kl = snprintf(key, sizeof key, "user-%" PRId64, user_ids[u]);
     int item = items[off[u] + next[u]++];
-    int pl = o->format == STREAM_PRODUCE_CSV
+    int pl = o->format == TOOLS_PRODUCE_CSV
                  ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, fl_wall_ms())
                  : snprintf(payload, sizeof payload,
                             "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key, item,

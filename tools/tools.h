@@ -62,12 +62,12 @@ void tools_broker_stop(tools_broker *b);
 #include <stddef.h>
 #include <stdint.h>
 
-enum { STREAM_PRODUCE_JSON = 1, STREAM_PRODUCE_CSV = 2 }; /* as config's stream.format */
+enum { TOOLS_PRODUCE_JSON = 1, TOOLS_PRODUCE_CSV = 2 }; /* as config's stream.format */
 
 typedef struct {
   const char *brokers; /* bootstrap.servers */
   const char *topic;
-  int format;                  /* STREAM_PRODUCE_JSON | STREAM_PRODUCE_CSV */
+  int format;                  /* TOOLS_PRODUCE_JSON | TOOLS_PRODUCE_CSV */
   double rate;                 /* events per second; 0: as fast as the broker takes them */
   uint64_t skip;               /* the first `skip` events of the replay order are not sent */
   uint64_t limit;              /* stop after this many events (sent ones); 0: all */

@@ -49,74 +49,22 @@ int tools__cmd_train(int argc, char **argv) {
   flame_cli f = {.anchor = NULL, .schedule_set = 0, .anchor_dropout = -1.0f};
   flame_opts_default(&f.fo);
   int threads = DEFAULT_THREADS, shape_set = 0;
-  static const struct option lo[] = {{"data", required_argument, 0, 'd'},
-                                     {"method", required_argument, 0, 'm'},
-                                     {"out", required_argument, 0, 'o'},
-                                     {"state", required_argument, 0, 'S'},
-                                     {"epochs", required_argument, 0, 'e'},
-                                     {"patience", required_argument, 0, 'p'},
-                                     {"epoch-samples", required_argument, 0, 'E'},
-                                     {"protocol", required_argument, 0, 'P'},
-                                     {"threads", required_argument, 0, 't'},
-                                     {"seed", required_argument, 0, 's'},
-                                     {"batch", required_argument, 0, 'b'},
-                                     {"lr", required_argument, 0, 'l'},
-                                     {"help", no_argument, 0, 'h'},
-                                     HPARAMS_LONGOPTS,
-                                     FLAME_LONGOPTS,
-                                     {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'd':
-      data = optarg;
-      break;
-    case 'm':
-      method = optarg;
-      break;
-    case 'o':
-      out = optarg;
-      break;
-    case 'S':
-      state = optarg;
-      break;
-    case 'e':
-      o.epochs = tools__arg_size("--epochs", optarg, 1, 100000);
-      break;
-    case 'p':
-      o.patience = tools__arg_size("--patience", optarg, 1, 100000);
-      break;
-    case 'E':
-      o.epoch_samples = tools__arg_size("--epoch-samples", optarg, 1, SIZE_MAX);
-      break;
-    case 'P':
-      if (eval_protocol_parse(optarg, &o.proto))
-        tools__die("--protocol: expected default or flame, got '%s'", optarg);
-      break;
-    case 't':
-      threads = (int)tools__arg_size("--threads", optarg, 1, 256);
-      break;
-    case 's':
-      o.seed = tools__arg_size("--seed", optarg, 0, SIZE_MAX);
-      break;
-    case 'b':
-      o.batch = tools__arg_size("--batch", optarg, 1, 65536);
-      break;
-    case 'l':
-      o.lr = (float)tools__arg_double("--lr", optarg, 1e-9, 10.0);
-      break;
-    case 'h':
-      fputs(train_help, stdout);
-      return 0;
-    default:
-      if (tools__hparams_option(c, optarg, &hp)) {
-        shape_set |= c != OPT_DROPOUT;
-      } else if (!tools__flame_option(c, optarg, &f)) {
-        tools__bad_option(argc, argv);
-      }
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const char *protocol = NULL;
+  const tools__opt opts[] = {{"data", TOOLS_STR, &data, 0, 0},
+                             {"method", TOOLS_STR, &method, 0, 0},
+                             {"out", TOOLS_STR, &out, 0, 0},
+                             {"state", TOOLS_STR, &state, 0, 0},
+                             {"epochs", TOOLS_SIZE, &o.epochs, 1, 100000},
+                             {"patience", TOOLS_SIZE, &o.patience, 1, 100000},
+                             {"epoch-samples", TOOLS_SIZE, &o.epoch_samples, 1, TOOLS_NO_MAX},
+                             {"protocol", TOOLS_STR, &protocol, 0, 0},
+                             {"threads", TOOLS_INT, &threads, 1, 256},
+                             {"seed", TOOLS_U64, &o.seed, 0, TOOLS_NO_MAX},
+                             {"batch", TOOLS_SIZE, &o.batch, 1, 65536},
+                             {"lr", TOOLS_FLOAT, &o.lr, 1e-9, 10.0}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, train_help, &hp, &shape_set, &f))
+    return 0;
+  tools__protocol(protocol, &o.proto);
   tools__need("--data", data);
   tools__need("--method", method);
   tools__need("--out", out);
@@ -202,34 +150,14 @@ int tools__cmd_eval(int argc, char **argv) {
   const char *data = NULL, *ckpt = NULL;
   eval_protocol proto = EVAL_PROTOCOL_DEFAULT;
   int threads = DEFAULT_THREADS;
-  static const struct option lo[] = {
-      {"data", required_argument, 0, 'd'},     {"checkpoint", required_argument, 0, 'c'},
-      {"protocol", required_argument, 0, 'P'}, {"threads", required_argument, 0, 't'},
-      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'd':
-      data = optarg;
-      break;
-    case 'c':
-      ckpt = optarg;
-      break;
-    case 'P':
-      if (eval_protocol_parse(optarg, &proto))
-        tools__die("--protocol: expected default or flame, got '%s'", optarg);
-      break;
-    case 't':
-      threads = (int)tools__arg_size("--threads", optarg, 1, 256);
-      break;
-    case 'h':
-      fputs(eval_help, stdout);
-      return 0;
-    default:
-      tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  const char *protocol = NULL;
+  const tools__opt opts[] = {{"data", TOOLS_STR, &data, 0, 0},
+                             {"checkpoint", TOOLS_STR, &ckpt, 0, 0},
+                             {"protocol", TOOLS_STR, &protocol, 0, 0},
+                             {"threads", TOOLS_INT, &threads, 1, 256}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, eval_help, NULL, NULL, NULL))
+    return 0;
+  tools__protocol(protocol, &proto);
   tools__need("--data", data);
   tools__need("--checkpoint", ckpt);
   model_set_threads(threads);
@@ -310,60 +238,18 @@ int tools__cmd_bench(int argc, char **argv) {
   int threads = 2, pad = 0, last_only = 1, sgemm = 0;
   model_hparams hp;
   model_hparams_default(&hp);
-  static const struct option lo[] = {{"data", required_argument, 0, 'd'},
-                                     {"method", required_argument, 0, 'm'},
-                                     {"batch", required_argument, 0, 'b'},
-                                     {"threads", required_argument, 0, 't'},
-                                     {"steps", required_argument, 0, 'n'},
-                                     {"seed", required_argument, 0, 's'},
-                                     {"no-pack", no_argument, 0, OPT_NO_PACK},
-                                     {"no-last-only", no_argument, 0, OPT_NO_LAST_ONLY},
-                                     {"sgemm", no_argument, 0, OPT_SGEMM},
-                                     {"help", no_argument, 0, 'h'},
-                                     HPARAMS_LONGOPTS,
-                                     FLAME_LONGOPTS,
-                                     {0, 0, 0, 0}};
   flame_cli f = {.anchor = NULL, .schedule_set = 0, .anchor_dropout = -1.0f};
   flame_opts_default(&f.fo);
-  int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    switch (c) {
-    case 'd':
-      data = optarg;
-      break;
-    case 'm':
-      method = optarg;
-      break;
-    case 'b':
-      B = tools__arg_size("--batch", optarg, 1, 65536);
-      break;
-    case 't':
-      threads = (int)tools__arg_size("--threads", optarg, 1, 256);
-      break;
-    case 'n':
-      steps = tools__arg_size("--steps", optarg, 3, 100000);
-      break;
-    case 's':
-      seed = tools__arg_size("--seed", optarg, 0, SIZE_MAX);
-      break;
-    case OPT_NO_PACK:
-      pad = 1;
-      break;
-    case OPT_NO_LAST_ONLY:
-      last_only = 0;
-      break;
-    case OPT_SGEMM:
-      sgemm = 1;
-      break;
-    case 'h':
-      fputs(bench_help, stdout);
-      return 0;
-    default:
-      if (!tools__hparams_option(c, optarg, &hp) && !tools__flame_option(c, optarg, &f))
-        tools__bad_option(argc, argv);
-    }
-  }
-  if (optind < argc) tools__die("unexpected argument '%s'", argv[optind]);
+  int no_last_only = 0;
+  const tools__opt opts[] = {
+      {"data", TOOLS_STR, &data, 0, 0},         {"method", TOOLS_STR, &method, 0, 0},
+      {"batch", TOOLS_SIZE, &B, 1, 65536},      {"threads", TOOLS_INT, &threads, 1, 256},
+      {"steps", TOOLS_SIZE, &steps, 3, 100000}, {"seed", TOOLS_U64, &seed, 0, TOOLS_NO_MAX},
+      {"no-pack", TOOLS_FLAG, &pad, 0, 0},      {"no-last-only", TOOLS_FLAG, &no_last_only, 0, 0},
+      {"sgemm", TOOLS_FLAG, &sgemm, 0, 0}};
+  if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, bench_help, &hp, NULL, &f))
+    return 0;
+  last_only = !no_last_only;
   model_set_threads(threads);
   if (sgemm) return bench_sgemm(threads, steps);
   tools__need("--data", data);
