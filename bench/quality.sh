@@ -10,12 +10,19 @@
 # usage: bench/quality.sh [--data FILE] [--maxlen L] [--epochs N] [--jobs LIST]
 #                         [--seeds LIST] [--build DIR] [--resume DIR]
 #   --jobs    comma list of: sasrec (from scratch; also the anchor of flame-own),
-#             flame-released (anchor = the imported flame-anchors/<data>.pt),
-#             flame-released-d03 (the same with the learnable network's dropout at 0.3;
-#             the anchor keeps 0.5), flame-released-a0 (the same with the anchor's
-#             dropout off: --anchor-dropout 0), flame-own (anchor = this run's sasrec of
-#             the same seed), flame-blocks (per-block modules, 4 random paths, released anchor),
-#             flame-warm (released anchor, warm start)
+#             flame-released (anchor = the imported flame-anchors/<data>.pt, the paper's
+#             settings), and variants of it with the released anchor:
+#               flame-released-d03   the learnable network's dropout at 0.3 (the anchor keeps 0.5)
+#               flame-released-a0    the anchor's dropout off (--anchor-dropout 0)
+#               flame-released-tau2, flame-released-tau5   NT-Xent temperature 2 or 5
+#               flame-released-lambdar1e-2   lambda decaying to 1e-2 instead of 1e-5
+#               flame-blocks         per-block modules, 4 random paths of 8 per step
+#               flame-blocks8        per-block modules, all 8 paths every step
+#               flame-blockdiag      the block-diagonal mask (independent paths, an ablation)
+#               flame-warm           warm start (the learnable network starts as the anchor)
+#               flame-warm-l1        warm start, lambda held at 1, 10 epochs, patience 4
+#               flame-warm-l1-lr3e-4 the same at learning rate 3e-4
+#             flame-own (anchor = this run's sasrec of the same seed)
 #             default: sasrec,flame-released,flame-own
 #   --seeds   comma list of training seeds, every job run once per seed (default 42)
 #   --data    default ../shared/data/amazon-beauty.txt; --protocol flame throughout
@@ -35,6 +42,7 @@ epochs=200
 jobs="sasrec,flame-released,flame-own"
 seeds=42
 resume=
+out= # the results directory, set below
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data="$2"; shift ;;
@@ -51,6 +59,32 @@ while [ $# -gt 0 ]; do
 done
 flame="$build/flame"
 [ -x "$flame" ] || { echo "bench/quality.sh: $flame not built" >&2; exit 2; }
+# Each job's `flame train` arguments after the common ones, into the array args.
+set_args() { # job, seed
+  local rel=(--method flame --anchor "$out/released.ckpt")
+  case "$1" in
+    sasrec) args=(--method sasrec --maxlen "$maxlen") ;;
+    flame-released) args=("${rel[@]}") ;;
+    flame-released-d03) args=("${rel[@]}" --dropout 0.3) ;;
+    flame-released-a0) args=("${rel[@]}" --anchor-dropout 0) ;;
+    flame-released-tau2) args=("${rel[@]}" --tau 2) ;;
+    flame-released-tau5) args=("${rel[@]}" --tau 5) ;;
+    flame-released-lambdar1e-2) args=("${rel[@]}" --lambda-r 0.01) ;;
+    flame-blocks) args=("${rel[@]}" --modules blocks --paths 4) ;;
+    flame-blocks8) args=("${rel[@]}" --modules blocks) ;;
+    flame-blockdiag) args=("${rel[@]}" --mask blockdiag) ;;
+    flame-warm) args=("${rel[@]}" --init anchor) ;;
+    flame-warm-l1) args=("${rel[@]}" --init anchor --lambda-r 1 --epochs 10 --patience 4) ;;
+    flame-warm-l1-lr3e-4)
+      args=("${rel[@]}" --init anchor --lambda-r 1 --lr 3e-4 --epochs 10 --patience 4) ;;
+    flame-own) args=(--method flame --anchor "$out/sasrec-s$2.ckpt") ;;
+    *) return 1 ;;
+  esac
+}
+IFS=, read -ra job_list <<< "$jobs"
+for j in "${job_list[@]}"; do
+  set_args "$j" 0 || { echo "bench/quality.sh: unknown job '$j'" >&2; exit 2; }
+done
 if [ -n "$resume" ]; then
   [ -d "$resume" ] || { echo "bench/quality.sh: --resume $resume: no such directory" >&2; exit 2; }
   out="$(cd "$resume" && pwd)"
@@ -70,8 +104,8 @@ run() { # name, seed, then flame train arguments; a job with a result already is
     --state "$out/$name.state" "$@" >> "$out/$name.json" 2>> "$out/$name.log"
 }
 
-if has flame-released || has flame-released-d03 || has flame-released-a0 || has flame-blocks ||
-  has flame-warm; then
+if [[ ",$jobs," == *,flame-released* || ",$jobs," == *,flame-blo* || ",$jobs," == *,flame-warm* ]]
+then # a job against the released anchor
   [ -f "$pt" ] || { echo "bench/quality.sh: no released anchor $pt" >&2; exit 2; }
   "$flame" import-pt --in "$pt" --out "$out/released.ckpt" > /dev/null
 fi
@@ -81,69 +115,21 @@ wait_slot() { # at most two jobs at once: one per core
 declare -A sasrec_pid
 IFS=, read -ra seed_list <<< "$seeds"
 for s in "${seed_list[@]}"; do
-  if has sasrec; then
-    wait_slot; run sasrec "$s" --method sasrec --maxlen "$maxlen" & sasrec_pid[$s]=$!
-  fi
-  if has flame-released; then
-    wait_slot; run flame-released "$s" --method flame --anchor "$out/released.ckpt" &
-  fi
-  if has flame-released-d03; then
-    wait_slot
-    run flame-released-d03 "$s" --method flame --anchor "$out/released.ckpt" --dropout 0.3 &
-  fi
-  if has flame-released-a0; then
-    wait_slot
-    run flame-released-a0 "$s" --method flame --anchor "$out/released.ckpt" --anchor-dropout 0 &
-  fi
-  if has flame-blocks; then
-    wait_slot
-    run flame-blocks "$s" --method flame --anchor "$out/released.ckpt" --modules blocks --paths 4 &
-  fi
-  if has flame-warm; then
-    wait_slot; run flame-warm "$s" --method flame --anchor "$out/released.ckpt" --init anchor &
-  fi
+  for j in "${job_list[@]}"; do
+    [ "$j" = flame-own ] && continue
+    set_args "$j" "$s"
+    wait_slot; run "$j" "$s" "${args[@]}" &
+    if [ "$j" = sasrec ]; then sasrec_pid[$s]=$!; fi
+  done
 done
 if has flame-own; then
   for s in "${seed_list[@]}"; do
     # needs the sasrec checkpoint of its seed: wait for that job
     [ -n "${sasrec_pid[$s]:-}" ] && { wait "${sasrec_pid[$s]}" || true; }
-    wait_slot; run flame-own "$s" --method flame --anchor "$out/sasrec-s$s.ckpt" &
+    set_args flame-own "$s"
+    wait_slot; run flame-own "$s" "${args[@]}" &
   done
 fi
 wait
 rm -f "$out"/*.ckpt "$out"/*.state
-/usr/bin/python3 - "$out" <<'PY'
-import glob, json, os, re, statistics, sys
-out = sys.argv[1]
-print(f"results: {out}\n")
-print("| job | best epoch / run | test HR@10 | NDCG@10 | HR@20 | NDCG@20 | wall s | to best: s |")
-print("|---|---|---|---|---|---|---|---|")
-ndcg = {}  # (job, seed) -> test NDCG@20
-for f in sorted(glob.glob(os.path.join(out, "*.json"))):
-    name = os.path.basename(f)[:-5]
-    lines = [l for l in open(f) if l.startswith("{")]
-    if not lines:
-        print(f"| {name} | failed: see its .log | | | | | | |")
-        continue
-    r = json.loads(lines[-1]); t = r["test"]
-    print(f"| {name} | {r['best_epoch']} / {r['epochs']} | {t['HR@10']:.4f} | "
-          f"{t['NDCG@10']:.4f} | {t['HR@20']:.4f} | {t['NDCG@20']:.4f} | {r['wall_sec']:.0f} | "
-          f"{r['best_sec']:.0f} |")
-    job, seed = re.fullmatch(r"(.*)-s(\d+)", name).groups()
-    ndcg[job, int(seed)] = t["NDCG@20"]
-# each FLAME job against the plain SASRec of its own seed (paired: same seed, same binary)
-for job in sorted({j for j, _ in ndcg if j != "sasrec"}):
-    seeds = sorted(s for j, s in ndcg if j == job and ("sasrec", s) in ndcg)
-    if not seeds:
-        continue
-    print(f"\n| seed | sasrec NDCG@20 | {job} NDCG@20 | gain |\n|---|---|---|---|")
-    gains = []
-    for s in seeds:
-        a, b = ndcg["sasrec", s], ndcg[job, s]
-        gains.append(b / a - 1)
-        print(f"| {s} | {a:.4f} | {b:.4f} | {100 * gains[-1]:+.1f}% |")
-    se = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else float("nan")
-    print(f"| mean of {len(gains)} | {statistics.mean(ndcg['sasrec', s] for s in seeds):.4f} | "
-          f"{statistics.mean(ndcg[job, s] for s in seeds):.4f} | "
-          f"{100 * statistics.mean(gains):+.1f}% (standard error {100 * se:.1f}) |")
-PY
+/usr/bin/python3 "$here/quality_table.py" "$out"
