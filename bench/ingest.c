@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
   if (tools_produce_sequences(&po, ds.nusers, ds.off, ds.items, ds.user_id, &pr, err, sizeof err))
     die(err);
   {
-    rd_kafka_t *rk = stream_observer(bootstrap, "bench-check");
+    rd_kafka_t *rk = tools_observer(bootstrap, "bench-check");
     for (int p = 0; p < NPART; p++) {
       int64_t low, high;
       if (rd_kafka_query_watermark_offsets(rk, "tput", p, &low, &high, 10000) || low != 0)
@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
   start_flamed(&pid, flamed, bootstrap, dir, "tput", log);
   for (int i = 0; i < 6000 && !fl_file_contains(log, "kafka: assigned"); i++) fl_sleep_ms(2);
   double t0 = fl_now();
-  if (!stream_group_caught_up(bootstrap, "bench-tput", "tput", NPART, 600, 5))
+  if (!tools_group_caught_up(bootstrap, "bench-tput", "tput", NPART, 600, 5))
     die("phase 1 did not catch up within 600 s");
   double secs = fl_now() - t0;
   long hwm = vm_hwm_kb(pid);
@@ -193,7 +193,7 @@ int main(int argc, char **argv) {
   tools_produce_result pr2;
   if (tools_produce_sequences(&po2, ds.nusers, ds.off, ds.items, ds.user_id, &pr2, err, sizeof err))
     die(err);
-  if (!stream_group_caught_up(bootstrap, "bench-lat", "lat", NPART, 600, 5))
+  if (!tools_group_caught_up(bootstrap, "bench-lat", "lat", NPART, 600, 5))
     die("phase 2 did not catch up");
   if (stop_child(pid2) != 0) die("flamed did not stop cleanly (phase 2)");
   double p99 = last_p99(log2);

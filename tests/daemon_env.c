@@ -166,7 +166,7 @@ int wait_started(const child *d) {
  * be durable before a restarted instance is up: a stop signal before its handlers exist would
  * kill it), then stops it: it must exit 0. */
 void finish(child *d, const env *v) {
-  int caught = stream_group_caught_up(v->bootstrap, v->group, v->topic, NPART, WAIT_S, 100);
+  int caught = tools_group_caught_up(v->bootstrap, v->group, v->topic, NPART, WAIT_S, 100);
   int started = wait_started(d);
   int st = stop_daemon(d);
   if (!caught || !started || st != 0) dump_log(d);

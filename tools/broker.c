@@ -234,7 +234,7 @@ void tools_broker_stop(tools_broker *b) {
   free(b);
 }
 
-rd_kafka_t *stream_observer(const char *bootstrap, const char *group) {
+rd_kafka_t *tools_observer(const char *bootstrap, const char *group) {
   char e[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, e, sizeof e) ||
@@ -259,9 +259,9 @@ static int committed(rd_kafka_t *rk, const char *topic, int nparts, int64_t *off
   return rc;
 }
 
-int64_t stream_group_committed(const char *bootstrap, const char *group, const char *topic,
-                               int nparts) {
-  rd_kafka_t *rk = stream_observer(bootstrap, group);
+int64_t tools_group_committed(const char *bootstrap, const char *group, const char *topic,
+                              int nparts) {
+  rd_kafka_t *rk = tools_observer(bootstrap, group);
   if (!rk) return -1;
   int64_t *off = xcalloc((size_t)nparts, sizeof *off), sum = -1;
   if (committed(rk, topic, nparts, off) == 0) {
@@ -273,9 +273,9 @@ int64_t stream_group_committed(const char *bootstrap, const char *group, const c
   return sum;
 }
 
-int stream_group_caught_up(const char *bootstrap, const char *group, const char *topic, int nparts,
-                           double timeout_s, int poll_ms) {
-  rd_kafka_t *rk = stream_observer(bootstrap, group);
+int tools_group_caught_up(const char *bootstrap, const char *group, const char *topic, int nparts,
+                          double timeout_s, int poll_ms) {
+  rd_kafka_t *rk = tools_observer(bootstrap, group);
   if (!rk) return 0;
   int64_t *hi = xcalloc((size_t)nparts, sizeof *hi), *off = xcalloc((size_t)nparts, sizeof *off);
   int ok = 1;

@@ -35,17 +35,17 @@ int tools_broker_set_up(tools_broker *b, int id, int up);
 
 /* A consumer handle that never subscribes, for looking at a topic or a group from outside
  * (watermarks, committed offsets, reading a topic by assignment). NULL on a bad address. */
-rd_kafka_t *stream_observer(const char *bootstrap, const char *group);
+rd_kafka_t *tools_observer(const char *bootstrap, const char *group);
 
 /* The sum over partitions 0..nparts-1 of topic of the group's committed offsets (flamed
  * commits only what is durable in its state), or -1 when the broker does not answer. */
-int64_t stream_group_committed(const char *bootstrap, const char *group, const char *topic,
-                               int nparts);
+int64_t tools_group_committed(const char *bootstrap, const char *group, const char *topic,
+                              int nparts);
 
 /* Waits until the group's committed offsets reach the high watermarks of every partition
  * (as they are when called), polling every poll_ms. Returns 1, or 0 after timeout_s. */
-int stream_group_caught_up(const char *bootstrap, const char *group, const char *topic, int nparts,
-                           double timeout_s, int poll_ms);
+int tools_group_caught_up(const char *bootstrap, const char *group, const char *topic, int nparts,
+                          double timeout_s, int poll_ms);
 
 /* Stops the forwarder and destroys the cluster and its messages. */
 void tools_broker_stop(tools_broker *b);

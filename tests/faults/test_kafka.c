@@ -154,7 +154,7 @@ typedef struct {
 static size_t read_dlq(const env *v, dlq_rec *out, size_t want, int timeout_s) {
   char topic[96];
   snprintf(topic, sizeof topic, "%s.dlq", v->topic);
-  rd_kafka_t *rk = stream_observer(v->bootstrap, "faults-dlq-reader");
+  rd_kafka_t *rk = tools_observer(v->bootstrap, "faults-dlq-reader");
   assert_non_null(rk);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPART);
   for (int p = 0; p < NPART; p++)

@@ -206,7 +206,7 @@ typedef struct {
 } dlq_msg;
 
 static size_t read_topic(const char *bootstrap, const char *topic, dlq_msg **out) {
-  rd_kafka_t *rk = stream_observer(bootstrap, "test-reader");
+  rd_kafka_t *rk = tools_observer(bootstrap, "test-reader");
   assert_non_null(rk);
   int64_t hi[NPART];
   high_watermarks(rk, topic, hi);
@@ -375,7 +375,7 @@ static void test_kill9_restart(void **state) {
     int64_t now = done;
     for (int t = 0; t < WAIT_S * 10 && now <= done; t++) {
       fl_sleep_ms(100);
-      now = stream_group_committed(v.bootstrap, v.group, v.topic, NPART);
+      now = tools_group_committed(v.bootstrap, v.group, v.topic, NPART);
     }
     fl_sleep_ms((int)fl_rng_below(&r, 400));
     kill9(&d);
@@ -409,7 +409,7 @@ static void run_rebalance(const char *name, const char *strategy) {
   fl_sleep_ms(1500);
   start_daemon(&b, v.bootstrap, v.group, v.topic, extra);
   produce_range(v.bootstrap, v.topic, &w, w.n / 2, w.n);
-  int caught = stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100);
+  int caught = tools_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100);
   int sa = stop_daemon(&a), sb = stop_daemon(&b);
   if (!caught || sa || sb) dump_log(&a), dump_log(&b);
   assert_true(caught);
@@ -417,7 +417,7 @@ static void run_rebalance(const char *name, const char *strategy) {
   assert_int_equal(sb, 0);
   assert_true(log_has(&b, "assigned"));
   /* who holds each partition up to its end */
-  rd_kafka_t *rk = stream_observer(v.bootstrap, "test-reader");
+  rd_kafka_t *rk = tools_observer(v.bootstrap, "test-reader");
   assert_non_null(rk);
   int64_t hi[NPART];
   high_watermarks(rk, v.topic, hi);
@@ -495,7 +495,7 @@ static void test_broker_gone_at_stop(void **state) {
   workload w;
   make_workload(&w, 20, 20, 0);
   produce_range(v.bootstrap, v.topic, &w, 0, w.n);
-  assert_true(stream_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100));
+  assert_true(tools_group_caught_up(v.bootstrap, v.group, v.topic, NPART, WAIT_S, 100));
   tools_broker_stop(v.broker);
   v.broker = NULL;
   fl_sleep_ms(500);
