@@ -18,7 +18,7 @@
 #include "daemon/serve/serve.h"
 #include "daemon/train/train.h"
 #include "state/state.h"
-#include "stream/consumer.h"
+#include "stream/stream.h"
 
 #include <inttypes.h>
 #include <pthread.h>

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "model/kernels.h"
+#include "model/internal.h"
 #include "model/model.h"
 
 /* Contract (see model.h): target and every history id must be in 1..NI (programmer error

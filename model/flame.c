@@ -15,9 +15,8 @@
  * runs forward and backward in one go; the gradient through w (unless detached) needs every
  * pair's loss and is added afterwards. */
 #include "common/common.h"
-#include "kernels.h"
-#include "model.h"
-#include "net.h"
+#include "model/internal.h"
+#include "model/model.h"
 
 #include <assert.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* model/kernels.c: forward and backward of every SASRec layer (see kernels.h for the
+/* model/kernels.c: forward and backward of every SASRec layer (see model/internal.h for the
  * conventions), plus the BLAS seam.
  *
  * Row-major everywhere. The big products (linear layers, tied output) go through
@@ -6,9 +6,9 @@
  * as loops with vectorisable dot products and axpys. Reductions use 8 independent
  * accumulators so the compiler vectorises them without -ffast-math (and the result does not
  * depend on the thread count). */
-#include "kernels.h"
 #include "common/common.h"
-#include "model.h"
+#include "model/internal.h"
+#include "model/model.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -511,6 +511,23 @@ float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, con
                  const data_sample *s, size_t nb, const flame_opts *fo, float lambda, float lr,
                  fl_rng *rng, float *rec);
 
+/* ---- synthetic datasets (model/synth.c): learnable sequential structure, for tests,
+ * benchmarks and `flame synth` ----
+ *
+ * Items are split into topics; each topic is a ring of items. A user has 1-3 tastes (topics,
+ * popular topics more likely) and walks forward along the ring of its current taste, usually
+ * to the very next item, sometimes skipping one or two, now and then jumping within the
+ * topic, switching to another of its tastes, or picking a random popular item. A user never
+ * sees an item twice (as in ml-1m), so the default protocol's exclusion of history items never
+ * hides a target. The next item is thus strongly predicted by the current one (a first-order
+ * model or a SASRec beats popularity by far), while popularity alone is weak. */
+/* Writes a dataset of `users` lines `user item item ...` (user ids 1..users in order, item ids
+ * in 1..items) to path, atomically. Lengths vary around mean_len (at least 5 items per user,
+ * at most min(items, 10 * max(mean_len, 5))). The same arguments give the same file byte for byte.
+ * Returns 0, FL_ERANGE for unusable sizes (users = 0, items < 5 or > 2^31-1), or -errno from
+ * writing. */
+int synth_write(const char *path, size_t users, size_t items, size_t mean_len, uint64_t seed);
+
 /* See the offline training section: SASRec when anc is NULL, FLAME otherwise. */
 int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
                 const train_opts *o, train_result *r);

@@ -9,9 +9,8 @@
  * for each sample's last position only: nothing else of that block reaches the loss. Keys
  * and values of the last block are still computed for every position. */
 #include "common/common.h"
-#include "kernels.h"
-#include "model.h"
-#include "net.h"
+#include "model/internal.h"
+#include "model/model.h"
 
 #include <assert.h>
 #include <cblas.h>

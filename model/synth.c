@@ -1,4 +1,5 @@
-/* model/synth.c: the synthetic dataset generator (see synth.h for the model of a user).
+/* model/synth.c: the synthetic dataset generator (see model.h, "synthetic datasets", for the model
+ * of a user).
  *
  * Design. A random permutation of the items is cut into topics of about SYNTH_TOPIC items;
  * each topic's slice is its ring, the order a user walks it in. Topic popularity follows a
@@ -16,7 +17,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "model/synth.h"
+#include "model/model.h"
 
 /* Items per topic (about). */
 #define SYNTH_TOPIC 64

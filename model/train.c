@@ -13,7 +13,7 @@
  * the model's seed and step.
  */
 #include "common/common.h"
-#include "model.h"
+#include "model/model.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -276,7 +276,7 @@ static void build_options(state_db *db, const state_opts *o) {
   /* 16 MiB memtables (instead of 64): a restart replays at most about that much WAL (a few
    * hundred ms), and a read merges fewer unflushed operands. */
   rocksdb_options_set_write_buffer_size(opts, 16 << 20);
-  /* One writer at a time (the writer thread, state/writer.h), and the hashed memtable below
+  /* One writer at a time (the writer thread, state.h), and the hashed memtable below
    * requires this. */
   rocksdb_options_set_allow_concurrent_memtable_write(opts, 0);
 

@@ -1,10 +1,9 @@
-/* state/writer.c: the writer thread (contract in writer.h).
+/* state/writer.c: the writer thread (contract in state.h).
  *
  * One mutex guards the queue and the status; the thread holds it except while it writes,
  * sleeps through a backoff, waits on the hold file or asks statvfs. The owner's calls only
  * ever take the mutex for a few instructions, never across a disk operation. */
 #define _GNU_SOURCE
-#include "state/writer.h"
 
 #include "common/common.h"
 #include "state/internal.h"
@@ -67,7 +66,7 @@ static void nap(state_writer *w, double s) {
 static int past_deadline(const state_writer *w) { return w->stop && fl_now() >= w->stop_by; }
 
 /* Measures free space (mu held; released around statvfs) and flips low_space with the margin
- * of writer.h. Returns 1 when low_space changed. */
+ * of state.h. Returns 1 when low_space changed. */
 static int check_space(state_writer *w) {
   w->space_at = fl_now() + SPACE_EVERY_MS / 1000.0;
   if (!w->o.min_free_bytes) return 0;

@@ -1,13 +1,13 @@
 /* stream/consumer.c: Kafka -> validated events -> one state write per drain, on the writer.
  *
- * Design notes (the contract is in consumer.h):
+ * Design notes (the contract is in stream.h):
  * - librdkafka's main queue is forwarded to the consumer queue (rd_kafka_poll_set_consumer),
  *   so rebalances, errors and messages all arrive through the one queue we drain, and the
  *   rebalance callback runs on the loop thread inside rd_kafka_consume_batch_queue().
  * - The timer drains every tick whether or not anything is queued: a drain is also what
  *   tells librdkafka that the application is alive (max.poll.interval.ms), so an idle topic,
  *   a full disk or a stalled write never makes the member leave its group.
- * - A drain consumes and decodes, and seals the batch to the state writer (state/writer.h),
+ * - A drain consumes and decodes, and seals the batch to the state writer (state/state.h),
  *   which writes it on its own thread; each sealed batch is a "flight" here until written.
  *   Its bookkeeping (latencies, the commit hook, the advisory Kafka offsets) runs when the
  *   writer reports it durable. While the writer's queue is full or the disk is low on space
@@ -18,10 +18,9 @@
  *   topic. If the dead-letter topic is unreachable the flush times out once, the consumer
  *   falls back to asynchronous delivery (counted failures) and logs it, and ingest goes on. */
 #define _GNU_SOURCE
-#include "stream/consumer.h"
+#include "stream/stream.h"
 
 #include "common/common.h"
-#include "state/writer.h"
 
 #include <errno.h>
 #include <fcntl.h>

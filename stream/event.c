@@ -1,4 +1,4 @@
-/* stream/event.c: decoding and validation of one event payload (see event.h for the formats).
+/* stream/event.c: decoding and validation of one event payload (see stream.h for the formats).
  *
  * Design. Each format has one function that finds the four fields and hands each, in the
  * order user, item, ts, type, to the same checks (put_field, resolve_ts), so both formats
@@ -20,7 +20,7 @@
  *
  * CSV has no library among the dependencies, and the grammar is one record of at most four
  * fields, so csv_split is a strict splitter of a few lines (fuzzed by fuzz_event_decode). */
-#include "stream/event.h"
+#include "stream/stream.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>

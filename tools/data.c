@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/synth.h"
+#include "model/model.h"
 #include "tools/tools.h"
 
 /* ---- flame synth ---- */

@@ -24,7 +24,7 @@
 
 #include "common/common.h"
 #include "daemon/api/internal.h"
-#include "stream/event.h"
+#include "stream/stream.h"
 
 enum { STATUS_SAMPLES = 120 };
 

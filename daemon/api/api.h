@@ -17,7 +17,7 @@
  *
  * Every GET route answers HEAD too (the server drops the body); a route asked with a method
  * it does not take answers 405 with an Allow header. Ids from clients (user, history items)
- * must pass stream_id_check (stream/event.h), and JSON bodies are read by stream_json_parse:
+ * must pass stream_id_check (stream/stream.h), and JSON bodies are read by stream_json_parse:
  * the API takes exactly the ids and the JSON that ingest takes.
  *
  * Everything runs on the loop thread, except the scoring of recommendations for catalogues of
@@ -33,7 +33,7 @@
 #include "daemon/serve/serve.h"
 #include "daemon/train/train.h"
 #include "state/state.h"
-#include "stream/consumer.h"
+#include "stream/stream.h"
 
 typedef struct api api;
 

@@ -17,7 +17,7 @@
 #include "daemon/http/http.h"
 #include "daemon/serve/serve.h"
 #include "daemon/train/train.h"
-#include "stream/consumer.h"
+#include "stream/stream.h"
 
 /* Events stored so far, sampled at one point in time (for the ingest-rate chart). */
 typedef struct {

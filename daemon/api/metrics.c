@@ -6,7 +6,7 @@
 
 #include "common/common.h"
 #include "daemon/api/internal.h"
-#include "stream/event.h"
+#include "stream/stream.h"
 
 const char *const api__route_names[API__R_COUNT] = {
     "recommend_get", "recommend_post", "history", "model", "healthz",

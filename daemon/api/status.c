@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "stream/event.h"
+#include "stream/stream.h"
 
 enum { CHART_W = 320, CHART_H = 80 };
 

@@ -22,7 +22,7 @@
 
 #include "common/common.h"
 #include "daemon_env.h"
-#include "model/synth.h"
+#include "model/model.h"
 #include "testutil.h"
 
 static const char *flame_bin(void) {

@@ -25,7 +25,7 @@
 #include "daemon/serve/serve.h"
 #include "daemon_env.h"
 #include "state/state.h"
-#include "stream/event.h"
+#include "stream/stream.h"
 #include "testutil.h"
 
 #define TOKEN "test-admin-token-0123456789abcdef"

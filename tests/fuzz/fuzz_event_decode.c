@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream/event.h"
+#include "stream/stream.h"
 #include "tests/utf8_ref.h"
 
 #define NOW 1700000000000LL

@@ -7,7 +7,6 @@
 
 #include "common/common.h"
 #include "model/model.h"
-#include "model/synth.h"
 #include "testutil.h"
 #include "tiny.h"
 

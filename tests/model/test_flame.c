@@ -4,8 +4,8 @@
  * anchor's immutability under training. */
 #include "common/common.h"
 #include "gradcheck.h"
+#include "model/internal.h"
 #include "model/model.h"
-#include "model/net.h"
 #include "testutil.h"
 #include "tiny.h"
 

@@ -3,7 +3,7 @@
  * the analytic gradient is the backward of dout = R. Tiny shapes (B=2..3, T<=8, C=16). */
 #include "common/common.h"
 #include "gradcheck.h"
-#include "model/kernels.h"
+#include "model/internal.h"
 #include "model/model.h"
 #include "testutil.h"
 

@@ -8,7 +8,6 @@
 
 #include "common/common.h"
 #include "model/model.h"
-#include "model/synth.h"
 #include "testutil.h"
 #include "tiny.h"
 
@@ -135,9 +134,9 @@ static void test_synth_learnable(void **state) {
   data_free(&ds);
 }
 
-/* The promise synth.h makes: a SASRec trained a few epochs clearly beats popularity. A tiny
- * model (C 16, one block, L 10) on a tiny set keeps this well under a second; measured:
- * SASRec test HR@10 0.72 after 3 epochs, popularity 0.23. */
+/* The promise model.h makes of synthetic data: a SASRec trained a few epochs clearly beats
+ * popularity. A tiny model (C 16, one block, L 10) on a tiny set keeps this well under a second;
+ * measured: SASRec test HR@10 0.72 after 3 epochs, popularity 0.23. */
 static void test_synth_sasrec_beats_popularity(void **state) {
   synth_fixture *f = *state;
   assert_int_equal(synth_write(f->a, 400, 120, 15, 1), 0);

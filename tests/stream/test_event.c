@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream/event.h"
+#include "stream/stream.h"
 #include "tests/utf8_ref.h"
 #include "testutil.h"
 

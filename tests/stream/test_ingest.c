@@ -13,7 +13,7 @@
 
 #include "common/common.h"
 #include "state/state.h"
-#include "stream/event.h"
+#include "stream/stream.h"
 #include "tools/tools.h"
 
 #include <errno.h>
