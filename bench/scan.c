@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
   model_set_threads(1);
   model_hparams hp;
   model_hparams_default(&hp);
-  model_sasrec m;
+  model_net m;
   if (model_init(&m, &hp, items, seed) != 0) {
     fprintf(stderr, "flame_scan_bench: cannot build a model of %zu items\n", items);
     return 1;

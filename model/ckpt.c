@@ -2,8 +2,10 @@
  * states, which add what a run needs to continue (ckpt_state_save, ckpt_state_load; at the
  * end of the file).
  *
- * File format, version 1. Every field little-endian, serialised field by field (never a
- * struct dump, so padding and host byte order never reach the disk):
+ * File format, versions 1 and 2. Every field little-endian, serialised field by field (never
+ * a struct dump, so padding and host byte order never reach the disk). Version 1 is a SASRec
+ * network (the only backbone it knew); version 2 records the backbone, and is what a network
+ * of any other backbone is written as (SASRec stays version 1, so its files are unchanged):
  *
  *   offset size  field
  *        0    8  magic "FLAMECKP"
@@ -19,9 +21,15 @@
  *       44    8  u64 NI (items; the item table has NI + 1 rows)
  *       52    8  u64 step (Adam's t)
  *       60    8  u64 nparams (floats in the payload)
+ *   version 1 (header size 76):
  *       68    4  u32 CRC-32 of the payload bytes
  *       72    4  u32 CRC-32 of header bytes [0, 72)
  *       76       payload: the parameter block, nparams float32, in model_tensor_sizes order
+ *   version 2 (header size 80):
+ *       68    4  u32 backbone (model_backbone: 0 sasrec)
+ *       72    4  u32 CRC-32 of the payload bytes
+ *       76    4  u32 CRC-32 of header bytes [0, 76)
+ *       80       payload, as in version 1 (the backbone's tensor table decides the order)
  *
  * Only parameters are stored: gradients and Adam moments are not, so a run started from a
  * checkpoint restarts Adam's moments from zero (step is kept for the bias correction and the
@@ -31,10 +39,10 @@
  * A load reads the whole file, then validates in an order where every check only relies on
  * bytes already validated: magic (on the bytes present, so a short foreign file reads as
  * foreign rather than truncated), size >= header, version, header size, header CRC, the
- * hyper-parameters, NI, nparams against the shapes they imply, the exact file size, the
- * payload CRC and finally that every parameter is finite. Only then is a model allocated, so
- * a refused file never disturbs the caller's model. The CRCs catch corruption; the finite
- * check catches a model that diverged before it was saved (a NaN would otherwise be served). */
+ * backbone, the hyper-parameters, NI, nparams against the shapes they imply, the exact file size,
+ * the payload CRC and finally that every parameter is finite. Only then is a model allocated, so a
+ * refused file never disturbs the caller's model. The CRCs catch corruption; the finite check
+ * catches a model that diverged before it was saved (a NaN would otherwise be served). */
 #include "common/common.h"
 #include "model/model.h"
 
@@ -46,20 +54,28 @@
 
 #define CKPT_MAGIC "FLAMECKP"
 #define CKPT_MAGIC_LEN 8
-#define CKPT_VERSION 1u
-#define CKPT_HEADER_SIZE 76u
-#define CKPT_HCRC_OFF 72u                   /* the header CRC covers the bytes before it */
+#define CKPT_VERSION_SASREC 1u              /* a SASRec network, the backbone implied */
+#define CKPT_VERSION 2u                     /* the newest: the backbone recorded */
+#define CKPT_HEADER_MIN 76u                 /* version 1's header, the shortest */
 #define CKPT_NI_MAX ((uint64_t)2147483646u) /* 2^31 - 2: item ids are int32, NI + 1 rows */
 
-/* For messages; designated so that the table follows the enum whatever its order. */
-static const char *const ckpt_tensor_names[MODEL_NTENSORS] = {
-    [MODEL_T_POS] = "pos",           [MODEL_T_LNE_W] = "lne_w", [MODEL_T_LNE_B] = "lne_b",
-    [MODEL_T_QKVW] = "qkvw",         [MODEL_T_QKVB] = "qkvb",   [MODEL_T_ATTPROJW] = "attprojw",
-    [MODEL_T_ATTPROJB] = "attprojb", [MODEL_T_LN1W] = "ln1w",   [MODEL_T_LN1B] = "ln1b",
-    [MODEL_T_FCW] = "fcw",           [MODEL_T_FCB] = "fcb",     [MODEL_T_FCPROJW] = "fcprojw",
-    [MODEL_T_FCPROJB] = "fcprojb",   [MODEL_T_LN2W] = "ln2w",   [MODEL_T_LN2B] = "ln2b",
-    [MODEL_T_ITEM] = "item",
-};
+/* A version's header size (0 for a version this build does not read). The two CRCs are the
+ * header's last 8 bytes: the payload's, then the header's over every byte before it. */
+static uint32_t ckpt_header_size(uint32_t version) {
+  return version == CKPT_VERSION_SASREC ? 76u : version == CKPT_VERSION ? 80u : 0u;
+}
+
+/* The names of the backbones this build knows, "sasrec, ..." into buf. */
+static const char *ckpt_backbones(char *buf, size_t n) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (uint32_t i = 0; i < MODEL_NBACKBONES && used < n; i++) {
+    int w = snprintf(buf + used, n - used, "%s%s", i ? ", " : "", model_backbone_name(i));
+    if (w < 0) break;
+    used += (size_t)w;
+  }
+  return buf;
+}
 
 /* Formats "path: message" into err (if any) and returns code. */
 static int ckpt_fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
@@ -99,19 +115,21 @@ static void ckpt_floats_from_le(float *dst, const unsigned char *src, size_t n) 
  * model whose parameter block holds at least model_tensor_sizes(&m->hp, m->NI) floats
  * (FL_ESHAPE otherwise). Non-finite parameters are written as they are; ckpt_load refuses
  * them. Returns 0, FL_ESHAPE or -errno. */
-int ckpt_save(const char *path, const model_sasrec *m) {
-  size_t sizes[MODEL_NTENSORS];
+int ckpt_save(const char *path, const model_net *m) {
+  size_t sizes[MODEL_MAX_TENSORS];
   size_t np = model_tensor_sizes(&m->hp, m->NI, sizes);
-  if (!m->params || m->nparams < np || np > (SIZE_MAX - CKPT_HEADER_SIZE) / sizeof(float))
+  uint32_t version = m->hp.backbone == MODEL_BACKBONE_SASREC ? CKPT_VERSION_SASREC : CKPT_VERSION;
+  uint32_t hsize = ckpt_header_size(version);
+  if (!m->params || np == 0 || m->nparams < np || np > (SIZE_MAX - hsize) / sizeof(float))
     return FL_ESHAPE;
   size_t payload = np * sizeof(float);
-  size_t total = CKPT_HEADER_SIZE + payload;
+  size_t total = hsize + payload;
   unsigned char *buf = xmalloc(total);
   unsigned char *h = buf;
 
   memcpy(h, CKPT_MAGIC, CKPT_MAGIC_LEN);
-  fl_put_le32(h + 8, CKPT_VERSION);
-  fl_put_le32(h + 12, CKPT_HEADER_SIZE);
+  fl_put_le32(h + 8, version);
+  fl_put_le32(h + 12, hsize);
   fl_put_le32(h + 16, m->hp.C);
   fl_put_le32(h + 20, m->hp.NL);
   fl_put_le32(h + 24, m->hp.NH);
@@ -122,9 +140,10 @@ int ckpt_save(const char *path, const model_sasrec *m) {
   fl_put_le64(h + 44, (uint64_t)m->NI);
   fl_put_le64(h + 52, m->step);
   fl_put_le64(h + 60, (uint64_t)np);
-  ckpt_floats_to_le(buf + CKPT_HEADER_SIZE, m->params, np);
-  fl_put_le32(h + 68, fl_crc32(0, buf + CKPT_HEADER_SIZE, payload));
-  fl_put_le32(h + CKPT_HCRC_OFF, fl_crc32(0, h, CKPT_HCRC_OFF));
+  if (version != CKPT_VERSION_SASREC) fl_put_le32(h + 68, m->hp.backbone);
+  ckpt_floats_to_le(buf + hsize, m->params, np);
+  fl_put_le32(h + hsize - 8, fl_crc32(0, buf + hsize, payload));
+  fl_put_le32(h + hsize - 4, fl_crc32(0, h, hsize - 4));
 
   int err = fl_write_atomic(path, buf, total);
   free(buf);
@@ -137,7 +156,7 @@ int ckpt_save(const char *path, const model_sasrec *m) {
  * -errno (unreadable file), FL_ETRUNC, FL_EMAGIC, FL_EVERSION, FL_EFORMAT, FL_ECHECKSUM,
  * FL_ERANGE or FL_ESHAPE, writes one line "path: what" to err (when err is not NULL), and
  * leaves *m untouched. */
-int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
+int ckpt_load(const char *path, model_net *m, char *err, size_t errlen) {
   void *file = NULL;
   size_t n = 0;
   int rc = fl_read_file(path, &file, &n);
@@ -149,30 +168,44 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
     rc = ckpt_fail(err, errlen, FL_EMAGIC, path, "not a flame checkpoint (bad magic number)");
     goto fail_buf;
   }
-  if (n < CKPT_HEADER_SIZE) {
+  if (n < CKPT_HEADER_MIN) {
     rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
-                   "file truncated (expected at least %u header bytes, found %zu)",
-                   CKPT_HEADER_SIZE, n);
+                   "file truncated (expected at least %u header bytes, found %zu)", CKPT_HEADER_MIN,
+                   n);
     goto fail_buf;
   }
-  uint32_t version = fl_get_le32(buf + 8);
-  if (version != CKPT_VERSION) {
+  uint32_t version = fl_get_le32(buf + 8), want_hsize = ckpt_header_size(version);
+  if (want_hsize == 0) {
     rc = ckpt_fail(err, errlen, FL_EVERSION, path,
-                   "unsupported checkpoint version %u (this build reads version %u)", version,
+                   "unsupported checkpoint version %u (this build reads versions 1 to %u)", version,
                    CKPT_VERSION);
     goto fail_buf;
   }
   uint32_t hsize = fl_get_le32(buf + 12);
-  if (hsize != CKPT_HEADER_SIZE) {
+  if (hsize != want_hsize) {
     rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "header size %u, version %u headers are %u bytes",
-                   hsize, version, CKPT_HEADER_SIZE);
+                   hsize, version, want_hsize);
     goto fail_buf;
   }
-  uint32_t hcrc = fl_get_le32(buf + CKPT_HCRC_OFF), hcrc_got = fl_crc32(0, buf, CKPT_HCRC_OFF);
+  if (n < hsize) {
+    rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
+                   "file truncated (expected at least %u header bytes, found %zu)", hsize, n);
+    goto fail_buf;
+  }
+  uint32_t hcrc = fl_get_le32(buf + hsize - 4), hcrc_got = fl_crc32(0, buf, hsize - 4);
   if (hcrc != hcrc_got) {
     rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
                    "header checksum mismatch (stored %08x, computed %08x): file corrupted", hcrc,
                    hcrc_got);
+    goto fail_buf;
+  }
+  char known[128];
+  uint32_t backbone =
+      version == CKPT_VERSION_SASREC ? MODEL_BACKBONE_SASREC : fl_get_le32(buf + 68);
+  if (!model_backbone_name(backbone)) {
+    rc = ckpt_fail(err, errlen, FL_ERANGE, path,
+                   "a network of backbone %u, which this build does not know (it knows: %s)",
+                   backbone, ckpt_backbones(known, sizeof known));
     goto fail_buf;
   }
 
@@ -184,15 +217,17 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
   hp.L = fl_get_le32(buf + 32);
   hp.dropout = fl_get_lef32(buf + 36);
   hp.ln_eps = fl_get_lef32(buf + 40);
+  hp.backbone = backbone;
   uint64_t ni = fl_get_le64(buf + 44);
   uint64_t step = fl_get_le64(buf + 52);
   uint64_t np = fl_get_le64(buf + 60);
-  uint32_t pcrc = fl_get_le32(buf + 68);
+  uint32_t pcrc = fl_get_le32(buf + hsize - 8);
   if ((rc = model_hparams_check(&hp)) != 0) {
     rc = ckpt_fail(err, errlen, rc, path,
-                   "unusable hyper-parameters (C=%u NL=%u NH=%u FF=%u L=%u dropout=%g "
+                   "unusable hyper-parameters for %s (C=%u NL=%u NH=%u FF=%u L=%u dropout=%g "
                    "ln_eps=%g)",
-                   hp.C, hp.NL, hp.NH, hp.FF, hp.L, (double)hp.dropout, (double)hp.ln_eps);
+                   model_backbone_name(backbone), hp.C, hp.NL, hp.NH, hp.FF, hp.L,
+                   (double)hp.dropout, (double)hp.ln_eps);
     goto fail_buf;
   }
   if (ni < 1 || ni > CKPT_NI_MAX) {
@@ -200,7 +235,7 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
                    (unsigned long long)ni, (unsigned long long)CKPT_NI_MAX);
     goto fail_buf;
   }
-  size_t sizes[MODEL_NTENSORS];
+  size_t sizes[MODEL_MAX_TENSORS];
   size_t want = model_tensor_sizes(&hp, (size_t)ni, sizes);
   if (np != (uint64_t)want) {
     rc = ckpt_fail(err, errlen, FL_ESHAPE, path,
@@ -208,12 +243,12 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
                    (unsigned long long)np, want);
     goto fail_buf;
   }
-  if (want > (SIZE_MAX - CKPT_HEADER_SIZE) / sizeof(float)) {
+  if (want > (SIZE_MAX - hsize) / sizeof(float)) {
     rc = ckpt_fail(err, errlen, FL_ERANGE, path, "parameter count %zu too large", want);
     goto fail_buf;
   }
   size_t payload = want * sizeof(float);
-  size_t expect = CKPT_HEADER_SIZE + payload;
+  size_t expect = hsize + payload;
   if (n != expect) {
     rc = ckpt_fail(err, errlen, n < expect ? FL_ETRUNC : FL_EFORMAT, path,
                    n < expect ? "file truncated (expected %zu bytes, found %zu)"
@@ -222,7 +257,7 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
                    expect, n);
     goto fail_buf;
   }
-  const unsigned char *pl = buf + CKPT_HEADER_SIZE;
+  const unsigned char *pl = buf + hsize;
   uint32_t pcrc_got = fl_crc32(0, pl, payload);
   if (pcrc != pcrc_got) {
     rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
@@ -231,13 +266,13 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
     goto fail_buf;
   }
   size_t base = 0;
-  for (int t = 0; t < MODEL_NTENSORS; t++) {
+  for (size_t t = 0; t < model_ntensors(&hp); t++) {
     for (size_t i = 0; i < sizes[t]; i++) {
       if (!isfinite(fl_get_lef32(pl + 4 * (base + i)))) {
         rc = ckpt_fail(err, errlen, FL_ERANGE, path,
                        "parameter %s[%zu] is not finite (the model diverged before it was "
                        "saved)",
-                       ckpt_tensor_names[t] ? ckpt_tensor_names[t] : "?", i);
+                       model_tensor_name(&hp, t), i);
         goto fail_buf;
       }
     }
@@ -245,7 +280,7 @@ int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
   }
 
   /* Everything checked: build the new model aside and hand it over whole. */
-  model_sasrec nm;
+  model_net nm;
   memset(&nm, 0, sizeof nm);
   if ((rc = model_alloc(&nm, &hp, (size_t)ni)) != 0) {
     rc = ckpt_fail(err, errlen, rc, path, "cannot allocate the model: %s", fl_strerror(rc));
@@ -264,12 +299,13 @@ fail_buf:
 
 /* ---- training state (`flame train --state`) ----
  *
- * File format, version 1, little-endian, field by field like the checkpoint:
+ * File format, version 2, little-endian, field by field like the checkpoint (version 1 is
+ * the same without the last setting, the backbone: it is read as SASRec's):
  *
  *   offset        size  field
  *        0           8  magic "FLAMETRS"
- *        8           4  u32 version (1)
- *       12           4  u32 K: settings stored (TRAIN_NKEYS)
+ *        8           4  u32 version (2)
+ *       12           4  u32 K: settings stored (TRAIN_NKEYS; version 1: TRAIN_NKEYS - 1)
  *       16         8 K  u64 settings, in TRAIN_KEY_* order
  *   16 + 8K         64  u64 epoch, since_best, best_epoch, best_step, step, shuffles,
  *                       cursor, val.users
@@ -281,7 +317,7 @@ fail_buf:
  *   end - 4          4  u32 CRC-32 of every byte before it
  */
 #define TRS_MAGIC "FLAMETRS"
-#define TRS_VERSION 1u
+#define TRS_VERSION 2u
 #define TRS_NU64 8u
 #define TRS_NF64 8u
 #define TRS_FIXED(K) (16u + 8u * (size_t)(K) + 8u * (TRS_NU64 + TRS_NF64) + 8u)
@@ -328,6 +364,7 @@ static const char *const trs_key_names[TRAIN_NKEYS] = {
     [TRAIN_KEY_WARM] = "init anchor",
     [TRAIN_KEY_PER_BLOCK] = "per-block modules",
     [TRAIN_KEY_PATHS] = "paths",
+    [TRAIN_KEY_BACKBONE] = "backbone",
 };
 
 /* 1 for the settings stored as float32 bits. */
@@ -375,8 +412,7 @@ static int trs_key_check(const char *path, const uint64_t *have, const uint64_t 
   return 0;
 }
 
-int ckpt_state_save(const char *path, const train_state *s, const model_sasrec *m,
-                    const float *best) {
+int ckpt_state_save(const char *path, const train_state *s, const model_net *m, const float *best) {
   size_t np = m->nparams, fixed = TRS_FIXED(TRAIN_NKEYS);
   if (!m->params || !m->adam_m || !m->adam_v || np > (SIZE_MAX - fixed - 4) / 16) return FL_ESHAPE;
   size_t total = fixed + 16 * np + 4;
@@ -402,15 +438,14 @@ int ckpt_state_save(const char *path, const train_state *s, const model_sasrec *
   return err;
 }
 
-int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, model_sasrec *m,
+int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, model_net *m,
                     float *best, char *err, size_t errlen) {
   void *file = NULL;
   size_t n = 0;
   int rc = fl_read_file(path, &file, &n);
   if (rc != 0) return ckpt_fail(err, errlen, rc, path, "cannot read: %s", fl_strerror(rc));
   const unsigned char *buf = file, *p;
-  size_t mlen = n < CKPT_MAGIC_LEN ? n : CKPT_MAGIC_LEN, fixed = TRS_FIXED(TRAIN_NKEYS);
-  size_t np = m->nparams, expect = fixed + 16 * np + 4;
+  size_t mlen = n < CKPT_MAGIC_LEN ? n : CKPT_MAGIC_LEN;
   if (memcmp(buf, TRS_MAGIC, mlen) != 0) {
     rc = ckpt_fail(err, errlen, FL_EMAGIC, path, "not a flame training state (bad magic number)");
     goto out;
@@ -420,17 +455,19 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
     goto out;
   }
   uint32_t version = fl_get_le32(buf + 8), nkeys = fl_get_le32(buf + 12);
-  if (version != TRS_VERSION) {
+  if (version != 1 && version != TRS_VERSION) {
     rc = ckpt_fail(err, errlen, FL_EVERSION, path,
-                   "unsupported training state version %u (this build reads version %u)", version,
-                   TRS_VERSION);
+                   "unsupported training state version %u (this build reads versions 1 to %u)",
+                   version, TRS_VERSION);
     goto out;
   }
-  if (nkeys != TRAIN_NKEYS) {
-    rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "%u settings stored, version %u has %d", nkeys,
-                   version, TRAIN_NKEYS);
+  uint32_t vkeys = version == 1 ? TRAIN_KEY_BACKBONE : TRAIN_NKEYS; /* v1: no backbone */
+  if (nkeys != vkeys) {
+    rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "%u settings stored, version %u has %u", nkeys,
+                   version, vkeys);
     goto out;
   }
+  size_t fixed = TRS_FIXED(nkeys), np = m->nparams, expect = fixed + 16 * np + 4;
   if (n < fixed) {
     rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
                    "file truncated (expected at least %zu header bytes, found %zu)", fixed, n);
@@ -458,7 +495,8 @@ int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, mode
   }
   p = buf + 16;
   uint64_t have[TRAIN_NKEYS];
-  for (int k = 0; k < TRAIN_NKEYS; k++, p += 8) have[k] = fl_get_le64(p);
+  have[TRAIN_KEY_BACKBONE] = MODEL_BACKBONE_SASREC;
+  for (uint32_t k = 0; k < nkeys; k++, p += 8) have[k] = fl_get_le64(p);
   if ((rc = trs_key_check(path, have, want, err, errlen)) != 0) goto out;
   /* Everything checked: fill the caller's state. */
   memcpy(s->key, have, sizeof have);

@@ -40,10 +40,10 @@ size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, 
   return rank;
 }
 
-void eval_ranks_chunked(const model_sasrec *m, const float *h, size_t B, const int32_t *tgt,
+void eval_ranks_chunked(const model_net *m, const float *h, size_t B, const int32_t *tgt,
                         const int32_t *tok, const size_t *off, float *scratch, size_t *rank) {
   size_t C = m->hp.C, NI = m->NI;
-  const float *E = m->p.t[MODEL_T_ITEM];
+  const float *E = model_items(m);
   float *t = xmalloc((B ? B : 1) * sizeof(float)); /* the targets' scores */
   for (size_t b = 0; b < B; b++) {
     assert(tgt[b] >= 1 && (size_t)tgt[b] <= NI);
@@ -102,7 +102,7 @@ void eval_finish(eval_metrics *m) {
  * (B, NI) score buffer stays modest (256 x 12k items = 12 MB). */
 #define EVAL_BATCH 256
 
-size_t eval_workspace_bytes(const model_sasrec *m) {
+size_t eval_workspace_bytes(const model_net *m) {
   model_acts *a = model_acts_new(&m->hp, EVAL_BATCH, EVAL_BATCH * m->hp.L); /* pages untouched */
   size_t bytes = model_acts_bytes(a) + EVAL_BATCH * m->NI * sizeof(float);
   model_acts_free(a);
@@ -113,7 +113,7 @@ size_t eval_workspace_bytes(const model_sasrec *m) {
  * eval mode, no dropout). Returns 0 with *out filled, FL_ESHAPE if the dataset holds item ids
  * beyond the model's table (ds->NI > m->NI), FL_EEMPTY (and zeroed metrics) if no user has 3
  * items. Allocates one activation block and one score buffer for the whole run. */
-int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eval_split split,
+int eval_run(const model_net *m, const data_set *ds, eval_protocol proto, eval_split split,
              eval_metrics *out) {
   memset(out, 0, sizeof *out);
   if (ds->NI > m->NI) return FL_ESHAPE;
@@ -173,8 +173,7 @@ int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eva
 
 /* Contract (see model.h). Users are scored in batches of EVAL_NEWEST_BATCH through one
  * activation block, the catalogue in chunks (eval_ranks_chunked). */
-eval_metrics eval_newest(const model_sasrec *m, const data_set *ds, const uint32_t *users,
-                         size_t n) {
+eval_metrics eval_newest(const model_net *m, const data_set *ds, const uint32_t *users, size_t n) {
   eval_metrics r = {0};
   size_t B = EVAL_NEWEST_BATCH, L = m->hp.L;
   model_acts *a = model_acts_new(&m->hp, B, B * L);

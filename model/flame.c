@@ -247,13 +247,14 @@ static void stage_blocks(const flame_ws *ws, size_t s, size_t *l0, size_t *l1) {
   *l1 = ws->nstages == 2 ? ws->NL : s;
 }
 
-float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const model_batch *bt,
+float flame_step(model_net *lrn, const model_net *anc, flame_ws *ws, const model_batch *bt,
                  const flame_opts *o, float lambda, int train, flame_parts *parts) {
   size_t C = ws->C, B = bt->B, T = bt->T, S = ws->nstages;
-  const model_sasrec *net[2] = {lrn, anc};
+  const model_net *net[2] = {lrn, anc};
   const model_tensors *grad[2] = {&lrn->g, NULL}; /* the anchor: input gradients only */
   assert(B <= ws->Bmax && lrn->grads && bt->tgt);
-  assert(anc->hp.C == lrn->hp.C && anc->hp.NL == lrn->hp.NL && anc->hp.L == lrn->hp.L);
+  assert(anc->hp.backbone == lrn->hp.backbone && anc->hp.C == lrn->hp.C &&
+         anc->hp.NL == lrn->hp.NL && anc->hp.L == lrn->hp.L);
   assert(S == (o->per_block ? 1 + lrn->hp.NL : 2));
 #ifndef NDEBUG
   for (size_t t = 0; t < T; t++) assert((size_t)bt->tok[t] <= anc->NI); /* the anchor's table */

@@ -1,5 +1,6 @@
 /* model/internal.h: what model/'s files share beyond model.h (tests use it too): the layer
- * kernels (kernels.c) and the network in stages (sasrec.c), which FLAME (flame.c) runs apart.
+ * kernels (kernels.c), and the network as a backbone behind an ops table (net.c), a scoring
+ * head and the cross-entropy objective (head.c), which FLAME (flame.c) runs in stages.
  *
  * ---- the layer kernels (kernels.c) ----
  *
@@ -146,13 +147,24 @@ static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i) {
   return h >= d->thres ? d->scale : 0.0f;
 }
 
-/* ---- the network in stages (sasrec.c) ----
+/* ---- the network in stages: a backbone behind an ops table (net.c, head.c, sasrec.c) ----
  *
- * model_forward/model_backward (model.h) are embedding -> encoder -> tied softmax. FLAME
- * needs the stages apart: two embeddings (the learnable network's and the frozen anchor's)
- * concatenated per sample and run through both encoders under the 2x2 tiled mask, the
- * anchor's backward giving input gradients only. Each stage keeps what its backward needs in
- * a model_acts; dropout masks derive from the key a stage is given. */
+ * A network is three parts (docs/MODEL.md section 1):
+ *   - the BACKBONE maps a packed batch to a representation at the last position of every
+ *     sample: an embedding stage, then blocks 0 .. NL - 1. Each backbone is one file (sasrec.c)
+ *     and one net_backbone table; model_hparams.backbone picks it. Its parameters are its own
+ *     tensor table, whose LAST tensor is the item table (NI + 1, C) that every backbone has,
+ *     so a bigger catalogue's block has the smaller one's as its prefix whatever the backbone.
+ *   - the SCORING HEAD (head.c) scores a representation against the item table (tied
+ *     embedding: score of item i = h . item[i]), the same for every backbone.
+ *   - the OBJECTIVE: the cross-entropy of model_forward/model_backward (head.c, full or
+ *     sampled softmax), or FLAME (flame.c), which runs the stages of two networks apart: two
+ *     embeddings (the learnable network's and the frozen anchor's) concatenated per sample
+ *     and run through both encoders under the 2x2 tiled mask, the anchor's backward giving
+ *     input gradients only. Both use only the stages below, so they work with any backbone.
+ * Each stage keeps what its backward needs in a model_acts; dropout masks derive from the
+ * key a stage is given. */
+
 /* The rows of an encoder pass: sample b is rows off[b] .. off[b+1): nseg segments of n
  * tokens each (1 for SASRec; 2 for FLAME's [learnable embedding; anchor embedding]).
  * blockdiag: a segment attends to itself only (FLAME's ablation). tok (off[B]) marks
@@ -165,6 +177,73 @@ typedef struct {
   const int32_t *tok;
 } net_layout;
 
+/* Activations of a pass: the backbone's own (enc) and the head's. Allocated once for the
+ * largest batch (net_acts_new); every allocation is counted in bytes. */
+struct model_acts {
+  const struct net_backbone *bb;
+  void *enc;         /* the backbone's activations (its acts_new) */
+  size_t Bmax, nseg; /* samples and segments per sample it was made for */
+  size_t B, T;       /* the last embedding pass: samples, tokens */
+  int has_loss;      /* the last model_forward computed a loss */
+  /* the representations the backbone's last block writes and the head reads */
+  float *h;  /* (Bmax * nseg, C) outputs at the last position of every segment */
+  float *dh; /* (Bmax * nseg, C) their gradient (the head writes, the backbone reads) */
+  /* the head's cross-entropy */
+  float *logits;     /* (Bmax, NI or 1 + nneg) logits, probabilities, dlogits */
+  size_t logits_cap; /* floats allocated in logits */
+  int32_t *col1;     /* (Bmax) all 1: a sampled row's target is its column 0 */
+  float *negE;       /* (nneg, C) the sampled candidates' rows, then their gradient */
+  size_t negE_cap;   /* floats allocated in negE */
+  float *losses;     /* (Bmax) */
+  size_t bytes;      /* allocated here, beyond the backbone's enc_bytes */
+};
+
+/* A backbone: its tensor table and its stages. Stage contracts:
+ *   embed_forward: (T, C) embedding of a packed batch (nseg = 1), returned (inside a); sets
+ *     a->B and a->T. embed_backward: accumulates the embedding's parameter gradients into g
+ *     from dX0 (T, C).
+ *   blocks_forward: blocks l0 .. l1 - 1 on X0 (lay->off[B] rows, C; read again by backward, so
+ *     it must stay unchanged). When l1 is the network's last block, writes and returns a->h:
+ *     the outputs at the last position of every segment, (B * nseg, C), sample-major.
+ *     Otherwise returns every row (T, C): the input of the next range.
+ *   blocks_backward: backward of the last blocks_forward from dH, shaped like its output.
+ *     Weight gradients are accumulated into g unless g is NULL (a frozen network: input
+ *     gradients only). Returns dX0 (T, C), valid until the next pass on a.
+ *   encoder_flops: useful forward FLOPs of blocks l0 .. l1 - 1 over the batch's samples
+ *     repeated in nseg segments (multiply-add = 2; padding tokens not counted). */
+typedef struct net_backbone {
+  const char *name;         /* as --backbone and checkpoints' messages spell it */
+  size_t ntensors;          /* tensors in its table, the item table last */
+  const char *const *names; /* (ntensors) tensor names, for messages */
+  /* floats of each tensor for hp and NI items into sizes (ntensors); returns the total */
+  size_t (*tensor_sizes)(const model_hparams *hp, size_t NI, size_t *sizes);
+  /* 0 if hp's shape fits this backbone (beyond model_hparams_check), else FL_ERANGE */
+  int (*check)(const model_hparams *hp);
+  /* initialises m's parameters (allocated, views set) from r; the padding row is zeroed by
+   * the caller */
+  void (*init)(model_net *m, fl_rng *r);
+  /* the backbone's activations for up to Bmax samples, Tmax rows, nseg segments per sample
+   * (each at most L rows); adds what it allocates to *bytes */
+  void *(*acts_new)(const model_hparams *hp, size_t Bmax, size_t Tmax, size_t nseg, size_t *bytes);
+  void (*acts_free)(void *enc);
+  const float *(*embed_forward)(const model_net *m, model_acts *a, const model_batch *bt, int train,
+                                uint64_t key);
+  void (*embed_backward)(const model_net *m, const model_tensors *g, model_acts *a,
+                         const float *dx0, const model_batch *bt);
+  const float *(*blocks_forward)(const model_net *m, model_acts *a, const float *X0,
+                                 const net_layout *lay, int train, uint64_t key, size_t l0,
+                                 size_t l1);
+  const float *(*blocks_backward)(const model_net *m, const model_tensors *g, model_acts *a,
+                                  const float *dH);
+  double (*encoder_flops)(const model_net *m, const model_batch *b, size_t nseg, int blockdiag,
+                          size_t l0, size_t l1);
+} net_backbone;
+
+/* The backbones this build knows (sasrec.c). */
+extern const net_backbone net_sasrec;
+/* The backbone of hp (NULL if hp->backbone is unknown). */
+const net_backbone *net_backbone_of(const model_hparams *hp);
+
 /* 1 if the batch carries explicit padding (item-0 tokens): the attention must mask them. */
 int net_batch_padded(const model_batch *bt);
 
@@ -174,32 +253,29 @@ model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size
 
 /* Dropout key of a pass from the model's seed, its step and a salt (different salts give
  * independent masks in the same step: keys far apart, as a pass's sites are key + site). */
-uint64_t net_key(const model_sasrec *m, uint64_t salt);
+uint64_t net_key(const model_net *m, uint64_t salt);
 
-/* (T, C) = dropout(LN_emb(item[tok] + pos[position])) for a packed batch (nseg = 1);
- * returns it (inside a). */
-const float *net_embed_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
-                               int train, uint64_t key);
-/* Accumulates the embedding's parameter gradients into g from dX0 (T, C). */
-void net_embed_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
-                        const float *dx0, const model_batch *bt);
-
-/* Blocks l0 .. l1 - 1 on X0 (lay->off[B] rows, C; read again by backward, so it must stay
- * unchanged). When l1 is the network's last block, returns the outputs at the last position
- * of every segment: (B * nseg, C), sample-major. Otherwise returns every row (T, C): the
- * input of the next range. */
-const float *net_blocks_forward(const model_sasrec *m, model_acts *a, const float *X0,
-                                const net_layout *lay, int train, uint64_t key, size_t l0,
-                                size_t l1);
-/* Backward of the last net_blocks_forward from dH, shaped like its output. Weight gradients
- * are accumulated into g unless g is NULL (a frozen network: input gradients only). Returns
- * dX0 (T, C), valid until the next pass on a. */
-const float *net_blocks_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
-                                 const float *dH);
-
-/* Useful forward FLOPs of blocks l0 .. l1 - 1 over the batch's samples repeated in nseg
- * segments (multiply-add = 2; padding tokens not counted). */
-double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag,
-                         size_t l0, size_t l1);
+/* The stages of m's backbone (the contracts above net_backbone). */
+static inline const float *net_embed_forward(const model_net *m, model_acts *a,
+                                             const model_batch *bt, int train, uint64_t key) {
+  return a->bb->embed_forward(m, a, bt, train, key);
+}
+static inline void net_embed_backward(const model_net *m, const model_tensors *g, model_acts *a,
+                                      const float *dx0, const model_batch *bt) {
+  a->bb->embed_backward(m, g, a, dx0, bt);
+}
+static inline const float *net_blocks_forward(const model_net *m, model_acts *a, const float *X0,
+                                              const net_layout *lay, int train, uint64_t key,
+                                              size_t l0, size_t l1) {
+  return a->bb->blocks_forward(m, a, X0, lay, train, key, l0, l1);
+}
+static inline const float *net_blocks_backward(const model_net *m, const model_tensors *g,
+                                               model_acts *a, const float *dH) {
+  return a->bb->blocks_backward(m, g, a, dH);
+}
+static inline double net_encoder_flops(const model_net *m, const model_batch *b, size_t nseg,
+                                       int blockdiag, size_t l0, size_t l1) {
+  return net_backbone_of(&m->hp)->encoder_flops(m, b, nseg, blockdiag, l0, l1);
+}
 
 #endif

@@ -1,5 +1,8 @@
-/* model/model.h: the SASRec engine (docs/MODEL.md section 1): parameters, forward and
- * backward passes, Adam, checkpoints, the PyTorch-zip importer, datasets and offline metrics.
+/* model/model.h: the model engine (docs/MODEL.md section 1): a network is a backbone (today
+ * SASRec; model_hparams.backbone picks it) under a tied scoring head, with one contiguous
+ * parameter block, forward and backward passes, Adam, checkpoints that record the backbone,
+ * the PyTorch-zip importer, datasets and offline metrics. The objectives are the
+ * cross-entropy (model_forward) and FLAME (flame_step), both for any backbone.
  *
  * Shape letters: B batch (samples), T packed tokens, C channels, NH heads, HS head size,
  * FF the FFN inner width, NL blocks, L max sequence length, NI items (1-based; row 0 of the
@@ -22,24 +25,40 @@
 
 #include "common/common.h"
 
+/* The backbones (model/internal.h: the encoder behind an ops table). */
+typedef enum {
+  MODEL_BACKBONE_SASREC, /* SASRec's causal transformer (model/sasrec.c) */
+  MODEL_NBACKBONES
+} model_backbone;
+
+/* "sasrec" for MODEL_BACKBONE_SASREC; NULL for an unknown id. */
+const char *model_backbone_name(uint32_t id);
+/* Parses a backbone name ("sasrec"). Returns 0 or FL_ERANGE. */
+int model_backbone_parse(const char *s, uint32_t *id);
+
 /* Hyper-parameters (docs/MODEL.md section 1: the defaults of model_hparams_default). */
 typedef struct {
-  uint32_t C;    /* channels d (64) */
-  uint32_t NL;   /* transformer blocks (2) */
-  uint32_t NH;   /* attention heads (2); C % NH == 0 */
-  uint32_t FF;   /* FFN inner width (4C = 256) */
-  uint32_t L;    /* max sequence length (50) */
-  float dropout; /* dropout probability (0.5) */
-  float ln_eps;  /* LayerNorm epsilon (1e-12) */
+  uint32_t C;        /* channels d (64) */
+  uint32_t NL;       /* transformer blocks (2) */
+  uint32_t NH;       /* attention heads (2); C % NH == 0 */
+  uint32_t FF;       /* FFN inner width (4C = 256) */
+  uint32_t L;        /* max sequence length (50) */
+  float dropout;     /* dropout probability (0.5) */
+  float ln_eps;      /* LayerNorm epsilon (1e-12) */
+  uint32_t backbone; /* model_backbone (MODEL_BACKBONE_SASREC) */
 } model_hparams;
 
 void model_hparams_default(model_hparams *hp);
-/* 0 if the hyper-parameters are usable, FL_ERANGE otherwise. */
+/* 0 if the hyper-parameters are usable (a known backbone, shapes it accepts), FL_ERANGE
+ * otherwise. */
 int model_hparams_check(const model_hparams *hp);
 
-/* The parameter tensors, views into one contiguous block, in block order. The item table
- * comes last, so a model with more items has the smaller one's block as its prefix: growing
- * the catalogue is one copy (the daemon's trainer), and so is carrying Adam's moments over. */
+/* The parameter tensors, views into one contiguous block, in block order. Each backbone has
+ * its own table, at most MODEL_MAX_TENSORS long; in every one the item table comes last, so a
+ * model with more items has the smaller one's block as its prefix: growing the catalogue is
+ * one copy (the daemon's trainer), and so is carrying Adam's moments over. model_items gives
+ * the item table whatever the backbone. SASRec's table: */
+#define MODEL_MAX_TENSORS 32
 enum {
   MODEL_T_POS,      /* (L, C) position table */
   MODEL_T_LNE_W,    /* (C) LN_emb gamma */
@@ -57,16 +76,21 @@ enum {
   MODEL_T_LN2W,     /* (NL, C) LN_ffn gamma */
   MODEL_T_LN2B,     /* (NL, C) */
   MODEL_T_ITEM,     /* (NI + 1, C) item table, row 0 = padding (zero, never updated) */
-  MODEL_NTENSORS
+  MODEL_NTENSORS    /* SASRec's tensors */
 };
 
 typedef struct {
-  float *t[MODEL_NTENSORS]; /* tensor views, indexed by MODEL_T_* */
+  float *t[MODEL_MAX_TENSORS]; /* tensor views, indexed by the backbone's table (MODEL_T_*) */
 } model_tensors;
 
-/* Number of floats of each tensor for these hyper-parameters and NI items. Returns the
- * total. */
-size_t model_tensor_sizes(const model_hparams *hp, size_t NI, size_t sizes[MODEL_NTENSORS]);
+/* Tensors in hp's backbone's table (0 for an unknown backbone). */
+size_t model_ntensors(const model_hparams *hp);
+/* Number of floats of each tensor of hp's backbone for these hyper-parameters and NI items
+ * (sizes: model_ntensors(hp) entries written). Returns the total (0 for an unknown
+ * backbone). */
+size_t model_tensor_sizes(const model_hparams *hp, size_t NI, size_t sizes[MODEL_MAX_TENSORS]);
+/* Tensor i's name in hp's backbone's table, for messages ("?" when out of range). */
+const char *model_tensor_name(const model_hparams *hp, size_t i);
 
 /* A packed batch (see the top of this file). */
 typedef struct {
@@ -104,22 +128,27 @@ typedef struct {
   uint64_t step;   /* optimizer steps taken (Adam's t) */
   uint64_t seed;   /* seeds the dropout masks together with step */
   int last_only;   /* 1: the last block computes queries/FFN for the last position only */
-} model_sasrec;
+  size_t ntensors; /* tensors of its backbone's table; the item table is the last */
+} model_net;
+
+/* The item table (NI + 1, C) of m's parameters / gradients, whatever the backbone. */
+static inline float *model_items(const model_net *m) { return m->p.t[m->ntensors - 1]; }
+static inline float *model_item_grads(const model_net *m) { return m->g.t[m->ntensors - 1]; }
 
 /* Allocates the parameter block for NI items and initialises it as docs/MODEL.md section 1 says
  * (Linear and Embedding weights N(0, 0.02^2) from seed, biases 0, LN gamma 1 / beta 0, padding row
  * 0). Gradients and Adam state stay NULL. */
-int model_init(model_sasrec *m, const model_hparams *hp, size_t NI, uint64_t seed);
+int model_init(model_net *m, const model_hparams *hp, size_t NI, uint64_t seed);
 /* Allocates the parameter block without initialising it (for loaders). */
-int model_alloc(model_sasrec *m, const model_hparams *hp, size_t NI);
+int model_alloc(model_net *m, const model_hparams *hp, size_t NI);
 /* Adds zeroed gradients and Adam state. */
-void model_train_alloc(model_sasrec *m);
+void model_train_alloc(model_net *m);
 /* Adds gradients and Adam state with undefined contents, for a caller that clears the
  * gradients before every step (model_zero_grad or model_zero_grad_rows) and sets every Adam
  * moment itself: zeroing a big catalogue's blocks only to overwrite them costs the memory
  * bandwidth that serving needs. */
-void model_train_alloc_uninit(model_sasrec *m);
-void model_free(model_sasrec *m);
+void model_train_alloc_uninit(model_net *m);
+void model_free(model_net *m);
 
 /* Activations for up to Bmax samples and Tmax tokens (Tmax <= Bmax * L). */
 model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax);
@@ -135,15 +164,15 @@ size_t model_acts_bytes(const model_acts *a);
  * cross-entropy over the full catalogue, or over b->neg (sampled), and keeps what backward
  * needs; otherwise 0.
  * Requires b->B <= Bmax and b->T <= Tmax of a. */
-float model_forward(const model_sasrec *m, model_acts *a, const model_batch *b, int train);
+float model_forward(const model_net *m, model_acts *a, const model_batch *b, int train);
 /* Backward of the last model_forward (with targets, train as given then): ACCUMULATES
  * into m->grads. */
-void model_backward(model_sasrec *m, model_acts *a, const model_batch *b);
-void model_zero_grad(model_sasrec *m);
+void model_backward(model_net *m, model_acts *a, const model_batch *b);
+void model_zero_grad(model_net *m);
 
 /* Adam (beta1 0.9, beta2 0.999, eps 1e-8, no weight decay, PyTorch's bias correction);
  * increments m->step. Row 0 of the item table never moves. */
-void model_adam_step(model_sasrec *m, float lr);
+void model_adam_step(model_net *m, float lr);
 
 /* Sparse rows for sampled-softmax steps, where a step's gradient reaches few item rows:
  * model_batch_rows lists the distinct item rows of b's tok, tgt and neg into rows (room for
@@ -152,15 +181,15 @@ void model_adam_step(model_sasrec *m, float lr);
  * the table only ("lazy" Adam: a row's moments and weights move only in the steps that
  * touch it); model_zero_grad_rows zeroes the same. Their cost no longer grows with NI. */
 size_t model_batch_rows(const model_batch *b, uint8_t *mark, int32_t *rows);
-void model_adam_step_rows(model_sasrec *m, float lr, const int32_t *rows, size_t n);
-void model_zero_grad_rows(model_sasrec *m, const int32_t *rows, size_t n);
+void model_adam_step_rows(model_net *m, float lr, const int32_t *rows, size_t n);
+void model_zero_grad_rows(model_net *m, const int32_t *rows, size_t n);
 
 /* scores (B, NI) = h (B, C) . item[1..NI]^T: score of item i is at column i - 1. */
-void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores);
+void model_scores(const model_net *m, const float *h, size_t B, float *scores);
 
 /* Useful floating-point operations of one training step (forward + backward) on this
  * batch, counting only what the packed computation needs (multiply-add = 2). */
-double model_step_flops(const model_sasrec *m, const model_batch *b);
+double model_step_flops(const model_net *m, const model_batch *b);
 
 /* Sets the BLAS thread count (OpenBLAS). */
 void model_set_threads(int n);
@@ -180,18 +209,18 @@ void model_matmul_ref(float *C, size_t ldc, const float *A, size_t lda, int tran
  * count, CRC-32 of header and payload, then the parameter block (little-endian float32).
  * Written atomically. A load validates everything before using a byte; a truncated or
  * corrupted file is refused with a message in err. */
-int ckpt_save(const char *path, const model_sasrec *m);
+int ckpt_save(const char *path, const model_net *m);
 /* Allocates *m (parameters, hyper-parameters, NI and m->step; Adam moments are not stored,
  * seed is 0 and last_only 1). On failure *m is untouched and err (if not NULL) holds one
  * line "path: what". */
-int ckpt_load(const char *path, model_sasrec *m, char *err, size_t errlen);
+int ckpt_load(const char *path, model_net *m, char *err, size_t errlen);
 
 /* ---- the authors' PyTorch zip (model/ptimport.c, docs/MODEL.md section 5) ----
  * Reads the zip's central directory, finds the <prefix>/data/<k> entries, checks every
  * size against the shapes, infers C, L, FF, NL and NI from them (NH, dropout and ln_eps are
  * not in the file: FLAME's defaults, NH = 2) and fills a freshly allocated model. On failure
  * *m is untouched and err (if not NULL) holds one line "path: what". */
-int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen);
+int ptimport_load(const char *path, model_net *m, char *err, size_t errlen);
 
 /* ---- datasets (model/data.c) ---- */
 
@@ -260,7 +289,7 @@ size_t eval_rank(float *scores, size_t NI, int32_t target, const int32_t *hist, 
  * whole score row per sample: the catalogue is scored EVAL_CHUNK items at a time, so the
  * scores stay in cache however big it is (a row is 4 MB at 1M items). The target's score is
  * its own dot product (-inf if it is in the history). scratch holds B * EVAL_CHUNK floats. */
-void eval_ranks_chunked(const model_sasrec *m, const float *h, size_t B, const int32_t *tgt,
+void eval_ranks_chunked(const model_net *m, const float *h, size_t B, const int32_t *tgt,
                         const int32_t *tok, const size_t *off, float *scratch, size_t *rank);
 /* Adds one rank to running sums (m->users counts). */
 void eval_add_rank(eval_metrics *m, size_t rank);
@@ -273,19 +302,18 @@ void eval_finish(eval_metrics *m);
  * protocol = every item before the target. Runs forward in eval mode in batches. Returns
  * FL_ESHAPE if the data has items beyond the model's table, FL_EEMPTY if no user has 3
  * items (metrics zeroed in both cases). */
-int eval_run(const model_sasrec *m, const data_set *ds, eval_protocol proto, eval_split split,
+int eval_run(const model_net *m, const data_set *ds, eval_protocol proto, eval_split split,
              eval_metrics *out);
 
 /* Bytes eval_run allocates for m: its activations and score rows (for memory reports). */
-size_t eval_workspace_bytes(const model_sasrec *m);
+size_t eval_workspace_bytes(const model_net *m);
 
 /* HR@10 and NDCG@10 of m on the newest item of each user users[0..n) of ds (the daemon's
  * holdout of a round): its input is the L items before it that m knows (items beyond m's
  * table are left out of the input; a target beyond it is a miss; a user with no known item
  * before it too), the input items are excluded from the ranking (the default protocol), and
  * the whole catalogue is ranked in chunks. m is only read. */
-eval_metrics eval_newest(const model_sasrec *m, const data_set *ds, const uint32_t *users,
-                         size_t n);
+eval_metrics eval_newest(const model_net *m, const data_set *ds, const uint32_t *users, size_t n);
 
 /* Parses "default" / "flame". Returns 0 or FL_ERANGE. */
 int eval_protocol_parse(const char *s, eval_protocol *out);
@@ -340,8 +368,8 @@ typedef struct {
  * the data (SAMPLES: training samples; DATA_CRC: CRC-32 of the sequences after any
  * truncation), the anchor (ANCHOR_CRC: 0 for SASRec, else 2^32 + CRC-32 of its parameters),
  * the optimiser and order (LR .. EPOCH_SAMPLES; DROPOUT_SEED is the model's), the protocol
- * (it picks the best epoch) and FLAME's knobs (TAU .. PATHS, 0 for SASRec). Floats (dropouts,
- * LN_EPS, LR, TAU, LAMBDA0, LAMBDAR) are stored as their float32 bits and so compared
+ * (it picks the best epoch), FLAME's knobs (TAU .. PATHS, 0 for SASRec) and the backbone. Floats
+ * (dropouts, LN_EPS, LR, TAU, LAMBDA0, LAMBDAR) are stored as their float32 bits and so compared
  * exactly. Append only: the file's version changes with the list. */
 enum {
   TRAIN_KEY_NI,
@@ -371,6 +399,7 @@ enum {
   TRAIN_KEY_WARM,
   TRAIN_KEY_PER_BLOCK,
   TRAIN_KEY_PATHS,
+  TRAIN_KEY_BACKBONE, /* version 2 on; a version-1 state is SASRec's */
   TRAIN_NKEYS
 };
 
@@ -392,15 +421,14 @@ typedef struct {
 
 /* Writes s, m's parameters, Adam moments (m train-allocated) and step, and best (nparams
  * floats) to path atomically. Returns 0 or -errno. */
-int ckpt_state_save(const char *path, const train_state *s, const model_sasrec *m,
-                    const float *best);
+int ckpt_state_save(const char *path, const train_state *s, const model_net *m, const float *best);
 /* Reads a state written by ckpt_state_save into s, m (train-allocated; its parameters,
  * moments and step) and best (m->nparams floats), if its settings are want (TRAIN_NKEYS).
  * Every byte is validated before any is used; on failure nothing is written and err holds
  * one line "path: what". Returns 0, -errno (-ENOENT: no such file, a fresh run), FL_ETRUNC,
  * FL_EMAGIC, FL_EVERSION, FL_EFORMAT, FL_ECHECKSUM, FL_ESHAPE (another parameter count) or
  * FL_ESETTINGS (err names the first setting that differs). */
-int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, model_sasrec *m,
+int ckpt_state_load(const char *path, const uint64_t *want, train_state *s, model_net *m,
                     float *best, char *err, size_t errlen);
 
 /* Trains m (already initialised, training state allocated here) on ds's leave-one-out
@@ -460,7 +488,7 @@ typedef struct {
  * must have lrn's hyper-parameters and at least as many items; ws must have been made with
  * o->per_block. train = 1: dropout in both networks, masks (and the random path subset) from
  * lrn's seed and step. parts may be NULL. */
-float flame_step(model_sasrec *lrn, const model_sasrec *anc, flame_ws *ws, const model_batch *bt,
+float flame_step(model_net *lrn, const model_net *anc, flame_ws *ws, const model_batch *bt,
                  const flame_opts *o, float lambda, int train, flame_parts *parts);
 
 /* NT-Xent of one pair and its weight logit (exposed for tests): a, b (B, C); returns L_p and
@@ -478,17 +506,17 @@ size_t flame_ws_bytes(const flame_ws *ws);
 /* dst = src with NI rows (NI >= src->NI): the same parameters, the new rows N(0, 0.02^2)
  * drawn from seed (which also becomes dst's dropout seed). No gradients or moments. Aborts
  * on out of memory (src's shape is valid). */
-void model_grow(model_sasrec *dst, const model_sasrec *src, size_t NI, uint64_t seed);
+void model_grow(model_net *dst, const model_net *src, size_t NI, uint64_t seed);
 /* dst = a parameters-only copy of src (no gradients or Adam state). Aborts like model_grow. */
-void model_copy_params(model_sasrec *dst, const model_sasrec *src);
+void model_copy_params(model_net *dst, const model_net *src);
 /* Moves src's parameter block into dst (a network without gradients or moments, e.g. for a
  * serving snapshot); src keeps its gradients and moments, and model_free(src) frees only
  * those. No copy: a big catalogue's table would cost its size again in memory bandwidth. */
-void model_take_params(model_sasrec *dst, model_sasrec *src);
+void model_take_params(model_net *dst, model_net *src);
 /* Swaps m's Adam moment blocks with *adam_m and *adam_v (either pair may be NULL): the
  * trainer keeps a promoted round's moments for the next round this way, and the blocks it
  * held go with m. */
-void model_swap_moments(model_sasrec *m, float **adam_m, float **adam_v);
+void model_swap_moments(model_net *m, float **adam_m, float **adam_v);
 
 /* ---- one training step (model/train.c), shared by train_model and the daemon's rounds ---- */
 
@@ -507,7 +535,7 @@ size_t train_step_ws_bytes(const train_step_ws *w);
  * sampled), computes the loss (cross-entropy when anc is NULL, else flame_step against anc
  * with lambda, in training mode) and takes an Adam step with lr (rows only when sampled).
  * Returns the loss; *rec (may be NULL) gets FLAME's cross-entropy part (0 without anc). */
-float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, const data_set *ds,
+float train_step(model_net *m, const model_net *anc, train_step_ws *w, const data_set *ds,
                  const data_sample *s, size_t nb, const flame_opts *fo, float lambda, float lr,
                  fl_rng *rng, float *rec);
 
@@ -529,7 +557,7 @@ float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, con
 int synth_write(const char *path, size_t users, size_t items, size_t mean_len, uint64_t seed);
 
 /* See the offline training section: SASRec when anc is NULL, FLAME otherwise. */
-int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
+int train_model(model_net *m, const model_net *anc, const flame_opts *fo, const data_set *ds,
                 const train_opts *o, train_result *r);
 
 #endif

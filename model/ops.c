@@ -10,14 +10,14 @@
 #include <string.h>
 
 /* Shapes come from a valid network: a failure is a programmer error (or out of memory). */
-static void ops_alloc(model_sasrec *dst, const model_hparams *hp, size_t NI) {
+static void ops_alloc(model_net *dst, const model_hparams *hp, size_t NI) {
   if (model_alloc(dst, hp, NI) != 0) {
     fl_error("cannot allocate a model of %zu items", NI);
     abort();
   }
 }
 
-void model_grow(model_sasrec *dst, const model_sasrec *src, size_t NI, uint64_t seed) {
+void model_grow(model_net *dst, const model_net *src, size_t NI, uint64_t seed) {
   ops_alloc(dst, &src->hp, NI);
   dst->seed = seed;
   memcpy(dst->params, src->params, src->nparams * sizeof(float)); /* the item table is last */
@@ -25,17 +25,17 @@ void model_grow(model_sasrec *dst, const model_sasrec *src, size_t NI, uint64_t 
    * catalogue 64M normal draws, about 2 s of the trainer's CPU, every round. */
   fl_rng r;
   fl_rng_seed(&r, seed);
-  float *item = dst->p.t[MODEL_T_ITEM];
+  float *item = model_items(dst);
   for (size_t j = (src->NI + 1) * src->hp.C; j < (NI + 1) * src->hp.C; j++)
     item[j] = 0.02f * fl_rng_normal(&r);
 }
 
-void model_copy_params(model_sasrec *dst, const model_sasrec *src) {
+void model_copy_params(model_net *dst, const model_net *src) {
   ops_alloc(dst, &src->hp, src->NI);
   memcpy(dst->params, src->params, src->nparams * sizeof(float));
 }
 
-void model_take_params(model_sasrec *dst, model_sasrec *src) {
+void model_take_params(model_net *dst, model_net *src) {
   *dst = *src;
   dst->grads = dst->adam_m = dst->adam_v = NULL;
   memset(&dst->g, 0, sizeof dst->g);
@@ -43,7 +43,7 @@ void model_take_params(model_sasrec *dst, model_sasrec *src) {
   memset(&src->p, 0, sizeof src->p);
 }
 
-void model_swap_moments(model_sasrec *m, float **adam_m, float **adam_v) {
+void model_swap_moments(model_net *m, float **adam_m, float **adam_v) {
   float *x = m->adam_m, *y = m->adam_v;
   m->adam_m = *adam_m;
   m->adam_v = *adam_v;

@@ -326,7 +326,7 @@ static int pt_check_byteorder(pt_ctx *c, const pt_entry *e, size_t count, const 
  * FL_ECHECKSUM, FL_EMISSING, FL_ESHAPE or FL_ERANGE, writes one line "path: what" to err
  * (when err is not NULL), and leaves *m untouched. A non-zero padding row is kept as read,
  * with a warning. */
-int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
+int ptimport_load(const char *path, model_net *m, char *err, size_t errlen) {
   pt_ctx c = {.path = path, .err = err, .errlen = errlen};
   void *file = NULL;
   pt_entry *ent = NULL;              /* (count) central directory */
@@ -451,7 +451,7 @@ int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
     rc = pt_fail(&c, FL_ERANGE, "item count %zu out of range (1..%zu)", NI, PT_NI_MAX);
     goto fail_data;
   }
-  size_t sizes[MODEL_NTENSORS];
+  size_t sizes[MODEL_MAX_TENSORS];
   model_tensor_sizes(&hp, NI, sizes);
   for (size_t k = 0; k < ndata; k++) {
     pt_slot s;
@@ -471,7 +471,7 @@ int ptimport_load(const char *path, model_sasrec *m, char *err, size_t errlen) {
   }
 
   /* Everything checked: build the model aside and hand it over whole. */
-  model_sasrec nm;
+  model_net nm;
   memset(&nm, 0, sizeof nm);
   if ((rc = model_alloc(&nm, &hp, NI)) != 0) {
     rc = pt_fail(&c, rc, "cannot allocate the model: %s", fl_strerror(rc));

@@ -1,8 +1,6 @@
-/* model/sasrec.c: the SASRec network (docs/MODEL.md section 1) on packed batches.
- *
- * Parameters, gradients and Adam moments are three blocks with one layout
- * (model_tensor_sizes); Adam is one flat loop and a checkpoint one write. Activations of a
- * pass live in model_acts, allocated once for the largest batch.
+/* model/sasrec.c: the SASRec backbone (docs/MODEL.md section 1) on packed batches: its tensor
+ * table, its initialisation, its activations and its stages (the net_backbone contract in
+ * model/internal.h); the head, the objectives and Adam are the backbone's neighbours.
  *
  * Two exact shortcuts (see model.h): packed batches skip padding entirely, and with
  * last_only the last block computes its queries, attention output, Wo, LayerNorms and FFN
@@ -13,31 +11,22 @@
 #include "model/model.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-void model_hparams_default(model_hparams *hp) {
-  hp->C = 64;
-  hp->NL = 2;
-  hp->NH = 2;
-  hp->FF = 256;
-  hp->L = 50;
-  hp->dropout = 0.5f;
-  hp->ln_eps = 1e-12f;
-}
+/* ---- the tensor table ---- */
 
-int model_hparams_check(const model_hparams *hp) {
-  if (hp->C == 0 || hp->C > 4096 || hp->NH == 0 || hp->C % hp->NH != 0) return FL_ERANGE;
-  if (hp->NL == 0 || hp->NL > 64 || hp->FF == 0 || hp->FF > 65536) return FL_ERANGE;
-  if (hp->L == 0 || hp->L > 4096) return FL_ERANGE;
-  if (!(hp->dropout >= 0.0f && hp->dropout < 1.0f)) return FL_ERANGE;
-  if (!(hp->ln_eps >= 0.0f && hp->ln_eps < 1.0f)) return FL_ERANGE;
-  return 0;
-}
+static const char *const sasrec_names[MODEL_NTENSORS] = {
+    [MODEL_T_POS] = "pos",           [MODEL_T_LNE_W] = "lne_w", [MODEL_T_LNE_B] = "lne_b",
+    [MODEL_T_QKVW] = "qkvw",         [MODEL_T_QKVB] = "qkvb",   [MODEL_T_ATTPROJW] = "attprojw",
+    [MODEL_T_ATTPROJB] = "attprojb", [MODEL_T_LN1W] = "ln1w",   [MODEL_T_LN1B] = "ln1b",
+    [MODEL_T_FCW] = "fcw",           [MODEL_T_FCB] = "fcb",     [MODEL_T_FCPROJW] = "fcprojw",
+    [MODEL_T_FCPROJB] = "fcprojb",   [MODEL_T_LN2W] = "ln2w",   [MODEL_T_LN2B] = "ln2b",
+    [MODEL_T_ITEM] = "item",
+};
 
-size_t model_tensor_sizes(const model_hparams *hp, size_t NI, size_t s[MODEL_NTENSORS]) {
+static size_t sasrec_tensor_sizes(const model_hparams *hp, size_t NI, size_t *s) {
   size_t C = hp->C, NL = hp->NL, FF = hp->FF;
   s[MODEL_T_POS] = (size_t)hp->L * C;
   s[MODEL_T_LNE_W] = C;
@@ -60,73 +49,20 @@ size_t model_tensor_sizes(const model_hparams *hp, size_t NI, size_t s[MODEL_NTE
   return total;
 }
 
-static void model_views(model_tensors *v, float *block, const model_hparams *hp, size_t NI) {
+/* Linear and Embedding weights N(0, 0.02^2), biases 0, LN gamma 1 / beta 0. */
+static void sasrec_init(model_net *m, fl_rng *r) {
   size_t s[MODEL_NTENSORS];
-  model_tensor_sizes(hp, NI, s);
-  for (int i = 0; i < MODEL_NTENSORS; i++) {
-    v->t[i] = block;
-    block += s[i];
-  }
-}
-
-int model_alloc(model_sasrec *m, const model_hparams *hp, size_t NI) {
-  int err = model_hparams_check(hp);
-  if (err) return err;
-  if (NI == 0 || NI > INT32_MAX - 1) return FL_ERANGE;
-  memset(m, 0, sizeof *m);
-  m->hp = *hp;
-  m->NI = NI;
-  size_t s[MODEL_NTENSORS];
-  m->nparams = model_tensor_sizes(hp, NI, s);
-  m->params = xalloc_aligned(m->nparams * sizeof(float));
-  model_views(&m->p, m->params, hp, NI);
-  m->last_only = 1;
-  return 0;
-}
-
-int model_init(model_sasrec *m, const model_hparams *hp, size_t NI, uint64_t seed) {
-  int err = model_alloc(m, hp, NI);
-  if (err) return err;
-  m->seed = seed;
-  fl_rng r;
-  fl_rng_seed(&r, seed);
-  size_t s[MODEL_NTENSORS];
-  model_tensor_sizes(hp, NI, s);
+  sasrec_tensor_sizes(&m->hp, m->NI, s);
   static const int normal[] = {MODEL_T_POS, MODEL_T_QKVW,    MODEL_T_ATTPROJW,
                                MODEL_T_FCW, MODEL_T_FCPROJW, MODEL_T_ITEM};
   for (size_t i = 0; i < sizeof normal / sizeof normal[0]; i++) {
     float *t = m->p.t[normal[i]];
-    for (size_t j = 0; j < s[normal[i]]; j++) t[j] = 0.02f * fl_rng_normal(&r);
+    for (size_t j = 0; j < s[normal[i]]; j++) t[j] = 0.02f * fl_rng_normal(r);
   }
   static const int ones[] = {MODEL_T_LNE_W, MODEL_T_LN1W, MODEL_T_LN2W};
   for (size_t i = 0; i < sizeof ones / sizeof ones[0]; i++)
     for (size_t j = 0; j < s[ones[i]]; j++) m->p.t[ones[i]][j] = 1.0f;
-  memset(m->p.t[MODEL_T_ITEM], 0, hp->C * sizeof(float)); /* padding row */
-  return 0;
 }
-
-static void train_alloc(model_sasrec *m, int zero) {
-  if (m->grads) return;
-  size_t n = m->nparams * sizeof(float);
-  m->grads = fl_xalloc_aligned_at(n, zero, __FILE__, __LINE__);
-  m->adam_m = fl_xalloc_aligned_at(n, zero, __FILE__, __LINE__);
-  m->adam_v = fl_xalloc_aligned_at(n, zero, __FILE__, __LINE__);
-  model_views(&m->g, m->grads, &m->hp, m->NI);
-}
-
-void model_train_alloc(model_sasrec *m) { train_alloc(m, 1); }
-
-void model_train_alloc_uninit(model_sasrec *m) { train_alloc(m, 0); }
-
-void model_free(model_sasrec *m) {
-  free(m->params);
-  free(m->grads);
-  free(m->adam_m);
-  free(m->adam_v);
-  memset(m, 0, sizeof *m);
-}
-
-void model_set_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
 
 /* ---- activations ---- */
 
@@ -145,16 +81,17 @@ typedef struct {
   float *xout;                /* (Tq, C) block output */
 } layer_acts;
 
-struct model_acts {
+/* A pass's activations of this backbone (model_acts.enc); the representations h and their
+ * gradient dh are model_acts's. */
+typedef struct {
   model_hparams hp;
   size_t Bmax, Tmax, nseg_max;
   /* the current passes */
-  size_t B, T;               /* embedding pass: samples, tokens */
   float p_emb, p_enc;        /* dropout rate of the embedding / encoder pass: its network's
                                 rate when training, else 0 (the acts may serve two networks
                                 of different rates, as FLAME's anchor and learnable do) */
   uint64_t key_emb, key_enc; /* their dropout keys */
-  int has_loss, last_only;
+  int last_only;
   size_t l0, l1;     /* its blocks: l0 .. l1 - 1 */
   net_layout lay;    /* the encoder pass's rows */
   const float *X0;   /* its input (T, C) */
@@ -168,36 +105,30 @@ struct model_acts {
   layer_acts *layer;          /* (NL) */
   float *xq;                  /* (Bq, C) last-only block: inputs at the last positions */
   float *qlast;               /* (Bq, C) last-only block: queries */
-  float *h;                   /* (Bq, C) outputs at the last positions */
-  float *logits;              /* (Bmax, NI or 1 + nneg) logits, probabilities, dlogits */
-  size_t logits_cap;          /* floats allocated in logits */
-  int32_t *col1;              /* (Bmax) all 1: a sampled row's target is its column 0 */
-  float *negE;                /* (nneg, C) the sampled candidates' rows, then their gradient */
-  size_t negE_cap;            /* floats allocated in negE */
-  float *losses;              /* (Bmax) */
   /* backward scratch */
   float *dA, *dB, *dr, *dx1, *dproj, *datty; /* (Tmax, C) */
   float *dff1, *dff2;                        /* (Tmax, FF) */
   float *dqkv;                               /* (Tmax, 3C) */
-  float *dqlast, *dxq, *dh;                  /* (Bq, C), Bq = Bmax * nseg */
+  float *dqlast, *dxq;                       /* (Bq, C), Bq = Bmax * nseg */
   float *scratch;                            /* attention_scratch_floats(nseg * L, C, NH) */
-  size_t bytes;                              /* everything allocated for these passes */
-};
+  size_t bytes;                              /* everything allocated here */
+} sasrec_acts;
 
 /* Activations are always written before they are read: no need to clear them. Every
  * allocation is counted in a->bytes (model_acts_bytes). */
-static float *falloc(model_acts *a, size_t n) {
+static float *falloc(sasrec_acts *a, size_t n) {
   a->bytes += n * sizeof(float);
   return xalloc_aligned_uninit(n * sizeof(float));
 }
 
-static void *acts_xmalloc(model_acts *a, size_t n) {
+static void *acts_xmalloc(sasrec_acts *a, size_t n) {
   a->bytes += n;
   return xmalloc(n);
 }
 
-model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size_t nseg) {
-  model_acts *a = xcalloc(1, sizeof *a);
+static void *sasrec_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size_t nseg,
+                             size_t *bytes) {
+  sasrec_acts *a = xcalloc(1, sizeof *a);
   size_t C = hp->C, FF = hp->FF, NL = hp->NL, NH = hp->NH, Lk = nseg * hp->L;
   size_t Bq = Bmax * nseg;
   a->hp = *hp;
@@ -234,10 +165,6 @@ model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size
   }
   a->xq = falloc(a, Bq * C);
   a->qlast = falloc(a, Bq * C);
-  a->h = falloc(a, Bq * C);
-  a->losses = falloc(a, Bmax);
-  a->col1 = acts_xmalloc(a, Bmax * sizeof(int32_t));
-  for (size_t b = 0; b < Bmax; b++) a->col1[b] = 1;
   a->dA = falloc(a, Tmax * C);
   a->dB = falloc(a, Tmax * C);
   a->dr = falloc(a, Tmax * C);
@@ -249,17 +176,13 @@ model_acts *net_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax, size
   a->dqkv = falloc(a, Tmax * 3 * C);
   a->dqlast = falloc(a, Bq * C);
   a->dxq = falloc(a, Bq * C);
-  a->dh = falloc(a, Bq * C);
   a->scratch = falloc(a, attention_scratch_floats(Lk, C, NH));
+  *bytes += a->bytes;
   return a;
 }
 
-model_acts *model_acts_new(const model_hparams *hp, size_t Bmax, size_t Tmax) {
-  return net_acts_new(hp, Bmax, Tmax, 1);
-}
-
-void model_acts_free(model_acts *a) {
-  if (!a) return;
+static void sasrec_acts_free(void *enc) {
+  sasrec_acts *a = enc;
   for (size_t l = 0; l < a->hp.NL; l++) {
     layer_acts *la = &a->layer[l];
     void *bufs[] = {la->qkv, la->att, la->poff, la->atty, la->r1,       la->ln1_mean, la->ln1_rstd,
@@ -267,22 +190,17 @@ void model_acts_free(model_acts *a) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   }
   free(a->layer);
-  void *bufs[] = {a->posidx,  a->last_row, a->qoff_last, a->emb,    a->lne_mean, a->lne_rstd,
-                  a->x0,      a->xq,       a->qlast,     a->h,      a->logits,   a->losses,
-                  a->dA,      a->dB,       a->dr,        a->dx1,    a->dproj,    a->datty,
-                  a->dff1,    a->dff2,     a->dqkv,      a->dqlast, a->dxq,      a->dh,
-                  a->scratch, a->col1,     a->negE};
+  void *bufs[] = {a->posidx, a->last_row, a->qoff_last, a->emb,  a->lne_mean, a->lne_rstd,
+                  a->x0,     a->xq,       a->qlast,     a->dA,   a->dB,       a->dr,
+                  a->dx1,    a->dproj,    a->datty,     a->dff1, a->dff2,     a->dqkv,
+                  a->dqlast, a->dxq,      a->scratch};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   free(a);
 }
 
-const float *model_acts_h(const model_acts *a) { return a->h; }
-
-size_t model_acts_bytes(const model_acts *a) { return a->bytes; }
-
 /* Dropout sites: 0 = embedding, then 3 per block (attention probabilities, attention
  * output, FFN output), each keyed by its pass's key. */
-static kern_dropout site(const model_acts *a, int enc, size_t s) {
+static kern_dropout site(const sasrec_acts *a, int enc, size_t s) {
   return kern_dropout_make(enc ? a->p_enc : a->p_emb, (enc ? a->key_enc : a->key_emb) + s);
 }
 
@@ -293,30 +211,15 @@ static float *gp(const model_tensors *g, int i, size_t off) { return g ? g->t[i]
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
-uint64_t net_key(const model_sasrec *m, uint64_t salt) {
-  /* the salt is mixed in, not XORed on: a pass keys its sites key + s (site()), so keys of
-   * one step that differed in low bits only would share sites' mask streams */
-  return fl_hash64(fl_hash64(m->seed ^ fl_hash64(m->step + 0x5eed)) ^ salt);
-}
-
-void model_scores(const model_sasrec *m, const float *h, size_t B, float *scores) {
-  size_t C = m->hp.C;
-  if (B == 1) { /* one row: a GEMV streams the table once; a GEMM would pack all of it first */
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m->NI, (int)C, 1.0f, W(m, MODEL_T_ITEM) + C,
-                (int)C, h, 1, 0.0f, scores, 1);
-    return;
-  }
-  model_matmul(scores, m->NI, h, C, 0, W(m, MODEL_T_ITEM) + C, C, 1, B, m->NI, C, 1.0f, 0.0f);
-}
-
 /* ---- embedding ---- */
 
-const float *net_embed_forward(const model_sasrec *m, model_acts *a, const model_batch *bt,
-                               int train, uint64_t key) {
+static const float *sasrec_embed_forward(const model_net *m, model_acts *A, const model_batch *bt,
+                                         int train, uint64_t key) {
+  sasrec_acts *a = A->enc;
   size_t C = m->hp.C, L = m->hp.L, B = bt->B, T = bt->T;
   assert(B <= a->Bmax && T <= a->Tmax && bt->off[B] == T);
-  a->B = B;
-  a->T = T;
+  A->B = B;
+  A->T = T;
   a->p_emb = train ? m->hp.dropout : 0.0f;
   a->key_emb = key;
   for (size_t b = 0; b < B; b++) {
@@ -332,9 +235,10 @@ const float *net_embed_forward(const model_sasrec *m, model_acts *a, const model
   return a->x0;
 }
 
-void net_embed_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
-                        const float *dx0, const model_batch *bt) {
-  size_t C = m->hp.C, T = a->T;
+static void sasrec_embed_backward(const model_net *m, const model_tensors *g, model_acts *A,
+                                  const float *dx0, const model_batch *bt) {
+  sasrec_acts *a = A->enc;
+  size_t C = m->hp.C, T = A->T;
   kern_dropout kd = site(a, 0, 0);
   zero(a->dr, T * C);
   dropout_backward(a->dr, dx0, T * C, &kd);
@@ -347,9 +251,10 @@ void net_embed_backward(const model_sasrec *m, const model_tensors *g, model_act
 
 /* ---- encoder ---- */
 
-const float *net_blocks_forward(const model_sasrec *m, model_acts *a, const float *X0,
-                                const net_layout *lay, int train, uint64_t key, size_t l0,
-                                size_t l1) {
+static const float *sasrec_blocks_forward(const model_net *m, model_acts *A, const float *X0,
+                                          const net_layout *lay, int train, uint64_t key, size_t l0,
+                                          size_t l1) {
+  sasrec_acts *a = A->enc;
   const model_hparams *hp = &m->hp;
   assert(l0 < l1 && l1 <= hp->NL);
   size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = lay->B, T = lay->off[B], nseg = lay->nseg;
@@ -419,15 +324,16 @@ const float *net_blocks_forward(const model_sasrec *m, model_acts *a, const floa
   }
   if (l1 < hp->NL) return X; /* an inner range: every row, for the next range */
   if (a->last_only) {
-    memcpy(a->h, X, Bq * C * sizeof(float));
+    memcpy(A->h, X, Bq * C * sizeof(float));
   } else {
-    for (size_t i = 0; i < Bq; i++) memcpy(a->h + i * C, X + a->last_row[i] * C, C * sizeof(float));
+    for (size_t i = 0; i < Bq; i++) memcpy(A->h + i * C, X + a->last_row[i] * C, C * sizeof(float));
   }
-  return a->h;
+  return A->h;
 }
 
-const float *net_blocks_backward(const model_sasrec *m, const model_tensors *g, model_acts *a,
-                                 const float *dH) {
+static const float *sasrec_blocks_backward(const model_net *m, const model_tensors *g,
+                                           model_acts *A, const float *dH) {
+  sasrec_acts *a = A->enc;
   const model_hparams *hp = &m->hp;
   const net_layout *lay = &a->lay;
   size_t C = hp->C, FF = hp->FF, NH = hp->NH, B = lay->B, T = lay->off[B], nseg = lay->nseg;
@@ -513,172 +419,8 @@ const float *net_blocks_backward(const model_sasrec *m, const model_tensors *g, 
   return dcur;
 }
 
-/* ---- the plain SASRec pass ---- */
-
-int net_batch_padded(const model_batch *bt) {
-  for (size_t t = 0; t < bt->T; t++)
-    if (bt->tok[t] == 0) return 1;
-  return 0;
-}
-
-/* One segment per sample; the padding mask only when the batch carries explicit padding. */
-static net_layout plain_layout(const model_batch *bt) {
-  net_layout lay = {bt->B, 1, 0, bt->off, net_batch_padded(bt) ? bt->tok : NULL};
-  return lay;
-}
-
-/* Grows a buffer of acts to at least need floats (once per shape, not per step). */
-static float *acts_grow(model_acts *a, float **buf, size_t *cap, size_t need) {
-  if (*cap < need) {
-    free(*buf);
-    a->bytes -= *cap * sizeof(float);
-    *buf = falloc(a, need);
-    *cap = need;
-  }
-  return *buf;
-}
-
-/* The sampled loss (model_batch): logits (B, 1 + K), column 0 the target, columns 1..K the
- * candidates, whose rows are gathered into negE (K, C) so that one GEMM scores them. */
-static float sampled_forward(const model_sasrec *m, model_acts *a, const model_batch *bt) {
-  size_t C = m->hp.C, B = bt->B, K = bt->nneg, N = K + 1;
-  const float *E = W(m, MODEL_T_ITEM);
-  acts_grow(a, &a->negE, &a->negE_cap, K * C);
-  for (size_t k = 0; k < K; k++) {
-    assert(bt->neg[k] >= 1 && (size_t)bt->neg[k] <= m->NI);
-    memcpy(a->negE + k * C, E + (size_t)bt->neg[k] * C, C * sizeof(float));
-  }
-  model_matmul(a->logits + 1, N, a->h, C, 0, a->negE, C, 1, B, K, C, 1.0f, 0.0f);
-  float shift = m->NI > 1 ? logf((float)(m->NI - 1) / (float)K) : 0.0f;
-  for (size_t b = 0; b < B; b++) {
-    float *row = a->logits + b * N;
-    row[0] = kern_dot(a->h + b * C, E + (size_t)bt->tgt[b] * C, C);
-    for (size_t k = 0; k < K; k++)
-      row[1 + k] = bt->neg[k] == bt->tgt[b] ? -1e30f : row[1 + k] + shift;
-  }
-  return crossentropy_forward(a->logits, a->losses, a->col1, B, N);
-}
-
-/* Its backward: dh = dlogits . [item[tgt]; negE], and the same rows' gradients. */
-static void sampled_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
-  size_t C = m->hp.C, B = a->B, K = bt->nneg, N = K + 1;
-  const float *E = W(m, MODEL_T_ITEM);
-  float *gE = m->g.t[MODEL_T_ITEM];
-  crossentropy_backward(a->logits, a->col1, B, N, 1.0f / (float)B);
-  model_matmul(a->dh, C, a->logits + 1, N, 0, a->negE, C, 0, B, C, K, 1.0f, 0.0f);
-  for (size_t b = 0; b < B; b++) {
-    float d = a->logits[b * N];
-    const float *h = a->h + b * C, *et = E + (size_t)bt->tgt[b] * C;
-    float *dh = a->dh + b * C, *gt = gE + (size_t)bt->tgt[b] * C;
-    for (size_t c = 0; c < C; c++) {
-      dh[c] += d * et[c];
-      gt[c] += d * h[c];
-    }
-  }
-  /* negE's rows are no longer needed: it takes their gradient (K, C) = dlogits^T . h */
-  model_matmul(a->negE, C, a->logits + 1, N, 1, a->h, C, 0, K, C, B, 1.0f, 0.0f);
-  for (size_t k = 0; k < K; k++) {
-    float *g = gE + (size_t)bt->neg[k] * C;
-    const float *d = a->negE + k * C;
-    for (size_t c = 0; c < C; c++) g[c] += d[c];
-  }
-}
-
-float model_forward(const model_sasrec *m, model_acts *a, const model_batch *bt, int train) {
-  uint64_t key = net_key(m, 0);
-  const float *x0 = net_embed_forward(m, a, bt, train, key);
-  net_layout lay = plain_layout(bt);
-  net_blocks_forward(m, a, x0, &lay, train, key, 0, m->hp.NL);
-  a->has_loss = bt->tgt != NULL;
-  if (!a->has_loss) return 0.0f;
-  acts_grow(a, &a->logits, &a->logits_cap, a->Bmax * (bt->neg ? 1 + bt->nneg : m->NI));
-  if (bt->neg) return sampled_forward(m, a, bt);
-  model_scores(m, a->h, bt->B, a->logits);
-  return crossentropy_forward(a->logits, a->losses, bt->tgt, bt->B, m->NI);
-}
-
-void model_backward(model_sasrec *m, model_acts *a, const model_batch *bt) {
-  size_t C = m->hp.C, B = a->B, NI = m->NI;
-  assert(a->has_loss && m->grads && B == bt->B && a->T == bt->T);
-  if (bt->neg) {
-    sampled_backward(m, a, bt);
-  } else { /* tied output: dh = dlogits . item[1..];  ditem[1..] += dlogits^T . h */
-    crossentropy_backward(a->logits, bt->tgt, B, NI, 1.0f / (float)B);
-    model_matmul(a->dh, C, a->logits, NI, 0, W(m, MODEL_T_ITEM) + C, C, 0, B, C, NI, 1.0f, 0.0f);
-    model_matmul(m->g.t[MODEL_T_ITEM] + C, C, a->logits, NI, 1, a->h, C, 0, NI, C, B, 1.0f, 1.0f);
-  }
-  const float *dx0 = net_blocks_backward(m, &m->g, a, a->dh);
-  net_embed_backward(m, &m->g, a, dx0, bt);
-}
-
-void model_zero_grad(model_sasrec *m) { zero(m->grads, m->nparams); }
-
-/* Floats before the item table (the block's last tensor): the dense part. */
-static size_t dense_floats(const model_sasrec *m) {
-  return (size_t)(m->p.t[MODEL_T_ITEM] - m->params);
-}
-
-typedef struct {
-  float step_size, rbc2;
-} adam_k;
-
-static adam_k adam_begin(model_sasrec *m, float lr) {
-  m->step++;
-  double bc1 = 1.0 - pow(0.9, (double)m->step), bc2 = 1.0 - pow(0.999, (double)m->step);
-  adam_k k = {(float)(lr / bc1), (float)(1.0 / sqrt(bc2))};
-  return k;
-}
-
-/* Adam on floats [i0, i1) of the block. */
-static void adam_range(model_sasrec *m, adam_k k, size_t i0, size_t i1) {
-  const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-  float *p = m->params, *g = m->grads, *mm = m->adam_m, *vv = m->adam_v;
-  for (size_t i = i0; i < i1; i++) {
-    float gi = g[i];
-    mm[i] = b1 * mm[i] + (1.0f - b1) * gi;
-    vv[i] = b2 * vv[i] + (1.0f - b2) * gi * gi;
-    p[i] -= k.step_size * mm[i] / (sqrtf(vv[i]) * k.rbc2 + eps);
-  }
-}
-
-void model_adam_step(model_sasrec *m, float lr) {
-  /* Flat over the block. The padding row's gradient is always 0 (embedding_backward skips
-   * it, the output uses rows 1..NI), so its moments stay 0 and it never moves. */
-  adam_range(m, adam_begin(m, lr), 0, m->nparams);
-}
-
-size_t model_batch_rows(const model_batch *b, uint8_t *mark, int32_t *rows) {
-  size_t n = 0;
-  const int32_t *lists[3] = {b->tok, b->tgt, b->neg};
-  size_t lens[3] = {b->T, b->tgt ? b->B : 0, b->neg ? b->nneg : 0};
-  for (int l = 0; l < 3; l++)
-    for (size_t i = 0; i < lens[l]; i++) {
-      int32_t r = lists[l][i];
-      if (r > 0 && !mark[r]) {
-        mark[r] = 1;
-        rows[n++] = r;
-      }
-    }
-  for (size_t i = 0; i < n; i++) mark[rows[i]] = 0;
-  return n;
-}
-
-void model_adam_step_rows(model_sasrec *m, float lr, const int32_t *rows, size_t n) {
-  adam_k k = adam_begin(m, lr);
-  size_t d = dense_floats(m), C = m->hp.C;
-  adam_range(m, k, 0, d);
-  for (size_t i = 0; i < n; i++)
-    adam_range(m, k, d + (size_t)rows[i] * C, d + (size_t)(rows[i] + 1) * C);
-}
-
-void model_zero_grad_rows(model_sasrec *m, const int32_t *rows, size_t n) {
-  size_t d = dense_floats(m), C = m->hp.C;
-  zero(m->grads, d);
-  for (size_t i = 0; i < n; i++) zero(m->grads + d + (size_t)rows[i] * C, C);
-}
-
-double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nseg, int blockdiag,
-                         size_t l0, size_t l1) {
+static double sasrec_encoder_flops(const model_net *m, const model_batch *b, size_t nseg,
+                                   int blockdiag, size_t l0, size_t l1) {
   const model_hparams *hp = &m->hp;
   double C = hp->C, FF = hp->FF, fwd = 0.0, S = (double)nseg;
   double T = 0.0, pairs_full = 0.0, pairs_last = 0.0;
@@ -704,9 +446,18 @@ double net_encoder_flops(const model_sasrec *m, const model_batch *b, size_t nse
   return fwd;
 }
 
-double model_step_flops(const model_sasrec *m, const model_batch *b) {
-  double fwd = net_encoder_flops(m, b, 1, 0, 0, m->hp.NL);
-  double cols = b->neg ? (double)b->nneg + 1.0 : (double)m->NI;
-  fwd += 2.0 * (double)b->B * m->hp.C * cols; /* tied output */
-  return 3.0 * fwd; /* backward = input and weight gradients = 2x forward */
-}
+const net_backbone net_sasrec = {
+    .name = "sasrec",
+    .ntensors = MODEL_NTENSORS,
+    .names = sasrec_names,
+    .tensor_sizes = sasrec_tensor_sizes,
+    .check = NULL,
+    .init = sasrec_init,
+    .acts_new = sasrec_acts_new,
+    .acts_free = sasrec_acts_free,
+    .embed_forward = sasrec_embed_forward,
+    .embed_backward = sasrec_embed_backward,
+    .blocks_forward = sasrec_blocks_forward,
+    .blocks_backward = sasrec_blocks_backward,
+    .encoder_flops = sasrec_encoder_flops,
+};

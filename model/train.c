@@ -38,8 +38,8 @@ static uint64_t train_fbits(float f) {
 }
 
 /* The settings of this run, as a state file records them. */
-static void train_key(uint64_t *key, const model_sasrec *m, const model_sasrec *anc,
-                      const flame_opts *fo, const data_set *ds, size_t ns, const train_opts *o) {
+static void train_key(uint64_t *key, const model_net *m, const model_net *anc, const flame_opts *fo,
+                      const data_set *ds, size_t ns, const train_opts *o) {
   memset(key, 0, TRAIN_NKEYS * sizeof *key);
   key[TRAIN_KEY_NI] = m->NI;
   key[TRAIN_KEY_C] = m->hp.C;
@@ -71,13 +71,14 @@ static void train_key(uint64_t *key, const model_sasrec *m, const model_sasrec *
   key[TRAIN_KEY_WARM] = (uint64_t)fo->warm_start;
   key[TRAIN_KEY_PER_BLOCK] = (uint64_t)fo->per_block;
   key[TRAIN_KEY_PATHS] = fo->paths;
+  key[TRAIN_KEY_BACKBONE] = m->hp.backbone;
 }
 
 /* Writes the best weights (params at Adam step step, m's shape) to o->out, if set. On failure
  * r->why says so. */
-static int train_save_best(const train_opts *o, const model_sasrec *m, float *params, uint64_t step,
+static int train_save_best(const train_opts *o, const model_net *m, float *params, uint64_t step,
                            train_result *r) {
-  model_sasrec bm = *m;
+  model_net bm = *m;
   bm.params = params;
   bm.step = step;
   int err = o->out ? ckpt_save(o->out, &bm) : 0;
@@ -140,8 +141,8 @@ size_t train_step_ws_bytes(const train_step_ws *w) {
 }
 
 /* The loss of batch bt (gradients accumulated): FLAME against anc, or cross-entropy. */
-static float train_loss(model_sasrec *m, const model_sasrec *anc, train_step_ws *w,
-                        const model_batch *bt, const flame_opts *fo, float lambda, float *rec) {
+static float train_loss(model_net *m, const model_net *anc, train_step_ws *w, const model_batch *bt,
+                        const flame_opts *fo, float lambda, float *rec) {
   if (!anc) {
     float loss = model_forward(m, w->acts, bt, 1);
     model_backward(m, w->acts, bt);
@@ -153,7 +154,7 @@ static float train_loss(model_sasrec *m, const model_sasrec *anc, train_step_ws 
   return loss;
 }
 
-float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, const data_set *ds,
+float train_step(model_net *m, const model_net *anc, train_step_ws *w, const data_set *ds,
                  const data_sample *s, size_t nb, const flame_opts *fo, float lambda, float lr,
                  fl_rng *rng, float *rec) {
   model_batch bt;
@@ -176,7 +177,7 @@ float train_step(model_sasrec *m, const model_sasrec *anc, train_step_ws *w, con
   return loss;
 }
 
-int train_model(model_sasrec *m, const model_sasrec *anc, const flame_opts *fo, const data_set *ds,
+int train_model(model_net *m, const model_net *anc, const flame_opts *fo, const data_set *ds,
                 const train_opts *o, train_result *r) {
   memset(r, 0, sizeof *r);
   double t0 = fl_now();

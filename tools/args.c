@@ -53,7 +53,7 @@ void tools__load_data(const char *path, data_set *ds) {
   if (data_load(path, ds, err, sizeof err) != 0) tools__die("%s", err);
 }
 
-void tools__load_ckpt(const char *path, model_sasrec *m) {
+void tools__load_ckpt(const char *path, model_net *m) {
   char err[512];
   if (ckpt_load(path, m, err, sizeof err) != 0) tools__die("%s", err);
 }
@@ -76,7 +76,8 @@ void tools__print_json(cJSON *o) {
 }
 
 /* The shape of a model, as import-pt and inspect report it. */
-void tools__add_model_json(cJSON *j, const model_sasrec *m) {
+void tools__add_model_json(cJSON *j, const model_net *m) {
+  cJSON_AddStringToObject(j, "backbone", model_backbone_name(m->hp.backbone));
   cJSON_AddNumberToObject(j, "items", (double)m->NI);
   cJSON_AddNumberToObject(j, "dim", m->hp.C);
   cJSON_AddNumberToObject(j, "blocks", m->hp.NL);
@@ -182,12 +183,12 @@ int tools__parse_method(const char *method) {
 }
 
 /* The anchor's dropout in training: --anchor-dropout if given, else its own rate. */
-void tools__set_anchor_dropout(const flame_cli *f, model_sasrec *anc) {
+void tools__set_anchor_dropout(const flame_cli *f, model_net *anc) {
   if (f->anchor_dropout >= 0.0f) anc->hp.dropout = f->anchor_dropout;
 }
 
 /* Loads the anchor for a dataset with items up to NI, at --anchor-dropout if given. */
-void tools__load_anchor(const flame_cli *f, model_sasrec *anc, size_t NI) {
+void tools__load_anchor(const flame_cli *f, model_net *anc, size_t NI) {
   tools__load_ckpt(f->anchor, anc);
   if (NI > anc->NI)
     tools__die("%s: the data has item ids up to %zu but the anchor knows %zu items", f->anchor, NI,
@@ -204,7 +205,7 @@ void tools__check_flame_only(const flame_cli *f, int is_flame) {
 
 /* The learnable network of a FLAME run: the anchor's shape (dropout as given), random
  * weights from seed (the paper) or a copy of the anchor's (warm start). */
-void tools__learnable_from_anchor(model_sasrec *m, const model_sasrec *anc, float dropout, int warm,
+void tools__learnable_from_anchor(model_net *m, const model_net *anc, float dropout, int warm,
                                   uint64_t seed) {
   model_hparams hp = anc->hp;
   hp.dropout = dropout;

@@ -26,7 +26,7 @@ int tools__cmd_import(int argc, char **argv) {
     return 0;
   tools__need("--in", in);
   tools__need("--out", out);
-  model_sasrec m;
+  model_net m;
   char err[512];
   if (ptimport_load(in, &m, err, sizeof err) != 0) tools__die("%s", err);
   int rc = ckpt_save(out, &m);
@@ -63,7 +63,7 @@ int tools__cmd_init(int argc, char **argv) {
   tools__need("--out", out);
   if (!items) tools__die("--items is required");
   tools__hparams_finish(&hp);
-  model_sasrec m;
+  model_net m;
   if (model_init(&m, &hp, items, seed) != 0)
     tools__die("cannot build a model for %zu items", items);
   int err = ckpt_save(out, &m);
@@ -89,7 +89,7 @@ int tools__cmd_inspect(int argc, char **argv) {
   if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, inspect_help, NULL, NULL, NULL))
     return 0;
   tools__need("--checkpoint", ckpt);
-  model_sasrec m;
+  model_net m;
   tools__load_ckpt(ckpt, &m);
   double sq = 0.0;
   for (size_t i = 0; i < m.nparams; i++) sq += (double)m.params[i] * m.params[i];

@@ -120,11 +120,11 @@ void tools__need(const char *what, const char *v);
 void tools__bad_option(int argc, char **argv);
 /* Loaders that tools__die with the loader's message. */
 void tools__load_data(const char *path, data_set *ds);
-void tools__load_ckpt(const char *path, model_sasrec *m);
+void tools__load_ckpt(const char *path, model_net *m);
 /* The result line: metrics as {"HR@10":..}, a model's shape, and the printing (frees o). */
 cJSON *tools__metrics_json(const eval_metrics *e);
 void tools__print_json(cJSON *o);
-void tools__add_model_json(cJSON *j, const model_sasrec *m);
+void tools__add_model_json(cJSON *j, const model_net *m);
 /* The shape options (HPARAMS_LONGOPTS): 1 when c was one; finish derives FF and checks. */
 int tools__hparams_option(int c, const char *arg, model_hparams *hp);
 void tools__hparams_finish(model_hparams *hp);
@@ -136,13 +136,13 @@ void tools__check_paths(const flame_cli *f, const model_hparams *hp);
 void tools__protocol(const char *s, eval_protocol *out);
 /* --method: 1 for flame, 0 for sasrec. */
 int tools__parse_method(const char *method);
-void tools__set_anchor_dropout(const flame_cli *f, model_sasrec *anc);
+void tools__set_anchor_dropout(const flame_cli *f, model_net *anc);
 /* Loads the anchor for a dataset with items up to NI, at --anchor-dropout if given. */
-void tools__load_anchor(const flame_cli *f, model_sasrec *anc, size_t NI);
+void tools__load_anchor(const flame_cli *f, model_net *anc, size_t NI);
 /* The FLAME-only options given without --method flame are refused. */
 void tools__check_flame_only(const flame_cli *f, int is_flame);
 /* The learnable network of a FLAME run: the anchor's shape, random or the anchor's weights. */
-void tools__learnable_from_anchor(model_sasrec *m, const model_sasrec *anc, float dropout, int warm,
+void tools__learnable_from_anchor(model_net *m, const model_net *anc, float dropout, int warm,
                                   uint64_t seed);
 
 /* ---- a command's options as data (tools__parse) ---- */

@@ -76,7 +76,7 @@ int tools__cmd_train(int argc, char **argv) {
   model_set_threads(threads);
   data_set ds;
   tools__load_data(data, &ds);
-  model_sasrec m, anc;
+  model_net m, anc;
   if (is_flame) {
     tools__load_anchor(&f, &anc, ds.NI);
     tools__learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, o.seed);
@@ -161,7 +161,7 @@ int tools__cmd_eval(int argc, char **argv) {
   tools__need("--data", data);
   tools__need("--checkpoint", ckpt);
   model_set_threads(threads);
-  model_sasrec m;
+  model_net m;
   tools__load_ckpt(ckpt, &m);
   data_set ds;
   tools__load_data(data, &ds);
@@ -262,7 +262,7 @@ int tools__cmd_bench(int argc, char **argv) {
   data_sample *all = NULL;
   size_t ns = data_train_samples(&ds, &all);
   if (ns == 0) tools__die("%s has no training samples", data);
-  model_sasrec m, anc;
+  model_net m, anc;
   if (f.anchor) {
     tools__load_anchor(&f, &anc, ds.NI);
     tools__learnable_from_anchor(&m, &anc, hp.dropout, f.fo.warm_start, seed);

@@ -29,9 +29,9 @@ static inline int8_t q8(float x, float inv) {
 
 /* Quantizes the item table (rows 1..NI) into s->q8, s->q8_scale, s->q8_l1. */
 static void quantize_items(serve_model *s) {
-  const model_sasrec *m = &s->m;
+  const model_net *m = &s->m;
   size_t C = m->hp.C, NI = m->NI;
-  const float *E = m->p.t[MODEL_T_ITEM] + C; /* row 0 is padding */
+  const float *E = model_items(m) + C; /* row 0 is padding */
   s->q8 = xalloc_aligned_uninit(NI * C);     /* huge pages for a big table: see common.h */
   s->q8_scale = xalloc_aligned_uninit(NI * sizeof(float));
   s->q8_l1 = xalloc_aligned_uninit(NI * sizeof(float));
@@ -50,7 +50,7 @@ static void quantize_items(serve_model *s) {
   }
 }
 
-serve_model *serve_model_new(uint64_t version, model_sasrec *net, const uint32_t *popular,
+serve_model *serve_model_new(uint64_t version, model_net *net, const uint32_t *popular,
                              size_t npopular) {
   serve_model *s = xcalloc(1, sizeof *s);
   atomic_init(&s->refs, 1);
@@ -181,7 +181,7 @@ static void fit(void *pp, size_t *cap, size_t n, size_t sz) {
   *cap = n;
 }
 
-static void ws_fit(serve_ws *w, const model_sasrec *m, size_t n) {
+static void ws_fit(serve_ws *w, const model_net *m, size_t n) {
   if (!w->acts || memcmp(&w->hp, &m->hp, sizeof m->hp) != 0) {
     model_acts_free(w->acts);
     w->acts = model_acts_new(&m->hp, 1, m->hp.L);
@@ -328,7 +328,7 @@ static size_t cand_prune(serve_hit *c, size_t n, float t) {
 /* The exact top-k of the model's scores for final hidden state h, skipping seen items. */
 static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size_t k,
                          const uint32_t *seen, size_t nseen, serve_hit *out) {
-  const model_sasrec *m = &s->m;
+  const model_net *m = &s->m;
   size_t C = m->hp.C, NI = m->NI;
   qquery q;
   if (quantize_query(h, C, w->qh, &q) != 0) return 0;
@@ -358,7 +358,7 @@ static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size
     }
   }
   nc = cand_prune(w->cand, nc, t);
-  const float *E = m->p.t[MODEL_T_ITEM];
+  const float *E = model_items(m);
   size_t n = 0;
   for (size_t i = 0; i < nc; i++) {
     serve_hit c = {w->cand[i].item, dot_f(E + (size_t)w->cand[i].item * C, h, C)};
@@ -371,11 +371,11 @@ static size_t scan_top_k(const serve_model *s, serve_ws *w, const float *h, size
 /* The number of items whose exact score beats the target's (t), for final hidden state h:
  * rows whose lower bound beats t count at once, rows whose interval holds t are scored. */
 static size_t scan_rank(const serve_model *s, serve_ws *w, const float *h, float t) {
-  const model_sasrec *m = &s->m;
+  const model_net *m = &s->m;
   size_t C = m->hp.C, NI = m->NI, rank = 0;
   qquery q;
   if (quantize_query(h, C, w->qh, &q) != 0) return SIZE_MAX;
-  const float *E = m->p.t[MODEL_T_ITEM] + C;
+  const float *E = model_items(m) + C;
   float lo[BLOCK], hi[BLOCK];
   for (size_t i0 = 0; i0 < NI; i0 += BLOCK) {
     size_t nb = NI - i0 < BLOCK ? NI - i0 : BLOCK;
@@ -405,7 +405,7 @@ static size_t fill_popular(const serve_model *s, size_t k, const uint32_t *seen,
 
 /* The final hidden state for hist (the newest L items m knows, oldest first), or NULL when no
  * item of hist is known to m. */
-static const float *encode_history(const model_sasrec *m, serve_ws *w, const uint32_t *hist,
+static const float *encode_history(const model_net *m, serve_ws *w, const uint32_t *hist,
                                    size_t n) {
   size_t L = m->hp.L, T = 0;
   for (size_t i = n; i > 0 && T < L; i--)
@@ -422,13 +422,13 @@ static const float *encode_history(const model_sasrec *m, serve_ws *w, const uin
 
 size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
                   uint32_t target) {
-  const model_sasrec *m = s->has_net ? &s->m : NULL;
+  const model_net *m = s->has_net ? &s->m : NULL;
   if (m) {
     ws_fit(w, m, n);
     const float *h = encode_history(m, w, hist, n);
     if (h) {
       if (target < 1 || target > m->NI) return SIZE_MAX;
-      float t = dot_f(m->p.t[MODEL_T_ITEM] + (size_t)target * m->hp.C, h, m->hp.C);
+      float t = dot_f(model_items(m) + (size_t)target * m->hp.C, h, m->hp.C);
       return isfinite(t) ? scan_rank(s, w, h, t) : SIZE_MAX;
     }
   }
@@ -441,7 +441,7 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
                        int exclude_seen, serve_hit *out, int *fallback) {
   *fallback = 1;
   if (k == 0) return 0;
-  const model_sasrec *m = s->has_net ? &s->m : NULL;
+  const model_net *m = s->has_net ? &s->m : NULL;
   if (m)
     ws_fit(w, m, n);
   else
@@ -461,7 +461,7 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
   return fill_popular(s, k, w->seen, nseen, out, got);
 }
 
-int serve_params_finite(const model_sasrec *m) {
+int serve_params_finite(const model_net *m) {
   float acc = 0.0f;
   for (size_t i = 0; i < m->nparams; i++) acc += m->params[i] * 0.0f; /* NaN/inf poison it */
   return acc == 0.0f;

@@ -31,7 +31,7 @@ typedef struct serve_model {
   int64_t trained_at_ms;   /* wall clock when its round finished (0: unknown) */
   serve_holdout holdout;
   int has_net;    /* 0: popularity only (no model yet) */
-  model_sasrec m; /* the learnable network, parameters only (has_net) */
+  model_net m; /* the learnable network, parameters only (has_net) */
   /* The item table quantized for the scan (has_net): row i (item i + 1) is q8[i*C..] times
    * q8_scale[i] (max |e| / 127, round to nearest); q8_l1[i] is the float row's L1 norm, for
    * the error bound. NaN in a row makes its scale NaN: the row is never a candidate. */
@@ -43,7 +43,7 @@ typedef struct serve_model {
 
 /* A new snapshot holding one reference, owning net (moved in: *net is zeroed; NULL for
  * popularity only) and a copy of popular[0..npopular). */
-serve_model *serve_model_new(uint64_t version, model_sasrec *net, const uint32_t *popular,
+serve_model *serve_model_new(uint64_t version, model_net *net, const uint32_t *popular,
                              size_t npopular);
 serve_model *serve_model_ref(serve_model *s);
 /* Drops a reference; the last one frees the snapshot. NULL is a no-op. */
@@ -108,7 +108,7 @@ size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_
                   uint32_t target);
 
 /* 1 if every parameter of m is finite. */
-int serve_params_finite(const model_sasrec *m);
+int serve_params_finite(const model_net *m);
 
 /* ---- the online (prequential) evaluation, off the loop (oeval.c) ----
  *

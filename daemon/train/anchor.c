@@ -23,24 +23,25 @@ uint64_t train__next_anchor_version(trainer *t) {
 }
 
 int train__same_shape(const model_hparams *a, const model_hparams *b) {
-  return a->C == b->C && a->NL == b->NL && a->NH == b->NH && a->FF == b->FF && a->L == b->L;
+  return a->backbone == b->backbone && a->C == b->C && a->NL == b->NL && a->NH == b->NH &&
+         a->FF == b->FF && a->L == b->L;
 }
 
 /* The anchor as the round sees it: NI rows; rows the anchor never trained come from lrn. */
-const model_sasrec *train__anchor_for(trainer *t, const model_sasrec *lrn, model_sasrec *ext) {
+const model_net *train__anchor_for(trainer *t, const model_net *lrn, model_net *ext) {
   size_t NI = lrn->NI, C = lrn->hp.C;
   int need = NI > t->anchor.NI;
   for (size_t i = 1; i <= t->anchor.NI && !need; i++) need = !t->known[i];
   if (!need) return &t->anchor;
   model_grow(ext, &t->anchor, NI, 0);
-  float *rows = ext->p.t[MODEL_T_ITEM];
-  const float *lr = lrn->p.t[MODEL_T_ITEM];
+  float *rows = model_items(ext);
+  const float *lr = model_items(lrn);
   for (size_t i = 1; i <= NI; i++)
     if (i > t->anchor.NI || !t->known[i]) memcpy(rows + i * C, lr + i * C, C * sizeof(float));
   return ext;
 }
 
-void train__set_anchor(trainer *t, model_sasrec *m, const uint8_t *known) {
+void train__set_anchor(trainer *t, model_net *m, const uint8_t *known) {
   if (t->has_anchor) model_free(&t->anchor);
   free(t->known);
   t->anchor = *m;
@@ -58,7 +59,7 @@ void train__set_anchor(trainer *t, model_sasrec *m, const uint8_t *known) {
 
 /* Maps an imported anchor's rows to state indices through the id template, interning its
  * catalogue in the state (main thread, before the consumer exists). */
-int train__map_anchor(trainer *t, model_sasrec *a, const char *tmpl, char *err, size_t errlen) {
+int train__map_anchor(trainer *t, model_net *a, const char *tmpl, char *err, size_t errlen) {
   state_batch *b = state_batch_new(t->db);
   if (!b) {
     snprintf(err, errlen, "the state has a batch open");
@@ -83,12 +84,12 @@ int train__map_anchor(trainer *t, model_sasrec *a, const char *tmpl, char *err, 
   }
   if (rc == 0 && (rc = state_batch_commit(b, err, errlen)) == 0) {
     size_t C = a->hp.C;
-    model_sasrec m;
+    model_net m;
     model_grow(&m, a, top, t->seed); /* the non-item tensors; item rows rewritten below */
     uint8_t *known = xcalloc(top + 1, 1);
-    float *rows = m.p.t[MODEL_T_ITEM];
+    float *rows = model_items(&m);
     for (size_t i = 1; i <= a->NI; i++) {
-      memcpy(rows + (size_t)idx[i] * C, a->p.t[MODEL_T_ITEM] + i * C, C * sizeof(float));
+      memcpy(rows + (size_t)idx[i] * C, model_items(a) + i * C, C * sizeof(float));
       known[idx[i]] = 1;
     }
     memset(rows, 0, C * sizeof(float)); /* padding */
@@ -106,17 +107,17 @@ int train__map_anchor(trainer *t, model_sasrec *a, const char *tmpl, char *err, 
 }
 
 /* A snapshot of *m's parameters, which it takes over (*m is left empty). */
-serve_model *train__snapshot_take(trainer *t, model_sasrec *m, uint64_t version,
-                                  const uint32_t *pop, size_t npop) {
+serve_model *train__snapshot_take(trainer *t, model_net *m, uint64_t version, const uint32_t *pop,
+                                  size_t npop) {
   serve_model *s = serve_model_new(version, m, pop, npop);
   s->anchor_version = t->st.anchor_version;
   s->trained_at_ms = fl_wall_ms();
   return s;
 }
 
-serve_model *train__snapshot_of(trainer *t, const model_sasrec *src, uint64_t version,
+serve_model *train__snapshot_of(trainer *t, const model_net *src, uint64_t version,
                                 const uint32_t *pop, size_t npop) {
-  model_sasrec m;
+  model_net m;
   model_copy_params(&m, src);
   return train__snapshot_take(t, &m, version, pop, npop);
 }
@@ -124,7 +125,7 @@ serve_model *train__snapshot_of(trainer *t, const model_sasrec *src, uint64_t ve
 /* The network of snapshot s becomes the frozen anchor, a new anchor version written to the
  * dir (a failed write is logged; the anchor then holds until restart). Returns its version. */
 uint64_t train__anchor_from(trainer *t, const serve_model *s) {
-  model_sasrec m;
+  model_net m;
   model_copy_params(&m, &s->m);
   train__set_anchor(t, &m, NULL);
   t->since_anchor = 0;

@@ -61,7 +61,7 @@ struct trainer {
   size_t opt_n;
   uint64_t opt_step, opt_version;
   /* the anchor (thread-owned after start) */
-  model_sasrec anchor;
+  model_net anchor;
   int has_anchor;
   uint8_t *known;      /* (anchor.NI + 1) 1: the anchor has a trained row for that item */
   uint64_t version;    /* the highest snapshot version the dir has had */
@@ -110,16 +110,16 @@ uint64_t train__next_anchor_version(trainer *t);
 int train__same_shape(const model_hparams *a, const model_hparams *b);
 /* m becomes the anchor (taken over); known[i]: the anchor has a trained row for item i
  * (NULL: all of them). */
-void train__set_anchor(trainer *t, model_sasrec *m, const uint8_t *known);
+void train__set_anchor(trainer *t, model_net *m, const uint8_t *known);
 /* Maps an imported anchor's rows to state indices through the id template. */
-int train__map_anchor(trainer *t, model_sasrec *a, const char *tmpl, char *err, size_t errlen);
+int train__map_anchor(trainer *t, model_net *a, const char *tmpl, char *err, size_t errlen);
 /* The anchor as a round sees it, with lrn's NI rows (ext: storage if it must be extended). */
-const model_sasrec *train__anchor_for(trainer *t, const model_sasrec *lrn, model_sasrec *ext);
+const model_net *train__anchor_for(trainer *t, const model_net *lrn, model_net *ext);
 /* A snapshot of *m's parameters, which it takes over (*m is left without them). */
-serve_model *train__snapshot_take(trainer *t, model_sasrec *m, uint64_t version,
+serve_model *train__snapshot_take(trainer *t, model_net *m, uint64_t version,
                                   const uint32_t *pop, size_t npop);
 /* A snapshot of a copy of src's parameters. */
-serve_model *train__snapshot_of(trainer *t, const model_sasrec *src, uint64_t version,
+serve_model *train__snapshot_of(trainer *t, const model_net *src, uint64_t version,
                                 const uint32_t *pop, size_t npop);
 /* The network of s becomes the frozen anchor, a new anchor version. Returns its version. */
 uint64_t train__anchor_from(trainer *t, const serve_model *s);

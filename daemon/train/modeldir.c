@@ -161,7 +161,7 @@ int train__save_snapshot(trainer *t, const serve_model *s, size_t keep) {
 }
 
 /* What load_each hands a checkpoint that loads to: keeps *m (or frees it); 1 stops the walk. */
-typedef int (*take_fn)(trainer *t, model_sasrec *m, uint64_t v, const char *path, void *ctx);
+typedef int (*take_fn)(trainer *t, model_net *m, uint64_t v, const char *path, void *ctx);
 
 /* Loads the checkpoints of prefix in the dir, newest first, and hands each one that loads to
  * take until it returns 1. One that does not load is set aside (set_aside); with kind, the
@@ -172,7 +172,7 @@ static void load_each(trainer *t, const char *prefix, const char *kind, take_fn 
   for (size_t i = 0; i < n; i++) {
     char p[4200], why[512];
     version_path(p, sizeof p, t->dir, prefix, v[i]);
-    model_sasrec m;
+    model_net m;
     int rc = ckpt_load(p, &m, why, sizeof why);
     if (rc != 0) {
       set_aside(t, prefix, v[i], rc, why);
@@ -187,7 +187,7 @@ static void load_each(trainer *t, const char *prefix, const char *kind, take_fn 
 /* The newest snapshot that loads and fits the anchor is kept; every older one is read too, so
  * that a corrupt one is set aside at start rather than kept in one of model.keep's places
  * (that reads model.keep files once per start). */
-static int take_snapshot(trainer *t, model_sasrec *m, uint64_t v, const char *path, void *ctx) {
+static int take_snapshot(trainer *t, model_net *m, uint64_t v, const char *path, void *ctx) {
   serve_model **newest = ctx;
   if (*newest || (t->has_anchor && !train__same_shape(&m->hp, &t->anchor.hp))) {
     if (!*newest) fl_warn("snapshot %s does not fit the anchor: skipped", path);
@@ -212,7 +212,7 @@ serve_model *train__load_newest(trainer *t) {
 }
 
 /* The daemon's own anchor wins: the newest that loads. */
-static int take_anchor(trainer *t, model_sasrec *m, uint64_t v, const char *path, void *ctx) {
+static int take_anchor(trainer *t, model_net *m, uint64_t v, const char *path, void *ctx) {
   (void)ctx;
   train__set_anchor(t, m, NULL);
   t->st.anchor_version = v;
@@ -227,7 +227,7 @@ int train__load_anchor(trainer *t, const config *cfg, char *err, size_t errlen) 
   load_each(t, ANCHOR_PREFIX, "anchor", take_anchor, NULL);
   char why[512];
   if (t->has_anchor || !*cfg->model.anchor) return 0;
-  model_sasrec m;
+  model_net m;
   int rc = ckpt_load(cfg->model.anchor, &m, why, sizeof why);
   if (rc != 0) {
     snprintf(err, errlen, "model.anchor %s: %s", cfg->model.anchor, why);

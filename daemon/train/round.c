@@ -119,12 +119,12 @@ static size_t popular_items(const collected *c, size_t k, uint32_t **out) {
  * anchor: TRAINER_PROMOTED if m's weights are finite and trainer_round_passes on the figures
  * written to rr (m and the serving network cur, if it has one, on the newest event of the
  * holdout users hu[0..nh) of ds, and on the retained users ru[0..nret)), else the rejection. */
-static int gate(const model_sasrec *m, const serve_model *cur, const data_set *ds,
+static int gate(const model_net *m, const serve_model *cur, const data_set *ds,
                 const uint32_t *hu, size_t nh, const uint32_t *ru, size_t nret, double margin,
                 trainer_round *rr) {
   if (!serve_params_finite(m)) return TRAINER_REJECTED_NONFINITE;
   eval_metrics mc = eval_newest(m, ds, hu, nh), ms = {0};
-  const model_sasrec *serving = cur && cur->has_net ? &cur->m : NULL;
+  const model_net *serving = cur && cur->has_net ? &cur->m : NULL;
   if (serving) ms = eval_newest(serving, ds, hu, nh);
   rr->cand_ndcg10 = mc.ndcg10;
   rr->cand_hr10 = mc.hr10;
@@ -140,7 +140,7 @@ static int gate(const model_sasrec *m, const serve_model *cur, const data_set *d
 }
 
 /* The test hooks (trainer.h): a NaN weight in m while *left > 0 (counted down). */
-static void poison(int *left, model_sasrec *m) {
+static void poison(int *left, model_net *m) {
   if (*left > 0) {
     (*left)--;
     m->params[m->nparams / 2] = NAN;
@@ -161,7 +161,7 @@ static void duty_sleep(trainer *t, double dt, double duty) {
 
 /* Pretrains a SASRec anchor from scratch into *m once the history is large enough (-EAGAIN
  * before); cur is what serves meanwhile. Nothing is published or kept here. */
-static int bootstrap(trainer *t, const collected *c, const serve_model *cur, model_sasrec *m,
+static int bootstrap(trainer *t, const collected *c, const serve_model *cur, model_net *m,
                      trainer_round *rr) {
   size_t ready = 0;
   for (size_t u = 0; u < c->ds.nusers; u++) ready += c->ds.off[u + 1] - c->ds.off[u] >= 3;
@@ -196,7 +196,7 @@ static int bootstrap(trainer *t, const collected *c, const serve_model *cur, mod
  * learns (it trains on all but each user's last two events). Returns the round's outcome. */
 static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, const round_cfg *rc,
                            trainer_round *rr, const uint32_t *pop, size_t npop) {
-  model_sasrec m;
+  model_net m;
   int err = bootstrap(t, c, cur, &m, rr);
   if (err == -EAGAIN) {
     if (!cur || !cur->has_net) serve_slot_publish(t->slot, serve_model_new(0, NULL, pop, npop));
@@ -262,7 +262,7 @@ typedef struct {
   size_t nh;
   const uint32_t *ru; /* (nret) retained users: ou after the replayed ones */
   size_t nret;
-  model_sasrec lrn, ext; /* the learnable network; the anchor's extension (if needed) */
+  model_net lrn, ext; /* the learnable network; the anchor's extension (if needed) */
   data_sample *smp;      /* (ns) the training samples */
   size_t ns;
 } round_ctx;
@@ -342,11 +342,11 @@ static void round_select_holdout(round_ctx *x, hset *held_out) {
 static void round_learner(round_ctx *x) {
   trainer *t = x->t;
   const serve_model *cur = x->cur;
-  const model_sasrec *base =
+  const model_net *base =
       cur && cur->has_net && train__same_shape(&cur->m.hp, &t->anchor.hp) ? &cur->m : &t->anchor;
   size_t NI = x->c.ds.NI > base->NI ? x->c.ds.NI : base->NI;
   if (t->anchor.NI > NI) NI = t->anchor.NI;
-  model_sasrec *lrn = &x->lrn;
+  model_net *lrn = &x->lrn;
   model_grow(lrn, base, NI, t->seed ^ (t->version + 1));
   lrn->hp.dropout = x->rc->dropout;
   lrn->seed = t->seed ^ (0x9e37ull * (t->version + 1));
@@ -388,8 +388,8 @@ static void round_select_samples(round_ctx *x) {
 static void round_learn(round_ctx *x) {
   trainer *t = x->t;
   const round_cfg *rc = x->rc;
-  model_sasrec *lrn = &x->lrn;
-  const model_sasrec *anc = train__anchor_for(t, lrn, &x->ext);
+  model_net *lrn = &x->lrn;
+  const model_net *anc = train__anchor_for(t, lrn, &x->ext);
   flame_opts fo;
   flame_opts_default(&fo);
   fo.tau = rc->tau;
@@ -426,7 +426,7 @@ static void round_learn(round_ctx *x) {
  * (train.keep_adam). TRAINER_FAILED if the write fails (the serving version stays). */
 static int round_promote(round_ctx *x) {
   trainer *t = x->t;
-  model_sasrec w;
+  model_net w;
   model_take_params(&w, &x->lrn);
   serve_model *s = train__snapshot_take(t, &w, t->version + 1, x->pop, x->npop);
   s->holdout = (serve_holdout){x->rr->cand_hr10, x->rr->cand_ndcg10, x->nh};

@@ -115,7 +115,7 @@ static void write_model(const char *dir, const char *prefix, uint64_t v, uint64_
   hp.NL = 1;
   hp.FF = 32;
   hp.L = 6;
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI, seed), 0);
   char p[512];
   ckpt_path(p, sizeof p, dir, prefix, v);
@@ -313,7 +313,7 @@ static void test_corrupt_anchor_reanchors_from_serving(void **state) {
   char a[512], s[512], err[512];
   ckpt_path(a, sizeof a, r.models, "anchor-", 2);
   ckpt_path(s, sizeof s, r.models, "model-", 4);
-  model_sasrec ma, ms;
+  model_net ma, ms;
   if (ckpt_load(a, &ma, err, sizeof err) != 0) fail_msg("%s", err);
   if (ckpt_load(s, &ms, err, sizeof err) != 0) fail_msg("%s", err);
   assert_int_equal(ma.nparams, ms.nparams);

@@ -62,7 +62,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   model_hparams hp;
   model_hparams_default(&hp);
   hp.C = 16, hp.NL = 1, hp.FF = 32, hp.L = 8;
-  model_sasrec m;
+  model_net m;
   CHECK(model_init(&m, &hp, state_item_count(db), 1) == 0);
   uint32_t pop[] = {1, 2, 3};
   serve_slot_init(&slot);

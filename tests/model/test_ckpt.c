@@ -27,7 +27,7 @@ typedef struct {
   char dir[256];
   char path[300]; /* the good checkpoint */
   char bad[300];  /* scratch path for damaged copies */
-  model_sasrec m; /* the saved model */
+  model_net m;    /* the saved model */
   unsigned char *good;
   size_t n;
 } ckpt_fix;
@@ -78,9 +78,9 @@ static int teardown(void **state) {
 
 /* Loads path and expects code with a message; the output model must stay untouched. */
 static void expect_refused(const char *path, int code) {
-  model_sasrec m;
+  model_net m;
   memset(&m, 0xAB, sizeof m);
-  model_sasrec before;
+  model_net before;
   memcpy(&before, &m, sizeof m); /* bytewise, padding included */
   char err[512] = "";
   int rc = ckpt_load(path, &m, err, sizeof err);
@@ -104,7 +104,7 @@ static void test_round_trip(void **state) {
   ckpt_fix *f = *state;
   assert_int_equal(f->n, HDR + f->m.nparams * sizeof(float));
   assert_memory_equal(f->good, "FLAMECKP", 8);
-  model_sasrec m;
+  model_net m;
   char err[256] = "";
   assert_int_equal(ckpt_load(f->path, &m, err, sizeof err), 0);
   assert_int_equal(m.hp.C, f->m.hp.C);
@@ -139,7 +139,7 @@ static void test_round_trip(void **state) {
 
 static void test_save_overwrites(void **state) {
   ckpt_fix *f = *state;
-  model_sasrec m2;
+  model_net m2;
   model_hparams hp;
   tiny_hparams(&hp, 1, 0.5f);
   hp.NL = 2;
@@ -148,7 +148,7 @@ static void test_save_overwrites(void **state) {
   snprintf(p, sizeof p, "%s/over.bin", f->dir);
   assert_int_equal(ckpt_save(p, &f->m), 0);
   assert_int_equal(ckpt_save(p, &m2), 0);
-  model_sasrec m;
+  model_net m;
   char err[256];
   assert_int_equal(ckpt_load(p, &m, err, sizeof err), 0);
   assert_int_equal(m.hp.NL, 2);
@@ -214,7 +214,7 @@ static void test_bad_magic(void **state) {
 
 static void test_bad_version(void **state) {
   ckpt_fix *f = *state;
-  uint32_t versions[] = {0, 2, 0x01000000u};
+  uint32_t versions[] = {0, 3, 0x01000000u};
   for (size_t i = 0; i < sizeof versions / sizeof *versions; i++) {
     unsigned char *b = copy_good(f);
     put_u32(b + OFF_VER, versions[i]);
@@ -223,6 +223,51 @@ static void test_bad_version(void **state) {
     expect_refused(f->bad, FL_EVERSION);
     free(b);
   }
+}
+
+/* The good (version 1, SASRec) file rewritten as version 2 with this backbone id: the v1
+ * header up to the CRCs, the backbone, both CRCs recomputed, the same payload. */
+static unsigned char *as_version2(const ckpt_fix *f, uint32_t backbone, size_t *n) {
+  *n = f->n + 4;
+  unsigned char *b = malloc(*n);
+  assert_non_null(b);
+  memcpy(b, f->good, 68);
+  put_u32(b + OFF_VER, 2);
+  put_u32(b + 12, HDR + 4);
+  put_u32(b + 68, backbone);
+  memcpy(b + HDR + 4, f->good + HDR, f->n - HDR);
+  put_u32(b + 72, fl_crc32(0, b + HDR + 4, f->n - HDR));
+  put_u32(b + 76, fl_crc32(0, b, 76));
+  return b;
+}
+
+/* Checkpoints record the backbone: a version 1 file is SASRec's; version 2 names it, and a
+ * backbone this build does not know is refused by name before any shape check. SASRec is
+ * still written as version 1, byte for byte as before the backbone existed. */
+static void test_backbone(void **state) {
+  ckpt_fix *f = *state;
+  assert_int_equal(f->good[OFF_VER], 1);
+  model_net m;
+  char err[512] = "";
+  assert_int_equal(ckpt_load(f->path, &m, err, sizeof err), 0);
+  assert_int_equal(m.hp.backbone, MODEL_BACKBONE_SASREC);
+  model_free(&m);
+  size_t n;
+  unsigned char *b = as_version2(f, MODEL_BACKBONE_SASREC, &n);
+  write_bytes(f->bad, b, n);
+  assert_int_equal(ckpt_load(f->bad, &m, err, sizeof err), 0);
+  assert_int_equal(m.hp.backbone, MODEL_BACKBONE_SASREC);
+  assert_int_equal(m.nparams, f->m.nparams);
+  assert_memory_equal(m.params, f->m.params, m.nparams * sizeof(float));
+  model_free(&m);
+  free(b);
+  b = as_version2(f, 7, &n);
+  write_bytes(f->bad, b, n);
+  expect_refused(f->bad, FL_ERANGE);
+  assert_int_equal(ckpt_load(f->bad, &m, err, sizeof err), FL_ERANGE);
+  assert_non_null(strstr(err, "backbone 7"));
+  assert_non_null(strstr(err, "sasrec"));
+  free(b);
 }
 
 /* Headers with a valid CRC but contents that must still be refused. */
@@ -271,7 +316,7 @@ static void test_nan_param(void **state) {
   ckpt_fix *f = *state;
   float vals[] = {NAN, INFINITY, -INFINITY};
   for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
-    model_sasrec m;
+    model_net m;
     model_hparams hp;
     tiny_hparams(&hp, 1, 0.5f);
     assert_int_equal(model_init(&m, &hp, 20, 5), 0);
@@ -301,7 +346,7 @@ static void test_save_unwritable(void **state) {
  * file is refused before a byte of the caller's model is written. */
 static void test_state(void **state) {
   ckpt_fix *f = *state;
-  model_sasrec *m = &f->m;
+  model_net *m = &f->m;
   model_train_alloc(m);
   size_t np = m->nparams;
   for (size_t i = 0; i < np; i++) {
@@ -327,7 +372,7 @@ static void test_state(void **state) {
   snprintf(p, sizeof p, "%s/run.state", f->dir);
   assert_int_equal(ckpt_state_save(p, &s, m, best), 0);
 
-  model_sasrec n;
+  model_net n;
   model_hparams hp = m->hp;
   assert_int_equal(model_init(&n, &hp, m->NI, 99), 0);
   model_train_alloc(&n);
@@ -364,14 +409,29 @@ static void test_state(void **state) {
   write_bytes(f->bad, bytes, len - 1);
   assert_int_equal(ckpt_state_load(f->bad, s.key, &t, &n, nb, err, sizeof err), FL_ETRUNC);
   assert_int_equal(ckpt_state_load(f->path, s.key, &t, &n, nb, err, sizeof err), FL_EMAGIC);
-  put_u32(bytes + 8, 2);
+  put_u32(bytes + 8, 3);
   write_bytes(f->bad, bytes, len);
   assert_int_equal(ckpt_state_load(f->bad, s.key, &t, &n, nb, err, sizeof err), FL_EVERSION);
   assert_memory_equal(n.params, before, np * sizeof(float));
+
+  /* A version-1 state (before the backbone was a setting: one key fewer) is SASRec's. */
+  size_t kb = 16 + 8 * (size_t)TRAIN_KEY_BACKBONE; /* the backbone key's bytes */
+  memmove(bytes + kb, bytes + kb + 8, len - kb - 8);
+  size_t len1 = len - 8;
+  put_u32(bytes + 8, 1);
+  put_u32(bytes + 12, TRAIN_NKEYS - 1);
+  put_u32(bytes + len1 - 4, fl_crc32(0, bytes, len1 - 4));
+  write_bytes(f->bad, bytes, len1);
+  assert_int_equal(ckpt_state_load(f->bad, s.key, &t, &n, nb, err, sizeof err), FL_ESETTINGS);
+  assert_non_null(strstr(err, "backbone"));
+  want[TRAIN_KEY_LR] = s.key[TRAIN_KEY_LR];
+  want[TRAIN_KEY_BACKBONE] = MODEL_BACKBONE_SASREC;
+  assert_int_equal(ckpt_state_load(f->bad, want, &t, &n, nb, err, sizeof err), 0);
+  assert_memory_equal(n.adam_v, m->adam_v, np * sizeof(float));
   free(b);
 
   /* Another network (more items): refused on the parameter count. */
-  model_sasrec big;
+  model_net big;
   assert_int_equal(model_init(&big, &hp, m->NI + 1, 1), 0);
   model_train_alloc(&big);
   float *bb = xmalloc(big.nparams * sizeof *bb);
@@ -397,6 +457,7 @@ int test_ckpt(void) {
       cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_version, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_fields, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backbone, setup, teardown),
       cmocka_unit_test_setup_teardown(test_nan_param, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unreadable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_save_unwritable, setup, teardown),

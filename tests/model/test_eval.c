@@ -173,7 +173,7 @@ static void test_protocol_parse(void **state) {
 typedef struct {
   char dir[256];
   data_set ds;
-  model_sasrec m;
+  model_net m;
 } run_fixture;
 
 static int run_setup(void **state) {
@@ -206,7 +206,7 @@ static int run_teardown(void **state) {
 }
 
 /* The metrics computed one user at a time, straight from the protocol's definition. */
-static eval_metrics direct_eval(const model_sasrec *m, const data_set *ds, eval_protocol proto,
+static eval_metrics direct_eval(const model_net *m, const data_set *ds, eval_protocol proto,
                                 eval_split split) {
   size_t L = m->hp.L, NI = m->NI;
   model_acts *acts = model_acts_new(&m->hp, 1, L);
@@ -268,7 +268,7 @@ static void test_run_errors(void **state) {
   run_fixture *f = *state;
   eval_metrics m;
   /* Items beyond the model's table. */
-  model_sasrec small;
+  model_net small;
   assert_int_equal(model_init(&small, &f->m.hp, f->ds.NI - 1, 1), 0);
   assert_int_equal(eval_run(&small, &f->ds, EVAL_PROTOCOL_DEFAULT, EVAL_VAL, &m), FL_ESHAPE);
   model_free(&small);
@@ -287,7 +287,7 @@ static void test_ranks_chunked(void **state) {
   enum { NI = 2 * EVAL_CHUNK + 123, B = 6 };
   model_hparams hp;
   tiny_hparams(&hp, 1, 0.0f);
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI, 5), 0);
   for (size_t i = hp.C; i < (size_t)(NI + 1) * hp.C; i++) m.p.t[MODEL_T_ITEM][i] *= 50.0f;
   float h[B * 16];
@@ -352,7 +352,7 @@ static void test_newest(void **state) {
    * at every cutoff (not rank NI, which a one-item catalogue would count as a hit); item 1
    * after an item 1 is ranked (first: its own input excludes the rest) */
   model_hparams hp = f->m.hp;
-  model_sasrec one;
+  model_net one;
   assert_int_equal(model_init(&one, &hp, 1, 1), 0);
   eval_metrics none = eval_newest(&one, &f->ds, users, n);
   assert_int_equal(none.users, n);

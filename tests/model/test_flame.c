@@ -20,7 +20,7 @@ static const int32_t tok3[] = {4, /**/ 1, 2, 3, 9, 9, /**/ 5, 6, 7, 8, 10, 11, 1
 static const size_t off3[] = {0, 1, 6, 14};
 static const int32_t tgt3[] = {7, 13, 1};
 
-static void perturbed_model(model_sasrec *m, uint64_t seed) {
+static void perturbed_model(model_net *m, uint64_t seed) {
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
   assert_int_equal(model_init(m, &hp, NI_TINY, seed), 0);
@@ -31,7 +31,7 @@ static void perturbed_model(model_sasrec *m, uint64_t seed) {
 }
 
 typedef struct {
-  model_sasrec *lrn, *anc;
+  model_net *lrn, *anc;
   flame_ws *ws;
   model_batch b;
   flame_opts o;
@@ -53,7 +53,7 @@ static double flame_loss(void *p) {
 }
 
 static void run_flame_gradcheck(int detach, int blockdiag, int per_block, size_t paths, float tau) {
-  model_sasrec lrn, anc;
+  model_net lrn, anc;
   perturbed_model(&lrn, 1);
   perturbed_model(&anc, 2);
   model_train_alloc(&lrn);
@@ -75,7 +75,7 @@ static void run_flame_gradcheck(int detach, int blockdiag, int per_block, size_t
   assert_int_equal(parts.npairs, paths ? paths * (paths - 1) / 2 : per_block ? 28 : 6);
   float *g = xmalloc(lrn.nparams * sizeof(float));
   memcpy(g, lrn.grads, lrn.nparams * sizeof(float));
-  size_t s[MODEL_NTENSORS];
+  size_t s[MODEL_MAX_TENSORS];
   model_tensor_sizes(&lrn.hp, lrn.NI, s);
   /* The loss is a float of magnitude ~20: its rounding quantises the central difference at
    * ~2e-4 for a step of 1e-2 (measured), hence the absolute tolerance. */
@@ -156,7 +156,7 @@ static void test_ntxent_gradient(void **state) {
 
 /* A learnable network (seed 5) and an anchor (anc_seed), both perturbed and without dropout,
  * the paper's options and a workspace for the three samples of tok3. */
-static flame_ws *perturbed_pair(model_sasrec *lrn, model_sasrec *anc, uint64_t anc_seed,
+static flame_ws *perturbed_pair(model_net *lrn, model_net *anc, uint64_t anc_seed,
                                 flame_opts *o) {
   perturbed_model(lrn, 5);
   perturbed_model(anc, anc_seed);
@@ -169,7 +169,7 @@ static flame_ws *perturbed_pair(model_sasrec *lrn, model_sasrec *anc, uint64_t a
  * uniform weights 1/6 and six equal pair losses. */
 static void test_identical_networks_uniform_weights(void **state) {
   (void)state;
-  model_sasrec lrn, anc;
+  model_net lrn, anc;
   flame_opts o;
   flame_ws *ws = perturbed_pair(&lrn, &anc, 5, &o);
   model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
@@ -191,7 +191,7 @@ static void test_identical_networks_uniform_weights(void **state) {
  * bit-identical. */
 static void test_anchor_frozen(void **state) {
   (void)state;
-  model_sasrec lrn, anc;
+  model_net lrn, anc;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.5f);
   assert_int_equal(model_init(&lrn, &hp, NI_TINY, 1), 0);
@@ -226,7 +226,7 @@ static void test_anchor_frozen(void **state) {
  * with both at 0 everything equals evaluation mode. */
 static void test_each_network_its_own_dropout(void **state) {
   (void)state;
-  model_sasrec lrn, anc;
+  model_net lrn, anc;
   flame_opts o;
   flame_ws *ws = perturbed_pair(&lrn, &anc, 6, &o); /* the learnable network: dropout 0 */
   model_batch b = {3, 14, tok3, off3, tgt3, NULL, 0};
@@ -255,7 +255,7 @@ static void test_each_network_its_own_dropout(void **state) {
  * in half the steps. */
 static void test_pass_keys_apart(void **state) {
   (void)state;
-  model_sasrec m;
+  model_net m;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.5f);
   assert_int_equal(model_init(&m, &hp, NI_TINY, 42), 0);

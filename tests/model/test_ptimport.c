@@ -257,7 +257,7 @@ static size_t check_range(const float *dst, size_t k, size_t count) {
 }
 
 /* Every parameter against docs/MODEL.md section 5, stated independently of the importer. */
-static void check_model(const model_sasrec *m, const pt_shape *s, int pad_row0) {
+static void check_model(const model_net *m, const pt_shape *s, int pad_row0) {
   size_t C = s->C, FF = s->FF, NL = s->NL, CC = C * C, seen = 0;
   assert_int_equal(m->hp.C, C);
   assert_int_equal(m->hp.NL, NL);
@@ -298,16 +298,16 @@ static void check_model(const model_sasrec *m, const pt_shape *s, int pad_row0) 
     seen += check_range(m->p.t[MODEL_T_LN2B] + l * C, b + 5, C);
   }
   /* The checks above covered the whole parameter block. */
-  size_t sizes[MODEL_NTENSORS];
+  size_t sizes[MODEL_MAX_TENSORS];
   assert_int_equal(seen, model_tensor_sizes(&m->hp, m->NI, sizes));
 }
 
 /* Imports path expecting code, a one-line message naming the file (and containing want if
  * given), and the output model untouched. */
 static void expect_refused(const char *path, int code, const char *want) {
-  model_sasrec m;
+  model_net m;
   memset(&m, 0xAB, sizeof m);
-  model_sasrec before;
+  model_net before;
   memcpy(&before, &m, sizeof m);
   char err[512] = "";
   int rc = ptimport_load(path, &m, err, sizeof err);
@@ -329,7 +329,7 @@ static void refuse_with(const char *path, const pt_opts *o, int code, const char
 static void test_import(void **state) {
   pt_fix *f = *state;
   write_pt(f->path, &SHAPE, &NO_DAMAGE);
-  model_sasrec m;
+  model_net m;
   char err[512] = "";
   int rc = ptimport_load(f->path, &m, err, sizeof err);
   if (rc) fprintf(stderr, "%s\n", err);
@@ -342,7 +342,7 @@ static void test_import_other_shape(void **state) {
   pt_fix *f = *state;
   const pt_shape s = {4, 1, 12, 3, 9};
   write_pt(f->path, &s, &NO_DAMAGE);
-  model_sasrec m;
+  model_net m;
   char err[512] = "";
   assert_int_equal(ptimport_load(f->path, &m, err, sizeof err), 0);
   check_model(&m, &s, 0);
@@ -354,7 +354,7 @@ static void test_nonzero_padding_row_kept(void **state) {
   pt_opts o = NO_DAMAGE;
   o.pad_row0 = 1;
   write_pt(f->path, &SHAPE, &o);
-  model_sasrec m;
+  model_net m;
   char err[512] = "";
   assert_int_equal(ptimport_load(f->path, &m, err, sizeof err), 0);
   check_model(&m, &SHAPE, 1);

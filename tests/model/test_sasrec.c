@@ -34,7 +34,7 @@ static model_batch padded_batch(void) {
 }
 
 typedef struct {
-  model_sasrec *m;
+  model_net *m;
   model_acts *a;
   model_batch b;
   int train;
@@ -46,11 +46,11 @@ static double whole_loss(void *p) {
 }
 
 static int check_all_tensors(loss_ctx *c) {
-  model_sasrec *m = c->m;
+  model_net *m = c->m;
   model_zero_grad(m);
   whole_loss(c);
   model_backward(m, c->a, &c->b);
-  size_t s[MODEL_NTENSORS];
+  size_t s[MODEL_MAX_TENSORS];
   model_tensor_sizes(&m->hp, m->NI, s);
   static const char *names[MODEL_NTENSORS] = {
       "pos",  "lne_w", "lne_b", "qkvw",    "qkvb",    "attprojw", "attprojb", "ln1w",
@@ -69,7 +69,7 @@ static int check_all_tensors(loss_ctx *c) {
 
 /* A model for gradient checks, with training state: larger weights than the 0.02 init so
  * that every path carries a visible gradient. */
-static void gradcheck_model(model_sasrec *m, const model_hparams *hp) {
+static void gradcheck_model(model_net *m, const model_hparams *hp) {
   assert_int_equal(model_init(m, hp, NI_TINY, 7), 0);
   fl_rng r;
   fl_rng_seed(&r, 8);
@@ -82,7 +82,7 @@ static void run_whole_loss(int last_only, int padded, int train) {
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
   if (train) hp.dropout = 0.3f; /* masks are a function of (seed, step): fixed here */
-  model_sasrec m;
+  model_net m;
   gradcheck_model(&m, &hp);
   m.last_only = last_only;
   loss_ctx c = {&m, model_acts_new(&hp, 3, 24), padded ? padded_batch() : packed_batch(), train};
@@ -116,7 +116,7 @@ static void test_shortcuts_exact(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 3), 0);
   model_train_alloc(&m);
   model_acts *a = model_acts_new(&hp, 3, 24);
@@ -147,13 +147,13 @@ static void test_init_and_seed(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec a, b, c;
+  model_net a, b, c;
   assert_int_equal(model_init(&a, &hp, NI_TINY, 5), 0);
   assert_int_equal(model_init(&b, &hp, NI_TINY, 5), 0);
   assert_int_equal(model_init(&c, &hp, NI_TINY, 6), 0);
   assert_memory_equal(a.params, b.params, a.nparams * sizeof(float));
   assert_true(memcmp(a.params, c.params, a.nparams * sizeof(float)) != 0);
-  size_t s[MODEL_NTENSORS];
+  size_t s[MODEL_MAX_TENSORS];
   model_tensor_sizes(&hp, NI_TINY, s);
   double sq = 0.0;
   for (size_t i = 0; i < s[MODEL_T_QKVW]; i++)
@@ -173,7 +173,7 @@ static void test_adam_first_step(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 9), 0);
   model_train_alloc(&m);
   float *before = xmalloc(m.nparams * sizeof(float));
@@ -198,7 +198,7 @@ static void test_learns_a_rule(void **state) {
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
   hp.dropout = 0.1f;
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 1), 0);
   model_train_alloc(&m);
   enum { B = 16 };
@@ -236,7 +236,7 @@ static void test_learns_a_rule(void **state) {
 
 /* A seed makes a run reproducible: the same seed gives bit-identical weights after training
  * with dropout (masks derive from seed and step), another seed different ones. */
-static void train_steps(model_sasrec *m, uint64_t seed) {
+static void train_steps(model_net *m, uint64_t seed) {
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
   hp.dropout = 0.5f;
@@ -255,7 +255,7 @@ static void train_steps(model_sasrec *m, uint64_t seed) {
 
 static void test_seed_reproducible(void **state) {
   (void)state;
-  model_sasrec a, b, c;
+  model_net a, b, c;
   train_steps(&a, 11);
   train_steps(&b, 11);
   train_steps(&c, 12);
@@ -269,7 +269,7 @@ static void test_scores_tied(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 4), 0);
   float h[2 * 16], sc[2 * NI_TINY];
   for (size_t i = 0; i < 32; i++) h[i] = (float)i / 10.0f - 1.0f;
@@ -297,7 +297,7 @@ static void test_sampled_gradcheck(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec m;
+  model_net m;
   gradcheck_model(&m, &hp);
   model_batch b = packed_batch();
   b.neg = neg5;
@@ -327,7 +327,7 @@ static void test_sampled_whole_catalogue(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI_TINY, 3), 0);
   for (size_t i = hp.C; i < (NI_TINY + 1) * hp.C; i++) m.p.t[MODEL_T_ITEM][i] *= 40.0f;
   int32_t all[NI_TINY];
@@ -358,7 +358,7 @@ static void test_adam_rows(void **state) {
   (void)state;
   model_hparams hp;
   tiny_hparams(&hp, 2, 0.0f);
-  model_sasrec a, b;
+  model_net a, b;
   assert_int_equal(model_init(&a, &hp, NI_TINY, 9), 0);
   assert_int_equal(model_init(&b, &hp, NI_TINY, 9), 0);
   model_train_alloc(&a);

@@ -161,7 +161,7 @@ static void test_synth_sasrec_beats_popularity(void **state) {
   model_hparams hp;
   tiny_hparams(&hp, 1, 0.5f);
   hp.L = (uint32_t)L;
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, NI, 1), 0);
   train_opts o;
   train_opts_default(&o);

@@ -63,7 +63,7 @@ static void test_train_epoch_samples(void **state) {
   train_opts o;
   small_opts(&o);
   o.epochs = 2;
-  model_sasrec a, b;
+  model_net a, b;
   train_result ra, rb;
   assert_int_equal(model_init(&a, &hp, ds->NI, 1), 0);
   assert_int_equal(model_init(&b, &hp, ds->NI, 1), 0);
@@ -93,7 +93,7 @@ static void test_train_epoch_samples(void **state) {
 
 /* Trains a fresh model (seed 1) with o, an anchor given for FLAME; returns the result and
  * leaves the trained weights in *m (caller frees). */
-static train_result run(const train_fixture *f, model_sasrec *m, const model_sasrec *anc,
+static train_result run(const train_fixture *f, model_net *m, const model_net *anc,
                         const flame_opts *fo, const train_opts *o, int want) {
   model_hparams hp;
   l10_hparams(&hp);
@@ -104,8 +104,8 @@ static train_result run(const train_fixture *f, model_sasrec *m, const model_sas
 }
 
 /* Same weights, same checkpoint file, same result as the uninterrupted run a. */
-static void same_run(const train_fixture *f, const model_sasrec *a, const train_result *ra,
-                     const model_sasrec *b, const train_result *rb) {
+static void same_run(const train_fixture *f, const model_net *a, const train_result *ra,
+                     const model_net *b, const train_result *rb) {
   assert_memory_equal(a->params, b->params, a->nparams * sizeof(float));
   assert_true(a->step == b->step);
   assert_true(tu_same_file(f->a, f->b));
@@ -129,7 +129,7 @@ static void test_train_resume_sasrec(void **state) {
   o.epoch_samples = 2 * ns / 3 + 1;
   o.epochs = o.patience = 6;
   o.out = f->a;
-  model_sasrec a, b;
+  model_net a, b;
   train_result ra = run(f, &a, NULL, NULL, &o, 0), rb;
   assert_true(ra.best_epoch > 1);
 
@@ -183,7 +183,7 @@ static void test_train_resume_flame(void **state) {
   train_fixture *f = *state;
   model_hparams hp;
   l10_hparams(&hp);
-  model_sasrec anc;
+  model_net anc;
   assert_int_equal(model_init(&anc, &hp, f->ds.NI, 7), 0);
   flame_opts fo;
   flame_opts_default(&fo);
@@ -192,7 +192,7 @@ static void test_train_resume_flame(void **state) {
   small_opts(&o);
   o.epochs = o.patience = 4;
   o.out = f->a;
-  model_sasrec a, b;
+  model_net a, b;
   train_result ra = run(f, &a, &anc, &fo, &o, 0), rb;
 
   o.out = f->b;

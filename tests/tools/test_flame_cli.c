@@ -149,6 +149,7 @@ static void test_offline_path(void **state) {
   tu_run_free(&r);
   j = run_json("inspect --checkpoint m.ckpt");
   assert_int_equal(cJSON_GetObjectItem(j, "dim")->valueint, 16);
+  assert_string_equal(cJSON_GetObjectItem(j, "backbone")->valuestring, "sasrec");
   cJSON_Delete(j);
   /* an untrained checkpoint of the asked shape, which eval reads */
   r = run("init --items 60 --out u.ckpt --dim 16 --blocks 1 --maxlen 8");

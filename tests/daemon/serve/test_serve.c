@@ -21,7 +21,7 @@ enum { NI = 40 };
 static serve_model *tiny_snapshot(void) { return tiny_snapshot_of(NI, 7); }
 
 /* Reference: the engine's scores for window w (oldest first), all items. */
-static void ref_scores(const model_sasrec *m, const int32_t *w, size_t T, float *scores) {
+static void ref_scores(const model_net *m, const int32_t *w, size_t T, float *scores) {
   model_acts *a = model_acts_new(&m->hp, 1, m->hp.L);
   size_t off[2] = {0, T};
   model_batch b = {.B = 1, .T = T, .tok = w, .off = off, .tgt = NULL};
@@ -96,7 +96,7 @@ static void check_scan_exact_on_near_ties(size_t C) {
   hp.NL = 1;
   hp.FF = 64;
   hp.L = 8;
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, N, 11), 0);
   uint32_t hists[3][4] = {{2000, 7, 9, 11}, {2000, 5, 42, 100}, {250, 260, 270, 280}};
   float h[64], top = 0.0f, hn = 0.0f;

@@ -14,7 +14,7 @@ static inline serve_model *tiny_snapshot_of(size_t ni, uint64_t seed) {
   hp.NL = 1;
   hp.FF = 32;
   hp.L = 6;
-  model_sasrec m;
+  model_net m;
   assert_int_equal(model_init(&m, &hp, ni, seed), 0);
   uint32_t pop[] = {5, 9, 1, 2, 3, 4, 6, 7};
   return serve_model_new(3, &m, pop, 8);
