@@ -150,63 +150,57 @@ int ckpt_save(const char *path, const model_net *m) {
   return err;
 }
 
-/* Loads a checkpoint written by ckpt_save into *m (freshly allocated with model_alloc:
- * parameters only, gradients and Adam state NULL, m->step restored; free with model_free).
- * Every byte is validated before it is used (see the top of this file). On failure returns
- * -errno (unreadable file), FL_ETRUNC, FL_EMAGIC, FL_EVERSION, FL_EFORMAT, FL_ECHECKSUM,
- * FL_ERANGE or FL_ESHAPE, writes one line "path: what" to err (when err is not NULL), and
- * leaves *m untouched. */
-int ckpt_load(const char *path, model_net *m, char *err, size_t errlen) {
-  void *file = NULL;
-  size_t n = 0;
-  int rc = fl_read_file(path, &file, &n);
-  if (rc != 0) return ckpt_fail(err, errlen, rc, path, "cannot read: %s", fl_strerror(rc));
-  unsigned char *buf = file;
+/* A checkpoint's header, validated (ckpt_parse_header). */
+typedef struct {
+  uint32_t hsize;   /* header bytes: the payload starts here */
+  model_hparams hp; /* with the backbone */
+  uint64_t ni, step;
+  size_t want;   /* floats in the payload, as the shapes imply */
+  uint32_t pcrc; /* the payload's stored CRC-32 */
+} ckpt_header;
 
+/* Validates the header of a file of n bytes at buf, from the magic number to the parameter
+ * count against the shapes (the order of the top of this file). 0 or an error with err. */
+static int ckpt_parse_header(const char *path, const unsigned char *buf, size_t n, ckpt_header *h,
+                             char *err, size_t errlen) {
+  int rc;
   size_t mlen = n < CKPT_MAGIC_LEN ? n : CKPT_MAGIC_LEN;
   if (memcmp(buf, CKPT_MAGIC, mlen) != 0) {
-    rc = ckpt_fail(err, errlen, FL_EMAGIC, path, "not a flame checkpoint (bad magic number)");
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_EMAGIC, path, "not a flame checkpoint (bad magic number)");
   }
   if (n < CKPT_HEADER_MIN) {
-    rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
-                   "file truncated (expected at least %u header bytes, found %zu)", CKPT_HEADER_MIN,
-                   n);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ETRUNC, path,
+                     "file truncated (expected at least %u header bytes, found %zu)",
+                     CKPT_HEADER_MIN, n);
   }
   uint32_t version = fl_get_le32(buf + 8), want_hsize = ckpt_header_size(version);
   if (want_hsize == 0) {
-    rc = ckpt_fail(err, errlen, FL_EVERSION, path,
-                   "unsupported checkpoint version %u (this build reads versions 1 to %u)", version,
-                   CKPT_VERSION);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_EVERSION, path,
+                     "unsupported checkpoint version %u (this build reads versions 1 to %u)",
+                     version, CKPT_VERSION);
   }
   uint32_t hsize = fl_get_le32(buf + 12);
   if (hsize != want_hsize) {
-    rc = ckpt_fail(err, errlen, FL_EFORMAT, path, "header size %u, version %u headers are %u bytes",
-                   hsize, version, want_hsize);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_EFORMAT, path,
+                     "header size %u, version %u headers are %u bytes", hsize, version, want_hsize);
   }
   if (n < hsize) {
-    rc = ckpt_fail(err, errlen, FL_ETRUNC, path,
-                   "file truncated (expected at least %u header bytes, found %zu)", hsize, n);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ETRUNC, path,
+                     "file truncated (expected at least %u header bytes, found %zu)", hsize, n);
   }
   uint32_t hcrc = fl_get_le32(buf + hsize - 4), hcrc_got = fl_crc32(0, buf, hsize - 4);
   if (hcrc != hcrc_got) {
-    rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
-                   "header checksum mismatch (stored %08x, computed %08x): file corrupted", hcrc,
-                   hcrc_got);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ECHECKSUM, path,
+                     "header checksum mismatch (stored %08x, computed %08x): file corrupted", hcrc,
+                     hcrc_got);
   }
   char known[128];
   uint32_t backbone =
       version == CKPT_VERSION_SASREC ? MODEL_BACKBONE_SASREC : fl_get_le32(buf + 68);
   if (!model_backbone_name(backbone)) {
-    rc = ckpt_fail(err, errlen, FL_ERANGE, path,
-                   "a network of backbone %u, which this build does not know (it knows: %s)",
-                   backbone, ckpt_backbones(known, sizeof known));
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ERANGE, path,
+                     "a network of backbone %u, which this build does not know (it knows: %s)",
+                     backbone, ckpt_backbones(known, sizeof known));
   }
 
   model_hparams hp;
@@ -223,77 +217,101 @@ int ckpt_load(const char *path, model_net *m, char *err, size_t errlen) {
   uint64_t np = fl_get_le64(buf + 60);
   uint32_t pcrc = fl_get_le32(buf + hsize - 8);
   if ((rc = model_hparams_check(&hp)) != 0) {
-    rc = ckpt_fail(err, errlen, rc, path,
-                   "unusable hyper-parameters for %s (C=%u NL=%u NH=%u FF=%u L=%u dropout=%g "
-                   "ln_eps=%g)",
-                   model_backbone_name(backbone), hp.C, hp.NL, hp.NH, hp.FF, hp.L,
-                   (double)hp.dropout, (double)hp.ln_eps);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, rc, path,
+                     "unusable hyper-parameters for %s (C=%u NL=%u NH=%u FF=%u L=%u dropout=%g "
+                     "ln_eps=%g)",
+                     model_backbone_name(backbone), hp.C, hp.NL, hp.NH, hp.FF, hp.L,
+                     (double)hp.dropout, (double)hp.ln_eps);
   }
   if (ni < 1 || ni > CKPT_NI_MAX) {
-    rc = ckpt_fail(err, errlen, FL_ERANGE, path, "item count %llu out of range (1..%llu)",
-                   (unsigned long long)ni, (unsigned long long)CKPT_NI_MAX);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ERANGE, path, "item count %llu out of range (1..%llu)",
+                     (unsigned long long)ni, (unsigned long long)CKPT_NI_MAX);
   }
-  size_t sizes[MODEL_MAX_TENSORS];
-  size_t want = model_tensor_sizes(&hp, (size_t)ni, sizes);
+  size_t sizes[MODEL_MAX_TENSORS], want = model_tensor_sizes(&hp, (size_t)ni, sizes);
   if (np != (uint64_t)want) {
-    rc = ckpt_fail(err, errlen, FL_ESHAPE, path,
-                   "parameter count %llu does not match the shapes (expected %zu)",
-                   (unsigned long long)np, want);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ESHAPE, path,
+                     "parameter count %llu does not match the shapes (expected %zu)",
+                     (unsigned long long)np, want);
   }
+  h->hsize = hsize;
+  h->hp = hp;
+  h->ni = ni;
+  h->step = step;
+  h->want = want;
+  h->pcrc = pcrc;
+  return 0;
+}
+
+/* Validates the payload after a valid header h: the exact file size, the payload CRC, every
+ * parameter finite. 0 or an error with err. */
+static int ckpt_check_payload(const char *path, const unsigned char *buf, size_t n,
+                              const ckpt_header *h, char *err, size_t errlen) {
+  size_t want = h->want, hsize = h->hsize;
+  uint32_t pcrc = h->pcrc;
+  const model_hparams *hp = &h->hp;
   if (want > (SIZE_MAX - hsize) / sizeof(float)) {
-    rc = ckpt_fail(err, errlen, FL_ERANGE, path, "parameter count %zu too large", want);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ERANGE, path, "parameter count %zu too large", want);
   }
   size_t payload = want * sizeof(float);
   size_t expect = hsize + payload;
   if (n != expect) {
-    rc = ckpt_fail(err, errlen, n < expect ? FL_ETRUNC : FL_EFORMAT, path,
-                   n < expect ? "file truncated (expected %zu bytes, found %zu)"
-                              : "trailing bytes after the parameters (expected %zu bytes, "
-                                "found %zu)",
-                   expect, n);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, n < expect ? FL_ETRUNC : FL_EFORMAT, path,
+                     n < expect ? "file truncated (expected %zu bytes, found %zu)"
+                                : "trailing bytes after the parameters (expected %zu bytes, "
+                                  "found %zu)",
+                     expect, n);
   }
   const unsigned char *pl = buf + hsize;
   uint32_t pcrc_got = fl_crc32(0, pl, payload);
   if (pcrc != pcrc_got) {
-    rc = ckpt_fail(err, errlen, FL_ECHECKSUM, path,
-                   "parameter checksum mismatch (stored %08x, computed %08x): file corrupted", pcrc,
-                   pcrc_got);
-    goto fail_buf;
+    return ckpt_fail(err, errlen, FL_ECHECKSUM, path,
+                     "parameter checksum mismatch (stored %08x, computed %08x): file corrupted",
+                     pcrc, pcrc_got);
   }
-  size_t base = 0;
-  for (size_t t = 0; t < model_ntensors(&hp); t++) {
+  size_t sizes[MODEL_MAX_TENSORS], base = 0;
+  model_tensor_sizes(hp, (size_t)h->ni, sizes);
+  for (size_t t = 0; t < model_ntensors(hp); t++) {
     for (size_t i = 0; i < sizes[t]; i++) {
       if (!isfinite(fl_get_lef32(pl + 4 * (base + i)))) {
-        rc = ckpt_fail(err, errlen, FL_ERANGE, path,
-                       "parameter %s[%zu] is not finite (the model diverged before it was "
-                       "saved)",
-                       model_tensor_name(&hp, t), i);
-        goto fail_buf;
+        return ckpt_fail(err, errlen, FL_ERANGE, path,
+                         "parameter %s[%zu] is not finite (the model diverged before it was "
+                         "saved)",
+                         model_tensor_name(hp, t), i);
       }
     }
     base += sizes[t];
   }
 
-  /* Everything checked: build the new model aside and hand it over whole. */
-  model_net nm;
-  memset(&nm, 0, sizeof nm);
-  if ((rc = model_alloc(&nm, &hp, (size_t)ni)) != 0) {
-    rc = ckpt_fail(err, errlen, rc, path, "cannot allocate the model: %s", fl_strerror(rc));
-    goto fail_buf;
-  }
-  ckpt_floats_from_le(nm.params, pl, want);
-  nm.step = step;
-  free(buf);
-  *m = nm;
   return 0;
+}
 
-fail_buf:
-  free(buf);
+/* Loads a checkpoint written by ckpt_save into *m (freshly allocated with model_alloc:
+ * parameters only, gradients and Adam state NULL, m->step restored; free with model_free).
+ * Every byte is validated before it is used (see the top of this file). On failure returns
+ * -errno (unreadable file), FL_ETRUNC, FL_EMAGIC, FL_EVERSION, FL_EFORMAT, FL_ECHECKSUM,
+ * FL_ERANGE or FL_ESHAPE, writes one line "path: what" to err (when err is not NULL), and
+ * leaves *m untouched. */
+int ckpt_load(const char *path, model_net *m, char *err, size_t errlen) {
+  void *file = NULL;
+  size_t n = 0;
+  int rc = fl_read_file(path, &file, &n);
+  if (rc != 0) return ckpt_fail(err, errlen, rc, path, "cannot read: %s", fl_strerror(rc));
+  const unsigned char *buf = file;
+  ckpt_header h;
+  if ((rc = ckpt_parse_header(path, buf, n, &h, err, errlen)) == 0 &&
+      (rc = ckpt_check_payload(path, buf, n, &h, err, errlen)) == 0) {
+    /* Everything checked: build the new model aside and hand it over whole. */
+    model_net nm;
+    memset(&nm, 0, sizeof nm);
+    if ((rc = model_alloc(&nm, &h.hp, (size_t)h.ni)) != 0) {
+      rc = ckpt_fail(err, errlen, rc, path, "cannot allocate the model: %s", fl_strerror(rc));
+    } else {
+      ckpt_floats_from_le(nm.params, buf + h.hsize, h.want);
+      nm.step = h.step;
+      *m = nm;
+    }
+  }
+  free(file);
   return rc;
 }
 
