@@ -252,6 +252,7 @@ void data_free(data_set *ds) {
   free(ds->off);
   free(ds->items);
   free(ds->user_id);
+  free(ds->ts);
   memset(ds, 0, sizeof *ds);
 }
 
@@ -266,6 +267,7 @@ void data_truncate(data_set *ds, size_t keep) {
     size_t k = end - start < keep ? end - start : keep;
     /* w <= end - k: the move is towards lower addresses and may overlap. */
     memmove(ds->items + w, ds->items + end - k, k * sizeof *ds->items);
+    if (ds->ts) memmove(ds->ts + w, ds->ts + end - k, k * sizeof *ds->ts);
     w += k;
     ds->off[u + 1] = w;
     start = end;

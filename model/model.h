@@ -233,6 +233,8 @@ typedef struct {
   size_t *off;      /* (nusers + 1) user u's items: items[off[u] .. off[u+1]), oldest first */
   int32_t *items;   /* (off[nusers]) */
   int64_t *user_id; /* (nusers) the user's id in the file */
+  double *ts;       /* (off[nusers]) each event's timestamp (seconds), or NULL: the file has
+                       none (sequences in file order) */
 } data_set;
 
 /* Loads a dataset file. On a malformed line returns FL_EFORMAT with "file:line: what" in
@@ -244,6 +246,22 @@ void data_free(data_set *ds);
  * NI is unchanged. */
 void data_truncate(data_set *ds, size_t keep);
 
+/* ---- time-ordered data (model/events.c) ----
+ * Timestamped interactions: DATA_FORMAT_UIT is `user item ts` per line (whitespace between
+ * fields), DATA_FORMAT_INTER RecBole's atomic `.inter` file (tab-separated, a typed header such
+ * as `user_id:token item_id:token rating:float timestamp:float`; the user_id and item_id
+ * columns are required, timestamp is optional). Users and items are string tokens; they are
+ * numbered in order of first appearance in time order (items 1, 2, ...), so the items known
+ * at any point of the stream are those with the lowest indices. Each user's sequence is in
+ * time order (ties in file order) with ds->ts set when the file has timestamps. user_id is
+ * the token's value when every user token is a number, else the user's index + 1.
+ * DATA_FORMAT_SEQ is data_load's `user item [item ...]`; DATA_FORMAT_AUTO picks INTER for a
+ * name ending in ".inter", else SEQ. Errors as data_load's ("file:line: what"). */
+typedef enum { DATA_FORMAT_AUTO, DATA_FORMAT_SEQ, DATA_FORMAT_UIT, DATA_FORMAT_INTER } data_format;
+int data_load_format(const char *path, data_format fmt, data_set *ds, char *err, size_t errlen);
+/* Parses "auto" / "seq" / "uit" / "inter". Returns 0 or FL_ERANGE. */
+int data_format_parse(const char *s, data_format *out);
+
 /* A training sample: user u's items before index end predict items[off[u] + end]. */
 typedef struct {
   uint32_t user; /* user index */
@@ -254,6 +272,27 @@ typedef struct {
  * last two items): a user with n training items gives n - 1 samples. Returns the count;
  * *out is allocated. */
 size_t data_train_samples(const data_set *ds, data_sample **out);
+
+/* The split of a dataset into what a model was trained on and the stream after it: by time
+ * (by_time, the data has timestamps): the first floor(frac * events) events in time order (ties:
+ * user index, then position) before, the rest after in that order; per user: each user's first
+ * floor(frac * len) items before, the rest after in round-robin order over the users (the
+ * replayer's interleaving). Since each user's sequence is in time order, a user's events before
+ * the split are always a prefix: cut[u] of them. after[k] = {user, index of the event in its
+ * user's sequence}. */
+typedef struct {
+  size_t *cut;        /* (nusers) items of each user before the split */
+  data_sample *after; /* (nafter) the events after the split, in stream order */
+  size_t nafter;
+  int by_time;
+  double split_ts; /* by time: the timestamp of the first event after the split */
+} data_split;
+/* 0, FL_ERANGE (frac not in (0, 1)) or FL_EFORMAT (by time without timestamps). */
+int data_split_make(const data_set *ds, double frac, int by_time, data_split *out);
+void data_split_free(data_split *s);
+/* out = the first cut[u] items of every user of ds (users kept, even empty); NI is the largest
+ * item among them. */
+void data_prefix(const data_set *ds, const size_t *cut, data_set *out);
 
 /* Packs samples s[0..B) into a batch: each sample's context is the (up to) L items before
  * its target (every sample needs 1 <= end < its user's length). pad = 1 writes the padded
