@@ -546,6 +546,8 @@ size_t flame_ws_bytes(const flame_ws *ws);
  * drawn from seed (which also becomes dst's dropout seed). No gradients or moments. Aborts
  * on out of memory (src's shape is valid). */
 void model_grow(model_net *dst, const model_net *src, size_t NI, uint64_t seed);
+/* 1 if every parameter of m is finite (a diverged round's candidate is not). */
+int model_params_finite(const model_net *m);
 /* dst = a parameters-only copy of src (no gradients or Adam state). Aborts like model_grow. */
 void model_copy_params(model_net *dst, const model_net *src);
 /* Moves src's parameter block into dst (a network without gradients or moments, e.g. for a
@@ -577,6 +579,79 @@ size_t train_step_ws_bytes(const train_step_ws *w);
 float train_step(model_net *m, const model_net *anc, train_step_ws *w, const data_set *ds,
                  const data_sample *s, size_t nb, const flame_opts *fo, float lambda, float lr,
                  fl_rng *rng, float *rec);
+
+/* ---- online rounds (model/round.c): one fine-tuning round on a set of sequences, shared by
+ * the daemon's trainer and `flame replay` (docs/MODEL.md section 3) ----
+ * A round learns the events marked in learn[] (new since the last round, plus those the last
+ * round held out) of the users that have them, plus a replay sample of other users; it holds
+ * out the newest new event of up to `holdout` such users (with 3+ items) and validates the
+ * candidate on them, and on the newest event of up to `retain` users it neither learned nor
+ * replayed, against the serving network (the gate: round_passes). */
+typedef struct {
+  size_t steps;                     /* optimizer steps */
+  size_t batch;                     /* samples per step */
+  size_t replay;                    /* other users replayed */
+  size_t holdout;                   /* holdout users at most */
+  size_t retain;                    /* retained users checked for forgetting at most */
+  size_t sampled_items;             /* catalogues above this train with a sampled softmax */
+  size_t negatives;                 /* its candidates per step */
+  uint64_t min_users;               /* users with new events a round needs (unless forced) */
+  float lr, tau, lambda0, lambda_r; /* lambda from lambda0 to lambda_r; lambda0 0: plain CE */
+  float dropout;                    /* the learnable network's */
+  double margin;                    /* the gate's NDCG@10 margin */
+  int new_targets;                  /* 1: a touched user's samples end only at events to learn */
+} round_opts;
+
+/* What a round decided and measured. */
+typedef struct {
+  float loss, rec; /* mean loss of its steps and its cross-entropy part */
+  uint64_t users, carried, holdout, retain, negatives;
+  double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10; /* on the holdout */
+  double cand_retain_ndcg10, serv_retain_ndcg10;         /* on the retained users */
+} round_figures;
+
+/* A round's input, from its driver. */
+typedef struct {
+  const data_set *ds;           /* every user's sequence, oldest first */
+  const uint32_t *learn;        /* (nusers) events to learn per user, the newest ones (0: none) */
+  const uint32_t *fresh;        /* (nusers) of those, new (only these can be held out) */
+  const model_net *base;        /* the weights the learner starts from */
+  const model_net *serving;     /* what the gate compares with (NULL: none, any candidate passes) */
+  const model_net *anchor;      /* the frozen anchor */
+  const uint8_t *known;         /* (anchor->NI + 1) 1: the anchor trained that row (NULL: all); rows
+                                   it did not, and rows beyond it, come from the learner */
+  const float *adam_m, *adam_v; /* base's Adam moments to go on with (adam_n floats), or NULL */
+  size_t adam_n;
+  uint64_t adam_step;
+  uint64_t grow_seed, dropout_seed;       /* the learner's new rows; its dropout masks */
+  fl_rng *rng;                            /* shuffles and sampled candidates */
+  const atomic_int *cancel;               /* not NULL: nonzero stops the round (ROUND_CANCELLED) */
+  void (*on_step)(void *ctx, double sec); /* after every step (the trainer's duty cycle) */
+  void *ctx;
+  int poison; /* test hook: a NaN weight in the candidate before the gate */
+} round_env;
+
+enum { ROUND_PASSED, ROUND_WORSE, ROUND_NONFINITE, ROUND_CANCELLED };
+
+/* One round. Returns -EAGAIN when it did not run (fewer than min_users users with new events
+ * and not forced, or no user with two events); else ROUND_* with the candidate in *cand (free
+ * it) and *held (nusers bytes, free it): 1 for a user whose newest event was held out and must
+ * be learned by the next round, 2 for one held out of a forced round's replayed users (an old
+ * event), 0 otherwise. f gets the figures either way. */
+int round_run(const round_opts *o, const round_env *e, int forced, model_net *cand, uint8_t **held,
+              round_figures *f);
+/* The gate: ROUND_NONFINITE if m has a non-finite weight, else ROUND_PASSED if round_passes on
+ * the figures it writes to f (m and serving, if any, on the newest event of the holdout users
+ * hu[0..nh) of ds, and on the retained users ru[0..nret)), else ROUND_WORSE. */
+int round_gate(const model_net *m, const model_net *serving, const data_set *ds, const uint32_t *hu,
+               size_t nh, const uint32_t *ru, size_t nret, double margin, round_figures *f);
+/* 1 if the candidate's holdout NDCG@10 is at most margin below the serving model's, and so is
+ * its NDCG@10 on the retained users (if any were checked). */
+int round_passes(const round_figures *f, double margin);
+/* The anchor as a round sees it, with lrn's NI rows: anc itself when it has every row trained,
+ * else a copy in *ext (free it) whose untrained rows and rows beyond anc->NI are lrn's. */
+const model_net *round_anchor_for(const model_net *anc, const uint8_t *known, const model_net *lrn,
+                                  model_net *ext);
 
 /* ---- synthetic datasets (model/synth.c): learnable sequential structure, for tests,
  * benchmarks and `flame synth` ----

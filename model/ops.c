@@ -30,6 +30,12 @@ void model_grow(model_net *dst, const model_net *src, size_t NI, uint64_t seed) 
     item[j] = 0.02f * fl_rng_normal(&r);
 }
 
+int model_params_finite(const model_net *m) {
+  float acc = 0.0f;
+  for (size_t i = 0; i < m->nparams; i++) acc += m->params[i] * 0.0f; /* NaN/inf poison it */
+  return acc == 0.0f;
+}
+
 void model_copy_params(model_net *dst, const model_net *src) {
   ops_alloc(dst, &src->hp, src->NI);
   memcpy(dst->params, src->params, src->nparams * sizeof(float));

@@ -31,8 +31,8 @@ static inline int8_t q8(float x, float inv) {
 static void quantize_items(serve_model *s) {
   const model_net *m = &s->m;
   size_t C = m->hp.C, NI = m->NI;
-  const float *E = model_items(m) + C; /* row 0 is padding */
-  s->q8 = xalloc_aligned_uninit(NI * C);     /* huge pages for a big table: see common.h */
+  const float *E = model_items(m) + C;   /* row 0 is padding */
+  s->q8 = xalloc_aligned_uninit(NI * C); /* huge pages for a big table: see common.h */
   s->q8_scale = xalloc_aligned_uninit(NI * sizeof(float));
   s->q8_l1 = xalloc_aligned_uninit(NI * sizeof(float));
   for (size_t i = 0; i < NI; i++) {
@@ -459,10 +459,4 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
     *fallback = 0;
   }
   return fill_popular(s, k, w->seen, nseen, out, got);
-}
-
-int serve_params_finite(const model_net *m) {
-  float acc = 0.0f;
-  for (size_t i = 0; i < m->nparams; i++) acc += m->params[i] * 0.0f; /* NaN/inf poison it */
-  return acc == 0.0f;
 }

@@ -107,9 +107,6 @@ size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, 
 size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
                   uint32_t target);
 
-/* 1 if every parameter of m is finite. */
-int serve_params_finite(const model_net *m);
-
 /* ---- the online (prequential) evaluation, off the loop (oeval.c) ----
  *
  * The loop hands over each sampled event with the history before it and references to the

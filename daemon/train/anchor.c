@@ -27,20 +27,6 @@ int train__same_shape(const model_hparams *a, const model_hparams *b) {
          a->FF == b->FF && a->L == b->L;
 }
 
-/* The anchor as the round sees it: NI rows; rows the anchor never trained come from lrn. */
-const model_net *train__anchor_for(trainer *t, const model_net *lrn, model_net *ext) {
-  size_t NI = lrn->NI, C = lrn->hp.C;
-  int need = NI > t->anchor.NI;
-  for (size_t i = 1; i <= t->anchor.NI && !need; i++) need = !t->known[i];
-  if (!need) return &t->anchor;
-  model_grow(ext, &t->anchor, NI, 0);
-  float *rows = model_items(ext);
-  const float *lr = model_items(lrn);
-  for (size_t i = 1; i <= NI; i++)
-    if (i > t->anchor.NI || !t->known[i]) memcpy(rows + i * C, lr + i * C, C * sizeof(float));
-  return ext;
-}
-
 void train__set_anchor(trainer *t, model_net *m, const uint8_t *known) {
   if (t->has_anchor) model_free(&t->anchor);
   free(t->known);

@@ -113,11 +113,9 @@ int train__same_shape(const model_hparams *a, const model_hparams *b);
 void train__set_anchor(trainer *t, model_net *m, const uint8_t *known);
 /* Maps an imported anchor's rows to state indices through the id template. */
 int train__map_anchor(trainer *t, model_net *a, const char *tmpl, char *err, size_t errlen);
-/* The anchor as a round sees it, with lrn's NI rows (ext: storage if it must be extended). */
-const model_net *train__anchor_for(trainer *t, const model_net *lrn, model_net *ext);
 /* A snapshot of *m's parameters, which it takes over (*m is left without them). */
-serve_model *train__snapshot_take(trainer *t, model_net *m, uint64_t version,
-                                  const uint32_t *pop, size_t npop);
+serve_model *train__snapshot_take(trainer *t, model_net *m, uint64_t version, const uint32_t *pop,
+                                  size_t npop);
 /* A snapshot of a copy of src's parameters. */
 serve_model *train__snapshot_of(trainer *t, const model_net *src, uint64_t version,
                                 const uint32_t *pop, size_t npop);

@@ -1,4 +1,6 @@
-/* daemon/train/round.c: a round (see train.h for what it does and decides).
+/* daemon/train/round.c: a round (see train.h for what it does and decides): the driver of
+ * model/round.c's round_run, which selects, learns and validates; here the sequences are read
+ * from the state, and a passing candidate is promoted into a snapshot.
  *
  * A round reads every stored sequence through state_seq_foreach (one consistent snapshot) and
  * keeps those of the touched users and a replay sample; the touched set holds 64-bit hashes
@@ -115,31 +117,38 @@ static size_t popular_items(const collected *c, size_t k, uint32_t **out) {
   return n;
 }
 
-/* The gate every model passes before it is published, a round's candidate or a bootstrapped
- * anchor: TRAINER_PROMOTED if m's weights are finite and trainer_round_passes on the figures
- * written to rr (m and the serving network cur, if it has one, on the newest event of the
- * holdout users hu[0..nh) of ds, and on the retained users ru[0..nret)), else the rejection. */
-static int gate(const model_net *m, const serve_model *cur, const data_set *ds,
-                const uint32_t *hu, size_t nh, const uint32_t *ru, size_t nret, double margin,
-                trainer_round *rr) {
-  if (!serve_params_finite(m)) return TRAINER_REJECTED_NONFINITE;
-  eval_metrics mc = eval_newest(m, ds, hu, nh), ms = {0};
-  const model_net *serving = cur && cur->has_net ? &cur->m : NULL;
-  if (serving) ms = eval_newest(serving, ds, hu, nh);
-  rr->cand_ndcg10 = mc.ndcg10;
-  rr->cand_hr10 = mc.hr10;
-  rr->serv_ndcg10 = ms.ndcg10;
-  rr->serv_hr10 = ms.hr10;
-  rr->holdout = nh;
-  if (serving && nret) { /* without a serving model there is nothing to forget */
-    rr->retain = nret;
-    rr->cand_retain_ndcg10 = eval_newest(m, ds, ru, nret).ndcg10;
-    rr->serv_retain_ndcg10 = eval_newest(serving, ds, ru, nret).ndcg10;
-  }
-  return trainer_round_passes(rr, margin) ? TRAINER_PROMOTED : TRAINER_REJECTED_WORSE;
+/* A round's figures into the trainer's record of it. */
+static void copy_figures(trainer_round *rr, const round_figures *f) {
+  rr->loss = f->loss;
+  rr->rec = f->rec;
+  rr->users = f->users;
+  rr->carried = f->carried;
+  rr->holdout = f->holdout;
+  rr->retain = f->retain;
+  rr->negatives = f->negatives;
+  rr->cand_ndcg10 = f->cand_ndcg10;
+  rr->serv_ndcg10 = f->serv_ndcg10;
+  rr->cand_hr10 = f->cand_hr10;
+  rr->serv_hr10 = f->serv_hr10;
+  rr->cand_retain_ndcg10 = f->cand_retain_ndcg10;
+  rr->serv_retain_ndcg10 = f->serv_retain_ndcg10;
 }
 
-/* The test hooks (trainer.h): a NaN weight in m while *left > 0 (counted down). */
+/* The trainer's outcome of a ROUND_* result. */
+static int outcome_of(int r) {
+  switch (r) {
+  case ROUND_PASSED:
+    return TRAINER_PROMOTED;
+  case ROUND_WORSE:
+    return TRAINER_REJECTED_WORSE;
+  case ROUND_NONFINITE:
+    return TRAINER_REJECTED_NONFINITE;
+  default:
+    return TRAINER_FAILED;
+  }
+}
+
+/* The test hook of bootstraps (trainer.h): a NaN weight in m while *left > 0 (counted down). */
 static void poison(int *left, model_net *m) {
   if (*left > 0) {
     (*left)--;
@@ -210,8 +219,16 @@ static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, con
     if (c->ds.off[u + 1] - c->ds.off[u] >= 3) hu[nh++] = (uint32_t)u;
   fl_shuffle(hu, nh, sizeof *hu, &t->rng);
   if (nh > rc->holdout) nh = rc->holdout;
-  int outcome = atomic_load(&t->cancel) ? TRAINER_FAILED
-                                        : gate(&m, cur, &c->ds, hu, nh, NULL, 0, rc->margin, rr);
+  round_figures f = {0};
+  int outcome = atomic_load(&t->cancel)
+                    ? TRAINER_FAILED
+                    : outcome_of(round_gate(&m, cur && cur->has_net ? &cur->m : NULL, &c->ds, hu,
+                                            nh, NULL, 0, rc->margin, &f));
+  rr->cand_ndcg10 = f.cand_ndcg10;
+  rr->cand_hr10 = f.cand_hr10;
+  rr->serv_ndcg10 = f.serv_ndcg10;
+  rr->serv_hr10 = f.serv_hr10;
+  rr->holdout = f.holdout;
   free(hu);
   if (outcome != TRAINER_PROMOTED) {
     if (outcome != TRAINER_FAILED)
@@ -244,8 +261,8 @@ static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, con
 
 /* ---- the round ---- */
 
-/* A round's working set: what it read, whom it chose, the network it trains. Owns every
- * buffer it points to; round_free releases them all. */
+/* A round's working set around model/round.c's round_run: what it read, the serving snapshot,
+ * the candidate. Owns every buffer it points to; round_free releases them all. */
 typedef struct {
   trainer *t;
   const round_cfg *rc;
@@ -254,171 +271,41 @@ typedef struct {
   uint32_t *pop; /* (npop) the popularity list, most frequent first */
   size_t npop;
   serve_model *cur; /* the serving snapshot (a reference) */
-  uint32_t *tu;     /* (nt) touched users with 2+ items, shuffled */
-  uint32_t *ou;     /* (no) the others, shuffled: the first nr are replayed */
-  size_t nt, no, nr, nnew, ncarried;
-  uint8_t *held; /* (users) 1: the user's newest event is held out */
-  uint32_t *hu;  /* (nh) holdout users */
-  size_t nh;
-  const uint32_t *ru; /* (nret) retained users: ou after the replayed ones */
-  size_t nret;
-  model_net lrn, ext; /* the learnable network; the anchor's extension (if needed) */
-  data_sample *smp;      /* (ns) the training samples */
-  size_t ns;
+  model_net lrn;    /* the candidate */
+  uint8_t *held;    /* (users) round_run's holdout flags */
 } round_ctx;
 
 static void round_free(round_ctx *x) {
   if (x->lrn.params || x->lrn.grads) model_free(&x->lrn);
-  if (x->ext.params) model_free(&x->ext);
-  free(x->smp);
   free(x->held);
-  free(x->hu);
-  free(x->tu);
-  free(x->ou);
   serve_model_unref(x->cur);
   free(x->pop);
   collected_free(&x->c);
 }
 
-/* Users: touched ones (holdout candidates), then a replay sample of the others. 0, or -EAGAIN
- * when too few users have new events (carried events alone never start a round). */
-static int round_select_users(round_ctx *x, int forced) {
-  const data_set *ds = &x->c.ds;
-  x->tu = xmalloc((ds->nusers + 1) * sizeof *x->tu);
-  x->ou = xmalloc((ds->nusers + 1) * sizeof *x->ou);
-  for (size_t u = 0; u < ds->nusers; u++) {
-    size_t len = ds->off[u + 1] - ds->off[u];
-    if (len < 2) continue;
-    if (x->c.is_touched[u]) {
-      x->tu[x->nt++] = (uint32_t)u;
-      x->nnew += x->c.is_new[u] > 0;
-      x->ncarried += x->c.is_touched[u] > x->c.is_new[u];
-    } else {
-      x->ou[x->no++] = (uint32_t)u;
-    }
-  }
-  if (x->nnew < x->rc->min_users && !forced) return -EAGAIN;
-  fl_shuffle(x->tu, x->nt, sizeof *x->tu, &x->t->rng);
-  fl_shuffle(x->ou, x->no, sizeof *x->ou, &x->t->rng);
-  x->nr = x->no < x->rc->replay ? x->no : x->rc->replay;
-  return 0;
+/* After every step: the trainer uses about train.duty of a core. */
+static void after_step(void *ctx, double sec) {
+  round_ctx *x = ctx;
+  duty_sleep(x->t, sec, x->rc->duty);
 }
 
-/* The holdout: users with new events and 3+ items, their newest event (not an event carried
- * from the last round's holdout: that one is learned now). The round never learns it, so it
- * is carried to the next (held_out): without that, each round would withhold up to
- * train.holdout_users new events from training for good. Then the retained users: neither
- * touched nor replayed, so the round never sees their events; their newest event (after at
- * least one other: ou holds users with 2+ items) shows what the candidate forgot. ou is
- * shuffled, so each round checks a different sample. */
-static void round_select_holdout(round_ctx *x, hset *held_out) {
-  const data_set *ds = &x->c.ds;
-  size_t cap = x->rc->holdout;
-  x->held = xcalloc(ds->nusers, 1);
-  x->hu = xmalloc((x->nt + x->nr + 1) * sizeof *x->hu);
-  for (size_t i = 0; i < x->nt && x->nh < cap; i++) {
-    uint32_t u = x->tu[i];
-    if (x->c.is_new[u] && ds->off[u + 1] - ds->off[u] >= 3) {
-      x->held[u] = 1;
-      x->hu[x->nh++] = u;
-      train__hset_add(held_out, x->c.hash[u], 1);
-    }
-  }
-  if (x->nh == 0) /* a forced round without new events: validate on replayed users instead */
-    for (size_t i = 0; i < x->nr && x->nh < cap; i++) {
-      uint32_t u = x->ou[i];
-      if (ds->off[u + 1] - ds->off[u] >= 3) {
-        x->held[u] = 1;
-        x->hu[x->nh++] = u;
-      }
-    }
-  x->ru = x->ou + x->nr;
-  x->nret = x->no - x->nr < x->rc->retain ? x->no - x->nr : x->rc->retain;
-}
-
-/* The learnable network: the serving weights (or the anchor's), rows for new items, and the
- * kept Adam moments when they belong to those weights (new rows' moments zero). Every step
- * clears the gradients it uses, so they start undefined. */
-static void round_learner(round_ctx *x) {
-  trainer *t = x->t;
-  const serve_model *cur = x->cur;
-  const model_net *base =
-      cur && cur->has_net && train__same_shape(&cur->m.hp, &t->anchor.hp) ? &cur->m : &t->anchor;
-  size_t NI = x->c.ds.NI > base->NI ? x->c.ds.NI : base->NI;
-  if (t->anchor.NI > NI) NI = t->anchor.NI;
-  model_net *lrn = &x->lrn;
-  model_grow(lrn, base, NI, t->seed ^ (t->version + 1));
-  lrn->hp.dropout = x->rc->dropout;
-  lrn->seed = t->seed ^ (0x9e37ull * (t->version + 1));
-  model_train_alloc_uninit(lrn);
-  size_t kept = 0;
-  if (x->rc->keep_adam && t->opt_m && base == &cur->m && cur->version == t->opt_version &&
-      t->opt_n <= lrn->nparams) {
-    kept = t->opt_n;
-    memcpy(lrn->adam_m, t->opt_m, kept * sizeof(float));
-    memcpy(lrn->adam_v, t->opt_v, kept * sizeof(float));
-    lrn->step = t->opt_step;
-  }
-  memset(lrn->adam_m + kept, 0, (lrn->nparams - kept) * sizeof(float));
-  memset(lrn->adam_v + kept, 0, (lrn->nparams - kept) * sizeof(float));
-}
-
-/* Samples: the newest L prefixes of each chosen user, never reaching a held-out item; with
- * train.new_targets_only, a touched user's only those that end at a new event. */
-static void round_select_samples(round_ctx *x) {
-  const data_set *ds = &x->c.ds;
-  size_t L = x->lrn.hp.L, cap = 0, users = x->nt + x->nr;
-  for (size_t i = 0; i < users; i++) {
-    uint32_t u = i < x->nt ? x->tu[i] : x->ou[i - x->nt];
-    size_t len = ds->off[u + 1] - ds->off[u], last = len - x->held[u];
-    size_t first = last > L + 1 ? last - L : 1;
-    if (x->rc->new_targets && i < x->nt) {
-      size_t first_new = len > x->c.is_touched[u] ? len - x->c.is_touched[u] : 1;
-      if (first_new > first) first = first_new;
-    }
-    for (size_t end = first; end < last; end++) {
-      if (x->ns == cap) x->smp = xrealloc(x->smp, (cap = cap ? 2 * cap : 4096) * sizeof *x->smp);
-      x->smp[x->ns++] = (data_sample){u, (uint32_t)end};
-    }
-  }
-}
-
-/* train.steps FLAME steps against the anchor (lambda from train.lambda0 to train.lambda_r),
- * a big catalogue with a sampled softmax; the loss figures go to rr. */
-static void round_learn(round_ctx *x) {
-  trainer *t = x->t;
-  const round_cfg *rc = x->rc;
-  model_net *lrn = &x->lrn;
-  const model_net *anc = train__anchor_for(t, lrn, &x->ext);
-  flame_opts fo;
-  flame_opts_default(&fo);
-  fo.tau = rc->tau;
-  fo.lambda0 = rc->lambda0;
-  fo.lambdaR = rc->lambda_r;
-  fo.R = rc->steps > 1 ? rc->steps - 1 : 1;
-  size_t B = rc->batch, K = lrn->NI > rc->sampled_items ? rc->negatives : 0;
-  train_step_ws *ws = train_step_ws_new(&lrn->hp, B, lrn->NI, 1, 0, K);
-  double loss = 0, rec = 0;
-  size_t steps = 0, at = x->ns;
-  for (size_t s = 0; s < rc->steps && !atomic_load(&t->cancel); s++) {
-    double ts = fl_now();
-    if (at >= x->ns) {
-      fl_shuffle(x->smp, x->ns, sizeof *x->smp, &t->rng);
-      at = 0;
-    }
-    size_t nb = x->ns - at < B ? x->ns - at : B;
-    float lambda = rc->lambda0 > 0 ? flame_lambda(&fo, (double)s) : 0.0f, r;
-    loss += train_step(lrn, anc, ws, &x->c.ds, x->smp + at, nb, &fo, lambda, rc->lr, &t->rng, &r);
-    rec += r;
-    at += nb;
-    steps++;
-    duty_sleep(t, fl_now() - ts, rc->duty);
-  }
-  train_step_ws_free(ws);
-  if (x->ext.params) model_free(&x->ext);
-  x->rr->loss = steps ? (float)(loss / (double)steps) : 0.0f;
-  x->rr->rec = steps ? (float)(rec / (double)steps) : 0.0f;
-  x->rr->negatives = K;
+static round_opts opts_of(const round_cfg *rc) {
+  round_opts o = {.steps = rc->steps,
+                  .batch = rc->batch,
+                  .replay = rc->replay,
+                  .holdout = rc->holdout,
+                  .retain = rc->retain,
+                  .sampled_items = rc->sampled_items,
+                  .negatives = rc->negatives,
+                  .min_users = rc->min_users,
+                  .lr = rc->lr,
+                  .tau = rc->tau,
+                  .lambda0 = rc->lambda0,
+                  .lambda_r = rc->lambda_r,
+                  .dropout = rc->dropout,
+                  .margin = rc->margin,
+                  .new_targets = rc->new_targets};
+  return o;
 }
 
 /* The promoted candidate becomes the next version: its weights move into a snapshot (no
@@ -429,7 +316,7 @@ static int round_promote(round_ctx *x) {
   model_net w;
   model_take_params(&w, &x->lrn);
   serve_model *s = train__snapshot_take(t, &w, t->version + 1, x->pop, x->npop);
-  s->holdout = (serve_holdout){x->rr->cand_hr10, x->rr->cand_ndcg10, x->nh};
+  s->holdout = (serve_holdout){x->rr->cand_hr10, x->rr->cand_ndcg10, x->rr->holdout};
   int err = train__save_snapshot(t, s, x->rc->keep);
   if (err != 0) {
     fl_error("cannot write snapshot version %" PRIu64 " to %s: %s (the serving version stays)",
@@ -448,21 +335,43 @@ static int round_promote(round_ctx *x) {
   return TRAINER_PROMOTED;
 }
 
-/* Select, learn, validate, promote; -EAGAIN when there is nothing to learn. */
+/* round_run from the serving weights (or the anchor's, when the serving network has another
+ * shape), with the kept Adam moments when they belong to them; the users whose newest event it
+ * held out go to held_out; a passing candidate is promoted. -EAGAIN when it did not run. */
 static int round_fine_tune(round_ctx *x, int forced, hset *held_out) {
-  if (round_select_users(x, forced) != 0) return -EAGAIN;
-  round_select_holdout(x, held_out);
-  round_learner(x);
-  round_select_samples(x);
-  if (x->ns == 0) return -EAGAIN; /* nobody with two events: nothing to learn from */
-  round_learn(x);
-  x->rr->users = x->nt + x->nr;
-  x->rr->carried = x->ncarried;
-  x->rr->holdout = x->nh;
-  poison(&x->t->poison, &x->lrn);
-  if (atomic_load(&x->t->cancel)) return TRAINER_FAILED;
-  int outcome = gate(&x->lrn, x->cur, &x->c.ds, x->hu, x->nh, x->ru, x->nret, x->rc->margin, x->rr);
-  return outcome == TRAINER_PROMOTED ? round_promote(x) : outcome;
+  trainer *t = x->t;
+  const serve_model *cur = x->cur;
+  const model_net *serving = cur && cur->has_net ? &cur->m : NULL;
+  const model_net *base =
+      serving && train__same_shape(&serving->hp, &t->anchor.hp) ? serving : &t->anchor;
+  int keep = x->rc->keep_adam && t->opt_m && base == serving && cur->version == t->opt_version;
+  round_opts o = opts_of(x->rc);
+  round_env e = {.ds = &x->c.ds,
+                 .learn = x->c.is_touched,
+                 .fresh = x->c.is_new,
+                 .base = base,
+                 .serving = serving,
+                 .anchor = &t->anchor,
+                 .known = t->known,
+                 .adam_m = keep ? t->opt_m : NULL,
+                 .adam_v = keep ? t->opt_v : NULL,
+                 .adam_n = t->opt_n,
+                 .adam_step = t->opt_step,
+                 .grow_seed = t->seed ^ (t->version + 1),
+                 .dropout_seed = t->seed ^ (0x9e37ull * (t->version + 1)),
+                 .rng = &t->rng,
+                 .cancel = &t->cancel,
+                 .on_step = after_step,
+                 .ctx = x,
+                 .poison = t->poison > 0};
+  round_figures f;
+  int r = round_run(&o, &e, forced, &x->lrn, &x->held, &f);
+  if (r == -EAGAIN) return -EAGAIN;
+  if (t->poison > 0) t->poison--;
+  copy_figures(x->rr, &f);
+  for (size_t u = 0; u < x->c.ds.nusers; u++)
+    if (x->held[u] == 1) train__hset_add(held_out, x->c.hash[u], 1);
+  return r == ROUND_PASSED ? round_promote(x) : outcome_of(r);
 }
 
 int train__round_run(trainer *t, const hset *touched, const hset *carried, int forced,

@@ -115,8 +115,4 @@ void trainer_stop(trainer *t);
 
 /* "promoted", "rejected_worse", ...: the metrics label of an outcome. */
 const char *trainer_outcome_name(int outcome);
-
-/* The validation gate on a round's figures: 1 if the candidate's holdout NDCG@10 is at most
- * margin below the serving model's, and so is its NDCG@10 on the retained users (if any). */
-int trainer_round_passes(const trainer_round *r, double margin);
 #endif

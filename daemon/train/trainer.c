@@ -53,11 +53,6 @@ void trainer_reconfigure(trainer *t, const config *cfg) {
   pthread_mutex_unlock(&t->mu);
 }
 
-int trainer_round_passes(const trainer_round *r, double margin) {
-  return r->cand_ndcg10 >= r->serv_ndcg10 - margin &&
-         (!r->retain || r->cand_retain_ndcg10 >= r->serv_retain_ndcg10 - margin);
-}
-
 static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   const char *what = trainer_outcome_name(r->outcome);
   if (r->outcome == TRAINER_BOOTSTRAPPED) {

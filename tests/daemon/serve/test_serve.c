@@ -205,13 +205,13 @@ static void test_serve_fallbacks(void **state) {
 static void test_serve_refs_and_finite(void **state) {
   (void)state;
   serve_model *s = tiny_snapshot();
-  assert_true(serve_params_finite(&s->m));
+  assert_true(model_params_finite(&s->m));
   serve_model *r = serve_model_ref(s);
   serve_model_unref(s); /* still alive through r (ASan would see a use after free) */
   r->m.params[r->m.nparams / 2] = NAN;
-  assert_false(serve_params_finite(&r->m));
+  assert_false(model_params_finite(&r->m));
   r->m.params[r->m.nparams / 2] = INFINITY;
-  assert_false(serve_params_finite(&r->m));
+  assert_false(model_params_finite(&r->m));
   serve_model_unref(r);
   serve_model_unref(NULL);
 }
