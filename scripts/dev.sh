@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 JOBS=$(nproc 2>/dev/null || echo 2)
 # Source dirs holding the project's C code: the format check covers exactly these.
-SRC_DIRS=(common model daemon stream state config tests)
+SRC_DIRS=(common model daemon stream state config tools bench tests)
 
 # ---- output -------------------------------------------------------------------------------
 if [[ "${CI:-}" == "true" || -n "${NO_COLOR:-}" || ! -t 1 ]]; then

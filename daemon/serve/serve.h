@@ -30,7 +30,7 @@ typedef struct serve_model {
   uint64_t anchor_version; /* the anchor it was trained against (0: none) */
   int64_t trained_at_ms;   /* wall clock when its round finished (0: unknown) */
   serve_holdout holdout;
-  int has_net;    /* 0: popularity only (no model yet) */
+  int has_net; /* 0: popularity only (no model yet) */
   model_net m; /* the learnable network, parameters only (has_net) */
   /* The item table quantized for the scan (has_net): row i (item i + 1) is q8[i*C..] times
    * q8_scale[i] (max |e| / 127, round to nearest); q8_l1[i] is the float row's L1 norm, for

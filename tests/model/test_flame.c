@@ -156,8 +156,7 @@ static void test_ntxent_gradient(void **state) {
 
 /* A learnable network (seed 5) and an anchor (anc_seed), both perturbed and without dropout,
  * the paper's options and a workspace for the three samples of tok3. */
-static flame_ws *perturbed_pair(model_net *lrn, model_net *anc, uint64_t anc_seed,
-                                flame_opts *o) {
+static flame_ws *perturbed_pair(model_net *lrn, model_net *anc, uint64_t anc_seed, flame_opts *o) {
   perturbed_model(lrn, 5);
   perturbed_model(anc, anc_seed);
   model_train_alloc(lrn);
