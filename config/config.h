@@ -275,4 +275,10 @@ void config_dump(const config *c, FILE *f);
 size_t config_needs_restart(const config *running, const config *next, char *names,
                             size_t nameslen);
 
+/* The learning part of a round as the train.* and model.dropout settings say (config/round.c):
+ * the daemon's trainer and `flame replay` take their rounds' settings from here, so that the
+ * replay runs the daemon's rounds with the daemon's settings. */
+struct round_opts;
+void config_round_opts(const config *c, struct round_opts *o);
+
 #endif

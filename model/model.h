@@ -587,7 +587,7 @@ float train_step(model_net *m, const model_net *anc, train_step_ws *w, const dat
  * out the newest new event of up to `holdout` such users (with 3+ items) and validates the
  * candidate on them, and on the newest event of up to `retain` users it neither learned nor
  * replayed, against the serving network (the gate: round_passes). */
-typedef struct {
+typedef struct round_opts {
   size_t steps;                     /* optimizer steps */
   size_t batch;                     /* samples per step */
   size_t replay;                    /* other users replayed */

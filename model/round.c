@@ -161,13 +161,15 @@ static void select_samples(round_ctx *x) {
   }
 }
 
-/* o->steps FLAME steps against the anchor (lambda from lambda0 to lambda_r over the round; 0:
- * plain cross-entropy), a big catalogue with a sampled softmax; the losses go to f. */
+/* o->steps FLAME steps against the anchor (lambda from lambda0 to lambda_r over the round), or
+ * with lambda0 = 0 plain cross-entropy steps (no anchor pass: a third of the cost); a big
+ * catalogue with a sampled softmax; the losses go to f. */
 static void learn(round_ctx *x) {
   const round_opts *o = x->o;
   const round_env *e = x->e;
   model_net *lrn = x->lrn, ext = {0};
-  const model_net *anc = round_anchor_for(e->anchor, e->known, lrn, &ext);
+  int flame = o->lambda0 > 0;
+  const model_net *anc = flame ? round_anchor_for(e->anchor, e->known, lrn, &ext) : NULL;
   flame_opts fo;
   flame_opts_default(&fo);
   fo.tau = o->tau;
@@ -175,7 +177,7 @@ static void learn(round_ctx *x) {
   fo.lambdaR = o->lambda_r;
   fo.R = o->steps > 1 ? o->steps - 1 : 1;
   size_t B = o->batch, K = lrn->NI > o->sampled_items ? o->negatives : 0;
-  train_step_ws *ws = train_step_ws_new(&lrn->hp, B, lrn->NI, 1, 0, K);
+  train_step_ws *ws = train_step_ws_new(&lrn->hp, B, lrn->NI, flame, 0, K);
   double loss = 0, rec = 0;
   size_t steps = 0, at = x->ns;
   for (size_t s = 0; s < o->steps && !(e->cancel && atomic_load(e->cancel)); s++) {
@@ -185,7 +187,7 @@ static void learn(round_ctx *x) {
       at = 0;
     }
     size_t nb = x->ns - at < B ? x->ns - at : B;
-    float lambda = o->lambda0 > 0 ? flame_lambda(&fo, (double)s) : 0.0f, r;
+    float lambda = flame ? flame_lambda(&fo, (double)s) : 0.0f, r;
     loss += train_step(lrn, anc, ws, e->ds, x->smp + at, nb, &fo, lambda, o->lr, e->rng, &r);
     rec += r;
     at += nb;

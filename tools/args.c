@@ -48,9 +48,26 @@ void tools__need(const char *what, const char *v) {
   if (!v) tools__die("%s is required (see flame %s --help)", what, tools__cmd);
 }
 
-void tools__load_data(const char *path, data_set *ds) {
+void tools__load_data(const char *path, data_set *ds) { tools__load_data_format(path, NULL, ds); }
+
+void tools__load_data_format(const char *path, const char *format, data_set *ds) {
   char err[512];
-  if (data_load(path, ds, err, sizeof err) != 0) tools__die("%s", err);
+  data_format f = DATA_FORMAT_AUTO;
+  if (format && data_format_parse(format, &f) != 0)
+    tools__die("--format must be auto, seq, uit or inter, not '%s'", format);
+  if (data_load_format(path, f, ds, err, sizeof err) != 0) tools__die("%s", err);
+}
+
+void tools__split(const data_set *ds, double frac, const char *by, data_split *sp) {
+  int by_time = ds->ts != NULL;
+  if (by && strcmp(by, "time") == 0)
+    by_time = 1;
+  else if (by && strcmp(by, "user") == 0)
+    by_time = 0;
+  else if (by)
+    tools__die("--split-by must be time or user, not '%s'", by);
+  if (by_time && !ds->ts) tools__die("--split-by time needs timestamps, and the data has none");
+  if (data_split_make(ds, frac, by_time, sp) != 0) tools__die("--split %g is not in (0, 1)", frac);
 }
 
 void tools__load_ckpt(const char *path, model_net *m) {
@@ -251,6 +268,12 @@ static void set_option(const tools__opt *o, const char *arg) {
   case TOOLS_FLOAT:
     *(float *)o->dst = (float)tools__arg_double(name, arg, o->lo, o->hi);
     break;
+  case TOOLS_LIST: {
+    tools__list *l = o->dst;
+    if (l->n == sizeof l->v / sizeof l->v[0]) tools__die("%s given more than 64 times", name);
+    l->v[l->n++] = arg;
+    break;
+  }
   }
 }
 

@@ -8,6 +8,7 @@
  *   train.c   train, eval, bench
  *   ckpt.c    import-pt, init, inspect
  *   data.c    synth, broker, produce
+ *   replay.c  replay: the daemon's online loop on a dataset's stream, offline
  *
  * The contract of every command: --help prints usage and exits 0; a bad argument or an
  * unreadable file prints ONE line "flame <cmd>: <what>" on stderr and exits 2; progress goes to
@@ -120,6 +121,10 @@ void tools__need(const char *what, const char *v);
 void tools__bad_option(int argc, char **argv);
 /* Loaders that tools__die with the loader's message. */
 void tools__load_data(const char *path, data_set *ds);
+/* The same with --format (NULL: auto: .inter by the name, else `user item [item ...]`). */
+void tools__load_data_format(const char *path, const char *format, data_set *ds);
+/* --split frac --split-by by (NULL: time when ds has timestamps, else user) into sp. */
+void tools__split(const data_set *ds, double frac, const char *by, data_split *sp);
 void tools__load_ckpt(const char *path, model_net *m);
 /* The result line: metrics as {"HR@10":..}, a model's shape, and the printing (frees o). */
 cJSON *tools__metrics_json(const eval_metrics *e);
@@ -154,8 +159,15 @@ typedef enum {
   TOOLS_INT,    /* int *: the same, within int */
   TOOLS_U64,    /* uint64_t *: the same */
   TOOLS_DOUBLE, /* double *: a number in [lo, hi] */
-  TOOLS_FLOAT   /* float *: the same */
+  TOOLS_FLOAT,  /* float *: the same */
+  TOOLS_LIST    /* tools__list *: every value of a repeatable option, in order */
 } tools__kind;
+
+/* The values of a repeatable option (TOOLS_LIST). */
+typedef struct {
+  const char *v[64];
+  size_t n;
+} tools__list;
 
 /* hi of an integer option without an upper bound (SIZE_MAX). */
 #define TOOLS_NO_MAX (-1.0)
@@ -186,4 +198,5 @@ int tools__cmd_inspect(int argc, char **argv);
 int tools__cmd_synth(int argc, char **argv);
 int tools__cmd_broker(int argc, char **argv);
 int tools__cmd_produce(int argc, char **argv);
+int tools__cmd_replay(int argc, char **argv);
 #endif

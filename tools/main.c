@@ -32,6 +32,7 @@ static const struct {
     {"inspect", tools__cmd_inspect, "validate and describe a checkpoint"},
     {"broker", tools__cmd_broker, "run an embedded Kafka on loopback (demos, tests)"},
     {"produce", tools__cmd_produce, "replay a dataset into a Kafka topic as a clickstream"},
+    {"replay", tools__cmd_replay, "the daemon's online learning on a dataset's stream, offline"},
 };
 
 static void usage(FILE *f) {

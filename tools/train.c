@@ -22,7 +22,11 @@ static const char train_help[] =
     "stopping on validation NDCG@20, and keeps the best checkpoint (of the learnable\n"
     "network only). Progress per epoch on stderr; the last stdout line is JSON:\n"
     "{\"best_epoch\":..,\"epochs\":..,\"val\":{..},\"test\":{..},\"wall_sec\":..,...}\n"
-    "  --data FILE      dataset: `user item` or `user item item ...` per line\n"
+    "  --data FILE      dataset: `user item` or `user item item ...` per line, or a RecBole\n"
+    "                   .inter file (--format auto | seq | uit | inter: see flame replay)\n"
+    "  --split F        train on the part before a split only (the anchor of flame replay):\n"
+    "                   --split-by time (the first F of the events by timestamp; the\n"
+    "                   default when the data has timestamps) | user (each user's first F)\n"
     "  --method M       sasrec | flame (needs --anchor)\n"
     "  --out FILE       best checkpoint, written atomically at every improvement\n"
     "  --state FILE     training state (weights, Adam, best so far, place in the order),\n"
@@ -41,7 +45,9 @@ static const char train_help[] =
     "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP FLAME_HELP;
 
 int tools__cmd_train(int argc, char **argv) {
-  const char *data = NULL, *method = NULL, *out = NULL, *state = NULL;
+  const char *data = NULL, *method = NULL, *out = NULL, *state = NULL, *format = NULL,
+             *split_by = NULL;
+  double split = 0;
   model_hparams hp;
   model_hparams_default(&hp);
   train_opts o;
@@ -54,6 +60,9 @@ int tools__cmd_train(int argc, char **argv) {
                              {"method", TOOLS_STR, &method, 0, 0},
                              {"out", TOOLS_STR, &out, 0, 0},
                              {"state", TOOLS_STR, &state, 0, 0},
+                             {"format", TOOLS_STR, &format, 0, 0},
+                             {"split", TOOLS_DOUBLE, &split, 0.01, 0.99},
+                             {"split-by", TOOLS_STR, &split_by, 0, 0},
                              {"epochs", TOOLS_SIZE, &o.epochs, 1, 100000},
                              {"patience", TOOLS_SIZE, &o.patience, 1, 100000},
                              {"epoch-samples", TOOLS_SIZE, &o.epoch_samples, 1, TOOLS_NO_MAX},
@@ -75,7 +84,16 @@ int tools__cmd_train(int argc, char **argv) {
   tools__hparams_finish(&hp);
   model_set_threads(threads);
   data_set ds;
-  tools__load_data(data, &ds);
+  tools__load_data_format(data, format, &ds);
+  data_split sp = {0};
+  if (split > 0) { /* the part before the split only */
+    data_set all = ds;
+    tools__split(&all, split, split_by, &sp);
+    data_prefix(&all, sp.cut, &ds);
+    data_free(&all);
+  } else if (split_by) {
+    tools__die("--split-by goes with --split");
+  }
   model_net m, anc;
   if (is_flame) {
     tools__load_anchor(&f, &anc, ds.NI);
@@ -97,6 +115,13 @@ int tools__cmd_train(int argc, char **argv) {
   cJSON_AddStringToObject(j, "method", method);
   cJSON_AddStringToObject(j, "data", data);
   cJSON_AddStringToObject(j, "protocol", o.proto == EVAL_PROTOCOL_FLAME ? "flame" : "default");
+  if (split > 0) {
+    cJSON *sj = cJSON_AddObjectToObject(j, "split");
+    cJSON_AddStringToObject(sj, "by", sp.by_time ? "time" : "user");
+    cJSON_AddNumberToObject(sj, "frac", split);
+    cJSON_AddNumberToObject(sj, "before", (double)ds.off[ds.nusers]);
+    data_split_free(&sp);
+  }
   cJSON_AddNumberToObject(j, "best_epoch", (double)r.best_epoch);
   cJSON_AddNumberToObject(j, "epochs", (double)r.epochs_run);
   if (state) cJSON_AddNumberToObject(j, "resumed_epoch", (double)r.resumed_epoch);

@@ -28,13 +28,14 @@
  * what went wrong, few enough that a flapping disk cannot fill the volume with them. */
 enum { CORRUPT_KEEP = 3 };
 
-/* The reloadable settings of a round (train.*, model.dropout/keep/popular). */
+/* The reloadable settings of a round (train.*, model.dropout/keep/popular): what it learns
+ * (config_round_opts) and what the trainer does around it. */
 typedef struct {
-  double interval_s, margin, duty;
-  uint64_t min_new_events, min_users, reanchor_rounds;
-  size_t steps, batch, replay, holdout, retain, keep, popular, sampled_items, negatives;
-  float lr, tau, lambda0, lambda_r, dropout;
-  int keep_adam, new_targets;
+  round_opts learn;
+  double interval_s, duty;
+  uint64_t min_new_events, reanchor_rounds;
+  size_t keep, popular;
+  int keep_adam;
 } round_cfg;
 
 /* A map from 64-bit hashes to counts (open addressing, 0 = empty): users touched since the

@@ -218,12 +218,12 @@ static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, con
   for (size_t u = 0; u < c->ds.nusers; u++)
     if (c->ds.off[u + 1] - c->ds.off[u] >= 3) hu[nh++] = (uint32_t)u;
   fl_shuffle(hu, nh, sizeof *hu, &t->rng);
-  if (nh > rc->holdout) nh = rc->holdout;
+  if (nh > rc->learn.holdout) nh = rc->learn.holdout;
   round_figures f = {0};
   int outcome = atomic_load(&t->cancel)
                     ? TRAINER_FAILED
                     : outcome_of(round_gate(&m, cur && cur->has_net ? &cur->m : NULL, &c->ds, hu,
-                                            nh, NULL, 0, rc->margin, &f));
+                                            nh, NULL, 0, rc->learn.margin, &f));
   rr->cand_ndcg10 = f.cand_ndcg10;
   rr->cand_hr10 = f.cand_hr10;
   rr->serv_ndcg10 = f.serv_ndcg10;
@@ -289,24 +289,6 @@ static void after_step(void *ctx, double sec) {
   duty_sleep(x->t, sec, x->rc->duty);
 }
 
-static round_opts opts_of(const round_cfg *rc) {
-  round_opts o = {.steps = rc->steps,
-                  .batch = rc->batch,
-                  .replay = rc->replay,
-                  .holdout = rc->holdout,
-                  .retain = rc->retain,
-                  .sampled_items = rc->sampled_items,
-                  .negatives = rc->negatives,
-                  .min_users = rc->min_users,
-                  .lr = rc->lr,
-                  .tau = rc->tau,
-                  .lambda0 = rc->lambda0,
-                  .lambda_r = rc->lambda_r,
-                  .dropout = rc->dropout,
-                  .margin = rc->margin,
-                  .new_targets = rc->new_targets};
-  return o;
-}
 
 /* The promoted candidate becomes the next version: its weights move into a snapshot (no
  * copy), which is written and published; its Adam moments are kept for the next round
@@ -345,7 +327,6 @@ static int round_fine_tune(round_ctx *x, int forced, hset *held_out) {
   const model_net *base =
       serving && train__same_shape(&serving->hp, &t->anchor.hp) ? serving : &t->anchor;
   int keep = x->rc->keep_adam && t->opt_m && base == serving && cur->version == t->opt_version;
-  round_opts o = opts_of(x->rc);
   round_env e = {.ds = &x->c.ds,
                  .learn = x->c.is_touched,
                  .fresh = x->c.is_new,
@@ -365,7 +346,7 @@ static int round_fine_tune(round_ctx *x, int forced, hset *held_out) {
                  .ctx = x,
                  .poison = t->poison > 0};
   round_figures f;
-  int r = round_run(&o, &e, forced, &x->lrn, &x->held, &f);
+  int r = round_run(&x->rc->learn, &e, forced, &x->lrn, &x->held, &f);
   if (r == -EAGAIN) return -EAGAIN;
   if (t->poison > 0) t->poison--;
   copy_figures(x->rr, &f);

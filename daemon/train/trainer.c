@@ -22,28 +22,14 @@ const char *trainer_outcome_name(int o) {
 }
 
 static void read_round_cfg(round_cfg *r, const config *c) {
+  config_round_opts(c, &r->learn);
   r->interval_s = c->train.interval_s;
-  r->margin = c->train.margin;
   r->duty = c->train.duty;
   r->min_new_events = (uint64_t)c->train.min_new_events;
-  r->min_users = (uint64_t)c->train.min_users;
   r->reanchor_rounds = (uint64_t)c->train.reanchor_rounds;
-  r->steps = (size_t)c->train.steps;
-  r->batch = (size_t)c->train.batch;
-  r->replay = (size_t)c->train.replay_users;
-  r->holdout = (size_t)c->train.holdout_users;
-  r->retain = (size_t)c->train.retain_users;
   r->keep = (size_t)c->model.keep;
   r->popular = (size_t)c->model.popular;
-  r->lr = (float)c->train.lr;
-  r->tau = (float)c->train.tau;
-  r->lambda0 = (float)c->train.lambda0;
-  r->lambda_r = (float)c->train.lambda_r;
-  r->dropout = (float)c->model.dropout;
   r->keep_adam = c->train.keep_adam;
-  r->new_targets = c->train.new_targets_only;
-  r->sampled_items = (size_t)c->train.sampled_items;
-  r->negatives = (size_t)c->train.negatives;
 }
 
 void trainer_reconfigure(trainer *t, const config *cfg) {
