@@ -44,6 +44,58 @@ static const char train_help[] =
     "  --batch N        samples per step (256)\n"
     "  --lr X           Adam learning rate (0.001)\n" HPARAMS_HELP FLAME_HELP;
 
+/* The result line of flame train (sp: the split trained before, or NULL; anc: FLAME's). */
+static void print_train_result(const char *method, const char *data, const data_split *sp,
+                               double split, const data_set *ds, const train_opts *o,
+                               const train_result *r, int threads, const model_net *m,
+                               const model_net *anc, const flame_cli *f) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "method", method);
+  cJSON_AddStringToObject(j, "data", data);
+  cJSON_AddStringToObject(j, "protocol", o->proto == EVAL_PROTOCOL_FLAME ? "flame" : "default");
+  if (sp) {
+    cJSON *sj = cJSON_AddObjectToObject(j, "split");
+    cJSON_AddStringToObject(sj, "by", sp->by_time ? "time" : "user");
+    cJSON_AddNumberToObject(sj, "frac", split);
+    cJSON_AddNumberToObject(sj, "before", (double)ds->off[ds->nusers]);
+  }
+  cJSON_AddNumberToObject(j, "best_epoch", (double)r->best_epoch);
+  cJSON_AddNumberToObject(j, "epochs", (double)r->epochs_run);
+  if (o->state) cJSON_AddNumberToObject(j, "resumed_epoch", (double)r->resumed_epoch);
+  cJSON_AddItemToObject(j, "val", tools__metrics_json(&r->val));
+  cJSON_AddItemToObject(j, "test", tools__metrics_json(&r->test));
+  cJSON_AddNumberToObject(j, "wall_sec", r->wall_sec);
+  cJSON_AddNumberToObject(j, "best_sec", r->best_sec);
+  cJSON_AddNumberToObject(j, "last_loss", r->last_loss);
+  cJSON_AddNumberToObject(j, "threads", threads);
+  cJSON_AddNumberToObject(j, "seed", (double)o->seed);
+  cJSON_AddNumberToObject(j, "lr", o->lr);
+  cJSON_AddNumberToObject(j, "batch", (double)o->batch);
+  tools__add_model_json(cJSON_AddObjectToObject(j, "model"),
+                        m); /* the trained (learnable) network */
+  if (anc) {
+    cJSON *fj = cJSON_AddObjectToObject(j, "flame");
+    cJSON_AddStringToObject(fj, "anchor", f->anchor);
+    cJSON_AddNumberToObject(fj, "anchor_dropout", anc->hp.dropout);
+    cJSON_AddNumberToObject(fj, "tau", f->fo.tau);
+    cJSON_AddNumberToObject(fj, "lambda0", f->fo.lambda0);
+    cJSON_AddNumberToObject(fj, "lambda_r", f->fo.lambdaR);
+    cJSON_AddNumberToObject(fj, "schedule", (double)f->fo.R);
+    cJSON_AddStringToObject(fj, "mask", f->fo.blockdiag ? "blockdiag" : "tiled");
+    cJSON_AddBoolToObject(fj, "detach_weights", f->fo.detach_w);
+    cJSON_AddStringToObject(fj, "init", f->fo.warm_start ? "anchor" : "random");
+    cJSON_AddStringToObject(fj, "modules", f->fo.per_block ? "blocks" : "2");
+    cJSON_AddNumberToObject(fj, "paths", (double)f->fo.paths);
+  }
+  cJSON *mem = cJSON_AddObjectToObject(j, "memory_bytes");
+  cJSON_AddNumberToObject(mem, "params", (double)r->param_bytes);
+  cJSON_AddNumberToObject(mem, "grads", (double)r->param_bytes);
+  cJSON_AddNumberToObject(mem, "adam", 2.0 * (double)r->param_bytes);
+  cJSON_AddNumberToObject(mem, "train_activations", (double)r->train_act_bytes);
+  cJSON_AddNumberToObject(mem, "eval_activations", (double)r->eval_act_bytes);
+  tools__print_json(j);
+}
+
 int tools__cmd_train(int argc, char **argv) {
   const char *data = NULL, *method = NULL, *out = NULL, *state = NULL, *format = NULL,
              *split_by = NULL;
@@ -111,52 +163,9 @@ int tools__cmd_train(int argc, char **argv) {
   train_result r;
   int err = train_model(&m, is_flame ? &anc : NULL, &f.fo, &ds, &o, &r);
   if (err) tools__die("%s", r.why[0] ? r.why : fl_strerror(err));
-  cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "method", method);
-  cJSON_AddStringToObject(j, "data", data);
-  cJSON_AddStringToObject(j, "protocol", o.proto == EVAL_PROTOCOL_FLAME ? "flame" : "default");
-  if (split > 0) {
-    cJSON *sj = cJSON_AddObjectToObject(j, "split");
-    cJSON_AddStringToObject(sj, "by", sp.by_time ? "time" : "user");
-    cJSON_AddNumberToObject(sj, "frac", split);
-    cJSON_AddNumberToObject(sj, "before", (double)ds.off[ds.nusers]);
-    data_split_free(&sp);
-  }
-  cJSON_AddNumberToObject(j, "best_epoch", (double)r.best_epoch);
-  cJSON_AddNumberToObject(j, "epochs", (double)r.epochs_run);
-  if (state) cJSON_AddNumberToObject(j, "resumed_epoch", (double)r.resumed_epoch);
-  cJSON_AddItemToObject(j, "val", tools__metrics_json(&r.val));
-  cJSON_AddItemToObject(j, "test", tools__metrics_json(&r.test));
-  cJSON_AddNumberToObject(j, "wall_sec", r.wall_sec);
-  cJSON_AddNumberToObject(j, "best_sec", r.best_sec);
-  cJSON_AddNumberToObject(j, "last_loss", r.last_loss);
-  cJSON_AddNumberToObject(j, "threads", threads);
-  cJSON_AddNumberToObject(j, "seed", (double)o.seed);
-  cJSON_AddNumberToObject(j, "lr", o.lr);
-  cJSON_AddNumberToObject(j, "batch", (double)o.batch);
-  tools__add_model_json(cJSON_AddObjectToObject(j, "model"),
-                        &m); /* the trained (learnable) network */
-  if (is_flame) {
-    cJSON *fj = cJSON_AddObjectToObject(j, "flame");
-    cJSON_AddStringToObject(fj, "anchor", f.anchor);
-    cJSON_AddNumberToObject(fj, "anchor_dropout", anc.hp.dropout);
-    cJSON_AddNumberToObject(fj, "tau", f.fo.tau);
-    cJSON_AddNumberToObject(fj, "lambda0", f.fo.lambda0);
-    cJSON_AddNumberToObject(fj, "lambda_r", f.fo.lambdaR);
-    cJSON_AddNumberToObject(fj, "schedule", (double)f.fo.R);
-    cJSON_AddStringToObject(fj, "mask", f.fo.blockdiag ? "blockdiag" : "tiled");
-    cJSON_AddBoolToObject(fj, "detach_weights", f.fo.detach_w);
-    cJSON_AddStringToObject(fj, "init", f.fo.warm_start ? "anchor" : "random");
-    cJSON_AddStringToObject(fj, "modules", f.fo.per_block ? "blocks" : "2");
-    cJSON_AddNumberToObject(fj, "paths", (double)f.fo.paths);
-  }
-  cJSON *mem = cJSON_AddObjectToObject(j, "memory_bytes");
-  cJSON_AddNumberToObject(mem, "params", (double)r.param_bytes);
-  cJSON_AddNumberToObject(mem, "grads", (double)r.param_bytes);
-  cJSON_AddNumberToObject(mem, "adam", 2.0 * (double)r.param_bytes);
-  cJSON_AddNumberToObject(mem, "train_activations", (double)r.train_act_bytes);
-  cJSON_AddNumberToObject(mem, "eval_activations", (double)r.eval_act_bytes);
-  tools__print_json(j);
+  print_train_result(method, data, split > 0 ? &sp : NULL, split, &ds, &o, &r, threads, &m,
+                     is_flame ? &anc : NULL, &f);
+  if (split > 0) data_split_free(&sp);
   model_free(&m);
   if (is_flame) model_free(&anc);
   data_free(&ds);
