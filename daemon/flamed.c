@@ -35,21 +35,21 @@
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static void usage(FILE *f) {
-  fputs(
-      "usage: flamed [--config FILE] [--section.key=value ...] [--test-config | --dump-config]\n"
-      "The flamed daemon: consumes interaction events from Kafka, keeps every user's recent\n"
-      "items in RocksDB exactly once, fine-tunes a FLAME model on them on a trainer thread,\n"
-      "and serves recommendations over HTTP (api.port; admin API on api.admin_port).\n"
-      "Logs go to stderr; SIGTERM or SIGINT drains and exits; SIGHUP reloads the settings\n"
-      "that can change while running (log.*, train.*, model.dropout/keep/popular).\n"
-      "  --config FILE        settings file (INI); without it, the built-in defaults\n"
-      "  --section.key=value  overrides a setting after the file (the last one wins),\n"
-      "                       e.g. --state.dir=/tmp/flamed --kafka.bootstrap.servers=host:9092\n"
-      "  --test-config        validates the settings (incl. the [kafka] properties) and exits\n"
-      "  --dump-config        prints every effective setting with its help, and exits\n"
-      "  --help, --version\n"
-      "Exit status: 0 clean shutdown, 1 cannot run (state dir, Kafka), 2 bad usage or settings.\n",
-      f);
+  fputs("usage: flamed [--config FILE] [--section.key=value ...] [--test-config | --dump-config]\n"
+        "The flamed daemon: consumes interaction events from Kafka, keeps every user's recent\n"
+        "items in RocksDB exactly once, fine-tunes a FLAME model on them on a trainer thread,\n"
+        "and serves recommendations over HTTP (api.port; admin API on api.admin_port).\n"
+        "Logs go to stderr; SIGTERM or SIGINT drains and exits; SIGHUP reloads the settings\n"
+        "that can change while running (log.*, train.*, model.dropout/keep/popular).\n"
+        "  --config FILE        settings file (INI); without it, the built-in defaults\n"
+        "  --section.key=value  overrides a setting after the file (the last one wins),\n"
+        "                       e.g. --state.dir=/tmp/flamed --kafka.bootstrap.servers=host:9092\n"
+        "  --test-config        validates the settings (incl. the [kafka] properties) and exits\n"
+        "  --dump-config        prints every effective setting with its help, and exits\n"
+        "  --help, --version\n"
+        "Exit status: 0 clean shutdown, 1 cannot run (state dir, Kafka) or must be restarted (a\n"
+        "state store that refuses writes after a full disk), 2 bad usage or settings.\n",
+        f);
 }
 
 typedef struct {
@@ -68,6 +68,7 @@ typedef struct {
   stream_stats last;
   double last_t;
   int stopping;
+  int restart; /* stopping because only a restart helps (exit status 1) */
 } flamed;
 
 static void stats_line(flamed *d) {
@@ -202,8 +203,28 @@ static void start_stats_timer(flamed *d) {
   }
 }
 
+/* The drain every stop goes through: servers first, then the consumer (its batch, offsets and
+ * group); the loop ends when the consumer has closed. */
+static void begin_stop(flamed *d, const char *why) {
+  d->stopping = 1;
+  sd_notify(0, "STOPPING=1\nSTATUS=draining");
+  uv_timer_stop(&d->status);
+  fl_info("%s: draining (finishing the batch, leaving the consumer group, answering requests "
+          "in flight)",
+          why);
+  stop_servers(d);
+  stream_consumer_stop(d->consumer, on_consumer_closed, d);
+}
+
 static void on_status(uv_timer_t *t) {
   flamed *d = t->data;
+  stream_stats st;
+  stream_consumer_stats(d->consumer, &st);
+  if (st.writer_stuck && !d->stopping) { /* only a reopen clears it: exit 1 for a restart */
+    d->restart = 1;
+    begin_stop(d, "the state store refuses writes since the disk was full");
+    return;
+  }
   char line[256];
   status_line(d, line, sizeof line);
   /* WATCHDOG=1 comes from this timer on the loop: a stalled loop stops it */
@@ -250,14 +271,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     fl_warn("%s again: still draining (kill -9 is safe too: nothing is lost)", strsignal(signum));
     return;
   }
-  d->stopping = 1;
-  sd_notify(0, "STOPPING=1\nSTATUS=draining");
-  uv_timer_stop(&d->status);
-  fl_info("%s: draining (finishing the batch, leaving the consumer group, answering requests "
-          "in flight)",
-          strsignal(signum));
-  stop_servers(d);
-  stream_consumer_stop(d->consumer, on_consumer_closed, d);
+  begin_stop(d, strsignal(signum));
 }
 
 static int load_config(config *cfg, int argc, char **argv, int *test, int *dump) {
@@ -421,6 +435,11 @@ int main(int argc, char **argv) {
   }
   uv_run(&d.loop, UV_RUN_DEFAULT);
   if (rc == 0) stats_line(&d);
+  if (d.restart) {
+    fl_error("flamed: exiting with status 1 so that the supervisor restarts it (the state store "
+             "must be reopened)");
+    rc = EXIT_RUNTIME;
+  }
   if (stream_consumer_free(d.consumer) == FL_EBUSY) {
     /* the writer is stuck in a frozen disk: closing the store would wait with it. What is
      * durable is in the WAL; what was not is consumed again at the next start. */

@@ -177,10 +177,17 @@ void state_test_fail_commits(state_db *db, int n);
  * offsets a batch carries become durable only with the events they cover. When the queue is
  * full the owner stops consuming (submit says FL_EBUSY) until a write completes.
  *
- * The writer also watches the free space of the state's filesystem (statvfs, once a second,
- * on its own thread): below min_free_bytes it reports low_space, and the owner pauses ingest
- * before RocksDB meets a full disk; it clears once free space is back above min_free_bytes
- * plus a margin (an eighth of it, at least 1 MiB), so a disk at the threshold does not flap.
+ * The writer also watches the free space of the state's filesystem (statvfs on its own thread,
+ * before every write and once a second when idle): below min_free_bytes it reports low_space,
+ * writes nothing (what is queued waits) and the owner pauses ingest, before RocksDB meets a
+ * full disk; it clears once free space is back above min_free_bytes plus a margin (an eighth
+ * of it, at least 1 MiB), so a disk at the threshold does not flap.
+ *
+ * A write that RocksDB refused for lack of space leaves the store refusing every later write
+ * (a background error that librocksdb's C API cannot resume; a reopen clears it). When writes
+ * still fail that way STUCK_S (30 s) after free space is above the threshold, the writer
+ * reports stuck: the owner restarts (flamed exits with status 1; systemd's Restart=on-failure
+ * starts it again); nothing is lost, since offsets are durable only with their events.
  *
  * Completion: after each write (or failed attempt) and each change of low_space the writer
  * calls wake(ctx) on its thread; the owner then reads state_writer_status on its own thread.
@@ -195,6 +202,7 @@ typedef struct {
   const char *hold_path;   /* test hook (see above); NULL: none */
   void (*wake)(void *ctx); /* called on the writer thread; must be async-signal-light */
   void *wake_ctx;
+  double stuck_s; /* seconds of no-space failures with space back before stuck (0: STUCK_S) */
 } state_writer_opts;
 
 typedef struct {
@@ -207,6 +215,8 @@ typedef struct {
   int low_space;            /* free space is below the threshold */
   uint64_t free_bytes;      /* at the last check; UINT64_MAX before the first */
   uint64_t events_written;  /* events in written batches */
+  int stuck;                /* RocksDB keeps refusing writes for lack of space, though space is
+                               back: only reopening the store clears it (see above) */
 } state_writer_status;
 
 /* Starts the writer thread for db (which it writes to until stopped). 0 or FL_ERANGE. */

@@ -22,7 +22,8 @@
 enum {
   RETRY_MIN_MS = 100,
   RETRY_MAX_MS = 5000,
-  SPACE_EVERY_MS = 1000, /* free-space check interval */
+  SPACE_EVERY_MS = 1000, /* free-space check interval when idle or low */
+  STUCK_S = 30,          /* no-space failures with space back for this long: stuck */
   HOLD_POLL_MS = 10,
 };
 
@@ -42,10 +43,12 @@ struct state_writer {
   sealed *q; /* ring of o.depth */
   size_t head, n;
   uint64_t submitted, done, failures, events_written;
-  int failing, low_space, stop;
-  double stop_by;      /* fl_now() after which a stop drops what is queued */
-  uint64_t free_bytes; /* UINT64_MAX until the first check */
-  double space_at;     /* fl_now() of the next free-space check */
+  int failing, low_space, stop, stuck;
+  double nospace_since; /* fl_now() of the first no-space failure with space above the
+                           threshold, since the last success (0: none) */
+  double stop_by;       /* fl_now() after which a stop drops what is queued */
+  uint64_t free_bytes;  /* UINT64_MAX until the first check */
+  double space_at;      /* fl_now() of the next free-space check */
   char last_err[256];
 };
 
@@ -115,10 +118,23 @@ static void write_head(state_writer *w, unsigned *backoff_ms) {
     if (w->failing)
       fl_info("state: write succeeded after %" PRIu64 " failed attempt(s): resuming", w->failures);
     w->failing = 0;
+    w->nospace_since = 0;
     *backoff_ms = 0;
     return;
   }
   w->failures++;
+  if (strstr(err, "No space left") && !w->low_space) {
+    if (!w->nospace_since) w->nospace_since = fl_now();
+    if (!w->stuck && fl_now() - w->nospace_since >= (w->o.stuck_s > 0 ? w->o.stuck_s : STUCK_S)) {
+      w->stuck = 1;
+      fl_error("state: RocksDB still refuses writes for lack of space %.0f s after space came "
+               "back (%.1f MiB free): a store that met a full disk stays read-only until it is "
+               "reopened; flamed restarts (nothing is lost: what was not written is consumed "
+               "again)",
+               fl_now() - w->nospace_since,
+               w->free_bytes == UINT64_MAX ? -1.0 : (double)w->free_bytes / 1048576.0);
+    }
+  }
   snprintf(w->last_err, sizeof w->last_err, "%s", err);
   if (!w->failing || *backoff_ms >= RETRY_MAX_MS)
     fl_error("state write of %zu events failed: %s; ingest pauses once %zu writes are queued; "
@@ -139,7 +155,8 @@ static void *run(void *arg) {
   unsigned backoff_ms = 0;
   pthread_mutex_lock(&w->mu);
   for (;;) {
-    int changed = fl_now() >= w->space_at && check_space(w);
+    /* free space before every write, and once a second when idle or low */
+    int changed = (fl_now() >= w->space_at || (w->n > 0 && !w->low_space)) && check_space(w);
     if (changed) {
       pthread_mutex_unlock(&w->mu);
       wake(w);
@@ -151,11 +168,17 @@ static void *run(void *arg) {
       continue;
     }
     if (past_deadline(w)) break;
+    if (w->low_space) { /* below the threshold: nothing is written until space is back */
+      nap(w, SPACE_EVERY_MS / 1000.0);
+      continue;
+    }
     write_head(w, &backoff_ms);
     pthread_mutex_unlock(&w->mu);
     wake(w);
     pthread_mutex_lock(&w->mu);
-    if (backoff_ms && !past_deadline(w)) nap(w, backoff_ms / 1000.0);
+    double pause = backoff_ms / 1000.0; /* a stop cuts the backoff short at its deadline */
+    if (w->stop && w->stop_by - fl_now() < pause) pause = w->stop_by - fl_now();
+    if (backoff_ms && pause > 0) nap(w, pause);
   }
   pthread_mutex_unlock(&w->mu);
   return NULL;
@@ -215,6 +238,7 @@ void state_writer_status_get(state_writer *w, state_writer_status *s) {
   s->low_space = w->low_space;
   s->free_bytes = w->free_bytes;
   s->events_written = w->events_written;
+  s->stuck = w->stuck;
   pthread_mutex_unlock(&w->mu);
 }
 

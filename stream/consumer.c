@@ -467,6 +467,7 @@ static void collect(stream_consumer *c) {
   c->st.low_space = ws.low_space;
   c->st.free_bytes = ws.free_bytes;
   c->st.write_wait_s = ws.head_s;
+  c->st.writer_stuck = ws.stuck;
   if (ws.head_s >= STALL_WARN_S && !c->stall_logged) {
     c->stall_logged = 1;
     fl_warn("state: a write has waited %.0f s (%zu queued%s): the disk is stalled; ingest "
@@ -736,11 +737,13 @@ int stream_consumer_new(stream_consumer **out, uv_loop_t *loop, const config *cf
   }
   uv_async_init(loop, &c->written, on_written);
   c->written.data = c;
-  state_writer_opts wo = {.depth = (size_t)cfg->state.write_queue,
-                          .min_free_bytes = (uint64_t)cfg->state.min_free_mb << 20,
-                          .hold_path = getenv("FLAMED_TEST_HOLD_WRITES"),
-                          .wake = wake_loop,
-                          .wake_ctx = &c->written};
+  state_writer_opts wo = {
+      .depth = (size_t)cfg->state.write_queue,
+      .min_free_bytes = (uint64_t)cfg->state.min_free_mb << 20,
+      .hold_path = getenv("FLAMED_TEST_HOLD_WRITES"),
+      .stuck_s = getenv("FLAMED_TEST_STUCK_S") ? atof(getenv("FLAMED_TEST_STUCK_S")) : 0,
+      .wake = wake_loop,
+      .wake_ctx = &c->written};
   if (state_writer_start(&c->writer, db, &wo) != 0) {
     snprintf(err, errlen, "state: cannot start the writer thread");
     uv_close((uv_handle_t *)&c->written, NULL);

@@ -215,6 +215,8 @@ typedef struct {
   uint64_t free_bytes;                  /* free on the state disk at the last check */
   size_t writes_queued;                 /* state writes handed over, not yet durable */
   double write_wait_s;                  /* how long the oldest of them has waited */
+  int writer_stuck; /* the store refuses writes after a full disk though space is back: only a
+                       restart clears it (state.h, state_writer_status.stuck) */
 } stream_stats;
 
 /* Checks cfg's [kafka] properties (and the daemon's own) the way stream_consumer_new applies
@@ -223,7 +225,10 @@ int stream_config_check(const config *cfg, char *err, size_t errlen);
 
 /* Creates a consumer for cfg's [stream] and [kafka] settings storing into db, on loop.
  * cfg and db must outlive it. A bad [kafka] property is an error naming its origin:line.
- * Returns 0 or a negative code with err filled. */
+ * Returns 0 or a negative code with err filled.
+ * Test hooks (environment, for the fault tests): FLAMED_TEST_HOLD_WRITES=<file> holds every
+ * state write while the file exists (a stalled disk); FLAMED_TEST_STUCK_S=<seconds> replaces
+ * the 30 s after which a store that refuses writes since a full disk is reported stuck. */
 int stream_consumer_new(stream_consumer **out, uv_loop_t *loop, const config *cfg, state_db *db,
                         char *err, size_t errlen);
 

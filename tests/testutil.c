@@ -5,6 +5,7 @@
 #include "common/common.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -187,4 +188,18 @@ int tu_http_request(int port, const char *req, tu_http_resp *out) {
   size_t got = tu_http_read(fd, out, 1, &eof);
   close(fd);
   return got ? out->status : 0;
+}
+
+void tu_fill_to(const char *path, size_t left) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  assert_true(fd >= 0);
+  static char buf[65536];
+  off_t n = 0;
+  for (int i = 0; i < 1 << 16; i++) {
+    ssize_t w = write(fd, buf, sizeof buf);
+    if (w <= 0) break;
+    n += w;
+  }
+  assert_int_equal(ftruncate(fd, n > (off_t)left ? n - (off_t)left : 0), 0);
+  close(fd);
 }

@@ -16,6 +16,9 @@ int tu_mkdtemp(char *buf, size_t n);
 void tu_rmtree(const char *path);
 /* Writes a text file. */
 void tu_write_file(const char *path, const char *text);
+/* Fills the filesystem holding path to about `left` bytes free: the file path grown until
+ * ENOSPC (or 4 GiB), then cut back by `left` (the fault tests' full disks). */
+void tu_fill_to(const char *path, size_t left);
 /* 1 if both files are readable and hold the same bytes. */
 int tu_same_file(const char *a, const char *b);
 

@@ -49,23 +49,6 @@ static double wait_metric(int port, const char *name, double want, int timeout_s
   return v;
 }
 
-/* Fills the filesystem of dir to about `left` bytes free: a file grown until ENOSPC, then cut
- * back by `left`. */
-static void fill_to(const char *path, size_t left) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  assert_true(fd >= 0);
-  char buf[4096];
-  memset(buf, 'x', sizeof buf);
-  off_t n = 0;
-  for (int i = 0; i < 1 << 20; i++) {
-    ssize_t w = write(fd, buf, sizeof buf);
-    if (w <= 0) break;
-    n += w;
-  }
-  assert_int_equal(ftruncate(fd, n > (off_t)left ? n - (off_t)left : 0), 0);
-  close(fd);
-}
-
 /* Item 1: a full state disk. Before the fix RocksDB aborted on its LOG write about 10 s after
  * the disk filled (a restart loop under systemd). Now ingest pauses at state.min_free_mb,
  * RocksDB's LOG lives off the state disk, and everything is stored once space is back. */
@@ -93,7 +76,7 @@ static void test_full_disk(void **state) {
   start_daemon(&d, v.bootstrap, v.group, v.topic, extra);
   assert_true(wait_started(&d));
   assert_true(tu_http_wait(port, WAIT_S));
-  fill_to(filler, 30 * 1024);
+  tu_fill_to(filler, 30 * 1024);
   enum { N = 5000 };
   char **ev = events("full", N, 500, 190);
   assert_int_equal(env_produce(v.bootstrap, v.topic, -1, NULL, (const char *const *)ev, NULL, N),
@@ -124,6 +107,68 @@ static void test_full_disk(void **state) {
   char logp[320];
   snprintf(logp, sizeof logp, "%s/LOG", sdir);
   assert_int_not_equal(access(logp, F_OK), 0);
+  free_events(ev, N);
+  umount2(mnt, MNT_DETACH);
+  env_down(&v);
+}
+
+/* Item 1, the rest: a write that RocksDB refused for lack of space (one batch bigger than what
+ * was left above state.min_free_mb) leaves the store refusing every write once space is back:
+ * librocksdb's C API cannot resume it. Before the fix flamed retried forever, logging "ingest
+ * resumes"; now the writer reports it stuck and flamed exits with status 1 (systemd's
+ * Restart=on-failure restarts it), and the restart stores every event, once. */
+static void test_stuck_store_restarts(void **state) {
+  (void)state;
+  env v;
+  env_up(&v, "faults-stuck", 0);
+  char mnt[256], sdir[300], filler[300];
+  snprintf(mnt, sizeof mnt, "%s/mnt", v.tmp);
+  assert_int_equal(mkdir(mnt, 0755), 0);
+  if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m") != 0) {
+    fprintf(stderr, "test_stuck_store_restarts: SKIPPED: cannot mount a 16 MiB tmpfs (%s)\n",
+            strerror(errno));
+    env_down(&v);
+    skip();
+  }
+  snprintf(sdir, sizeof sdir, "%s/state", mnt);
+  snprintf(filler, sizeof filler, "%s/filler", mnt);
+  child d;
+  child_in(&d, &v, "stuck");
+  snprintf(d.dir, sizeof d.dir, "%s", sdir);
+  int port = free_port();
+  char p[64];
+  snprintf(p, sizeof p, "--api.port=%d", port);
+  const char *extra[] = {p, "--state.min_free_mb=1", "--stream.max_message_bytes=8192",
+                         "--stream.batch_max=20000", NULL};
+  /* the events wait in the topic while the disk fills, so that the first batch takes them
+   * all: one write of about 4 MiB (20,000 users) where about 2 MiB are left */
+  enum { N = 20000 };
+  char **ev = events("stuck", N, N, 190);
+  assert_int_equal(env_produce(v.bootstrap, v.topic, -1, NULL, (const char *const *)ev, NULL, N),
+                   N);
+  tu_fill_to(filler, 3u << 20); /* RocksDB's start takes about 1 MiB of it */
+  setenv("FLAMED_TEST_STUCK_S", "2", 1);
+  start_daemon(&d, v.bootstrap, v.group, v.topic, extra);
+  unsetenv("FLAMED_TEST_STUCK_S");
+  assert_true(wait_started(&d));
+  assert_true(tu_http_wait(port, WAIT_S));
+  double failures = wait_metric(port, "flamed_state_write_failures_total ", 1, WAIT_S);
+  if (failures < 1) dump_log(&d);
+  assert_true(failures >= 1);
+  assert_int_equal(unlink(filler), 0);
+  int st = wait_exit(&d, WAIT_S);
+  if (st != 1) dump_log(&d);
+  assert_int_equal(st, 1);
+  assert_true(log_has(&d, "still refuses writes for lack of space"));
+  /* the restart on the same state stores everything, once (in batches that fit this small a
+   * disk: a 4 MiB one would meet its end again) */
+  const char *again[] = {p, "--state.min_free_mb=1", "--stream.max_message_bytes=8192",
+                         "--stream.batch_max=1000", NULL};
+  start_daemon(&d, v.bootstrap, v.group, v.topic, again);
+  assert_true(wait_started(&d));
+  double stored = wait_metric(port, "flamed_events_stored_total ", N, WAIT_S);
+  if (stored != N) dump_log(&d);
+  finish(&d, &v);
   free_events(ev, N);
   umount2(mnt, MNT_DETACH);
   env_down(&v);
@@ -188,6 +233,7 @@ static void test_stalled_write(void **state) {
 int test_disk(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_disk),
+      cmocka_unit_test(test_stuck_store_restarts),
       cmocka_unit_test(test_stalled_write),
   };
   return cmocka_run_group_tests_name("faults/disk", tests, NULL, NULL);
