@@ -99,44 +99,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=bench/proc.sh
+. "$here/proc.sh"
 
-say() { echo "$*" | tee -a "$logf"; }
-now_ms() { date +%s%3N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b - a) / 1000}'; }
-# alive PID: running, not a zombie (kill -0 succeeds on an unreaped child)
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1; [[ "$s" != Z* ]]; }
-# stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS, then reap
-stop_pid() { # sets $stop_rc
-  stop_rc=0
-  alive "$1" || { wait "$1" 2>/dev/null || stop_rc=$?; return 0; }
-  kill -CONT "$1" 2>/dev/null || true
-  kill -TERM "$1" 2>/dev/null || true
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do alive "$1" || break; sleep 0.1; done
-  alive "$1" && { echo "bench/faults.sh: pid $1 ignored SIGTERM for $2 s: SIGKILL" >&2; kill -KILL "$1" 2>/dev/null; }
-  wait "$1" 2>/dev/null || stop_rc=$?
-}
-metric() { curl -sf -m 2 "127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="$2" '$1 == m {print $2}' || true; }
-code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { # a port not listening on loopback, with the next 2 free too
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 30000))
-    port_free $p && port_free $((p + 1)) && port_free $((p + 2)) && { echo $p; return; }
-  done
-}
-# wait_for SECONDS CMD...: runs CMD every 0.1 s until it succeeds (0) or SECONDS pass (1)
-wait_for() {
-  local end=$(($(now_ms) + $1 * 1000))
-  shift
-  while [ "$(now_ms)" -lt "$end" ]; do "$@" && return 0; sleep 0.1; done
-  return 1
-}
-assigned() { [ "$(metric "$1" flamed_partitions_assigned)" -gt 0 ] 2>/dev/null; }
-ready() { [ "$(code "127.0.0.1:$1/readyz")" = 200 ]; }
-healthy() { [ "$(code "127.0.0.1:$1/healthz")" = 200 ]; }
-exited() { ! alive "$1"; }
 # caught_up PORT T_START_MS TOTAL: stored >= what a replay paced at $rate from T_START_MS
 # had sent 1 s ago (at most TOTAL)
 caught_up() {

@@ -138,44 +138,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=bench/proc.sh
+. "$here/proc.sh"
 
-say() { echo "$*" | tee -a "$logf"; }
 note() { echo "  $*" | tee -a "$logf"; }
-now_ms() { date +%s%3N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b - a) / 1000}'; }
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1; [[ "$s" != Z* ]]; }
-# stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS, then reap; sets $stop_rc
-# shellcheck disable=SC2034
-stop_pid() {
-  stop_rc=0
-  alive "$1" || { wait "$1" 2>/dev/null || stop_rc=$?; return 0; }
-  kill -CONT "$1" 2>/dev/null || true
-  kill -TERM "$1" 2>/dev/null || true
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do alive "$1" || break; sleep 0.1; done
-  alive "$1" && { echo "bench/repro.sh: pid $1 ignored SIGTERM for $2 s: SIGKILL" >&2; kill -KILL "$1" 2>/dev/null; }
-  wait "$1" 2>/dev/null || stop_rc=$?
-}
-metric() { curl -sf -m 2 "127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="$2" '$1 == m {print $2}' || true; }
-code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000)) # below the ephemeral ports (32768-)
-    port_free $p && port_free $((p + 1)) && { echo $p; return; }
-  done
-}
-wait_for() { # wait_for SECONDS CMD...: CMD every 0.1 s until it succeeds (0) or SECONDS pass (1)
-  local end=$(($(now_ms) + $1 * 1000))
-  shift
-  while [ "$(now_ms)" -lt "$end" ]; do "$@" && return 0; sleep 0.1; done
-  return 1
-}
-assigned() { [ "$(metric "$1" flamed_partitions_assigned)" -gt 0 ] 2>/dev/null; }
-ready() { [ "$(code "127.0.0.1:$1/readyz")" = 200 ]; }
-healthy() { [ "$(code "127.0.0.1:$1/healthz")" = 200 ]; }
-exited() { ! alive "$1"; }
 stored_ge() { [ "$(metric "$1" flamed_events_stored_total)" -ge "$2" ] 2>/dev/null; }
 produced() { sed -nE 's/.*"sent":([0-9]+).*/\1/p' "$1" | tail -n 1; }
 num() { [[ "$1" =~ ^-?[0-9]+(\.[0-9]+)?$ ]] && echo "$1" || echo null; }

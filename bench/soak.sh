@@ -100,35 +100,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=bench/proc.sh
+. "$here/proc.sh"
 
-say() { echo "$*" | tee -a "$logf"; }
-now_ms() { date +%s%3N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b - a) / 1000}'; }
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1; [[ "$s" != Z* ]]; }
-stop_pid() { # PID SECONDS: SIGTERM, SIGKILL after SECONDS, reap; sets $stop_rc
-  stop_rc=0
-  alive "$1" || { wait "$1" 2>/dev/null || stop_rc=$?; return 0; }
-  kill -TERM "$1" 2>/dev/null || true
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do alive "$1" || break; sleep 0.1; done
-  if alive "$1"; then
-    echo "bench/soak.sh: pid $1 ignored SIGTERM for $2 s: SIGKILL" >&2
-    kill -KILL "$1" 2>/dev/null
-  fi
-  wait "$1" 2>/dev/null || stop_rc=$?
-}
-metric() { curl -sf -m 2 "127.0.0.1:$1/metrics" 2>/dev/null | awk -v m="$2" '$1 == m {print $2}' || true; }
-code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { local p; while :; do p=$((20000 + RANDOM % 30000)); port_free $p && { echo $p; return; }; done; }
-wait_for() { # SECONDS CMD...: CMD every 0.2 s until it succeeds (0) or SECONDS pass (1)
-  local end=$(($(now_ms) + $1 * 1000))
-  shift
-  while [ "$(now_ms)" -lt "$end" ]; do "$@" && return 0; sleep 0.2; done
-  return 1
-}
-ready() { [ "$(code "127.0.0.1:$api/readyz")" = 200 ]; }
-healthy() { [ "$(code "127.0.0.1:$api/healthz")" = 200 ]; }
 has_model() { curl -sf -m 2 "127.0.0.1:$api/v1/model" 2>/dev/null | grep -q '"has_model":true'; }
 fail() { failed=1; say "FAIL: $*"; }
 json() { jq -cn "$@" >> "$jsonl"; }
@@ -181,7 +155,7 @@ start_flamed() { # more settings...; sets $fpid
   pids+=("$fpid")
 }
 start_flamed
-wait_for 30 healthy || { fail "flamed does not answer 30 s after its start"; tail -n 20 "$flog"; exit 1; }
+wait_for 30 healthy "$api" || { fail "flamed does not answer 30 s after its start"; tail -n 20 "$flog"; exit 1; }
 
 "$flame" produce --brokers 127.0.0.1:$kport --topic clicks --data "$work/clicks.txt" --rate "$rate" \
   > "$work/produce.out" 2>&1 &
@@ -189,7 +163,7 @@ prod=$!
 pids+=("$prod")
 t_prod=$(now_ms)
 say "soak: replay started; waiting (5 min at most) for the bootstrapped model and /readyz 200"
-if ! wait_for 300 has_model || ! wait_for 60 ready; then
+if ! wait_for 300 has_model || ! wait_for 60 ready "$api"; then
   fail "no model serves, or /readyz is not 200, 6 minutes after the start"
   tail -n 30 "$flog" | tee -a "$logf"
   exit 1
@@ -291,7 +265,7 @@ while alive "$prod" && [ "$(now_ms)" -lt "$deadline" ]; do
       echo "=== soak: kill -9 at $(date -u +%FT%T.%3NZ) ===" >> "$flog"
       start_flamed
       ok=true
-      wait_for 90 ready || { ok=false; fail "kill: /readyz not 200 90 s after the restart"; tail -n 15 "$flog" | tee -a "$logf"; }
+      wait_for 90 ready "$api" || { ok=false; fail "kill: /readyz not 200 90 s after the restart"; tail -n 15 "$flog" | tee -a "$logf"; }
       t1=$(now_ms)
       echo "$t0 $t1" >> "$work/kills.txt"
       fault_json kill "$t0" "$t1" 0 "$(stored_now)" "{\"ready\":$ok,\"note\":\"stored_during: the new process's counter\"}"
@@ -358,7 +332,7 @@ if [ "$died" = 0 ] && alive "$fpid"; then
   [ "$stop_rc" = 0 ] || fail "flamed exited $stop_rc on SIGTERM"
 fi
 start_flamed --train.enabled=false
-wait_for 60 healthy || { fail "flamed (read-back) does not answer"; tail -n 20 "$flog" | tee -a "$logf"; }
+wait_for 60 healthy "$api" || { fail "flamed (read-back) does not answer"; tail -n 20 "$flog" | tee -a "$logf"; }
 # lets a read-back instance consume whatever the soak instance left (it shows as a
 # difference of the audit, not as a hidden catch-up)
 sleep 3
