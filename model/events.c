@@ -331,6 +331,17 @@ static int key_cmp(const void *a, const void *b) {
   return x->at < y->at ? -1 : x->at > y->at;
 }
 
+void data_time_order(const data_set *ds, data_sample *out) {
+  size_t n = ds->off[ds->nusers];
+  ev_key *k = xmalloc((n ? n : 1) * sizeof *k);
+  for (size_t u = 0, j = 0; u < ds->nusers; u++)
+    for (size_t i = ds->off[u]; i < ds->off[u + 1]; i++, j++)
+      k[j] = (ev_key){ds->ts[i], (uint32_t)u, (uint32_t)(i - ds->off[u])};
+  qsort(k, n, sizeof *k, key_cmp);
+  for (size_t j = 0; j < n; j++) out[j] = (data_sample){k[j].user, k[j].at};
+  free(k);
+}
+
 int data_split_make(const data_set *ds, double frac, int by_time, data_split *out) {
   memset(out, 0, sizeof *out);
   if (!(frac > 0.0 && frac < 1.0)) return FL_ERANGE;
@@ -339,18 +350,14 @@ int data_split_make(const data_set *ds, double frac, int by_time, data_split *ou
   out->by_time = by_time;
   out->cut = xcalloc(nu ? nu : 1, sizeof *out->cut);
   out->after = xmalloc((n ? n : 1) * sizeof *out->after);
-  if (by_time) {
-    ev_key *k = xmalloc((n ? n : 1) * sizeof *k);
-    for (size_t u = 0, j = 0; u < nu; u++)
-      for (size_t i = ds->off[u]; i < ds->off[u + 1]; i++, j++)
-        k[j] = (ev_key){ds->ts[i], (uint32_t)u, (uint32_t)(i - ds->off[u])};
-    qsort(k, n, sizeof *k, key_cmp);
+  if (by_time) { /* all events in time order: the first `before` of them, then the stream */
+    data_time_order(ds, out->after);
     size_t before = (size_t)floor(frac * (double)n);
-    for (size_t j = 0; j < before; j++) out->cut[k[j].user]++;
-    for (size_t j = before; j < n; j++)
-      out->after[out->nafter++] = (data_sample){k[j].user, k[j].at};
-    out->split_ts = before < n ? k[before].ts : 0.0;
-    free(k);
+    for (size_t j = 0; j < before; j++) out->cut[out->after[j].user]++;
+    const data_sample *first = out->after + before;
+    out->split_ts = before < n ? ds->ts[ds->off[first->user] + first->end] : 0.0;
+    out->nafter = n - before;
+    memmove(out->after, first, out->nafter * sizeof *out->after);
     return 0;
   }
   /* per user: the first floor(frac * len) items before; the rest in today's interleaving,

@@ -287,6 +287,9 @@ typedef struct {
   int by_time;
   double split_ts; /* by time: the timestamp of the first event after the split */
 } data_split;
+/* Every event of ds (which has timestamps) in time order, ties by user index then position:
+ * out[k] = {user, index of the event in its user's sequence} (off[nusers] entries). */
+void data_time_order(const data_set *ds, data_sample *out);
 /* 0, FL_ERANGE (frac not in (0, 1)) or FL_EFORMAT (by time without timestamps). */
 int data_split_make(const data_set *ds, double frac, int by_time, data_split *out);
 void data_split_free(data_split *s);

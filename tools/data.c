@@ -116,6 +116,7 @@ int tools__cmd_broker(int argc, char **argv) {
 static const char produce_help[] =
     "usage: flame produce --brokers B --topic T --data FILE [--rate N] [--format json|csv]\n"
     "                     [--skip N] [--limit N] [--malformed-every N] [--align start|end]\n"
+    "                     [--order users|time] [--speedup X] [--data-format F]\n"
     "Replays a dataset (`user item` or `user item item ...` lines) as a clickstream keyed by\n"
     "user: users interleaved, each user's order preserved, string ids (\"user-7\",\n"
     "\"item-42\") and ts = the produce time in ms. Stops early on SIGINT/SIGTERM. The last\n"
@@ -133,13 +134,19 @@ static const char produce_help[] =
     "                  last event comes in the last round (the time order the leave-last-out\n"
     "                  protocol assumes: the items a model was validated and tested on are\n"
     "                  the newest)\n"
+    "  --order O       users (default): the interleaving above; time: every event in the\n"
+    "                  order of its timestamp, with its own timestamp as ts (timestamped data:\n"
+    "                  `user item ts` lines or .inter files)\n"
+    "  --speedup X     with --order time: paced by the timestamps, X times faster (--rate is\n"
+    "                  then ignored; 86400: a day a second)\n"
+    "  --data-format F auto | seq | uit | inter, as for flame train --format\n"
     "  --malformed-every N  every Nth message is a malformed one (bad JSON, no item, an\n"
     "                  empty user, a bad ts in turn) followed by the real event: for demos\n";
 
 int tools__cmd_produce(int argc, char **argv) {
   tools_produce_opts o = {.format = TOOLS_PRODUCE_JSON};
   const char *data = NULL;
-  const char *format = NULL, *align = NULL;
+  const char *format = NULL, *align = NULL, *order = NULL, *data_fmt = NULL;
   const tools__opt opts[] = {{"brokers", TOOLS_STR, &o.brokers, 0, 0},
                              {"topic", TOOLS_STR, &o.topic, 0, 0},
                              {"data", TOOLS_STR, &data, 0, 0},
@@ -148,7 +155,10 @@ int tools__cmd_produce(int argc, char **argv) {
                              {"skip", TOOLS_U64, &o.skip, 0, TOOLS_NO_MAX},
                              {"limit", TOOLS_U64, &o.limit, 1, TOOLS_NO_MAX},
                              {"malformed-every", TOOLS_U64, &o.malformed_every, 2, TOOLS_NO_MAX},
-                             {"align", TOOLS_STR, &align, 0, 0}};
+                             {"align", TOOLS_STR, &align, 0, 0},
+                             {"order", TOOLS_STR, &order, 0, 0},
+                             {"speedup", TOOLS_DOUBLE, &o.speedup, 1e-6, 1e12},
+                             {"data-format", TOOLS_STR, &data_fmt, 0, 0}};
   if (tools__parse(argc, argv, opts, sizeof opts / sizeof *opts, produce_help, NULL, NULL, NULL))
     return 0;
   if (format && strcmp(format, "json") && strcmp(format, "csv"))
@@ -160,8 +170,24 @@ int tools__cmd_produce(int argc, char **argv) {
   tools__need("--brokers", o.brokers);
   tools__need("--topic", o.topic);
   tools__need("--data", data);
+  if (order && strcmp(order, "users") && strcmp(order, "time"))
+    tools__die("--order: expected users or time, got '%s'", order);
+  int by_time = order && strcmp(order, "time") == 0;
+  if (o.speedup > 0 && !by_time) tools__die("--speedup goes with --order time");
   data_set ds;
-  tools__load_data(data, &ds);
+  tools__load_data_format(data, data_fmt, &ds);
+  size_t *users = NULL;
+  if (by_time) { /* the users of the events in time order, each its user's next item */
+    if (!ds.ts) tools__die("--order time needs timestamps, and %s has none", data);
+    size_t n = ds.off[ds.nusers];
+    data_sample *ev = xmalloc((n ? n : 1) * sizeof *ev);
+    data_time_order(&ds, ev);
+    users = xmalloc((n ? n : 1) * sizeof *users);
+    for (size_t k = 0; k < n; k++) users[k] = ev[k].user;
+    free(ev);
+    o.order = users;
+    o.ts = ds.ts;
+  }
   catch_stop_signals();
   o.stop = &stop_requested;
   tools_produce_result r;
@@ -174,6 +200,7 @@ int tools__cmd_produce(int argc, char **argv) {
   cJSON_AddNumberToObject(j, "seconds", r.seconds);
   cJSON_AddNumberToObject(j, "events_per_sec", r.seconds > 0 ? (double)r.sent / r.seconds : 0);
   tools__print_json(j);
+  free(users);
   data_free(&ds);
   return r.failed ? 1 : 0;
 }

@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +93,11 @@ int tools_produce_sequences(const tools_produce_opts *o, size_t nusers, const si
   size_t total = off[nusers];
   size_t *order = xmalloc((total ? total : 1) * sizeof *order);
   size_t *next = xcalloc(nusers ? nusers : 1, sizeof *next); /* each user's next item */
-  stream_replay_order(nusers, off, o->align_end, order);
+  if (o->order)
+    memcpy(order, o->order, total * sizeof *order);
+  else
+    stream_replay_order(nusers, off, o->align_end, order);
+  double ts0 = -1; /* the first produced event's own timestamp (o->speedup) */
   double t0 = fl_now();
   uint64_t n = 0;
   char key[32], payload[160];
@@ -103,9 +108,12 @@ int tools_produce_sequences(const tools_produce_opts *o, size_t nusers, const si
       continue;
     }
     if ((o->limit && n >= o->limit) || (o->stop && *o->stop)) break;
-    if (o->rate > 0 && n % 64 == 0) {
-      /* pace to the rate: sleep until event n is due */
-      double due = t0 + (double)n / o->rate, now = fl_now();
+    double own = o->ts ? o->ts[off[u] + next[u]] : 0;
+    if (ts0 < 0) ts0 = own;
+    int paced = o->ts && o->speedup > 0;
+    if (paced || (o->rate > 0 && n % 64 == 0)) {
+      /* pace to the timestamps or the rate: sleep until event n is due */
+      double due = paced ? t0 + (own - ts0) / o->speedup : t0 + (double)n / o->rate, now = fl_now();
       if (due > now) {
         struct timespec ts = {(time_t)(due - now), (long)((due - now - (time_t)(due - now)) * 1e9)};
         nanosleep(&ts, NULL);
@@ -113,11 +121,12 @@ int tools_produce_sequences(const tools_produce_opts *o, size_t nusers, const si
     }
     int kl = snprintf(key, sizeof key, "user-%" PRId64, user_ids[u]);
     int item = items[off[u] + next[u]++];
+    int64_t ts_ms = o->ts ? (int64_t)llround(own * 1000.0) : fl_wall_ms();
     int pl = o->format == TOOLS_PRODUCE_CSV
-                 ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, fl_wall_ms())
+                 ? snprintf(payload, sizeof payload, "%s,item-%d,%" PRId64, key, item, ts_ms)
                  : snprintf(payload, sizeof payload,
                             "{\"user\":\"%s\",\"item\":\"item-%d\",\"ts\":%" PRId64 "}", key, item,
-                            fl_wall_ms());
+                            ts_ms);
     if (o->malformed_every && (n + 1) % o->malformed_every == 0) {
       /* a malformed message first (counted in n), then the event itself */
       static const char *const bad[] = {"{\"user\":\"", "{\"user\":\"u\"}",

@@ -75,6 +75,12 @@ typedef struct {
   uint64_t malformed_every;    /* every Nth message is a malformed one instead (bad JSON, a
                                   missing item, an empty user, a bad ts, in turn); 0: none */
   int align_end;               /* the interleaving, see stream_replay_order */
+  const size_t *order; /* not NULL: the users of the events in this order (off[nusers] of them,
+                          each the user's next item) instead of the interleaving */
+  const double *ts;    /* not NULL: each event's own timestamp (seconds; laid out as items) is
+                          its "ts", instead of the produce time */
+  double speedup;      /* > 0 with ts: paced by the timestamps, speedup times faster (rate is
+                          then ignored) */
 } tools_produce_opts;
 
 /* The replay order as users: order[n] is the user of the n-th event, which is that user's
@@ -93,7 +99,8 @@ typedef struct {
 } tools_produce_result;
 
 /* Replays nusers sequences: user u's items are items[off[u] .. off[u+1]) (item ids >= 1),
- * its id user_ids[u]. Each payload carries "ts" = the wall clock in ms when it is produced.
+ * its id user_ids[u]. Each payload carries "ts" = the wall clock in ms when it is produced, or
+ * the event's own timestamp (o->ts).
  * Blocks until every event is acknowledged or failed (bounded: 60 s after the last produce).
  * Returns 0, or a negative code with err filled when the producer cannot be created. */
 int tools_produce_sequences(const tools_produce_opts *o, size_t nusers, const size_t *off,

@@ -130,6 +130,14 @@ static void test_bad_arguments(void **state) {
                      "flame replay: w.txt:1: user id is not an integer");
   expect_usage_error("replay --data w.txt --format uit --policy frozen --split 1.5",
                      "flame replay: --split:");
+  /* the time-ordered producer wants timestamps (tests/stream/test_produce checks its order) */
+  char path[512];
+  snprintf(path, sizeof path, "%s/n.txt", dir);
+  tu_write_file(path, "1 2 3\n");
+  expect_usage_error("produce --brokers 127.0.0.1:9 --topic t --data n.txt --order time",
+                     "flame produce: --order time needs timestamps");
+  expect_usage_error("produce --brokers 127.0.0.1:9 --topic t --data w.txt --speedup 10",
+                     "flame produce: --speedup goes with --order time");
 }
 
 int test_replay(void) {
