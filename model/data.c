@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "model/internal.h"
 #include "model/model.h"
 
 /* ---- user id -> dense index ---- */
@@ -119,16 +120,21 @@ static int data_format_error(char *err, size_t errlen, const char *path, size_t 
  * without any (FL_EEMPTY). A line is malformed if a token is not a decimal integer, the user
  * id does not fit in int64, an item id is outside 1 .. 2^31-1, or it has a user but no item.
  * Blank lines (only whitespace) are skipped. More than 2^32-1 users is FL_ERANGE. */
-int data_load(const char *path, data_set *ds, char *err, size_t errlen) {
+int data__read(const char *path, data_set *ds, char **buf, size_t *len, char *err, size_t errlen) {
   memset(ds, 0, sizeof *ds);
   if (err && errlen) err[0] = 0;
-  char *buf = NULL;
-  size_t len = 0;
-  int rc = fl_read_file(path, (void **)&buf, &len);
-  if (rc != 0) {
-    if (err && errlen) snprintf(err, errlen, "%s: %s", path, fl_strerror(rc));
-    return rc;
-  }
+  *buf = NULL;
+  *len = 0;
+  int rc = fl_read_file(path, (void **)buf, len);
+  if (rc != 0 && err && errlen) snprintf(err, errlen, "%s: %s", path, fl_strerror(rc));
+  return rc;
+}
+
+int data_load(const char *path, data_set *ds, char *err, size_t errlen) {
+  char *buf;
+  size_t len;
+  int rc = data__read(path, ds, &buf, &len, err, errlen);
+  if (rc != 0) return rc;
 
   /* Pairs in file order. Every token takes at least two bytes ("7 "), so there are at most
    * len / 2 items; a quarter of len is a first guess that the arrays outgrow only rarely. */

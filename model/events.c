@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "model/internal.h"
 #include "model/model.h"
 
 /* ---- string tokens -> dense indices ---- */
@@ -289,15 +290,10 @@ int data_load_format(const char *path, data_format fmt, data_set *ds, char *err,
   if (fmt == DATA_FORMAT_AUTO)
     fmt = ends_with(path, ".inter") ? DATA_FORMAT_INTER : DATA_FORMAT_SEQ;
   if (fmt == DATA_FORMAT_SEQ) return data_load(path, ds, err, errlen);
-  memset(ds, 0, sizeof *ds);
-  if (err && errlen) err[0] = 0;
-  char *buf = NULL;
-  size_t len = 0;
-  int rc = fl_read_file(path, (void **)&buf, &len);
-  if (rc != 0) {
-    if (err && errlen) snprintf(err, errlen, "%s: %s", path, fl_strerror(rc));
-    return rc;
-  }
+  char *buf;
+  size_t len;
+  int rc = data__read(path, ds, &buf, &len, err, errlen);
+  if (rc != 0) return rc;
   ev_rows v = {0};
   int has_ts = 0;
   rc = read_rows(path, buf, len, fmt, &v, &has_ts, err, errlen);

@@ -147,6 +147,11 @@ static inline float kern_dropout_factor(const kern_dropout *d, uint64_t i) {
   return h >= d->thres ? d->scale : 0.0f;
 }
 
+/* ---- datasets (data.c, events.c) ---- */
+/* Zeroes *ds and err, and reads path whole into *buf (free it): 0, or -errno with "path:
+ * reason" in err. */
+int data__read(const char *path, data_set *ds, char **buf, size_t *len, char *err, size_t errlen);
+
 /* ---- the network in stages: a backbone behind an ops table (net.c, head.c, sasrec.c) ----
  *
  * A network is three parts (docs/MODEL.md section 1):

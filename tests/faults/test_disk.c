@@ -49,26 +49,45 @@ static double wait_metric(int port, const char *name, double want, int timeout_s
   return v;
 }
 
+/* A small tmpfs of `size` as daemon d's state dir (and where the filler goes), in v's temp dir;
+ * 0 (the reason printed) when the machine cannot mount one. */
+static int tmpfs_state(env *v, const char *name, const char *size, char *filler, size_t n,
+                       child *d) {
+  char mnt[256];
+  snprintf(mnt, sizeof mnt, "%s/mnt", v->tmp);
+  assert_int_equal(mkdir(mnt, 0755), 0);
+  char opt[32];
+  snprintf(opt, sizeof opt, "size=%s", size);
+  if (mount("tmpfs", mnt, "tmpfs", 0, opt) != 0) {
+    fprintf(stderr, "%s: SKIPPED: cannot mount a %s tmpfs (%s; needs root)\n", name, size,
+            strerror(errno));
+    return 0;
+  }
+  snprintf(filler, n, "%s/filler", mnt);
+  child_in(d, v, name);
+  snprintf(d->dir, sizeof d->dir, "%s/state", mnt);
+  return 1;
+}
+
+static void tmpfs_down(env *v) {
+  char mnt[256];
+  snprintf(mnt, sizeof mnt, "%s/mnt", v->tmp);
+  umount2(mnt, MNT_DETACH);
+  env_down(v);
+}
+
 /* Item 1: a full state disk. Before the fix RocksDB aborted on its LOG write about 10 s after
  * the disk filled (a restart loop under systemd). Now ingest pauses at state.min_free_mb,
  * RocksDB's LOG lives off the state disk, and everything is stored once space is back. */
 static void test_full_disk(void **state) {
   env v;
   env_up(&v, "faults-full", 0);
-  char mnt[256], sdir[300], filler[300];
-  snprintf(mnt, sizeof mnt, "%s/mnt", v.tmp);
-  assert_int_equal(mkdir(mnt, 0755), 0);
-  if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0) {
-    fprintf(stderr, "test_full_disk: SKIPPED: cannot mount a 4 MiB tmpfs (%s; needs root)\n",
-            strerror(errno));
+  char filler[300];
+  child d;
+  if (!tmpfs_state(&v, "full", "4m", filler, sizeof filler, &d)) {
     env_down(&v);
     skip();
   }
-  snprintf(sdir, sizeof sdir, "%s/state", mnt);
-  snprintf(filler, sizeof filler, "%s/filler", mnt);
-  child d;
-  child_in(&d, &v, "full");
-  snprintf(d.dir, sizeof d.dir, "%s", sdir);
   int port = free_port();
   char p[64];
   snprintf(p, sizeof p, "--api.port=%d", port);
@@ -104,12 +123,11 @@ static void test_full_disk(void **state) {
   assert_true(env_metric(port, "flamed_state_low_space ") == 0);
   assert_int_equal(stop_daemon(&d), 0);
   /* RocksDB's LOG is not on the state disk */
-  char logp[320];
-  snprintf(logp, sizeof logp, "%s/LOG", sdir);
+  char logp[sizeof d.dir + 8];
+  snprintf(logp, sizeof logp, "%s/LOG", d.dir);
   assert_int_not_equal(access(logp, F_OK), 0);
   free_events(ev, N);
-  umount2(mnt, MNT_DETACH);
-  env_down(&v);
+  tmpfs_down(&v);
 }
 
 /* Item 1, the rest: a write that RocksDB refused for lack of space (one batch bigger than what
@@ -121,20 +139,12 @@ static void test_stuck_store_restarts(void **state) {
   (void)state;
   env v;
   env_up(&v, "faults-stuck", 0);
-  char mnt[256], sdir[300], filler[300];
-  snprintf(mnt, sizeof mnt, "%s/mnt", v.tmp);
-  assert_int_equal(mkdir(mnt, 0755), 0);
-  if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m") != 0) {
-    fprintf(stderr, "test_stuck_store_restarts: SKIPPED: cannot mount a 16 MiB tmpfs (%s)\n",
-            strerror(errno));
+  char filler[300];
+  child d;
+  if (!tmpfs_state(&v, "stuck", "16m", filler, sizeof filler, &d)) {
     env_down(&v);
     skip();
   }
-  snprintf(sdir, sizeof sdir, "%s/state", mnt);
-  snprintf(filler, sizeof filler, "%s/filler", mnt);
-  child d;
-  child_in(&d, &v, "stuck");
-  snprintf(d.dir, sizeof d.dir, "%s", sdir);
   int port = free_port();
   char p[64];
   snprintf(p, sizeof p, "--api.port=%d", port);
@@ -170,8 +180,7 @@ static void test_stuck_store_restarts(void **state) {
   if (stored != N) dump_log(&d);
   finish(&d, &v);
   free_events(ev, N);
-  umount2(mnt, MNT_DETACH);
-  env_down(&v);
+  tmpfs_down(&v);
 }
 
 /* Item 2: a stalled disk. Before the fix the write ran on the loop thread, and every HTTP
