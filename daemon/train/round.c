@@ -289,7 +289,6 @@ static void after_step(void *ctx, double sec) {
   duty_sleep(x->t, sec, x->rc->duty);
 }
 
-
 /* The promoted candidate becomes the next version: its weights move into a snapshot (no
  * copy), which is written and published; its Adam moments are kept for the next round
  * (train.keep_adam). TRAINER_FAILED if the write fails (the serving version stays). */

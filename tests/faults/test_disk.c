@@ -134,7 +134,9 @@ static void test_full_disk(void **state) {
  * was left above state.min_free_mb) leaves the store refusing every write once space is back:
  * librocksdb's C API cannot resume it. Before the fix flamed retried forever, logging "ingest
  * resumes"; now the writer reports it stuck and flamed exits with status 1 (systemd's
- * Restart=on-failure restarts it), and the restart stores every event, once. */
+ * Restart=on-failure restarts it), and the restart stores every event, once. (A write lands
+ * in a full disk only when the disk fills between the writer's space check and its write: the
+ * writer's hold hook makes that moment.) */
 static void test_stuck_store_restarts(void **state) {
   (void)state;
   env v;
@@ -150,18 +152,25 @@ static void test_stuck_store_restarts(void **state) {
   snprintf(p, sizeof p, "--api.port=%d", port);
   const char *extra[] = {p, "--state.min_free_mb=1", "--stream.max_message_bytes=8192",
                          "--stream.batch_max=20000", NULL};
-  /* the events wait in the topic while the disk fills, so that the first batch takes them
-   * all: one write of about 4 MiB (20,000 users) where about 2 MiB are left */
+  /* the events wait in the topic; the writer is held (its hook) until the disk is filled
+   * to the last byte under the first batch, which then meets a full disk */
   enum { N = 20000 };
   char **ev = events("stuck", N, N, 190);
   assert_int_equal(env_produce(v.bootstrap, v.topic, -1, NULL, (const char *const *)ev, NULL, N),
                    N);
-  tu_fill_to(filler, 3u << 20); /* RocksDB's start takes about 1 MiB of it */
+  char hold[400];
+  snprintf(hold, sizeof hold, "%s/hold", v.tmp);
+  tu_write_file(hold, "held\n");
+  setenv("FLAMED_TEST_HOLD_WRITES", hold, 1);
   setenv("FLAMED_TEST_STUCK_S", "2", 1);
   start_daemon(&d, v.bootstrap, v.group, v.topic, extra);
   unsetenv("FLAMED_TEST_STUCK_S");
+  unsetenv("FLAMED_TEST_HOLD_WRITES");
   assert_true(wait_started(&d));
   assert_true(tu_http_wait(port, WAIT_S));
+  assert_true(wait_metric(port, "flamed_state_writes_queued ", 1, WAIT_S) >= 1);
+  tu_fill_to(filler, 0);
+  assert_int_equal(unlink(hold), 0);
   double failures = wait_metric(port, "flamed_state_write_failures_total ", 1, WAIT_S);
   if (failures < 1) dump_log(&d);
   assert_true(failures >= 1);
