@@ -44,6 +44,8 @@ static const char replay_help[] =
     "                     flame train --split F); without it one is pretrained here\n"
     "  --pretrain-epochs N  epochs of that pretraining, and of every retrain (30)\n"
     "  --round-events N   events between rounds (1000)\n"
+    "  --round-interval S also a round once S seconds of the events' own time have passed\n"
+    "                     since the last one (the daemon's train.interval_s; timestamped data)\n"
     "  --retrain-events K events between retrains (--policy retrain; 10000)\n"
     "  --set S=V          a daemon setting for the rounds (train.steps=100, train.lr=0.0005,\n"
     "                     model.dropout=0.3, ...; repeatable; flamed --help-config lists them)\n"
@@ -74,6 +76,8 @@ typedef struct {
   int keep_adam;
   uint64_t reanchor_rounds, seed;
   size_t round_events, retrain_events, pretrain_epochs;
+  double round_interval;  /* > 0: also a round when this much event time has passed */
+  double now_ts, last_ts; /* the newest streamed event's timestamp; the last round's */
   model_hparams hp;
   /* the stream's state */
   size_t *len;             /* (nusers) events stored per user */
@@ -162,6 +166,7 @@ static void rank_then_store(replay *r, size_t k) {
   r->seen[item] = 1;
   r->since_round++;
   r->since_retrain++;
+  if (r->ds->ts) r->now_ts = r->ds->ts[r->ds->off[u] + ev->end];
 }
 
 /* ---- learning ---- */
@@ -254,8 +259,11 @@ static void run_retrain(replay *r) {
 /* After every event: a round or a retrain when one is due. */
 static void maybe_learn(replay *r) {
   double c0 = cpu_now();
-  if ((r->pol == POL_FLAME || r->pol == POL_CE) && r->since_round >= r->round_events) {
+  int due = r->since_round >= r->round_events || (r->round_interval > 0 && r->since_round &&
+                                                  r->now_ts - r->last_ts >= r->round_interval);
+  if ((r->pol == POL_FLAME || r->pol == POL_CE) && due) {
     r->since_round = 0;
+    r->last_ts = r->now_ts;
     run_round(r);
   } else if (r->pol == POL_RETRAIN && r->since_retrain >= r->retrain_events) {
     r->since_retrain = 0;
@@ -359,6 +367,7 @@ static void print_result(const replay *r, const char *data, double frac, double 
   cJSON_AddNumberToObject(j, "rounds", (double)r->rounds);
   cJSON_AddNumberToObject(j, "promoted", (double)r->promoted);
   cJSON_AddNumberToObject(j, "round_events", (double)r->round_events);
+  if (r->round_interval > 0) cJSON_AddNumberToObject(j, "round_interval", r->round_interval);
   if (r->pol == POL_RETRAIN)
     cJSON_AddNumberToObject(j, "retrain_events", (double)r->retrain_events);
   cJSON_AddNumberToObject(j, "cpu_s", r->train_cpu);
@@ -452,6 +461,8 @@ static void stream(replay *r, FILE *csv, size_t csv_every, double t0) {
   r->acts = model_acts_new(&r->serving.hp, 1, r->serving.hp.L);
   r->scores = xmalloc(NI * sizeof *r->scores);
   r->tok = xmalloc(r->serving.hp.L * sizeof *r->tok);
+  if (r->ds->ts) /* the event time of the stream's start: the first interval counts from it */
+    r->last_ts = r->now_ts = r->ds->ts[r->ds->off[r->sp->after[0].user] + r->sp->after[0].end];
   for (size_t k = 0; k < N; k++) {
     rank_then_store(r, k);
     maybe_learn(r);
@@ -486,6 +497,7 @@ int tools__cmd_replay(int argc, char **argv) {
                              {"anchor", TOOLS_STR, &anchor, 0, 0},
                              {"pretrain-epochs", TOOLS_SIZE, &r.pretrain_epochs, 1, 100000},
                              {"round-events", TOOLS_SIZE, &r.round_events, 1, TOOLS_NO_MAX},
+                             {"round-interval", TOOLS_DOUBLE, &r.round_interval, 1e-3, 1e12},
                              {"retrain-events", TOOLS_SIZE, &r.retrain_events, 1, TOOLS_NO_MAX},
                              {"set", TOOLS_LIST, &sets, 0, 0},
                              {"out-dir", TOOLS_STR, &out_dir, 0, 0},
@@ -508,6 +520,7 @@ int tools__cmd_replay(int argc, char **argv) {
   data_split sp;
   tools__split(&ds, frac, split_by, &sp);
   if (sp.nafter == 0) tools__die("no events after the split");
+  if (r.round_interval > 0 && !ds.ts) tools__die("--round-interval needs timestamps");
   double t0 = fl_now(), c0 = cpu_now();
   replay_init(&r, &ds, &sp);
   make_anchor(&r, anchor);

@@ -67,6 +67,13 @@ static void test_deterministic_rounds(void **state) {
   assert_string_not_equal(s1, s3);
   free(s1);
   free(s3);
+  /* rounds by the events' own time: one every 40 s of it (the walk's events are 1 s apart),
+   * however many events that is */
+  cJSON *t = run_json("replay --data w.txt --format uit --split 0.6 --policy ce " TINY
+                      " --round-events 100000 --round-interval 40 --set train.steps=2 "
+                      "--set train.min_users=1 --set train.batch=32");
+  assert_int_equal(cJSON_GetObjectItem(t, "rounds")->valueint, 344 / 40);
+  cJSON_Delete(t);
   /* the CSV and the plot */
   char path[512];
   snprintf(path, sizeof path, "%s/out/replay-flame.csv", dir);
