@@ -219,16 +219,12 @@ static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, con
     if (c->ds.off[u + 1] - c->ds.off[u] >= 3) hu[nh++] = (uint32_t)u;
   fl_shuffle(hu, nh, sizeof *hu, &t->rng);
   if (nh > rc->learn.holdout) nh = rc->learn.holdout;
-  round_figures f = {0};
+  round_figures f = {.loss = rr->loss}; /* the pretraining's loss; the gate adds its figures */
   int outcome = atomic_load(&t->cancel)
                     ? TRAINER_FAILED
                     : outcome_of(round_gate(&m, cur && cur->has_net ? &cur->m : NULL, &c->ds, hu,
                                             nh, NULL, 0, rc->learn.margin, &f));
-  rr->cand_ndcg10 = f.cand_ndcg10;
-  rr->cand_hr10 = f.cand_hr10;
-  rr->serv_ndcg10 = f.serv_ndcg10;
-  rr->serv_hr10 = f.serv_hr10;
-  rr->holdout = f.holdout;
+  copy_figures(rr, &f);
   free(hu);
   if (outcome != TRAINER_PROMOTED) {
     if (outcome != TRAINER_FAILED)
