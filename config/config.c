@@ -498,6 +498,10 @@ static const config_setting cfg_table[] = {
   CFG_BOOL("train", "new_targets_only", train.new_targets_only, "true", true,
            "Users with new events contribute only the prefixes that end at one of them "
            "(otherwise their newest model.maxlen prefixes); replayed users are unchanged."),
+  CFG_BOOL("train", "seed_new_items", train.seed_new_items, "false", true,
+           "An item first seen since the serving version starts the round with the mean of "
+           "the rows of the items just before its occurrences (up to three each) instead of a "
+           "random row, so that it can be recommended once the round is promoted."),
   CFG_INT("train", "sampled_items", train.sampled_items, "100000", 0, CFG_2_POW_53, true,
           "Catalogues with more items than this train with a sampled softmax (train.negatives "
           "candidates per step, and only the item rows a step touches are updated) instead of "

@@ -146,6 +146,7 @@ typedef struct {
     double duty;                  /* share of one core the trainer may use while training */
     bool keep_adam;               /* rounds continue the previous round's Adam moments */
     bool new_targets_only;        /* touched users train on their new events only */
+    bool seed_new_items;          /* new items' rows from the items before them */
     int64_t sampled_items;        /* catalogues above this train with sampled softmax */
     int64_t negatives;            /* sampled candidates per step */
     int64_t bootstrap_min_users;  /* users needed before an anchor is pretrained */

@@ -18,4 +18,5 @@ void config_round_opts(const config *c, round_opts *o) {
   o->dropout = (float)c->model.dropout;
   o->margin = c->train.margin;
   o->new_targets = c->train.new_targets_only;
+  o->seed_rows = c->train.seed_new_items;
 }

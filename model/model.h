@@ -603,6 +603,7 @@ typedef struct round_opts {
   float dropout;                    /* the learnable network's */
   double margin;                    /* the gate's NDCG@10 margin */
   int new_targets;                  /* 1: a touched user's samples end only at events to learn */
+  int seed_rows; /* 1: a new item's row starts as the mean of the rows of the items before it */
 } round_opts;
 
 /* What a round decided and measured. */

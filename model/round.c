@@ -118,6 +118,40 @@ static void select_holdout(round_ctx *x) {
   x->nret = x->no - x->nr < x->o->retain ? x->no - x->nr : x->o->retain;
 }
 
+/* Rows for the items new to the base network (indices above old_NI): the mean of the rows of
+ * the up to ROUND_CONTEXT known items before each of their occurrences in the sequences, so
+ * that a new item scores like the items it follows from its first round on (a random row
+ * ranks it last until rounds have learned it). Items with no known item before them keep
+ * their random rows. O(events stored). */
+enum { ROUND_CONTEXT = 3 };
+static void seed_new_rows(model_net *m, size_t old_NI, const data_set *ds) {
+  size_t NI = m->NI, C = m->hp.C;
+  if (NI <= old_NI) return;
+  float *rows = model_items(m), *sum = xcalloc((NI - old_NI) * C, sizeof *sum);
+  uint32_t *n = xcalloc(NI - old_NI, sizeof *n);
+  for (size_t u = 0; u < ds->nusers; u++) {
+    const int32_t *s = ds->items + ds->off[u];
+    size_t len = ds->off[u + 1] - ds->off[u];
+    for (size_t k = 1; k < len; k++) {
+      size_t it = (size_t)s[k];
+      if (it <= old_NI || it > NI) continue;
+      float *acc = sum + (it - old_NI - 1) * C;
+      for (size_t j = k, used = 0; j-- > 0 && used < ROUND_CONTEXT;) {
+        if ((size_t)s[j] > old_NI) continue; /* another new item: no row to copy yet */
+        const float *src = rows + (size_t)s[j] * C;
+        for (size_t c = 0; c < C; c++) acc[c] += src[c];
+        n[it - old_NI - 1]++;
+        used++;
+      }
+    }
+  }
+  for (size_t i = 0; i < NI - old_NI; i++)
+    if (n[i])
+      for (size_t c = 0; c < C; c++) rows[(old_NI + 1 + i) * C + c] = sum[i * C + c] / (float)n[i];
+  free(sum);
+  free(n);
+}
+
 /* The learnable network: the base weights, rows for new items, and the driver's Adam moments
  * when they belong to those weights (new rows' moments zero). Every step clears the gradients
  * it uses, so they start undefined. */
@@ -127,6 +161,7 @@ static void make_learner(round_ctx *x) {
   if (e->anchor->NI > NI) NI = e->anchor->NI;
   model_net *lrn = x->lrn;
   model_grow(lrn, e->base, NI, e->grow_seed);
+  if (x->o->seed_rows) seed_new_rows(lrn, e->base->NI, e->ds);
   lrn->hp.dropout = x->o->dropout;
   lrn->seed = e->dropout_seed;
   model_train_alloc_uninit(lrn);

@@ -31,8 +31,9 @@ static const char replay_help[] =
     "each event is ranked by the serving network, then stored; a round (the daemon's round\n"
     "code and settings) runs every --round-events events. Progress on stderr; the last\n"
     "stdout line is JSON: {\"policy\":..,\"split\":{..},\"events\":..,\"HR@10\":..,\n"
-    "\"NDCG@10\":..,\"segments\":{\"new_users\":{..},\"new_items\":{..},\"returning\":{..}},\n"
-    "\"rounds\":..,\"cpu_s\":..}. The same data, settings and seed give the same figures.\n"
+    "\"NDCG@10\":..,\"segments\":{\"new_users\":{..},\"new_items\":{..},\"returning\":{..},\n"
+    "\"returning_idle\":{..}},\"rounds\":..,\"cpu_s\":..}. The same data, settings and seed\n"
+    "give the same figures.\n"
     "  --data FILE        dataset (--format: auto | seq | uit | inter; auto reads *.inter as\n"
     "                     RecBole's atomic file, anything else as `user item [item ...]`)\n"
     "  --split F          the part before the split (0.8)\n"
@@ -47,6 +48,8 @@ static const char replay_help[] =
     "  --round-interval S also a round once S seconds of the events' own time have passed\n"
     "                     since the last one (the daemon's train.interval_s; timestamped data)\n"
     "  --retrain-events K events between retrains (--policy retrain; 10000)\n"
+    "  --idle-events N    the returning_idle segment: returning users' events after N or more\n"
+    "                     events of the stream without one of theirs (10% of the stream)\n"
     "  --set S=V          a daemon setting for the rounds (train.steps=100, train.lr=0.0005,\n"
     "                     model.dropout=0.3, ...; repeatable; flamed --help-config lists them)\n"
     "  --out-dir DIR      writes DIR/replay-<policy>.csv (the metrics every --csv-every\n"
@@ -64,8 +67,12 @@ typedef struct {
   size_t n;
 } seg;
 
-enum { SEG_ALL, SEG_NEW_USERS, SEG_NEW_ITEMS, SEG_RETURNING, NSEG };
-static const char *const seg_names[NSEG] = {"all", "new_users", "new_items", "returning"};
+/* returning_idle: the returning users' events that come after --idle-events or more events of
+ * the stream without one of theirs (the split counts as the stream's start): what the rounds in
+ * between may have made the network forget about them. */
+enum { SEG_ALL, SEG_NEW_USERS, SEG_NEW_ITEMS, SEG_RETURNING, SEG_IDLE, NSEG };
+static const char *const seg_names[NSEG] = {"all", "new_users", "new_items", "returning",
+                                            "returning_idle"};
 
 typedef struct {
   /* the run's inputs */
@@ -75,12 +82,13 @@ typedef struct {
   round_opts ro;
   int keep_adam;
   uint64_t reanchor_rounds, seed;
-  size_t round_events, retrain_events, pretrain_epochs;
+  size_t round_events, retrain_events, pretrain_epochs, idle_events;
   double round_interval;  /* > 0: also a round when this much event time has passed */
   double now_ts, last_ts; /* the newest streamed event's timestamp; the last round's */
   model_hparams hp;
   /* the stream's state */
   size_t *len;             /* (nusers) events stored per user */
+  size_t *last;            /* (nusers) the stream index after the user's newest event (0: before) */
   uint32_t *learn, *fresh; /* (nusers) a round's input (round_env) */
   uint64_t *count;         /* (NI + 1) events per item so far */
   uint8_t *seen, *before;  /* (NI + 1) item stored so far; stored before the split */
@@ -158,6 +166,8 @@ static void rank_then_store(replay *r, size_t k) {
   seg_add(&r->s[SEG_ALL], rank);
   seg_add(&r->win, rank);
   seg_add(&r->s[r->sp->cut[u] ? SEG_RETURNING : SEG_NEW_USERS], rank);
+  if (r->sp->cut[u] && k - r->last[u] >= r->idle_events) seg_add(&r->s[SEG_IDLE], rank);
+  r->last[u] = k + 1;
   if (!r->before[item]) seg_add(&r->s[SEG_NEW_ITEMS], rank);
   r->len[u]++;
   r->learn[u] = r->learn[u] < UINT32_MAX ? r->learn[u] + 1 : UINT32_MAX;
@@ -367,6 +377,7 @@ static void print_result(const replay *r, const char *data, double frac, double 
   cJSON_AddNumberToObject(j, "rounds", (double)r->rounds);
   cJSON_AddNumberToObject(j, "promoted", (double)r->promoted);
   cJSON_AddNumberToObject(j, "round_events", (double)r->round_events);
+  cJSON_AddNumberToObject(j, "idle_events", (double)r->idle_events);
   if (r->round_interval > 0) cJSON_AddNumberToObject(j, "round_interval", r->round_interval);
   if (r->pol == POL_RETRAIN)
     cJSON_AddNumberToObject(j, "retrain_events", (double)r->retrain_events);
@@ -431,6 +442,7 @@ static void replay_init(replay *r, const data_set *ds, const data_split *sp) {
   r->len = xmalloc((nu ? nu : 1) * sizeof *r->len);
   memcpy(r->len, sp->cut, nu * sizeof *r->len);
   r->learn = xcalloc(nu ? nu : 1, sizeof *r->learn);
+  r->last = xcalloc(nu ? nu : 1, sizeof *r->last);
   r->fresh = xcalloc(nu ? nu : 1, sizeof *r->fresh);
   r->count = xcalloc(NI + 1, sizeof *r->count);
   r->seen = xcalloc(NI + 1, 1);
@@ -449,7 +461,8 @@ static void replay_free(replay *r) {
   model_free(&r->serving);
   model_acts_free(r->acts);
   free(r->scores), free(r->tok), free(r->opt_m), free(r->opt_v);
-  free(r->len), free(r->learn), free(r->fresh), free(r->count), free(r->seen), free(r->before);
+  free(r->len), free(r->last), free(r->learn), free(r->fresh), free(r->count), free(r->seen),
+      free(r->before);
 }
 
 /* Streams the events: rank, store, learn; a CSV row every csv_every events, progress on
@@ -499,6 +512,7 @@ int tools__cmd_replay(int argc, char **argv) {
                              {"round-events", TOOLS_SIZE, &r.round_events, 1, TOOLS_NO_MAX},
                              {"round-interval", TOOLS_DOUBLE, &r.round_interval, 1e-3, 1e12},
                              {"retrain-events", TOOLS_SIZE, &r.retrain_events, 1, TOOLS_NO_MAX},
+                             {"idle-events", TOOLS_SIZE, &r.idle_events, 1, TOOLS_NO_MAX},
                              {"set", TOOLS_LIST, &sets, 0, 0},
                              {"out-dir", TOOLS_STR, &out_dir, 0, 0},
                              {"csv-every", TOOLS_SIZE, &csv_every, 1, TOOLS_NO_MAX},
@@ -533,6 +547,7 @@ int tools__cmd_replay(int argc, char **argv) {
     if (!(csv = fopen(path, "w"))) tools__die("%s: %s", path, strerror(errno));
     fputs("events,ndcg10,hr10,ndcg10_window,hr10_window,rounds,promoted,cpu_s\n", csv);
   }
+  if (!r.idle_events) r.idle_events = sp.nafter / 10 ? sp.nafter / 10 : 1;
   if (!csv_every) csv_every = sp.nafter / 100 ? sp.nafter / 100 : 1;
   stream(&r, csv, csv_every, t0);
   if (csv) {

@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 81);
+  assert_int_equal(n, 82);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -912,6 +912,7 @@ static void test_dump_round_trip(void **state) {
       {"stream.instance_id", "node-7;#a"},
       {"train.keep_adam", "false"},
       {"train.new_targets_only", "false"},
+      {"train.seed_new_items", "true"},
       {"train.duty", "0.25"},
       {"train.sampled_items", "5000"},
       {"train.negatives", "1000"},

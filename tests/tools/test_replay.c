@@ -105,6 +105,33 @@ static void test_rank_before_store(void **state) {
   cJSON_Delete(j);
 }
 
+/* returning_idle counts a returning user's event only after --idle-events events of the stream
+ * without one of theirs (the split counting as the stream's start): o1 right at the start is
+ * not idle, o1 again after 10 other events is, and so is o2's first event at index 12. */
+static void test_idle_segment(void **state) {
+  (void)state;
+  char path[512];
+  snprintf(path, sizeof path, "%s/idle.txt", dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  long ts = 1;
+  for (int u = 1; u <= 4; u++)
+    for (int i = 1; i <= 5; i++) fprintf(f, "o%d item%d %ld\n", u, i + u, ts++);
+  fprintf(f, "o1 item3 %ld\n", ts++);
+  for (int u = 1; u <= 10; u++) fprintf(f, "n%d item%d %ld\n", u, u % 5 + 1, ts++);
+  fprintf(f, "o1 item4 %ld\no2 item5 %ld\n", ts, ts + 1);
+  assert_int_equal(fclose(f), 0);
+  cJSON *j = run_json("replay --data idle.txt --format uit --split 0.61 --policy frozen "
+                      "--idle-events 5 " TINY);
+  assert_int_equal(cJSON_GetObjectItem(j, "events")->valueint, 13);
+  cJSON *seg = cJSON_GetObjectItem(j, "segments");
+  assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(seg, "returning"), "events")->valueint,
+                   3);
+  assert_int_equal(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(seg, "returning_idle"), "events")->valueint, 2);
+  cJSON_Delete(j);
+}
+
 /* An anchor trained by flame train --split on the same file and split is taken as it is. */
 static void test_anchor_from_train(void **state) {
   (void)state;
@@ -151,6 +178,7 @@ int test_replay(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_deterministic_rounds, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rank_before_store, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_idle_segment, setup, teardown),
       cmocka_unit_test_setup_teardown(test_anchor_from_train, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
   };
