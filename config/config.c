@@ -490,11 +490,11 @@ static const config_setting cfg_table[] = {
   CFG_INT("train", "steps", train.steps, "50", 1, 1000000, true,
           "Optimizer steps per round."),
   CFG_INT("train", "batch", train.batch, "256", 1, 65536, true, "Samples per optimizer step."),
-  CFG_DOUBLE("train", "lr", train.lr, "0.001", 1e-7, 1, true,
-             "Adam learning rate of the rounds. With train.keep_adam the rounds are one "
-             "fine-tuning run over the new events, which beat the anchor's weights on the "
-             "Beauty replay (bench/RESULTS.md 8e); without it, rounds this large lose "
-             "(RESULTS 8b-8d), and 0.00003 ties."),
+  CFG_DOUBLE("train", "lr", train.lr, "0.0003", 1e-7, 1, true,
+             "Adam learning rate of the rounds (with train.keep_adam the rounds are one "
+             "fine-tuning run over the new events). 0.0003, below pretraining's 0.001: on "
+             "ml-100k's stream split by time, rounds at 0.001 lost to the frozen anchor and "
+             "rounds at 0.0003 or 0.0001 beat it (bench/RESULTS.md 18)."),
   CFG_BOOL("train", "new_targets_only", train.new_targets_only, "true", true,
            "Users with new events contribute only the prefixes that end at one of them "
            "(otherwise their newest model.maxlen prefixes); replayed users are unchanged."),
@@ -514,9 +514,11 @@ static const config_setting cfg_table[] = {
            "that round's Adam moments instead of fresh ones (fresh moments make the first "
            "steps full-size whatever the gradient, and a rejected round's learning is lost)."),
   CFG_DOUBLE("train", "tau", train.tau, "1", 0.01, 100, true, "FLAME's NT-Xent temperature."),
-  CFG_DOUBLE("train", "lambda0", train.lambda0, "1", 0, 100, true,
-             "Weight of FLAME's mutual-learning term at a round's first step."),
-  CFG_DOUBLE("train", "lambda_r", train.lambda_r, "0.1", 0, 100, true,
+  CFG_DOUBLE("train", "lambda0", train.lambda0, "0.1", 0, 100, true,
+             "Weight of FLAME's mutual-learning term at a round's first step; 0: plain "
+             "cross-entropy rounds without the anchor pass. 1 (the paper's, for training from "
+             "scratch) made the rounds lose on ml-100k's stream (bench/RESULTS.md 18)."),
+  CFG_DOUBLE("train", "lambda_r", train.lambda_r, "0.01", 0, 100, true,
              "Weight of FLAME's mutual-learning term at a round's last step (geometric in "
              "between)."),
   CFG_INT("train", "replay_users", train.replay_users, "1024", 0, 100000000, true,
