@@ -65,7 +65,7 @@
 #     --threads 2 in bench/RESULTS.md 18: the rounds are the same code, not the same numbers.
 #
 # usage: bench/daemon_replay.sh --anchor FILE.ckpt [--seed N] [--data FILE] [--before N]
-#                               [--chunk N] [--part N] [--rate N] [--no-frozen] [--out DIR] [--build DIR]
+#                               [--chunk N] [--part N] [--events N] [--rate N] [--no-frozen] [--out DIR] [--build DIR]
 #                               [--set section.key=value ...]
 #   --anchor   the anchor checkpoint (flame train --data ... --split 0.8 --method sasrec
 #              --epochs 20 --patience 5 --seed S)
@@ -74,6 +74,7 @@
 #              round (1000); --part: a chunk is produced in parts of this many events, the
 #              next once the daemons have stored and ranked the last (50; at most 63: see
 #              4. above); --rate: events/s within a part (200)
+#   --events   stream only the first N events after the history (a smoke test; default all)
 #   --out      output directory (default bench/results/daemon-replay-<UTC stamp>); several
 #              seeds can share one: files are named by seed
 #   --set      a setting for the tuned daemon (repeatable)
@@ -86,8 +87,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 build="$root/build"
-data="$(cd "$root/../shared/data" && pwd)/ml-100k/ml-100k.inter"
+data="$root/../shared/data/ml-100k/ml-100k.inter"
 anchor=""
+limit=0
 seed=1
 before=80000
 chunk=1000
@@ -103,6 +105,7 @@ while [ $# -gt 0 ]; do
     --data) data="$2"; shift ;;
     --before) before="$2"; shift ;;
     --chunk) chunk="$2"; shift ;;
+    --events) limit="$2"; shift ;;
     --rate) rate="$2"; shift ;;
     --part) part="$2"; shift ;;
     --no-frozen) frozen=0 ;;
@@ -123,6 +126,7 @@ bench_start bench/daemon_replay.sh
 mkdir -p "$out"
 total=$(awk 'NR > 1 && NF' "$data" | wc -l)
 stream_n=$((total - before))
+[ "$limit" -gt 0 ] && [ "$limit" -lt "$stream_n" ] && stream_n=$limit
 t_start=$(date +%s)
 note() { echo "[$(date -u +%H:%M:%S)] s$seed: $*" >&2; }
 cmd() { echo "$*" | sed "s|$work/||g; s|$root/||g" >> "$out/commands.txt"; }
