@@ -40,10 +40,9 @@
 # Differences from `flame replay`'s protocol (daemon/serve/serve.c serve_rank, daemon/api/api.c
 # api_on_stored, daemon/train/): these are the daemon's, not the script's, and the script
 # cannot change them (it changes no C source):
-#   - the input window is NOT excluded: serve_rank ranks the target among all items ("as
-#     serve_recommend ranks, nothing excluded"); the replay excludes the last 50 stored items.
-#     ml-100k has no repeated (user, item), so the target is never in the window, but window
-#     items may outrank it: the daemon's ranks are >= the replay's, its figures lower.
+#   - the input window: excluded since the online evaluation ranks with serve_rank's
+#     exclude_window (the smoke run of bench/results/daemon-replay-20261207T203629Z-smoke was
+#     made before that, with every item ranked: its figures are lower than the replay's);
 #   - the catalogue is the model's table: the anchor's 1,616 rows are registered as state
 #     items at start (anchor_item_ids), plus every item stored since; the replay ranks only the
 #     items seen so far (all 1,616 anchor items are in the history, so this matters only for

@@ -53,8 +53,8 @@ static void *run(void *arg) {
     e->head = (e->head + 1) % e->cap;
     e->len--;
     pthread_mutex_unlock(&e->mu);
-    size_t r = serve_rank(j.s, ws, j.hist, j.n, j.target);
-    size_t rb = j.base ? serve_rank(j.base, ws, j.hist, j.n, j.target) : 0;
+    size_t r = serve_rank(j.s, ws, j.hist, j.n, j.target, 1);
+    size_t rb = j.base ? serve_rank(j.base, ws, j.hist, j.n, j.target, 1) : 0;
     pthread_mutex_lock(&e->mu); /* both sums at once: their counts stay equal */
     add(&e->sums.events, &e->sums.hr10, &e->sums.ndcg10, r);
     if (j.base) add(&e->sums.base_events, &e->sums.base_hr10, &e->sums.base_ndcg10, rb);

@@ -148,8 +148,8 @@ struct serve_ws {
   model_hparams hp; /* the shape acts was built for */
   model_acts *acts;
   int32_t *tok;
-  size_t tok_cap;
-  uint32_t *seen; /* sorted copy of the history, for exclusion */
+  size_t tok_cap, ntok; /* ntok: the input window encode_history last wrote to tok */
+  uint32_t *seen;       /* sorted copy of the history, for exclusion */
   size_t seen_cap;
   int16_t *qh; /* the quantized query (C), widened: int16 x int16 products vectorize best */
   size_t qh_cap;
@@ -414,22 +414,42 @@ static const float *encode_history(const model_net *m, serve_ws *w, const uint32
   size_t j = T;
   for (size_t i = n; i > 0 && j > 0; i--)
     if (hist[i - 1] >= 1 && hist[i - 1] <= m->NI) w->tok[--j] = (int32_t)hist[i - 1];
+  w->ntok = T;
   size_t off[2] = {0, T};
   model_batch b = {.B = 1, .T = T, .tok = w->tok, .off = off, .tgt = NULL};
   model_forward(m, w->acts, &b, 0);
   return model_acts_h(w->acts);
 }
 
+/* Of rank (items scoring above t), those in the input window w->tok[0..T) other than the
+ * target, each counted once: scan_rank counted exactly those whose score is above t (its int8
+ * lower bound never exceeds the exact score). */
+static size_t window_above(const model_net *m, const serve_ws *w, size_t T, const float *h, float t,
+                           uint32_t target) {
+  size_t C = m->hp.C, above = 0;
+  for (size_t i = 0; i < T; i++) {
+    uint32_t it = (uint32_t)w->tok[i];
+    int dup = it == target;
+    for (size_t j = 0; j < i && !dup; j++) dup = (uint32_t)w->tok[j] == it;
+    if (!dup) above += dot_f(model_items(m) + (size_t)it * C, h, C) > t;
+  }
+  return above;
+}
+
 size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
-                  uint32_t target) {
+                  uint32_t target, int exclude_window) {
   const model_net *m = s->has_net ? &s->m : NULL;
   if (m) {
     ws_fit(w, m, n);
     const float *h = encode_history(m, w, hist, n);
     if (h) {
       if (target < 1 || target > m->NI) return SIZE_MAX;
+      for (size_t i = 0; exclude_window && i < w->ntok; i++)
+        if ((uint32_t)w->tok[i] == target) return SIZE_MAX; /* excluded: never a hit */
       float t = dot_f(model_items(m) + (size_t)target * m->hp.C, h, m->hp.C);
-      return isfinite(t) ? scan_rank(s, w, h, t) : SIZE_MAX;
+      if (!isfinite(t)) return SIZE_MAX;
+      size_t rank = scan_rank(s, w, h, t);
+      return exclude_window ? rank - window_above(m, w, w->ntok, h, t, target) : rank;
     }
   }
   for (size_t i = 0; i < s->npopular; i++)

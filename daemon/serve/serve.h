@@ -101,11 +101,14 @@ typedef struct {
 size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n, size_t k,
                        int exclude_seen, serve_hit *out, int *fallback);
 
-/* The 0-based rank of item target for history hist (as serve_recommend ranks, nothing
- * excluded): items scoring strictly higher. With the popularity fallback: its position in the
- * popular list. An item the snapshot cannot rank gets SIZE_MAX (a miss at any cutoff). */
+/* The 0-based rank of item target for history hist: items scoring strictly higher, as
+ * serve_recommend ranks with nothing excluded, or with exclude_window leaving out the items of
+ * the input window (the newest model.maxlen known items of hist, as flame replay and the
+ * offline evaluation rank; a target in the window is then a miss). With the popularity
+ * fallback: its position in the popular list. An item the snapshot cannot rank gets SIZE_MAX
+ * (a miss at any cutoff). */
 size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n,
-                  uint32_t target);
+                  uint32_t target, int exclude_window);
 
 /* ---- the online (prequential) evaluation, off the loop (oeval.c) ----
  *

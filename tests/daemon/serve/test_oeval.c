@@ -42,10 +42,10 @@ static void test_oeval_sums(void **state) {
     uint32_t hist[8], target;
     size_t n = event(i, hist, &target);
     int with_base = i < EVENTS - 10; /* the last 10 without a baseline */
-    add(&want.events, &want.hr10, &want.ndcg10, serve_rank(s, w, hist, n, target));
+    add(&want.events, &want.hr10, &want.ndcg10, serve_rank(s, w, hist, n, target, 1));
     if (with_base)
       add(&want.base_events, &want.base_hr10, &want.base_ndcg10,
-          serve_rank(base, w, hist, n, target));
+          serve_rank(base, w, hist, n, target, 1));
     assert_int_equal(oeval_push(e, serve_model_ref(s), with_base ? serve_model_ref(base) : NULL,
                                 hist, n, target),
                      0);

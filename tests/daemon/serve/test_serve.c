@@ -64,7 +64,8 @@ static void test_serve_topk_matches_full_sort(void **state) {
   serve_model_unref(s);
 }
 
-/* serve_rank agrees with the top-k order; unknown items and popularity. */
+/* serve_rank agrees with the top-k order, with and without the window; unknown items and
+ * popularity. */
 static void test_serve_rank(void **state) {
   (void)state;
   serve_model *s = tiny_snapshot();
@@ -73,11 +74,16 @@ static void test_serve_rank(void **state) {
   serve_hit hits[5];
   int fb;
   assert_int_equal(serve_recommend(s, w, hist, 3, 5, 0, hits, &fb), 5);
-  for (size_t i = 0; i < 5; i++) assert_int_equal(serve_rank(s, w, hist, 3, hits[i].item), i);
-  assert_int_equal(serve_rank(s, w, hist, 3, NI + 1), SIZE_MAX);
+  for (size_t i = 0; i < 5; i++) assert_int_equal(serve_rank(s, w, hist, 3, hits[i].item, 0), i);
+  assert_int_equal(serve_rank(s, w, hist, 3, NI + 1, 0), SIZE_MAX);
+  /* with the window excluded: the order of serve_recommend's exclude_seen answer (the history
+   * is the whole window here), and a window item is a miss */
+  assert_int_equal(serve_recommend(s, w, hist, 3, 5, 1, hits, &fb), 5);
+  for (size_t i = 0; i < 5; i++) assert_int_equal(serve_rank(s, w, hist, 3, hits[i].item, 1), i);
+  assert_int_equal(serve_rank(s, w, hist, 3, 8, 1), SIZE_MAX);
   uint32_t unknown[] = {77};
-  assert_int_equal(serve_rank(s, w, unknown, 1, 9), 1); /* popularity: 5, 9, ... */
-  assert_int_equal(serve_rank(s, w, unknown, 1, 33), SIZE_MAX);
+  assert_int_equal(serve_rank(s, w, unknown, 1, 9, 0), 1); /* popularity: 5, 9, ... */
+  assert_int_equal(serve_rank(s, w, unknown, 1, 33, 0), SIZE_MAX);
   serve_ws_free(w);
   serve_model_unref(s);
 }
@@ -150,7 +156,7 @@ static void check_scan_exact_on_near_ties(size_t C) {
       assert_true(above < k);
     }
     for (uint32_t t = 95; t < 130; t++) {
-      size_t lo = 0, hi2 = 0, r = serve_rank(s, w, hists[hi], 4, t);
+      size_t lo = 0, hi2 = 0, r = serve_rank(s, w, hists[hi], 4, t, 0);
       for (size_t it = 1; it <= N; it++) {
         lo += ref[it - 1] > ref[t - 1] + TOL;
         hi2 += ref[it - 1] > ref[t - 1] - TOL;
