@@ -421,13 +421,13 @@ static const float *encode_history(const model_net *m, serve_ws *w, const uint32
   return model_acts_h(w->acts);
 }
 
-/* Of rank (items scoring above t), those in the input window w->tok[0..T) other than the
+/* Of rank (items scoring above t), those in the input window w->tok[0..ntok) other than the
  * target, each counted once: scan_rank counted exactly those whose score is above t (its int8
  * lower bound never exceeds the exact score). */
-static size_t window_above(const model_net *m, const serve_ws *w, size_t T, const float *h, float t,
+static size_t window_above(const model_net *m, const serve_ws *w, const float *h, float t,
                            uint32_t target) {
   size_t C = m->hp.C, above = 0;
-  for (size_t i = 0; i < T; i++) {
+  for (size_t i = 0; i < w->ntok; i++) {
     uint32_t it = (uint32_t)w->tok[i];
     int dup = it == target;
     for (size_t j = 0; j < i && !dup; j++) dup = (uint32_t)w->tok[j] == it;
@@ -449,7 +449,7 @@ size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_
       float t = dot_f(model_items(m) + (size_t)target * m->hp.C, h, m->hp.C);
       if (!isfinite(t)) return SIZE_MAX;
       size_t rank = scan_rank(s, w, h, t);
-      return exclude_window ? rank - window_above(m, w, w->ntok, h, t, target) : rank;
+      return exclude_window ? rank - window_above(m, w, h, t, target) : rank;
     }
   }
   for (size_t i = 0; i < s->npopular; i++)

@@ -13,13 +13,19 @@
 
 #include "cli.h"
 
-/* A `user item ts` file: 40 users walking rings of 30 items (a learnable next item), events
- * interleaved in time (20 steps); 10 of them join at step 14, after the split at 0.6. */
-static void write_walks(const char *name) {
+/* Opens dir/name for writing (the test fails if it cannot). */
+static FILE *create(const char *name) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   FILE *f = fopen(path, "w");
   assert_non_null(f);
+  return f;
+}
+
+/* A `user item ts` file: 40 users walking rings of 30 items (a learnable next item), events
+ * interleaved in time (20 steps); 10 of them join at step 14, after the split at 0.6. */
+static void write_walks(const char *name) {
+  FILE *f = create(name);
   long ts = 1000;
   for (int step = 0; step < 20; step++)
     for (int u = 1; u <= 50; u++) {
@@ -87,10 +93,7 @@ static void test_deterministic_rounds(void **state) {
  * would be a seen item of count 1 among 5, in every top 10. */
 static void test_rank_before_store(void **state) {
   (void)state;
-  char path[512];
-  snprintf(path, sizeof path, "%s/r.txt", dir);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
+  FILE *f = create("r.txt");
   long ts = 1;
   for (int u = 1; u <= 5; u++)
     for (int i = 1; i <= 5; i++) fprintf(f, "old%d item%d %ld\n", u, i, ts++);
@@ -110,10 +113,7 @@ static void test_rank_before_store(void **state) {
  * not idle, o1 again after 10 other events is, and so is o2's first event at index 12. */
 static void test_idle_segment(void **state) {
   (void)state;
-  char path[512];
-  snprintf(path, sizeof path, "%s/idle.txt", dir);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
+  FILE *f = create("idle.txt");
   long ts = 1;
   for (int u = 1; u <= 4; u++)
     for (int i = 1; i <= 5; i++) fprintf(f, "o%d item%d %ld\n", u, i + u, ts++);
