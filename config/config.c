@@ -523,6 +523,11 @@ static const config_setting cfg_table[] = {
              "between)."),
   CFG_INT("train", "replay_users", train.replay_users, "1024", 0, 100000000, true,
           "Users without new events replayed in each round, at random, against forgetting."),
+  CFG_INT("train", "replay_pool", train.replay_pool, "65536", 1, 100000000, false,
+          "A uniform sample of this many stored users (a reservoir, about 40 bytes each) from "
+          "which each round draws its replayed and retained users, so that a round reads the "
+          "touched users and that sample, never every stored sequence (only the first round "
+          "after start does)."),
   CFG_INT("train", "holdout_users", train.holdout_users, "500", 10, 100000000, true,
           "At most this many users with new events have their newest event held out of the "
           "round and used to validate the candidate; the next round learns it."),

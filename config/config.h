@@ -137,6 +137,7 @@ typedef struct {
     double tau;                   /* NT-Xent temperature */
     double lambda0, lambda_r;     /* lambda at a round's first and last step */
     int64_t replay_users;         /* older users replayed per round (against forgetting) */
+    int64_t replay_pool;          /* stored users the replayed ones are drawn from */
     int64_t holdout_users;        /* most touched users whose newest event is held out */
     int64_t retain_users;         /* other users whose newest event checks for forgetting */
     double margin;                /* NDCG@10 a candidate may lose against the serving model */

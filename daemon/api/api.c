@@ -536,6 +536,8 @@ static cJSON *round_json(const trainer_round *r) {
   cJSON_AddNumberToObject(o, "serving_ndcg10", r->serv_ndcg10);
   cJSON_AddNumberToObject(o, "retained_users", (double)r->retain);
   cJSON_AddNumberToObject(o, "carried_users", (double)r->carried);
+  cJSON_AddNumberToObject(o, "read_users", (double)r->read_users);
+  cJSON_AddNumberToObject(o, "read_seconds", r->read_sec);
   cJSON_AddNumberToObject(o, "candidate_retained_ndcg10", r->cand_retain_ndcg10);
   cJSON_AddNumberToObject(o, "serving_retained_ndcg10", r->serv_retain_ndcg10);
   cJSON_AddNumberToObject(o, "version", (double)r->version);

@@ -7,7 +7,7 @@
  *              snapshots made from networks
  *   modeldir.c the model directory: versions, pruning, stale temps, corrupt files set aside,
  *              the newest usable checkpoint, writes
- *   hset.c     the set of touched users (64-bit hashes of ids, with counts)
+ *   uset.c     sets of user ids with counts (the touched users, those held out)
  */
 #ifndef FL_DAEMON_TRAIN_INTERNAL_H
 #define FL_DAEMON_TRAIN_INTERNAL_H
@@ -38,13 +38,33 @@ typedef struct {
   int keep_adam;
 } round_cfg;
 
-/* A map from 64-bit hashes to counts (open addressing, 0 = empty): users touched since the
- * last round and how many of their events are new. */
+/* A set of user ids with counts (open addressing on fl_hash_bytes; 0 = empty): the users
+ * touched since the last round and how many of their events are new. */
 typedef struct {
-  uint64_t *slot;
-  uint32_t *cnt;
+  uint64_t off;      /* the id's first byte in bytes */
+  uint32_t len, cnt; /* its length; its count */
+} uset_slot;
+
+typedef struct {
+  uint64_t *hash; /* (cap) the id's fl_hash_bytes, 0: an empty slot */
+  uset_slot *slot;
   size_t cap, n;
-} hset;
+  char *bytes; /* every id, back to back */
+  size_t nbytes, bytes_cap;
+} uset;
+
+/* The replay pool: a uniform sample (a reservoir, Vitter's algorithm R) of up to cap stored
+ * users, from which a round draws the users it replays and retains, so that it reads the
+ * touched users' sequences and that sample, never the whole state. Rebuilt by a round that
+ * reads every stored sequence (the first one after start, and those before an anchor exists);
+ * after it, every user a round sees for the first time is offered to it. Trainer thread only. */
+typedef struct {
+  char **id;
+  uint32_t *len;
+  size_t n, cap;
+  uint64_t seen; /* users offered: each one is in the pool with probability cap / seen */
+  int ready;     /* 1 once a full read has filled it */
+} upool;
 
 struct trainer {
   state_db *db;
@@ -73,8 +93,8 @@ struct trainer {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   round_cfg rc;
-  hset touched;
-  hset carried; /* users whose newest event the last round held out: the next round learns it */
+  uset touched;
+  uset carried; /* users whose newest event the last round held out: the next round learns it */
   uint64_t pending;
   int now, reanchor, stop, paused;
   trainer_stats st;
@@ -82,15 +102,23 @@ struct trainer {
   int poison;            /* test hook: this many next candidates get a NaN weight (trainer.h) */
   int poison_boot;       /* the same for the next bootstrapped anchors */
   uint64_t since_anchor; /* promotions since the anchor was last set (thread only) */
+  /* what a round would otherwise read every stored sequence for (thread only) */
+  size_t seq_len; /* state.seq_len: a sequence's stored entries at most */
+  upool pool;
+  uint64_t *pop; /* (pop_cap) stored events per item: the popularity list's counts */
+  size_t pop_cap;
 };
 
-/* ---- hset.c ---- */
-void train__hset_add(hset *s, uint64_t h, uint32_t k);
-/* Adds every entry of src to dst (counts of a hash in both add up). */
-void train__hset_merge(hset *dst, const hset *src);
-/* The count of h (0: absent). */
-uint32_t train__hset_get(const hset *s, uint64_t h);
-void train__hset_free(hset *s);
+/* ---- uset.c ---- */
+/* Adds k to id's count (k = 0: adds id with count 0). */
+void train__uset_add(uset *s, const char *id, size_t len, uint32_t k);
+/* Adds every entry of src to dst (counts of an id in both add up). */
+void train__uset_merge(uset *dst, const uset *src);
+/* The count of id (0: absent). */
+uint32_t train__uset_get(const uset *s, const char *id, size_t len);
+/* The id in slot i (0 <= i < s->cap), or NULL for an empty slot: a walk over the set. */
+const char *train__uset_at(const uset *s, size_t i, size_t *len);
+void train__uset_free(uset *s);
 
 /* ---- modeldir.c ---- */
 /* Deletes the temp files that interrupted writes left in dir (at start). */
@@ -128,6 +156,8 @@ void train__reanchor(trainer *t);
 /* ---- round.c ---- */
 /* One round on the users touched since the last one and those carried from it: its outcome,
  * or -EAGAIN when it did not run. The users whose newest event it held out go to held_out. */
-int train__round_run(trainer *t, const hset *touched, const hset *carried, int forced,
-                     const round_cfg *rc, trainer_round *rr, hset *held_out);
+int train__round_run(trainer *t, const uset *touched, const uset *carried, int forced,
+                     const round_cfg *rc, trainer_round *rr, uset *held_out);
+/* Frees the replay pool and the popularity counts. */
+void train__round_state_free(trainer *t);
 #endif

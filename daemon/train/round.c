@@ -2,10 +2,13 @@
  * model/round.c's round_run, which selects, learns and validates; here the sequences are read
  * from the state, and a passing candidate is promoted into a snapshot.
  *
- * A round reads every stored sequence through state_seq_foreach (one consistent snapshot) and
- * keeps those of the touched users and a replay sample; the touched set holds 64-bit hashes
- * of user ids, filled by the loop's commit hook. Reading everything costs O(state) per round:
- * fine for millions of events, the first thing to change for much larger states. */
+ * What a round reads costs O(users touched + replay sample), not O(state): the sequences of
+ * the touched users (their ids come from the loop's commit hook), of the users the last round
+ * held out, and of train.replay_users + train.retain_users others drawn from the replay pool,
+ * a uniform reservoir of up to train.replay_pool stored users; the popularity list comes from
+ * counts kept across rounds. One round reads every stored sequence (one consistent snapshot)
+ * to fill the pool and the counts: the first after start, and every round before an anchor
+ * exists (the bootstrap pretrains on all of them). */
 #define _GNU_SOURCE
 #include "daemon/train/internal.h"
 
@@ -24,27 +27,80 @@
 /* ---- a round's data ---- */
 
 typedef struct {
-  const hset *touched, *carried;
+  trainer *t;
+  const uset *touched, *carried;
+  int full; /* 1: every stored sequence is read (the pool and the counts are rebuilt) */
   data_set ds;
   size_t cap_users, cap_items;
   uint32_t *is_touched; /* (cap_users) events per user to learn as targets: new since the last
                          * round, plus the one the last round held out (0: none) */
   uint32_t *is_new;     /* (cap_users) of those, the new ones (only these can be held out) */
-  uint64_t *hash;       /* (cap_users) fl_hash_bytes of the user id, the touched sets' key */
-  uint64_t *count;      /* (cap_count) events per item */
-  size_t cap_count;
-  uint64_t events;
+  uint64_t *id_off;     /* (cap_users + 1) user u's id is ids[id_off[u] .. id_off[u + 1]) */
+  char *ids;
+  size_t ids_cap;
+  uint64_t events, unreadable; /* events read; touched sequences that did not validate */
 } collected;
+
+/* A user first seen since the last round that ran: every stored event is new. */
+static int first_seen(const collected *c, size_t u) {
+  return c->is_new[u] && c->ds.off[u + 1] - c->ds.off[u] <= c->is_new[u];
+}
+
+static const char *user_id(const collected *c, size_t u, size_t *len) {
+  *len = c->id_off[u + 1] - c->id_off[u];
+  return c->ids + c->id_off[u];
+}
+
+static void count_item(trainer *t, uint32_t it, int64_t k) {
+  if (it >= t->pop_cap) {
+    size_t nc = t->pop_cap ? t->pop_cap : 4096;
+    while (nc <= it) nc *= 2;
+    t->pop = xrealloc(t->pop, nc * sizeof *t->pop);
+    memset(t->pop + t->pop_cap, 0, (nc - t->pop_cap) * sizeof *t->pop);
+    t->pop_cap = nc;
+  }
+  t->pop[it] = (uint64_t)((int64_t)t->pop[it] + k);
+}
+
+/* Offers a user to the replay pool (algorithm R: kept with probability cap / seen). */
+static void pool_offer(trainer *t, const char *id, size_t len) {
+  upool *p = &t->pool;
+  uint64_t seen = ++p->seen;
+  size_t at = p->n;
+  if (p->n == p->cap) {
+    at = (size_t)(fl_rng_below(&t->rng, seen));
+    if (at >= p->cap) return;
+    free(p->id[at]);
+  } else {
+    p->n++;
+  }
+  p->id[at] = xmalloc(len ? len : 1);
+  memcpy(p->id[at], id, len);
+  p->len[at] = (uint32_t)len;
+}
+
+static void pool_clear(upool *p) {
+  for (size_t i = 0; i < p->n; i++) free(p->id[i]);
+  p->n = 0;
+  p->seen = 0;
+}
+
+void train__round_state_free(trainer *t) {
+  pool_clear(&t->pool);
+  free(t->pool.id);
+  free(t->pool.len);
+  free(t->pop);
+}
 
 static int collect_one(void *ctx, const char *user, size_t ulen, const state_entry *e, size_t n) {
   collected *c = ctx;
   data_set *ds = &c->ds;
   if (ds->nusers + 1 >= c->cap_users) {
-    c->cap_users = c->cap_users ? 2 * c->cap_users : 4096;
+    c->cap_users *= 2;
     ds->off = xrealloc(ds->off, (c->cap_users + 1) * sizeof *ds->off);
     c->is_touched = xrealloc(c->is_touched, c->cap_users * sizeof *c->is_touched);
     c->is_new = xrealloc(c->is_new, c->cap_users * sizeof *c->is_new);
-    c->hash = xrealloc(c->hash, c->cap_users * sizeof *c->hash);
+    c->id_off = xrealloc(c->id_off, (c->cap_users + 1) * sizeof *c->id_off);
   }
   size_t at = ds->off[ds->nusers];
   if (at + n > c->cap_items) {
@@ -52,62 +108,160 @@ static int collect_one(void *ctx, const char *user, size_t ulen, const state_ent
     ds->items = xrealloc(ds->items, c->cap_items * sizeof *ds->items);
   }
   for (size_t i = 0; i < n; i++) {
-    uint32_t it = e[i].item;
-    ds->items[at + i] = (int32_t)it;
-    if (it > ds->NI) ds->NI = it;
-    if (it >= c->cap_count) {
-      size_t nc = c->cap_count ? c->cap_count : 4096;
-      while (nc <= it) nc *= 2;
-      c->count = xrealloc(c->count, nc * sizeof *c->count);
-      memset(c->count + c->cap_count, 0, (nc - c->cap_count) * sizeof *c->count);
-      c->cap_count = nc;
-    }
-    c->count[it]++;
+    ds->items[at + i] = (int32_t)e[i].item;
+    if (e[i].item > ds->NI) ds->NI = e[i].item;
   }
-  uint64_t h = fl_hash_bytes(user, ulen);
-  uint32_t fresh = train__hset_get(c->touched, h), held = train__hset_get(c->carried, h);
-  c->hash[ds->nusers] = h;
-  c->is_new[ds->nusers] = fresh;
-  c->is_touched[ds->nusers] = fresh > UINT32_MAX - held ? UINT32_MAX : fresh + held;
+  size_t u = ds->nusers, io = c->id_off[u];
+  if (io + ulen > c->ids_cap) {
+    while (io + ulen > c->ids_cap) c->ids_cap *= 2;
+    c->ids = xrealloc(c->ids, c->ids_cap);
+  }
+  memcpy(c->ids + io, user, ulen);
+  c->id_off[u + 1] = io + ulen;
+  uint32_t fresh = train__uset_get(c->touched, user, ulen);
+  uint32_t held = train__uset_get(c->carried, user, ulen);
+  c->is_new[u] = fresh;
+  c->is_touched[u] = fresh > UINT32_MAX - held ? UINT32_MAX : fresh + held;
   ds->off[++ds->nusers] = at + n;
   c->events += n;
+  if (c->full && !first_seen(c, u)) { /* the rest once the round runs (round_account) */
+    for (size_t i = 0; i + fresh < n; i++) count_item(c->t, e[i].item, 1);
+    pool_offer(c->t, user, ulen);
+  }
   return 0;
 }
 
-static int collect(trainer *t, const hset *touched, const hset *carried, collected *c) {
+static void collect_init(trainer *t, const uset *touched, const uset *carried, int full,
+                         collected *c) {
   memset(c, 0, sizeof *c);
+  c->t = t;
   c->touched = touched;
   c->carried = carried;
+  c->full = full;
   c->cap_users = 4096;
   c->ds.off = xcalloc(c->cap_users + 1, sizeof *c->ds.off);
   c->is_touched = xmalloc(c->cap_users * sizeof *c->is_touched);
   c->is_new = xmalloc(c->cap_users * sizeof *c->is_new);
-  c->hash = xmalloc(c->cap_users * sizeof *c->hash);
-  int rc = state_seq_foreach(t->db, collect_one, c);
-  c->ds.user_id = xcalloc(c->ds.nusers + 1, sizeof *c->ds.user_id); /* data_free frees it */
+  c->id_off = xcalloc(c->cap_users + 1, sizeof *c->id_off);
+  c->ids_cap = 65536;
+  c->ids = xmalloc(c->ids_cap);
+}
+
+/* One user's stored sequence into c; a user without one (never committed) is skipped, and so
+ * is one that does not validate (counted; its next commit replaces it). */
+static int read_user(collected *c, const char *id, size_t len, state_entry *buf) {
+  size_t n;
+  int rc = state_seq_get(c->t->db, id, len, buf, c->t->seq_len, &n);
+  if (rc == FL_EMISSING) return 0;
+  if (rc == FL_ECORRUPT) {
+    c->unreadable++;
+    return 0;
+  }
+  return rc ? rc : collect_one(c, id, len, buf, n);
+}
+
+static int read_set(collected *c, const uset *s, const uset *skip, state_entry *buf) {
+  for (size_t i = 0; i < s->cap; i++) {
+    size_t len;
+    const char *id = train__uset_at(s, i, &len);
+    if (!id || (skip && train__uset_get(skip, id, len))) continue;
+    int rc = read_user(c, id, len, buf);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* The touched and carried users' sequences and up to `sample` others drawn from the replay
+ * pool (a partial shuffle of it): O(touched + sample) reads, whatever the state holds. */
+static int collect_some(collected *c, size_t sample) {
+  trainer *t = c->t;
+  state_entry *buf = xmalloc(t->seq_len * sizeof *buf);
+  int rc = read_set(c, c->touched, NULL, buf);
+  if (!rc) rc = read_set(c, c->carried, c->touched, buf);
+  upool *p = &t->pool;
+  for (size_t i = 0, got = 0; !rc && i < p->n && got < sample; i++) {
+    size_t j = i + (size_t)fl_rng_below(&t->rng, p->n - i);
+    char *id = p->id[j];
+    uint32_t len = p->len[j];
+    p->id[j] = p->id[i], p->len[j] = p->len[i];
+    p->id[i] = id, p->len[i] = len;
+    if (train__uset_get(c->touched, id, len) || train__uset_get(c->carried, id, len)) continue;
+    size_t before = c->ds.nusers;
+    rc = read_user(c, id, len, buf);
+    got += c->ds.nusers > before;
+  }
+  free(buf);
   return rc;
+}
+
+/* Every stored sequence (one consistent snapshot): the replay pool and the popularity counts
+ * are rebuilt from it. O(state): the first round after start, and rounds before an anchor. */
+static int collect_all(collected *c) {
+  trainer *t = c->t;
+  pool_clear(&t->pool);
+  if (!t->pool.id) {
+    t->pool.id = xmalloc(t->pool.cap * sizeof *t->pool.id);
+    t->pool.len = xmalloc(t->pool.cap * sizeof *t->pool.len);
+  }
+  memset(t->pop, 0, t->pop_cap * sizeof *t->pop);
+  int rc = state_seq_foreach(t->db, collect_one, c);
+  t->pool.ready = rc == 0;
+  return rc;
+}
+
+/* The new events of c's users in the popularity counts (sign -1 takes them out again). */
+static void count_new(trainer *t, const collected *c, int sign) {
+  for (size_t u = 0; u < c->ds.nusers; u++) {
+    size_t n = c->ds.off[u + 1] - c->ds.off[u], k = c->is_new[u] < n ? c->is_new[u] : n;
+    for (size_t i = n - k; i < n; i++) count_item(t, (uint32_t)c->ds.items[c->ds.off[u] + i], sign);
+  }
+}
+
+static int collect(trainer *t, const uset *touched, const uset *carried, const round_cfg *rc,
+                   collected *c) {
+  int full = !t->has_anchor || !t->pool.ready;
+  collect_init(t, touched, carried, full, c);
+  int err = full ? collect_all(c) : collect_some(c, rc->learn.replay + rc->learn.retain);
+  c->ds.user_id = xcalloc(c->ds.nusers + 1, sizeof *c->ds.user_id); /* data_free frees it */
+  if (!err) count_new(t, c, 1);
+  return err;
+}
+
+/* After a round that ran: the users first seen go into the replay pool. After one that did
+ * not (its touched users come back next time), their new events leave the counts again. */
+static void round_account(trainer *t, const collected *c, int ran) {
+  if (!ran) {
+    count_new(t, c, -1);
+    return;
+  }
+  for (size_t u = 0; u < c->ds.nusers; u++) {
+    size_t len;
+    const char *id = user_id(c, u, &len);
+    if (first_seen(c, u)) pool_offer(t, id, len);
+  }
 }
 
 static void collected_free(collected *c) {
   data_free(&c->ds);
   free(c->is_touched);
   free(c->is_new);
-  free(c->hash);
-  free(c->count);
+  free(c->id_off);
+  free(c->ids);
 }
 
 /* The most frequent items, most frequent first (ties: lower index first). */
-static size_t popular_items(const collected *c, size_t k, uint32_t **out) {
+static size_t popular_items(const trainer *t, size_t k, uint32_t **out) {
   size_t n = 0;
   uint32_t *v = xmalloc((k ? k : 1) * sizeof *v);
-  for (size_t i = 1; i < c->cap_count; i++) {
-    if (!c->count[i]) continue;
+  const uint64_t *cnt = t->pop;
+  for (size_t i = 1; i < t->pop_cap; i++) {
+    if (!cnt[i]) continue;
     if (n < k)
       n++;
-    else if (c->count[i] <= c->count[v[k - 1]])
+    else if (cnt[i] <= cnt[v[k - 1]])
       continue;
     size_t j = n - 1; /* insertion into the sorted list, dropping the last if full */
-    while (j > 0 && c->count[v[j - 1]] < c->count[i]) {
+    while (j > 0 && cnt[v[j - 1]] < cnt[i]) {
       v[j] = v[j - 1];
       j--;
     }
@@ -315,7 +469,7 @@ static int round_promote(round_ctx *x) {
 /* round_run from the serving weights (or the anchor's, when the serving network has another
  * shape), with the kept Adam moments when they belong to them; the users whose newest event it
  * held out go to held_out; a passing candidate is promoted. -EAGAIN when it did not run. */
-static int round_fine_tune(round_ctx *x, int forced, hset *held_out) {
+static int round_fine_tune(round_ctx *x, int forced, uset *held_out) {
   trainer *t = x->t;
   const serve_model *cur = x->cur;
   const model_net *serving = cur && cur->has_net ? &cur->m : NULL;
@@ -345,26 +499,36 @@ static int round_fine_tune(round_ctx *x, int forced, hset *held_out) {
   if (r == -EAGAIN) return -EAGAIN;
   if (t->poison > 0) t->poison--;
   copy_figures(x->rr, &f);
-  for (size_t u = 0; u < x->c.ds.nusers; u++)
-    if (x->held[u] == 1) train__hset_add(held_out, x->c.hash[u], 1);
+  for (size_t u = 0; u < x->c.ds.nusers; u++) {
+    size_t len;
+    const char *id = user_id(&x->c, u, &len);
+    if (x->held[u] == 1) train__uset_add(held_out, id, len, 1);
+  }
   return r == ROUND_PASSED ? round_promote(x) : outcome_of(r);
 }
 
-int train__round_run(trainer *t, const hset *touched, const hset *carried, int forced,
-                     const round_cfg *rc, trainer_round *rr, hset *held_out) {
+int train__round_run(trainer *t, const uset *touched, const uset *carried, int forced,
+                     const round_cfg *rc, trainer_round *rr, uset *held_out) {
   double t0 = fl_now();
   memset(rr, 0, sizeof *rr);
   round_ctx x = {.t = t, .rc = rc, .rr = rr};
   int outcome;
-  int err = collect(t, touched, carried, &x.c);
+  int err = collect(t, touched, carried, rc, &x.c);
+  rr->read_sec = fl_now() - t0;
   if (err != 0) {
     fl_error("round: cannot read the stored sequences: %s", fl_strerror(err));
     outcome = TRAINER_FAILED;
   } else {
-    x.npop = popular_items(&x.c, rc->popular, &x.pop);
+    if (x.c.unreadable)
+      fl_warn("round: %" PRIu64 " stored sequences do not validate and were skipped (each "
+              "user's next event replaces its sequence)",
+              x.c.unreadable);
+    x.npop = popular_items(t, rc->popular, &x.pop);
     x.cur = serve_slot_get(t->slot);
     outcome = t->has_anchor ? round_fine_tune(&x, forced, held_out)
                             : bootstrap_round(t, &x.c, x.cur, rc, rr, x.pop, x.npop);
+    round_account(t, &x.c, outcome != -EAGAIN);
+    rr->read_users = x.c.ds.nusers;
   }
   round_free(&x);
   rr->sec = fl_now() - t0;

@@ -16,7 +16,9 @@
  *
  * A round, every train.interval_s (earlier after train.min_new_events events; at once on
  * trainer_command TRAIN_NOW): the stored sequences of the users touched since the last round
- * plus train.replay_users others at random; the newest event of up to train.holdout_users
+ * plus train.replay_users others at random (drawn from the replay pool, a uniform sample of
+ * train.replay_pool stored users: a round never reads every stored sequence, except the first
+ * after start, which fills the pool); the newest event of up to train.holdout_users
  * users with new events is held out (and learned in the next round that runs). train.steps FLAME
  * steps (lambda from train.lambda0 to train.lambda_r over the round) start from the serving
  * weights, with rows for new items. The candidate is promoted only if every weight is finite and
@@ -66,6 +68,8 @@ typedef struct {
   float loss, rec; /* mean FLAME loss and its cross-entropy part */
   double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10;
   uint64_t holdout, users; /* holdout users; users trained on */
+  uint64_t read_users;     /* stored sequences the round read (touched, carried, the sample) */
+  double read_sec;         /* the seconds reading them took */
   uint64_t carried;        /* of those, users whose event the last round held out */
   uint64_t retain;         /* retained users checked for forgetting (0: none) */
   double cand_retain_ndcg10, serv_retain_ndcg10;

@@ -57,11 +57,11 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
     if (r->retain)
       snprintf(retained, sizeof retained, "; %" PRIu64 " retained users %.4f / %.4f", r->retain,
                r->cand_retain_ndcg10, r->serv_retain_ndcg10);
-    fl_info("round %" PRIu64 ": %" PRIu64
-            " users%s, loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
+    fl_info("round %" PRIu64 ": %" PRIu64 " users%s of %" PRIu64
+            " read (%.2f s), loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
             " users NDCG@10 candidate %.4f serving %.4f (HR@10 %.4f / %.4f)%s: %s%s",
-            n, r->users, carried, r->loss, r->rec, sampled, r->sec, r->holdout, r->cand_ndcg10,
-            r->serv_ndcg10, r->cand_hr10, r->serv_hr10, retained, what,
+            n, r->users, carried, r->read_users, r->read_sec, r->loss, r->rec, sampled, r->sec,
+            r->holdout, r->cand_ndcg10, r->serv_ndcg10, r->cand_hr10, r->serv_hr10, retained, what,
             r->outcome == TRAINER_PROMOTED ? " as a new version" : "");
   }
 }
@@ -95,13 +95,13 @@ static void *run(void *arg) {
     int forced = t->now;
     t->now = 0;
     if (t->paused && !forced) continue;
-    hset touched = t->touched;
+    uset touched = t->touched;
     memset(&t->touched, 0, sizeof t->touched);
     uint64_t pending = t->pending;
     t->pending = 0;
     t->st.pending_events = 0;
     t->st.running = 1;
-    hset carried = t->carried, held_out = {0};
+    uset carried = t->carried, held_out = {0};
     memset(&t->carried, 0, sizeof t->carried);
     round_cfg rc = t->rc;
     pthread_mutex_unlock(&t->mu);
@@ -112,9 +112,9 @@ static void *run(void *arg) {
     next = fl_now() + t->rc.interval_s;
     /* did not run: keep what was touched and carried for the next try; ran: carry what it
      * held out */
-    train__hset_merge(&t->carried, o < 0 ? &carried : &held_out);
+    train__uset_merge(&t->carried, o < 0 ? &carried : &held_out);
     if (o < 0) {
-      train__hset_merge(&t->touched, &touched);
+      train__uset_merge(&t->touched, &touched);
       t->pending += pending;
       t->st.pending_events = t->pending;
       t->st.skipped++;
@@ -136,18 +136,17 @@ static void *run(void *arg) {
       }
       pthread_mutex_lock(&t->mu);
     }
-    train__hset_free(&touched);
-    train__hset_free(&carried);
-    train__hset_free(&held_out);
+    train__uset_free(&touched);
+    train__uset_free(&carried);
+    train__uset_free(&held_out);
   }
   pthread_mutex_unlock(&t->mu);
   return NULL;
 }
 
 void trainer_touch(trainer *t, const char *user, size_t len, size_t n) {
-  uint64_t h = fl_hash_bytes(user, len);
   pthread_mutex_lock(&t->mu);
-  train__hset_add(&t->touched, h, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+  train__uset_add(&t->touched, user, len, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
   t->pending += n;
   t->st.pending_events = t->pending;
   if (t->pending >= t->rc.min_new_events) pthread_cond_signal(&t->cv);
@@ -186,8 +185,9 @@ static void trainer_free(trainer *t) {
   free(t->known);
   free(t->opt_m);
   free(t->opt_v);
-  train__hset_free(&t->touched);
-  train__hset_free(&t->carried);
+  train__uset_free(&t->touched);
+  train__uset_free(&t->carried);
+  train__round_state_free(t);
   pthread_cond_destroy(&t->cv);
   pthread_mutex_destroy(&t->mu);
   free(t);
@@ -226,6 +226,8 @@ int trainer_start(trainer **out, const config *cfg, state_db *db, serve_slot *sl
   t->boot_events = (size_t)cfg->train.bootstrap_min_events;
   t->boot_epochs = (size_t)cfg->train.bootstrap_epochs;
   t->seed = (uint64_t)cfg->train.seed;
+  t->seq_len = (size_t)cfg->state.seq_len;
+  t->pool.cap = (size_t)cfg->train.replay_pool;
   t->threads = (int)cfg->train.threads;
   t->nice = (int)cfg->train.nice;
   fl_rng_seed(&t->rng, t->seed ^ 0x747261696eull);

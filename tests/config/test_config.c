@@ -160,7 +160,7 @@ static void test_table_invariants(void **state) {
   (void)state;
   const config_setting *t;
   size_t n = config_table(&t);
-  assert_int_equal(n, 82);
+  assert_int_equal(n, 83);
   for (size_t i = 0; i < n; i++) {
     assert_non_null(t[i].section);
     assert_non_null(t[i].key);
@@ -173,10 +173,11 @@ static void test_table_invariants(void **state) {
     if (t[i].type == CONFIG_DOUBLE) assert_true(t[i].dmin <= t[i].dmax);
     if (t[i].type == CONFIG_ENUM) assert_non_null(t[i].choices);
     /* Reloadable: log.*, and the training rounds' settings, which the trainer reads afresh at
-     * each round (not its thread count, niceness, seed or the bootstrap, fixed at start). */
+     * each round (not its thread count, niceness, seed, replay pool or the bootstrap, fixed at
+     * start). */
     int train_round = !strcmp(t[i].section, "train") && strcmp(t[i].key, "threads") &&
                       strcmp(t[i].key, "nice") && strcmp(t[i].key, "seed") &&
-                      strncmp(t[i].key, "bootstrap_", 10);
+                      strcmp(t[i].key, "replay_pool") && strncmp(t[i].key, "bootstrap_", 10);
     assert_int_equal(t[i].reloadable, !strcmp(t[i].section, "log") || train_round);
     for (size_t j = 0; j < i; j++) {
       /* Unique names, unique fields, sections contiguous. */
@@ -901,6 +902,7 @@ static void test_dump_round_trip(void **state) {
       {"train.lambda0", "2"},
       {"train.lambda_r", "0.001"},
       {"train.replay_users", "0"},
+      {"train.replay_pool", "99"},
       {"train.holdout_users", "10"},
       {"train.retain_users", "7"},
       {"train.margin", "0"},
