@@ -32,8 +32,9 @@ static const char replay_help[] =
     "code and settings) runs every --round-events events. Progress on stderr; the last\n"
     "stdout line is JSON: {\"policy\":..,\"split\":{..},\"events\":..,\"HR@10\":..,\n"
     "\"NDCG@10\":..,\"segments\":{\"new_users\":{..},\"new_items\":{..},\"returning\":{..},\n"
-    "\"returning_idle\":{..}},\"rounds\":..,\"cpu_s\":..}. The same data, settings and seed\n"
-    "give the same figures.\n"
+    "\"returning_idle\":{..},\"with_history\":{..}},\"rounds\":..,\"cpu_s\":..}\n"
+    "(with_history: the events of users with stored history, which the network ranks; the\n"
+    "others are ranked by popularity). The same data, settings and seed give the same figures.\n"
     "  --data FILE        dataset (--format: auto | seq | uit | inter; auto reads *.inter as\n"
     "                     RecBole's atomic file, anything else as `user item [item ...]`)\n"
     "  --split F          the part before the split (0.8)\n"
@@ -70,9 +71,11 @@ typedef struct {
 /* returning_idle: the returning users' events that come after --idle-events or more events of
  * the stream without one of theirs (the split counts as the stream's start): what the rounds in
  * between may have made the network forget about them. */
-enum { SEG_ALL, SEG_NEW_USERS, SEG_NEW_ITEMS, SEG_RETURNING, SEG_IDLE, NSEG };
-static const char *const seg_names[NSEG] = {"all", "new_users", "new_items", "returning",
-                                            "returning_idle"};
+/* with_history: the events of users with stored history, ranked by the network (the others
+ * by popularity): the events the daemon's online evaluation ranks. */
+enum { SEG_ALL, SEG_NEW_USERS, SEG_NEW_ITEMS, SEG_RETURNING, SEG_IDLE, SEG_HISTORY, NSEG };
+static const char *const seg_names[NSEG] = {"all",       "new_users",      "new_items",
+                                            "returning", "returning_idle", "with_history"};
 
 typedef struct {
   /* the run's inputs */
@@ -169,6 +172,7 @@ static void rank_then_store(replay *r, size_t k) {
   if (r->sp->cut[u] && k - r->last[u] >= r->idle_events) seg_add(&r->s[SEG_IDLE], rank);
   r->last[u] = k + 1;
   if (!r->before[item]) seg_add(&r->s[SEG_NEW_ITEMS], rank);
+  if (r->len[u]) seg_add(&r->s[SEG_HISTORY], rank);
   r->len[u]++;
   r->learn[u] = r->learn[u] < UINT32_MAX ? r->learn[u] + 1 : UINT32_MAX;
   r->fresh[u] = r->fresh[u] < UINT32_MAX ? r->fresh[u] + 1 : UINT32_MAX;

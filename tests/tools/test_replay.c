@@ -110,7 +110,8 @@ static void test_rank_before_store(void **state) {
 
 /* returning_idle counts a returning user's event only after --idle-events events of the stream
  * without one of theirs (the split counting as the stream's start): o1 right at the start is
- * not idle, o1 again after 10 other events is, and so is o2's first event at index 12. */
+ * not idle, o1 again after 10 other events is, and so is o2's first event at index 12.
+ * with_history counts the events of users with stored history. */
 static void test_idle_segment(void **state) {
   (void)state;
   FILE *f = create("idle.txt");
@@ -129,6 +130,9 @@ static void test_idle_segment(void **state) {
                    3);
   assert_int_equal(
       cJSON_GetObjectItem(cJSON_GetObjectItem(seg, "returning_idle"), "events")->valueint, 2);
+  /* with_history: the events of users with stored history (not the ten new users' first) */
+  assert_int_equal(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(seg, "with_history"), "events")->valueint, 3);
   cJSON_Delete(j);
 }
 
