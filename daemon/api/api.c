@@ -529,17 +529,17 @@ static cJSON *round_json(const trainer_round *r) {
   cJSON_AddNumberToObject(o, "at_ms", (double)r->at_ms);
   cJSON_AddNumberToObject(o, "seconds", r->sec);
   cJSON_AddStringToObject(o, "outcome", trainer_outcome_name(r->outcome));
-  cJSON_AddNumberToObject(o, "loss", r->loss);
-  cJSON_AddNumberToObject(o, "users", (double)r->users);
-  cJSON_AddNumberToObject(o, "holdout_users", (double)r->holdout);
-  cJSON_AddNumberToObject(o, "candidate_ndcg10", r->cand_ndcg10);
-  cJSON_AddNumberToObject(o, "serving_ndcg10", r->serv_ndcg10);
-  cJSON_AddNumberToObject(o, "retained_users", (double)r->retain);
-  cJSON_AddNumberToObject(o, "carried_users", (double)r->carried);
+  cJSON_AddNumberToObject(o, "loss", r->f.loss);
+  cJSON_AddNumberToObject(o, "users", (double)r->f.users);
+  cJSON_AddNumberToObject(o, "holdout_users", (double)r->f.holdout);
+  cJSON_AddNumberToObject(o, "candidate_ndcg10", r->f.cand_ndcg10);
+  cJSON_AddNumberToObject(o, "serving_ndcg10", r->f.serv_ndcg10);
+  cJSON_AddNumberToObject(o, "retained_users", (double)r->f.retain);
+  cJSON_AddNumberToObject(o, "carried_users", (double)r->f.carried);
   cJSON_AddNumberToObject(o, "read_users", (double)r->read_users);
   cJSON_AddNumberToObject(o, "read_seconds", r->read_sec);
-  cJSON_AddNumberToObject(o, "candidate_retained_ndcg10", r->cand_retain_ndcg10);
-  cJSON_AddNumberToObject(o, "serving_retained_ndcg10", r->serv_retain_ndcg10);
+  cJSON_AddNumberToObject(o, "candidate_retained_ndcg10", r->f.cand_retain_ndcg10);
+  cJSON_AddNumberToObject(o, "serving_retained_ndcg10", r->f.serv_retain_ndcg10);
   cJSON_AddNumberToObject(o, "version", (double)r->version);
   return o;
 }

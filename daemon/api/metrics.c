@@ -111,7 +111,7 @@ static void train_metrics(fl_buf *b, const trainer_stats *st) {
       "flamed_model_rejections_total{reason=\"nonfinite\"} %" PRIu64 "\n"
       "# HELP flamed_anchor_version Version of the frozen anchor (0: none yet).\n"
       "# TYPE flamed_anchor_version gauge\nflamed_anchor_version %" PRIu64 "\n",
-      st->rounds ? st->last.loss : 0.0, st->rounds ? st->last.sec : 0.0, st->paused,
+      st->rounds ? st->last.f.loss : 0.0, st->rounds ? st->last.sec : 0.0, st->paused,
       st->outcomes[TRAINER_PROMOTED], st->outcomes[TRAINER_REJECTED_WORSE],
       st->outcomes[TRAINER_REJECTED_NONFINITE], st->anchor_version);
   fl_buf_printf(b,

@@ -106,9 +106,9 @@ void status_page(fl_buf *b, const status_input *in) {
     for (size_t i = 0; i < t->nhistory; i++) {
       const trainer_round *r = &t->history[i];
       int fl = r->outcome == TRAINER_BOOTSTRAPPED || r->outcome == TRAINER_FAILED;
-      loss[i] = fl ? NAN : r->loss;
-      cand[i] = r->holdout ? r->cand_ndcg10 : NAN;
-      serv[i] = r->holdout && !fl ? r->serv_ndcg10 : NAN;
+      loss[i] = fl ? NAN : r->f.loss;
+      cand[i] = r->f.holdout ? r->f.cand_ndcg10 : NAN;
+      serv[i] = r->f.holdout && !fl ? r->f.serv_ndcg10 : NAN;
     }
     chart(b, "chart-loss", "round loss", loss, t->nhistory, "#8250df", "%.3f");
     chart(b, "chart-holdout", "holdout NDCG@10 of each candidate", cand, t->nhistory, "#1f6feb",
@@ -129,7 +129,7 @@ void status_page(fl_buf *b, const status_input *in) {
       fl_buf_printf(b,
                     "<tr><td>%s</td><td class=\"%s\">%s</td><td>%.4f</td><td>%.4f</td>"
                     "<td>%.4f</td><td>%.1f</td><td>%" PRIu64 "</td></tr>\n",
-                    when, o, o, r->loss, r->cand_ndcg10, r->serv_ndcg10, r->sec, r->version);
+                    when, o, o, r->f.loss, r->f.cand_ndcg10, r->f.serv_ndcg10, r->sec, r->version);
     }
     fl_buf_puts(b, "</table>\n");
   }

@@ -271,23 +271,6 @@ static size_t popular_items(const trainer *t, size_t k, uint32_t **out) {
   return n;
 }
 
-/* A round's figures into the trainer's record of it. */
-static void copy_figures(trainer_round *rr, const round_figures *f) {
-  rr->loss = f->loss;
-  rr->rec = f->rec;
-  rr->users = f->users;
-  rr->carried = f->carried;
-  rr->holdout = f->holdout;
-  rr->retain = f->retain;
-  rr->negatives = f->negatives;
-  rr->cand_ndcg10 = f->cand_ndcg10;
-  rr->serv_ndcg10 = f->serv_ndcg10;
-  rr->cand_hr10 = f->cand_hr10;
-  rr->serv_hr10 = f->serv_hr10;
-  rr->cand_retain_ndcg10 = f->cand_retain_ndcg10;
-  rr->serv_retain_ndcg10 = f->serv_retain_ndcg10;
-}
-
 /* The trainer's outcome of a ROUND_* result. */
 static int outcome_of(int r) {
   switch (r) {
@@ -347,7 +330,7 @@ static int bootstrap(trainer *t, const collected *c, const serve_model *cur, mod
     model_free(m);
     return rc;
   }
-  rr->loss = r.last_loss;
+  rr->f.loss = r.last_loss;
   fl_info("bootstrap: anchor trained in %.0f s, best epoch %zu, validation NDCG@10 %.4f HR@10 %.4f",
           r.wall_sec, r.best_epoch, r.val.ndcg10, r.val.hr10);
   return 0;
@@ -373,12 +356,12 @@ static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, con
     if (c->ds.off[u + 1] - c->ds.off[u] >= 3) hu[nh++] = (uint32_t)u;
   fl_shuffle(hu, nh, sizeof *hu, &t->rng);
   if (nh > rc->learn.holdout) nh = rc->learn.holdout;
-  round_figures f = {.loss = rr->loss}; /* the pretraining's loss; the gate adds its figures */
+  round_figures f = {.loss = rr->f.loss}; /* the pretraining's loss; the gate adds its figures */
   int outcome = atomic_load(&t->cancel)
                     ? TRAINER_FAILED
                     : outcome_of(round_gate(&m, cur && cur->has_net ? &cur->m : NULL, &c->ds, hu,
                                             nh, NULL, 0, rc->learn.margin, &f));
-  copy_figures(rr, &f);
+  rr->f = f;
   free(hu);
   if (outcome != TRAINER_PROMOTED) {
     if (outcome != TRAINER_FAILED)
@@ -398,7 +381,7 @@ static int bootstrap_round(trainer *t, const collected *c, serve_model *cur, con
     return TRAINER_FAILED;
   }
   serve_model *s = train__snapshot_of(t, &t->anchor, ++t->version, pop, npop);
-  s->holdout = (serve_holdout){rr->cand_hr10, rr->cand_ndcg10, rr->holdout};
+  s->holdout = (serve_holdout){rr->f.cand_hr10, rr->f.cand_ndcg10, rr->f.holdout};
   if ((err = train__save_snapshot(t, s, rc->keep)) != 0) {
     fl_error("cannot write snapshot version %" PRIu64 ": %s", s->version, fl_strerror(err));
     serve_model_unref(s);
@@ -447,7 +430,7 @@ static int round_promote(round_ctx *x) {
   model_net w;
   model_take_params(&w, &x->lrn);
   serve_model *s = train__snapshot_take(t, &w, t->version + 1, x->pop, x->npop);
-  s->holdout = (serve_holdout){x->rr->cand_hr10, x->rr->cand_ndcg10, x->rr->holdout};
+  s->holdout = (serve_holdout){x->rr->f.cand_hr10, x->rr->f.cand_ndcg10, x->rr->f.holdout};
   int err = train__save_snapshot(t, s, x->rc->keep);
   if (err != 0) {
     fl_error("cannot write snapshot version %" PRIu64 " to %s: %s (the serving version stays)",
@@ -498,7 +481,7 @@ static int round_fine_tune(round_ctx *x, int forced, uset *held_out) {
   int r = round_run(&x->rc->learn, &e, forced, &x->lrn, &x->held, &f);
   if (r == -EAGAIN) return -EAGAIN;
   if (t->poison > 0) t->poison--;
-  copy_figures(x->rr, &f);
+  x->rr->f = f;
   for (size_t u = 0; u < x->c.ds.nusers; u++) {
     size_t len;
     const char *id = user_id(&x->c, u, &len);

@@ -63,19 +63,13 @@ typedef enum {
 enum { TRAINER_HISTORY = 32 };
 
 typedef struct {
-  int64_t at_ms;   /* wall clock at the round's end */
-  double sec;      /* its duration */
-  float loss, rec; /* mean FLAME loss and its cross-entropy part */
-  double cand_ndcg10, serv_ndcg10, cand_hr10, serv_hr10;
-  uint64_t holdout, users; /* holdout users; users trained on */
-  uint64_t read_users;     /* stored sequences the round read (touched, carried, the sample) */
-  double read_sec;         /* the seconds reading them took */
-  uint64_t carried;        /* of those, users whose event the last round held out */
-  uint64_t retain;         /* retained users checked for forgetting (0: none) */
-  double cand_retain_ndcg10, serv_retain_ndcg10;
-  uint64_t negatives; /* sampled-softmax candidates per step (0: the full softmax) */
-  int outcome;        /* TRAINER_PROMOTED, TRAINER_REJECTED_*, ... */
-  uint64_t version;   /* the version promoted (0 if none) */
+  int64_t at_ms;       /* wall clock at the round's end */
+  double sec;          /* its duration */
+  round_figures f;     /* what model/round.c's round measured (a bootstrap: loss and the gate's) */
+  uint64_t read_users; /* stored sequences the round read (touched, carried, the sample) */
+  double read_sec;     /* the seconds reading them took */
+  int outcome;         /* TRAINER_PROMOTED, TRAINER_REJECTED_*, ... */
+  uint64_t version;    /* the version promoted (0 if none) */
 } trainer_round;
 
 enum {

@@ -50,18 +50,19 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
     fl_warn("round %" PRIu64 ": failed after %.1f s (see above)", n, r->sec);
   } else {
     char sampled[64] = "", retained[96] = "", carried[64] = "";
-    if (r->carried)
-      snprintf(carried, sizeof carried, " (%" PRIu64 " with last round's holdout)", r->carried);
-    if (r->negatives)
-      snprintf(sampled, sizeof sampled, ", sampled softmax over %" PRIu64 " items", r->negatives);
-    if (r->retain)
-      snprintf(retained, sizeof retained, "; %" PRIu64 " retained users %.4f / %.4f", r->retain,
-               r->cand_retain_ndcg10, r->serv_retain_ndcg10);
+    if (r->f.carried)
+      snprintf(carried, sizeof carried, " (%" PRIu64 " with last round's holdout)", r->f.carried);
+    if (r->f.negatives)
+      snprintf(sampled, sizeof sampled, ", sampled softmax over %" PRIu64 " items", r->f.negatives);
+    if (r->f.retain)
+      snprintf(retained, sizeof retained, "; %" PRIu64 " retained users %.4f / %.4f", r->f.retain,
+               r->f.cand_retain_ndcg10, r->f.serv_retain_ndcg10);
     fl_info("round %" PRIu64 ": %" PRIu64 " users%s of %" PRIu64
             " read (%.2f s), loss %.4f (rec %.4f%s), %.1f s; holdout %" PRIu64
             " users NDCG@10 candidate %.4f serving %.4f (HR@10 %.4f / %.4f)%s: %s%s",
-            n, r->users, carried, r->read_users, r->read_sec, r->loss, r->rec, sampled, r->sec,
-            r->holdout, r->cand_ndcg10, r->serv_ndcg10, r->cand_hr10, r->serv_hr10, retained, what,
+            n, r->f.users, carried, r->read_users, r->read_sec, r->f.loss, r->f.rec, sampled,
+            r->sec, r->f.holdout, r->f.cand_ndcg10, r->f.serv_ndcg10, r->f.cand_hr10,
+            r->f.serv_hr10, retained, what,
             r->outcome == TRAINER_PROMOTED ? " as a new version" : "");
   }
 }
