@@ -203,7 +203,7 @@ static int collect_all(collected *c) {
     t->pool.id = xmalloc(t->pool.cap * sizeof *t->pool.id);
     t->pool.len = xmalloc(t->pool.cap * sizeof *t->pool.len);
   }
-  memset(t->pop, 0, t->pop_cap * sizeof *t->pop);
+  if (t->pop) memset(t->pop, 0, t->pop_cap * sizeof *t->pop);
   int rc = state_seq_foreach(t->db, collect_one, c);
   t->pool.ready = rc == 0;
   return rc;
