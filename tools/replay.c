@@ -258,14 +258,22 @@ static void run_round(replay *r) {
 static void run_retrain(replay *r) {
   data_set now;
   data_prefix(r->ds, r->len, &now);
+  size_t events = now.off[now.nusers];
+  fprintf(stderr,
+          "flame replay: retrain %zu from scratch on %zu stored events (%zu epochs at most)\n",
+          r->promoted + r->failed_retrains + 1, events, r->pretrain_epochs);
+  double t0 = fl_now();
   model_net m;
   if (pretrain(r, &now, r->seed + r->version + 1, &m) == 0) {
     model_free(&r->serving);
     r->serving = m;
     r->version++;
     r->promoted++;
+    fprintf(stderr, "flame replay: retrained in %.0f s\n", fl_now() - t0);
   } else {
     r->failed_retrains++;
+    fprintf(stderr, "flame replay: the retrain failed after %.0f s; the previous network serves\n",
+            fl_now() - t0);
   }
   data_free(&now);
 }
