@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
     serve_hit hits[10];
     int fb;
     double t0 = fl_now();
-    size_t got = serve_recommend(s, w, hist, 10, 10, 1, hits, &fb);
+    size_t got = serve_recommend(s, w, hist, 10, 10, &(serve_filter){.exclude_seen = 1}, hits, &fb);
     if (got != 10 || fb) {
       fprintf(stderr, "flame_scan_bench: %zu hits (fallback %d), expected 10 from the model\n", got,
               fb);

@@ -55,6 +55,7 @@ struct api {
   oeval *oe;               /* the online evaluation's thread (NULL: api.online_eval_per_s 0) */
   double bucket, bucket_t; /* its token bucket (events) */
   uint32_t *hist;          /* scratch: a user's history as item indices */
+  uint32_t *excl;          /* scratch: a request's excluded items (API_MAX_EXCLUDE) */
   state_entry *ent;
   size_t cap;
   uint64_t fallbacks; /* recommendations answered from popularity */
@@ -182,6 +183,7 @@ void api_free(api *a) {
   free(a->wspare);
   pthread_mutex_destroy(&a->wmu);
   free(a->hist);
+  free(a->excl);
   free(a->ent);
   free(a);
 }
@@ -298,13 +300,22 @@ typedef struct {
   api *a;
   http_deferred *d;
   serve_model *s;
-  int route, exclude, fb;
+  int route, fb;
+  serve_filter f; /* its items are the job's own copy */
   double t0;
   char *user; /* NULL for an anonymous session */
   size_t ulen, n, k, got;
   uint32_t *hist;
   serve_hit *hits;
 } score_job;
+
+static void job_free(score_job *j) {
+  free(j->user);
+  free(j->hist);
+  free((uint32_t *)j->f.items);
+  free(j->hits);
+  free(j);
+}
 
 static void job_work(uv_work_t *w) {
   score_job *j = w->data;
@@ -313,7 +324,7 @@ static void job_work(uv_work_t *w) {
   serve_ws *ws = a->nspare ? a->wspare[--a->nspare] : NULL;
   pthread_mutex_unlock(&a->wmu);
   if (!ws) ws = serve_ws_new();
-  j->got = serve_recommend(j->s, ws, j->hist, j->n, j->k, j->exclude, j->hits, &j->fb);
+  j->got = serve_recommend(j->s, ws, j->hist, j->n, j->k, &j->f, j->hits, &j->fb);
   pthread_mutex_lock(&a->wmu);
   if (a->nspare == a->capspare) {
     a->capspare = a->capspare ? 2 * a->capspare : 4;
@@ -331,16 +342,13 @@ static void job_done(uv_work_t *w, int status) {
   record(j->a, j->route, rs.status, fl_now() - j->t0);
   http_finish(j->d, &rs);
   serve_model_unref(j->s);
-  free(j->user);
-  free(j->hist);
-  free(j->hits);
-  free(j);
+  job_free(j);
 }
 
 /* Hands the scoring to a worker (the catalogue is large and workers are on): 1 if deferred. */
 static int recommend_deferred(api *a, const http_req *rq, int route, serve_model *s,
                               const char *user, size_t ulen, const uint32_t *hist, size_t n, long k,
-                              int exclude) {
+                              const serve_filter *f) {
   if (!a->d.loop || !rq->conn || a->d.cfg->api.workers <= 0 || !s->has_net ||
       s->m.NI < (size_t)a->d.cfg->api.offload_items)
     return 0;
@@ -349,7 +357,10 @@ static int recommend_deferred(api *a, const http_req *rq, int route, serve_model
   j->a = a;
   j->s = s;
   j->route = route;
-  j->exclude = exclude;
+  j->f = *f;
+  uint32_t *items = xmalloc((f->nitems ? f->nitems : 1) * sizeof *items);
+  if (f->nitems) memcpy(items, f->items, f->nitems * sizeof *items);
+  j->f.items = items;
   j->t0 = a->t0;
   j->user = user ? strndup(user, ulen) : NULL;
   j->ulen = ulen;
@@ -359,10 +370,7 @@ static int recommend_deferred(api *a, const http_req *rq, int route, serve_model
   if (n) memcpy(j->hist, hist, n * sizeof *hist);
   j->hits = xmalloc((size_t)k * sizeof *j->hits);
   if (uv_queue_work(a->d.loop, &j->w, job_work, job_done) != 0) {
-    free(j->user);
-    free(j->hist);
-    free(j->hits);
-    free(j);
+    job_free(j);
     return 0;
   }
   j->d = http_defer(rq);
@@ -371,23 +379,55 @@ static int recommend_deferred(api *a, const http_req *rq, int route, serve_model
 }
 
 static void recommend_reply(api *a, const http_req *rq, int route, http_resp *rs, const char *user,
-                            size_t ulen, const uint32_t *hist, size_t n, long k, int exclude) {
+                            size_t ulen, const uint32_t *hist, size_t n, long k,
+                            const serve_filter *f) {
   serve_model *s = serve_slot_get(a->d.slot);
   if (!s) {
     reply_error(rs, 503, "no model and no popularity list yet");
     return;
   }
-  if (recommend_deferred(a, rq, route, s, user, ulen, hist, n, k, exclude))
-    return; /* the job holds s */
+  if (recommend_deferred(a, rq, route, s, user, ulen, hist, n, k, f)) return; /* the job holds s */
   serve_hit *hits = xmalloc((size_t)k * sizeof *hits);
   int fb;
-  size_t got = serve_recommend(s, a->ws, hist, n, (size_t)k, exclude, hits, &fb);
+  size_t got = serve_recommend(s, a->ws, hist, n, (size_t)k, f, hits, &fb);
   recommend_json(a, rs, s, user, ulen, hits, got, fb, n);
   free(hits);
   serve_model_unref(s);
 }
 
+/* Items one request may exclude (exclude=, "exclude"): a business rule's list, not a catalogue. */
+#define API_MAX_EXCLUDE 1000
+#define API_MAX_EXCLUDE_S "1000"
+
 /* ---- routes ---- */
+
+/* Adds item id[0..len) to a->excl[*n] (an id the state does not know cannot be recommended:
+ * nothing to add). -1 when the id is not valid or the list is full. */
+static int exclude_id(api *a, const char *id, size_t len, size_t *n) {
+  if (stream_id_check(id, len, max_id(a)) != STREAM_OK || *n == API_MAX_EXCLUDE) return -1;
+  if (!a->excl) a->excl = xmalloc(API_MAX_EXCLUDE * sizeof *a->excl);
+  int64_t idx = state_item_find(a->d.db, id, len);
+  if (idx > 0) a->excl[(*n)++] = (uint32_t)idx;
+  return 0;
+}
+
+/* exclude=ID,ID,... (decoded, then split on commas): 0, or -1 (a bad id, too many, a bad
+ * escape). */
+static int exclude_param(api *a, const http_req *rq, size_t *n) {
+  *n = 0;
+  size_t cap = rq->query ? strlen(rq->query) : 0, len;
+  if (!cap) return 0;
+  char *v = xmalloc(cap + 1);
+  int rc = http_query_get(rq->query, "exclude", v, cap, &len);
+  for (size_t i = 0; rc == 1 && i < len;) {
+    size_t j = i;
+    while (j < len && v[j] != ',') j++;
+    if (exclude_id(a, v + i, j - i, n) != 0) rc = -1;
+    i = j + 1;
+  }
+  free(v);
+  return rc < 0 ? -1 : 0;
+}
 
 static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
   char user[STATE_ID_MAX + 1], v[32];
@@ -412,26 +452,34 @@ static void get_recommend(api *a, const http_req *rq, http_resp *rs) {
     reply_error(rs, 400, "k: expected an integer from 1 to %" PRId64, a->d.cfg->api.max_k);
     return;
   }
-  int exclude = 0;
+  serve_filter f = {0};
   if ((rc = http_query_get(rq->query, "exclude_seen", v, sizeof v - 1, &vl)) < 0 ||
-      (rc == 1 && parse_bool(v, vl, &exclude) != 0)) {
+      (rc == 1 && parse_bool(v, vl, &f.exclude_seen) != 0)) {
     reply_error(rs, 400, "exclude_seen: expected true or false");
     return;
   }
+  if (exclude_param(a, rq, &f.nitems) != 0) {
+    reply_error(rs, 400,
+                "exclude: expected item ids separated by commas, at most %d (for ids holding a "
+                "comma, use POST)",
+                API_MAX_EXCLUDE);
+    return;
+  }
+  f.items = a->excl;
   size_t n;
   if ((rc = user_history(a, user, ulen, &n)) != 0) {
     reply_error(rs, 500, "cannot read the user's history: %s", fl_strerror(rc));
     return;
   }
-  recommend_reply(a, rq, API__R_RECOMMEND_GET, rs, user, ulen, a->hist, n, k, exclude);
+  recommend_reply(a, rq, API__R_RECOMMEND_GET, rs, user, ulen, a->hist, n, k, &f);
 }
 
 static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
   cJSON *j;
-  static const char *const names[] = {"history", "k", "exclude_seen"};
-  const cJSON *f[3];
+  static const char *const names[] = {"history", "k", "exclude_seen", "exclude"};
+  const cJSON *f[4];
   stream_reason r = stream_json_parse(&j, rq->body, rq->body_len);
-  if (r == STREAM_R_BAD_JSON || stream_json_members(j, names, 3, f) != 0) {
+  if (r == STREAM_R_BAD_JSON || stream_json_members(j, names, 4, f) != 0) {
     cJSON_Delete(j);
     reply_error(rs, 400, "the body must be one JSON object (nothing after it, no key twice)");
     return;
@@ -443,9 +491,9 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
                 "lone surrogate)");
     return;
   }
-  const cJSON *h = f[0], *kj = f[1], *ex = f[2];
+  const cJSON *h = f[0], *kj = f[1], *ex = f[2], *xl = f[3];
   long k = 10;
-  int exclude = 0;
+  serve_filter flt = {0};
   const char *bad = NULL;
   if (!cJSON_IsArray(h))
     bad = "history: expected an array of item ids";
@@ -454,16 +502,27 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
     bad = "k: expected an integer from 1 to api.max_k";
   else if (ex && !cJSON_IsBool(ex))
     bad = "exclude_seen: expected true or false";
+  else if (xl && !cJSON_IsArray(xl))
+    bad = "exclude: expected an array of item ids";
+  const cJSON *it;
+  const cJSON *xs = bad ? NULL : xl;
+  cJSON_ArrayForEach(it, xs) {
+    if (!cJSON_IsString(it) ||
+        exclude_id(a, it->valuestring, strlen(it->valuestring), &flt.nitems) != 0) {
+      bad = "exclude: every entry must be an item id, at most " API_MAX_EXCLUDE_S " of them";
+      break;
+    }
+  }
+  flt.items = a->excl;
   if (bad) {
     cJSON_Delete(j);
     reply_error(rs, 400, "%s", bad);
     return;
   }
   if (kj) k = (long)kj->valuedouble;
-  if (ex) exclude = cJSON_IsTrue(ex);
+  if (ex) flt.exclude_seen = cJSON_IsTrue(ex);
   size_t n = 0, max = (size_t)a->d.cfg->state.seq_len;
   ensure_cap(a, (size_t)cJSON_GetArraySize(h) + 1);
-  const cJSON *it;
   int at = 0;
   cJSON_ArrayForEach(it, h) {
     /* strlen is the length: stream_json_parse refused U+0000, raw or escaped */
@@ -485,7 +544,7 @@ static void post_recommend(api *a, const http_req *rq, http_resp *rs) {
     memmove(a->hist, a->hist + (n - max), max * sizeof *a->hist);
     n = max;
   }
-  recommend_reply(a, rq, API__R_RECOMMEND_POST, rs, NULL, 0, a->hist, n, k, exclude);
+  recommend_reply(a, rq, API__R_RECOMMEND_POST, rs, NULL, 0, a->hist, n, k, &flt);
 }
 
 static void get_history(api *a, const char *enc, http_resp *rs) {

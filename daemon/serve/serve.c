@@ -458,20 +458,18 @@ size_t serve_rank(const serve_model *s, serve_ws *w, const uint32_t *hist, size_
 }
 
 size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n, size_t k,
-                       int exclude_seen, serve_hit *out, int *fallback) {
+                       const serve_filter *f, serve_hit *out, int *fallback) {
   *fallback = 1;
   if (k == 0) return 0;
   const model_net *m = s->has_net ? &s->m : NULL;
-  if (m)
-    ws_fit(w, m, n);
-  else
-    fit(&w->seen, &w->seen_cap, n, sizeof(uint32_t));
-  size_t nseen = 0;
-  if (exclude_seen && n) {
-    memcpy(w->seen, hist, n * sizeof *hist);
-    qsort(w->seen, n, sizeof *hist, cmp_u32);
-    nseen = n;
-  }
+  size_t nh = f && f->exclude_seen ? n : 0, nx = f ? f->nitems : 0;
+  if (m) ws_fit(w, m, n);
+  fit(&w->seen, &w->seen_cap, nh + nx, sizeof(uint32_t));
+  /* the excluded items, sorted: the scan and the fill-up look them up */
+  size_t nseen = nh + nx;
+  if (nh) memcpy(w->seen, hist, nh * sizeof *hist);
+  if (nx) memcpy(w->seen + nh, f->items, nx * sizeof *f->items);
+  if (nseen) qsort(w->seen, nseen, sizeof *w->seen, cmp_u32);
   size_t got = 0;
   const float *h = m ? encode_history(m, w, hist, n) : NULL;
   if (h) {

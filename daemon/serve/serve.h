@@ -90,16 +90,25 @@ typedef struct {
   float score;   /* model score (higher is better); popularity: the negated rank */
 } serve_hit;
 
+/* What a recommendation may not return: applied inside the scan, so that the answer is the
+ * exact top k of the allowed items (never fewer than k while k are allowed). */
+typedef struct {
+  int exclude_seen;      /* the items of the history */
+  const uint32_t *items; /* (nitems) these items (any order, repeats allowed) */
+  size_t nitems;
+} serve_filter;
+
 /* Top-k items for a history of item indices (oldest first; the newest L that the snapshot
  * knows are used), exact: an int8 scan of the quantized table with a per-row error bound
  * finds every item that could be in the top k, and those few are scored in float (the scores
- * are the float model's, up to the rounding of one dot product). exclude_seen: items of hist
- * are never returned. Falls back to popularity
+ * are the float model's, up to the rounding of one dot product). Items f rules out are never
+ * returned (f NULL: none). Falls back to popularity
  * (*fallback = 1) when the snapshot has no network or no history item is known to it; the
- * popularity list is also used to fill up when the catalogue is smaller than k. Returns the
- * number of hits written to out (at most k). Scores are finite or the item is skipped. */
+ * popularity list is also used to fill up when the catalogue is smaller than k; both obey f.
+ * Returns the number of hits written to out (at most k). Scores are finite or the item is
+ * skipped. */
 size_t serve_recommend(const serve_model *s, serve_ws *w, const uint32_t *hist, size_t n, size_t k,
-                       int exclude_seen, serve_hit *out, int *fallback);
+                       const serve_filter *f, serve_hit *out, int *fallback);
 
 /* The 0-based rank of item target for history hist: items scoring strictly higher, as
  * serve_recommend ranks with nothing excluded, or with exclude_window leaving out the items of

@@ -339,6 +339,38 @@ static void test_serving_end_to_end(void **state) {
   cJSON_Delete(j);
   admin(&s, "resume-training", 202);
 
+  /* exclude=: the top answer and an id the state does not know are left out, and k items
+   * still come back; POST's "exclude" the same; a list with an empty id is refused */
+  for (int post = 0; post <= 1; post++) {
+    char top[64], url[256], body[256];
+    const char *plain = "{\"history\":[\"item-5\",\"item-6\"],\"k\":5}";
+    j = post ? call(s.port, "POST", "/v1/recommend", NULL, plain, &st)
+             : call(s.port, "GET", "/v1/recommend?user=user-3&k=5", NULL, NULL, &st);
+    assert_int_equal(st, 200);
+    snprintf(top, sizeof top, "%s",
+             cJSON_GetObjectItemCaseSensitive(
+                 cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "items"), 0), "item")
+                 ->valuestring);
+    cJSON_Delete(j);
+    snprintf(url, sizeof url, "/v1/recommend?user=user-3&k=5&exclude=%s,no-such-item", top);
+    snprintf(body, sizeof body,
+             "{\"history\":[\"item-5\",\"item-6\"],\"k\":5,\"exclude\":[\"%s\",\"nope\"]}", top);
+    j = post ? call(s.port, "POST", "/v1/recommend", NULL, body, &st)
+             : call(s.port, "GET", url, NULL, NULL, &st);
+    assert_int_equal(st, 200);
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items"), *it;
+    assert_int_equal(cJSON_GetArraySize(items), 5);
+    cJSON_ArrayForEach(it, items) {
+      assert_string_not_equal(cJSON_GetObjectItemCaseSensitive(it, "item")->valuestring, top);
+    }
+    cJSON_Delete(j);
+  }
+  cJSON_Delete(call(s.port, "GET", "/v1/recommend?user=user-3&exclude=a,,b", NULL, NULL, &st));
+  assert_int_equal(st, 400);
+  cJSON_Delete(
+      call(s.port, "POST", "/v1/recommend", NULL, "{\"history\":[],\"exclude\":[7]}", &st));
+  assert_int_equal(st, 400);
+
   /* anonymous sessions, errors, the admin token, readiness, metrics */
   j = call(s.port, "POST", "/v1/recommend", NULL, "{\"history\":[\"item-5\",\"item-6\"],\"k\":3}",
            &st);

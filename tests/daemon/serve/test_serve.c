@@ -20,6 +20,8 @@ enum { NI = 40 };
 
 static serve_model *tiny_snapshot(void) { return tiny_snapshot_of(NI, 7); }
 
+static const serve_filter ex_seen = {.exclude_seen = 1};
+
 /* Reference: the engine's scores for window w (oldest first), all items. */
 static void ref_scores(const model_net *m, const int32_t *w, size_t T, float *scores) {
   model_acts *a = model_acts_new(&m->hp, 1, m->hp.L);
@@ -42,7 +44,7 @@ static void test_serve_topk_matches_full_sort(void **state) {
   for (int exclude = 0; exclude <= 1; exclude++) {
     serve_hit hits[10];
     int fb = -1;
-    size_t n = serve_recommend(s, w, hist, 9, 10, exclude, hits, &fb);
+    size_t n = serve_recommend(s, w, hist, 9, 10, exclude ? &ex_seen : NULL, hits, &fb);
     assert_int_equal(n, 10);
     assert_int_equal(fb, 0);
     for (size_t i = 0; i < n; i++) {
@@ -73,12 +75,12 @@ static void test_serve_rank(void **state) {
   uint32_t hist[] = {3, 8, 12};
   serve_hit hits[5];
   int fb;
-  assert_int_equal(serve_recommend(s, w, hist, 3, 5, 0, hits, &fb), 5);
+  assert_int_equal(serve_recommend(s, w, hist, 3, 5, NULL, hits, &fb), 5);
   for (size_t i = 0; i < 5; i++) assert_int_equal(serve_rank(s, w, hist, 3, hits[i].item, 0), i);
   assert_int_equal(serve_rank(s, w, hist, 3, NI + 1, 0), SIZE_MAX);
   /* with the window excluded: the order of serve_recommend's exclude_seen answer (the history
    * is the whole window here), and a window item is a miss */
-  assert_int_equal(serve_recommend(s, w, hist, 3, 5, 1, hits, &fb), 5);
+  assert_int_equal(serve_recommend(s, w, hist, 3, 5, &ex_seen, hits, &fb), 5);
   for (size_t i = 0; i < 5; i++) assert_int_equal(serve_rank(s, w, hist, 3, hits[i].item, 1), i);
   assert_int_equal(serve_rank(s, w, hist, 3, 8, 1), SIZE_MAX);
   uint32_t unknown[] = {77};
@@ -143,7 +145,7 @@ static void check_scan_exact_on_near_ties(size_t C) {
     for (int ki = 0; ki < 3; ki++) {
       serve_hit hits[100];
       int fb;
-      size_t k = ks[ki], n = serve_recommend(s, w, hists[hi], 4, k, 0, hits, &fb);
+      size_t k = ks[ki], n = serve_recommend(s, w, hists[hi], 4, k, NULL, hits, &fb);
       assert_int_equal(n, k);
       assert_int_equal(fb, 0);
       for (size_t i = 0; i < n; i++) {
@@ -187,24 +189,85 @@ static void test_serve_fallbacks(void **state) {
   int fb;
   /* no known item: popularity, minus the seen ones */
   uint32_t unknown[] = {45, 46};
-  assert_int_equal(serve_recommend(s, w, unknown, 2, 3, 1, hits, &fb), 3);
+  assert_int_equal(serve_recommend(s, w, unknown, 2, 3, &ex_seen, hits, &fb), 3);
   assert_int_equal(fb, 1);
   assert_int_equal(hits[0].item, 5);
   assert_int_equal(hits[1].item, 9);
   uint32_t seen5[] = {5};
   serve_model *pop = serve_model_new(0, NULL, s->popular, s->npopular);
-  assert_int_equal(serve_recommend(pop, w, seen5, 1, 2, 1, hits, &fb), 2);
+  assert_int_equal(serve_recommend(pop, w, seen5, 1, 2, &ex_seen, hits, &fb), 2);
   assert_int_equal(fb, 1);
   assert_int_equal(hits[0].item, 9);
   assert_int_equal(hits[1].item, 1);
   /* k larger than the catalogue: the model's NI items, nothing invented */
   uint32_t h[] = {1, 2};
-  assert_int_equal(serve_recommend(s, w, h, 2, 64, 0, hits, &fb), NI);
+  assert_int_equal(serve_recommend(s, w, h, 2, 64, NULL, hits, &fb), NI);
   assert_int_equal(fb, 0);
-  assert_int_equal(serve_recommend(s, w, h, 2, 64, 1, hits, &fb), NI - 2);
-  assert_int_equal(serve_recommend(s, w, NULL, 0, 0, 0, hits, &fb), 0);
+  assert_int_equal(serve_recommend(s, w, h, 2, 64, &ex_seen, hits, &fb), NI - 2);
+  assert_int_equal(serve_recommend(s, w, NULL, 0, 0, NULL, hits, &fb), 0);
   serve_model_unref(pop);
   serve_ws_free(w);
+  serve_model_unref(s);
+}
+
+/* Filters (serve_filter) against brute force on random requests: a 300-item catalogue, random
+ * histories, exclusion sets of every size up to the whole catalogue, with and without the
+ * history excluded, k from 1 to beyond what is allowed. The answer is the reference's top k of
+ * the allowed items: every hit allowed, in score order, nothing allowed left out that scores
+ * above the last hit, and min(k, allowed) hits. Without a network, the popularity list obeys
+ * the same filter. */
+static void test_serve_filters_match_brute_force(void **state) {
+  (void)state;
+  enum { N = 300, CASES = 400 };
+  serve_model *s = tiny_snapshot_of(N, 11);
+  uint32_t popl[N];
+  for (uint32_t i = 0; i < N; i++) popl[i] = N - i;
+  serve_model *pop = serve_model_new(0, NULL, popl, N);
+  serve_ws *w = serve_ws_new();
+  fl_rng rng;
+  fl_rng_seed(&rng, 2029);
+  float ref[N];
+  uint32_t hist[6], excl[N + 20];
+  serve_hit hits[N];
+  for (int c = 0; c < CASES; c++) {
+    size_t n = 1 + fl_rng_below(&rng, 6), nx = fl_rng_below(&rng, c % 10 == 0 ? N + 20 : 40);
+    for (size_t i = 0; i < n; i++) hist[i] = 1 + (uint32_t)fl_rng_below(&rng, N);
+    for (size_t i = 0; i < nx; i++) excl[i] = 1 + (uint32_t)fl_rng_below(&rng, N);
+    serve_filter f = {.exclude_seen = (int)fl_rng_below(&rng, 2), .items = excl, .nitems = nx};
+    uint8_t banned[N + 1] = {0};
+    for (size_t i = 0; i < nx; i++) banned[excl[i]] = 1;
+    for (size_t i = 0; f.exclude_seen && i < n; i++) banned[hist[i]] = 1;
+    size_t allowed = 0;
+    for (size_t it = 1; it <= N; it++) allowed += !banned[it];
+    size_t k = 1 + fl_rng_below(&rng, c % 7 == 0 ? N : 20), want = k < allowed ? k : allowed;
+    int32_t win[6];
+    for (size_t i = 0; i < n; i++) win[i] = (int32_t)hist[i];
+    ref_scores(&s->m, win, n, ref);
+    int fb;
+    size_t got = serve_recommend(s, w, hist, n, k, &f, hits, &fb);
+    assert_int_equal(fb, 0);
+    assert_int_equal(got, want);
+    uint8_t listed[N + 1] = {0};
+    for (size_t i = 0; i < got; i++) {
+      assert_false(banned[hits[i].item]);
+      assert_false(listed[hits[i].item]);
+      listed[hits[i].item] = 1;
+      assert_true(fabsf(hits[i].score - ref[hits[i].item - 1]) <= TOL);
+      if (i) assert_true(hits[i - 1].score >= hits[i].score);
+    }
+    for (size_t it = 1; got && it <= N; it++)
+      if (!banned[it] && !listed[it]) assert_true(ref[it - 1] <= hits[got - 1].score + TOL);
+    /* popularity: the allowed items in the list's order */
+    got = serve_recommend(pop, w, hist, n, k, &f, hits, &fb);
+    assert_int_equal(fb, 1);
+    assert_int_equal(got, want);
+    for (size_t i = 0, at = 0; i < got; i++, at++) {
+      while (banned[popl[at]]) at++;
+      assert_int_equal(hits[i].item, popl[at]);
+    }
+  }
+  serve_ws_free(w);
+  serve_model_unref(pop);
   serve_model_unref(s);
 }
 
@@ -229,6 +292,7 @@ int test_serve(void) {
       cmocka_unit_test(test_serve_scan_exact_on_near_ties),
       cmocka_unit_test(test_serve_scan_exact_on_near_ties_c64),
       cmocka_unit_test(test_serve_fallbacks),
+      cmocka_unit_test(test_serve_filters_match_brute_force),
       cmocka_unit_test(test_serve_refs_and_finite),
   };
   return cmocka_run_group_tests_name("daemon/serve", tests, NULL, NULL);
