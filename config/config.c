@@ -486,7 +486,8 @@ static const config_setting cfg_table[] = {
   CFG_INT("train", "min_new_events", train.min_new_events, "100000", 1, CFG_2_POW_53, true,
           "A round starts before train.interval_s once this many new events were stored."),
   CFG_INT("train", "min_users", train.min_users, "20", 1, 100000000, true,
-          "Users with new events a round needs; with fewer it waits for the next interval."),
+          "Users with new events a round needs; with fewer it is declined and waits for the next "
+          "interval or for train.min_new_events more events."),
   CFG_INT("train", "steps", train.steps, "50", 1, 1000000, true,
           "Optimizer steps per round."),
   CFG_INT("train", "batch", train.batch, "256", 1, 65536, true, "Samples per optimizer step."),

@@ -635,6 +635,7 @@ static void get_model(api *a, http_resp *rs) {
         t, "rejected",
         (double)(st.outcomes[TRAINER_REJECTED_WORSE] + st.outcomes[TRAINER_REJECTED_NONFINITE]));
     cJSON_AddNumberToObject(t, "pending_events", (double)st.pending_events);
+    cJSON_AddNumberToObject(t, "declined", (double)st.skipped);
     cJSON_AddNumberToObject(t, "anchor_version", (double)st.anchor_version);
     cJSON *arr = cJSON_AddArrayToObject(t, "recent_rounds");
     for (size_t i = 0; i < st.nhistory; i++) cJSON_AddItemToArray(arr, round_json(&st.history[i]));

@@ -95,6 +95,13 @@ static void train_metrics(fl_buf *b, const trainer_stats *st) {
   for (int o = 0; o < TRAINER_OUTCOMES; o++)
     fl_buf_printf(b, "flamed_train_rounds_total{outcome=\"%s\"} %" PRIu64 "\n",
                   trainer_outcome_name(o), st->outcomes[o]);
+  fl_buf_printf(b,
+                "# HELP flamed_train_rounds_declined_total Rounds not run: fewer than "
+                "train.min_users users with new events (the next waits for "
+                "train.min_new_events more events).\n"
+                "# TYPE flamed_train_rounds_declined_total counter\n"
+                "flamed_train_rounds_declined_total %" PRIu64 "\n",
+                st->skipped);
   fl_buf_printf(
       b,
       "# HELP flamed_train_loss Mean FLAME loss of the last round.\n"

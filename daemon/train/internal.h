@@ -96,6 +96,7 @@ struct trainer {
   uset touched;
   uset carried; /* users whose newest event the last round held out: the next round learns it */
   uint64_t pending;
+  uint64_t retry_at; /* after a declined round: the pending events the next one waits for */
   int now, reanchor, stop, paused;
   trainer_stats st;
   atomic_int cancel;

@@ -84,7 +84,8 @@ enum {
 typedef struct {
   uint64_t rounds; /* rounds run (every outcome) */
   uint64_t outcomes[TRAINER_OUTCOMES];
-  uint64_t skipped; /* intervals that ended without a round (too few users) */
+  uint64_t skipped; /* rounds declined: too few users with new events (the next one waits for
+                     * train.min_new_events more events, or the interval) */
   uint64_t reanchors;
   uint64_t quarantined;                   /* checkpoints moved into <model dir>/corrupt/ */
   uint64_t anchor_version;                /* 0: no anchor yet */

@@ -74,8 +74,11 @@ static void *run(void *arg) {
   pthread_mutex_lock(&t->mu);
   double next = fl_now() + t->rc.interval_s;
   while (!t->stop) {
+    /* after a declined round, the next one waits for train.min_new_events more events (or
+     * the interval): retrying at once would spin on the same too-few users */
     while (!t->stop && !t->now && !t->reanchor &&
-           (t->paused || (fl_now() < next && t->pending < t->rc.min_new_events))) {
+           (t->paused ||
+            (fl_now() < next && (t->pending < t->rc.min_new_events || t->pending < t->retry_at)))) {
       double wait = t->paused ? 1.0 : next - fl_now();
       if (wait > 1.0) wait = 1.0;
       struct timespec ts;
@@ -117,9 +120,11 @@ static void *run(void *arg) {
     if (o < 0) {
       train__uset_merge(&t->touched, &touched);
       t->pending += pending;
+      t->retry_at = t->pending + t->rc.min_new_events;
       t->st.pending_events = t->pending;
       t->st.skipped++;
     } else {
+      t->retry_at = 0;
       t->st.rounds++;
       t->st.outcomes[o]++;
       t->st.last = rr;

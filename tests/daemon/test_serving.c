@@ -540,11 +540,58 @@ static void test_serving_swaps_under_load(void **state) {
   serving_down(&s);
 }
 
+/* The trainer's declined rounds counted on /v1/model (bounded poll until at least n). */
+static double declined(const serving *s, double n) {
+  double d = -1;
+  for (double end = fl_now() + WAIT_S; fl_now() < end; fl_sleep_ms(100)) {
+    int st;
+    cJSON *j = call(s->port, "GET", "/v1/model", NULL, NULL, &st);
+    d = num(cJSON_GetObjectItemCaseSensitive(j, "training"), "declined");
+    cJSON_Delete(j);
+    if (d >= n) break;
+  }
+  return d;
+}
+
+/* A round declined for too few users with new events (train.min_users) does not spin: the
+ * next one waits for train.min_new_events more events. Each burst here is at least
+ * min_new_events (10) events of too few users: one declined round, then none for 2 s. */
+static void test_serving_declined_round_waits(void **state) {
+  (void)state;
+  serving s;
+  const char *extra[] = {"--train.min_users=100000000", "--train.min_new_events=10",
+                         "--train.interval_s=3600", NULL};
+  serving_up(&s, "declined", 100, extra);
+  assert_true(wait_version(&s, 1, WAIT_S) >= 1); /* the bootstrap does not need min_users */
+  for (double end = fl_now() + WAIT_S;
+       fl_now() < end && metric(s.port, "flamed_events_stored_total ") < s.sent;)
+    fl_sleep_ms(50);
+  double d0 = declined(&s, 0);
+  char data[320], args[1024], lines[256] = "";
+  snprintf(data, sizeof data, "%s/burst.txt", s.v.tmp);
+  for (int u = 1; u <= 12; u++)
+    snprintf(lines + strlen(lines), sizeof lines - strlen(lines), "%d %d\n", u, 100 + u);
+  tu_write_file(data, lines);
+  snprintf(args, sizeof args, "produce --brokers %s --topic %s --data %s", s.v.bootstrap, s.v.topic,
+           data);
+  for (int burst = 1; burst <= 2; burst++) {
+    tu_run_result r = tu_run(flame_bin(), s.v.tmp, args);
+    assert_int_equal(r.status, 0);
+    tu_run_free(&r);
+    assert_true(declined(&s, d0 + burst) >= d0 + burst);
+    fl_sleep_ms(2000); /* a spinning trainer would decline hundreds of times meanwhile */
+    assert_true(declined(&s, 0) <= d0 + burst);
+  }
+  assert_true(metric(s.port, "flamed_train_rounds_declined_total ") >= d0 + 2);
+  serving_down(&s);
+}
+
 int test_serving(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_serving_end_to_end),
       cmocka_unit_test(test_serving_rejects_bad_candidates),
       cmocka_unit_test(test_serving_swaps_under_load),
+      cmocka_unit_test(test_serving_declined_round_waits),
   };
   return cmocka_run_group_tests_name("daemon/serving", tests, NULL, NULL);
 }
