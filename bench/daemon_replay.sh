@@ -57,9 +57,9 @@
 #     events of different users in a slightly different order than their timestamps; each
 #     user's order and the chunk boundaries are kept.
 #   - a declined round (fewer than train.min_users users with new events) keeps its pending
-#     events and the trainer retries at once (min_new_events still reached), so the round may
-#     then run while part of the next chunk is stored; the replay retries only after the next
-#     1,000 events.
+#     events; the next round waits for train.min_new_events more events, as the replay's
+#     (before d88d54e the trainer retried at once and spun: a run at 1ee82ef's trainer stalls
+#     on ml-100k's chunks of fewer than 20 users).
 #   - the trainer runs with 1 BLAS thread and its own seed stream (train.seed); the replay with
 #     --threads 2 in bench/RESULTS.md 18: the rounds are the same code, not the same numbers.
 #
