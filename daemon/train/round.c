@@ -68,7 +68,7 @@ static void pool_offer(trainer *t, const char *id, size_t len) {
   uint64_t seen = ++p->seen;
   size_t at = p->n;
   if (p->n == p->cap) {
-    at = (size_t)(fl_rng_below(&t->rng, seen));
+    at = (size_t)fl_rng_below(&t->rng, seen);
     if (at >= p->cap) return;
     free(p->id[at]);
   } else {
@@ -235,9 +235,10 @@ static void round_account(trainer *t, const collected *c, int ran) {
     return;
   }
   for (size_t u = 0; u < c->ds.nusers; u++) {
+    if (!first_seen(c, u)) continue;
     size_t len;
     const char *id = user_id(c, u, &len);
-    if (first_seen(c, u)) pool_offer(t, id, len);
+    pool_offer(t, id, len);
   }
 }
 
@@ -483,9 +484,10 @@ static int round_fine_tune(round_ctx *x, int forced, uset *held_out) {
   if (t->poison > 0) t->poison--;
   x->rr->f = f;
   for (size_t u = 0; u < x->c.ds.nusers; u++) {
+    if (x->held[u] != 1) continue;
     size_t len;
     const char *id = user_id(&x->c, u, &len);
-    if (x->held[u] == 1) train__uset_add(held_out, id, len, 1);
+    train__uset_add(held_out, id, len, 1);
   }
   return r == ROUND_PASSED ? round_promote(x) : outcome_of(r);
 }

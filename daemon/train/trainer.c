@@ -67,6 +67,13 @@ static void log_round(uint64_t n, const trainer_round *r, int stopping) {
   }
 }
 
+/* The pending events that start a round early (under mu): train.min_new_events, and after a
+ * declined round that many more than it had, since retrying at once would spin on the same
+ * too-few users. */
+static uint64_t events_due(const trainer *t) {
+  return t->retry_at > t->rc.min_new_events ? t->retry_at : t->rc.min_new_events;
+}
+
 static void *run(void *arg) {
   trainer *t = arg;
   fl_thread_setup("trainer", t->nice);
@@ -74,11 +81,8 @@ static void *run(void *arg) {
   pthread_mutex_lock(&t->mu);
   double next = fl_now() + t->rc.interval_s;
   while (!t->stop) {
-    /* after a declined round, the next one waits for train.min_new_events more events (or
-     * the interval): retrying at once would spin on the same too-few users */
     while (!t->stop && !t->now && !t->reanchor &&
-           (t->paused ||
-            (fl_now() < next && (t->pending < t->rc.min_new_events || t->pending < t->retry_at)))) {
+           (t->paused || (fl_now() < next && t->pending < events_due(t)))) {
       double wait = t->paused ? 1.0 : next - fl_now();
       if (wait > 1.0) wait = 1.0;
       struct timespec ts;
@@ -155,7 +159,7 @@ void trainer_touch(trainer *t, const char *user, size_t len, size_t n) {
   train__uset_add(&t->touched, user, len, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
   t->pending += n;
   t->st.pending_events = t->pending;
-  if (t->pending >= t->rc.min_new_events) pthread_cond_signal(&t->cv);
+  if (t->pending >= events_due(t)) pthread_cond_signal(&t->cv);
   pthread_mutex_unlock(&t->mu);
 }
 
