@@ -124,7 +124,8 @@ static void *run(void *arg) {
     if (o < 0) {
       train__uset_merge(&t->touched, &touched);
       t->pending += pending;
-      t->retry_at = t->pending + t->rc.min_new_events;
+      /* more than the declined round saw: events that landed while it ran count */
+      t->retry_at = pending + t->rc.min_new_events;
       t->st.pending_events = t->pending;
       t->st.skipped++;
     } else {
